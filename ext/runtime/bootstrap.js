@@ -1,0 +1,204 @@
+// functions-host: the global scope of every function isolate, and the invocation dispatcher.
+// Runs once, while the base snapshot is built; nothing here runs per request except `dispatch`.
+
+import { core, primordials } from "ext:core/mod.js";
+import { Crypto, crypto } from "ext:crypto/crypto.js";
+import {
+  op_console_write,
+  op_invocation_request,
+  op_invocation_request_body,
+  op_invocation_respond,
+} from "ext:core/ops";
+
+const {
+  ArrayPrototypePush,
+  JSONParse,
+  JSONStringify,
+  ObjectDefineProperties,
+  ObjectDefineProperty,
+  ObjectFromEntries,
+  ObjectPrototypeIsPrototypeOf,
+  SafePromiseAllSettled,
+  TypeError,
+  TypedArrayPrototypeGetByteLength,
+} = primordials;
+
+const load = core.loadExtScript;
+load("ext:deno_webidl/00_webidl.js");
+const url = load("ext:deno_web/00_url.js");
+const urlPattern = load("ext:deno_web/01_urlpattern.js");
+const consoleScript = load("ext:deno_web/01_console.js");
+const domException = load("ext:deno_web/01_dom_exception.js");
+const event = load("ext:deno_web/02_event.js");
+const structuredCloneScript = load("ext:deno_web/02_structured_clone.js");
+const timers = load("ext:deno_web/02_timers.js");
+const abortSignal = load("ext:deno_web/03_abort_signal.js");
+const base64 = load("ext:deno_web/05_base64.js");
+const streams = load("ext:deno_web/06_streams.js");
+const encoding = load("ext:deno_web/08_text_encoding.js");
+const file = load("ext:deno_web/09_file.js");
+const compression = load("ext:deno_web/14_compression.js");
+const performance = load("ext:deno_web/15_performance.js");
+const headers = load("ext:fetch/20_headers.js");
+const formData = load("ext:fetch/21_formdata.js");
+const request = load("ext:fetch/23_request.js");
+const response = load("ext:fetch/23_response.js");
+const { Request } = request;
+const { Response, ResponsePrototype } = response;
+
+// Logs are plain text: never ANSI colours.
+consoleScript.setNoColorFns(() => true, () => true);
+const console = new consoleScript.Console(op_console_write);
+
+const nonEnumerable = core.propNonEnumerable;
+const writable = core.propWritable;
+
+ObjectDefineProperties(globalThis, {
+  // Fetch
+  Headers: nonEnumerable(headers.Headers),
+  Request: nonEnumerable(Request),
+  Response: nonEnumerable(Response),
+  FormData: nonEnumerable(formData.FormData),
+  // URL
+  URL: nonEnumerable(url.URL),
+  URLSearchParams: nonEnumerable(url.URLSearchParams),
+  URLPattern: nonEnumerable(urlPattern.URLPattern),
+  // Encoding
+  TextEncoder: nonEnumerable(encoding.TextEncoder),
+  TextDecoder: nonEnumerable(encoding.TextDecoder),
+  TextEncoderStream: nonEnumerable(encoding.TextEncoderStream),
+  TextDecoderStream: nonEnumerable(encoding.TextDecoderStream),
+  atob: writable(base64.atob),
+  btoa: writable(base64.btoa),
+  // Crypto
+  crypto: nonEnumerable(crypto),
+  Crypto: nonEnumerable(Crypto),
+  // Console, timers, scheduling
+  console: nonEnumerable(console),
+  setTimeout: writable(timers.setTimeout),
+  clearTimeout: writable(timers.clearTimeout),
+  setInterval: writable(timers.setInterval),
+  clearInterval: writable(timers.clearInterval),
+  structuredClone: writable(structuredCloneScript.structuredClone),
+  performance: writable(performance.performance),
+  Performance: nonEnumerable(performance.Performance),
+  // DOM: events, aborting, exceptions
+  DOMException: nonEnumerable(domException.DOMException),
+  Event: nonEnumerable(event.Event),
+  EventTarget: nonEnumerable(event.EventTarget),
+  CustomEvent: nonEnumerable(event.CustomEvent),
+  ErrorEvent: nonEnumerable(event.ErrorEvent),
+  PromiseRejectionEvent: nonEnumerable(event.PromiseRejectionEvent),
+  reportError: writable(event.reportError),
+  AbortController: nonEnumerable(abortSignal.AbortController),
+  AbortSignal: nonEnumerable(abortSignal.AbortSignal),
+  // Streams, files, compression
+  ReadableStream: nonEnumerable(streams.ReadableStream),
+  ReadableStreamDefaultReader: nonEnumerable(streams.ReadableStreamDefaultReader),
+  ReadableStreamBYOBReader: nonEnumerable(streams.ReadableStreamBYOBReader),
+  ReadableStreamBYOBRequest: nonEnumerable(streams.ReadableStreamBYOBRequest),
+  ReadableByteStreamController: nonEnumerable(streams.ReadableByteStreamController),
+  ReadableStreamDefaultController: nonEnumerable(streams.ReadableStreamDefaultController),
+  WritableStream: nonEnumerable(streams.WritableStream),
+  WritableStreamDefaultWriter: nonEnumerable(streams.WritableStreamDefaultWriter),
+  WritableStreamDefaultController: nonEnumerable(streams.WritableStreamDefaultController),
+  TransformStream: nonEnumerable(streams.TransformStream),
+  TransformStreamDefaultController: nonEnumerable(streams.TransformStreamDefaultController),
+  ByteLengthQueuingStrategy: nonEnumerable(streams.ByteLengthQueuingStrategy),
+  CountQueuingStrategy: nonEnumerable(streams.CountQueuingStrategy),
+  Blob: nonEnumerable(file.Blob),
+  File: nonEnumerable(file.File),
+  CompressionStream: nonEnumerable(compression.CompressionStream),
+  DecompressionStream: nonEnumerable(compression.DecompressionStream),
+  self: { value: globalThis, writable: true, enumerable: false, configurable: true },
+});
+event.saveGlobalThisReference(globalThis);
+
+/** The `ctx` argument of a handler, as in Workers: `waitUntil` and `passThroughOnException`. */
+class ExecutionContext {
+  #pending;
+  constructor(pending) {
+    this.#pending = pending;
+  }
+  waitUntil(promise) {
+    ArrayPrototypePush(this.#pending, promise);
+  }
+  passThroughOnException() {}
+}
+
+function jsonError(status, code, message) {
+  return new Response(JSONStringify({ error: { code, message } }), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** The event of a plain-function handler: the JSON body, or the query parameters when empty. */
+function eventOf(head) {
+  if (!head.has_body) {
+    return ObjectFromEntries(new url.URL(head.url).searchParams);
+  }
+  const text = core.decode(op_invocation_request_body());
+  return JSONParse(text);
+}
+
+async function respond(res) {
+  const body = new Uint8Array(await res.arrayBuffer());
+  const list = [];
+  for (const entry of res.headers) ArrayPrototypePush(list, entry);
+  op_invocation_respond(res.status, list, body);
+  return TypedArrayPrototypeGetByteLength(body);
+}
+
+/**
+ * Runs one invocation of the module whose namespace is `ns`: reads the request from the host,
+ * calls the default export (a fetch handler or a plain function) and hands the response back.
+ * Rejects when the handler throws; the host turns that into a 500 with the stack.
+ */
+async function dispatch(ns) {
+  performance.setTimeOrigin();
+  const head = op_invocation_request();
+  const handler = ns.default;
+  const pending = [];
+  const ctx = new ExecutionContext(pending);
+  const env = head.env;
+  let res;
+  if (typeof handler === "function") {
+    let event;
+    try {
+      event = eventOf(head);
+    } catch (err) {
+      await respond(jsonError(400, "bad_request", `request body is not valid JSON: ${err.message}`));
+      return;
+    }
+    const result = await handler(event, env, ctx);
+    if (ObjectPrototypeIsPrototypeOf(ResponsePrototype, result)) {
+      res = result;
+    } else if (result === undefined) {
+      res = new Response(null, { status: 204 });
+    } else {
+      res = Response.json(result);
+    }
+  } else if (handler !== null && typeof handler === "object" && typeof handler.fetch === "function") {
+    const init = { method: head.method, headers: head.headers };
+    if (head.has_body) init.body = op_invocation_request_body();
+    const req = new Request(head.url, init);
+    res = await handler.fetch(req, env, ctx);
+    if (!ObjectPrototypeIsPrototypeOf(ResponsePrototype, res)) {
+      throw new TypeError(`fetch() must return a Response, but it returned ${typeof res === "object" ? (res === null ? "null" : "an object") : typeof res}`);
+    }
+  } else {
+    throw new TypeError(
+      "the module's default export must be a function or an object with a fetch(request, env, ctx) method",
+    );
+  }
+  await respond(res);
+  if (pending.length > 0) await SafePromiseAllSettled(pending);
+}
+
+ObjectDefineProperty(globalThis, "__functionsHostDispatch", {
+  value: dispatch,
+  writable: true,
+  enumerable: false,
+  configurable: true,
+});

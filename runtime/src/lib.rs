@@ -1,0 +1,35 @@
+//! functions-runtime: the functions-host engine as a library.
+//!
+//! An [`Engine`] owns a pool of worker threads. Each invocation of a JavaScript [`Function`] runs in
+//! a new V8 isolate created from the base startup snapshot (`functions-snapshots`) and destroyed
+//! afterwards, so nothing leaks between invocations; a function deployed with
+//! [`Isolation::Function`] instead keeps one warm isolate for its sequential invocations.
+//!
+//! ```no_run
+//! use functions_runtime::{Engine, EngineConfig, Function, Request};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new(EngineConfig::default());
+//! let hello = Function::javascript("hello", "export default (e) => ({ hi: e.name })");
+//! engine.check(&hello).await?;
+//! let outcome = engine.invoke(&hello, Request::json(r#"{"name":"World"}"#)).await;
+//! assert_eq!(outcome.result?.body, br#"{"hi":"World"}"#);
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod error;
+mod function;
+mod isolate;
+mod pool;
+
+pub use engine::Engine;
+pub use engine::EngineConfig;
+pub use engine::Outcome;
+pub use error::CompileError;
+pub use error::InvokeError;
+pub use function::Function;
+pub use function::Isolation;
+pub use functions_ext::console::LogLevel;
+pub use functions_ext::console::LogLine;
+pub use functions_ext::runtime::InvocationRequest as Request;
+pub use functions_ext::runtime::InvocationResponse as Response;

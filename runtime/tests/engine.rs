@@ -1,0 +1,191 @@
+//! The engine through its embedding API: shapes, isolation, errors, globals and console output.
+
+use functions_runtime::Engine;
+use functions_runtime::EngineConfig;
+use functions_runtime::Function;
+use functions_runtime::InvokeError;
+use functions_runtime::Isolation;
+use functions_runtime::LogLevel;
+use functions_runtime::Request;
+use functions_runtime::Response;
+
+fn engine() -> Engine {
+  Engine::new(EngineConfig { workers: 2 })
+}
+
+async fn run(engine: &Engine, function: &Function, request: Request) -> Response {
+  let outcome = engine.invoke(function, request).await;
+  match outcome.result {
+    Ok(response) => response,
+    Err(err) => panic!("invocation failed: {err:?}"),
+  }
+}
+
+fn text(response: &Response) -> &str {
+  std::str::from_utf8(&response.body).unwrap()
+}
+
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+  response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn plain_function_gets_the_json_body_and_returns_json() {
+  let engine = engine();
+  let f = Function::javascript("hello", "export default async (event) => ({ message: `Hello, ${event.name}!` })");
+  let response = run(&engine, &f, Request::json(r#"{"name":"World"}"#)).await;
+  assert_eq!(response.status, 200);
+  assert_eq!(text(&response), r#"{"message":"Hello, World!"}"#);
+  assert_eq!(header(&response, "content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn fetch_handler_sees_method_url_headers_and_body() {
+  let engine = engine();
+  let f = Function::javascript(
+    "echo",
+    r#"export default {
+      async fetch(request, env, ctx) {
+        const body = await request.text();
+        const url = new URL(request.url);
+        return new Response(`${request.method} ${url.pathname} ${url.searchParams.get("q")} ${request.headers.get("x-test")} ${body}`, {
+          status: 201,
+          headers: { "x-reply": "yes" },
+        });
+      }
+    }"#,
+  );
+  let request = Request {
+    method: "PUT".into(),
+    url: "http://example.com/a/b?q=1".into(),
+    headers: vec![("x-test".into(), "hdr".into())],
+    body: b"payload".to_vec(),
+    ..Request::default()
+  };
+  let response = run(&engine, &f, request).await;
+  assert_eq!(response.status, 201);
+  assert_eq!(text(&response), "PUT /a/b 1 hdr payload");
+  assert_eq!(header(&response, "x-reply"), Some("yes"));
+}
+
+#[tokio::test]
+async fn every_invocation_gets_a_fresh_isolate_by_default() {
+  let engine = engine();
+  let source = "let count = 0; export default () => ({ count: ++count });";
+  let f = Function::javascript("counter", source);
+  for _ in 0..3 {
+    let response = run(&engine, &f, Request::json("{}")).await;
+    assert_eq!(text(&response), r#"{"count":1}"#);
+  }
+}
+
+#[tokio::test]
+async fn function_isolation_keeps_one_warm_isolate() {
+  let engine = engine();
+  let source = "let count = 0; export default () => ({ count: ++count });";
+  let f = Function::new("warm", 1, "index.js", source.into(), Default::default(), Isolation::Function);
+  let fresh = Function::javascript("fresh", source);
+  for expected in 1..=4 {
+    let response = run(&engine, &f, Request::json("{}")).await;
+    assert_eq!(text(&response), format!(r#"{{"count":{expected}}}"#));
+    // Fresh isolates created and dropped between warm invocations on the same worker.
+    let response = run(&engine, &fresh, Request::json("{}")).await;
+    assert_eq!(text(&response), r#"{"count":1}"#);
+  }
+  // A new version starts from a new isolate.
+  let v2 = Function::new("warm", 2, "index.js", source.into(), Default::default(), Isolation::Function);
+  assert_eq!(text(&run(&engine, &v2, Request::json("{}")).await), r#"{"count":1}"#);
+}
+
+#[tokio::test]
+async fn top_level_await_and_promises() {
+  let engine = engine();
+  let f = Function::javascript(
+    "tla",
+    "const value = await new Promise((r) => setTimeout(() => r(41), 5));
+     export default async () => { await null; return value + 1; }",
+  );
+  assert_eq!(text(&run(&engine, &f, Request::json("{}")).await), "42");
+}
+
+#[tokio::test]
+async fn syntax_errors_have_line_and_column() {
+  let engine = engine();
+  let f = Function::javascript("broken", "export default () => {\n  return 1 +;\n};\n");
+  let err = engine.check(&f).await.unwrap_err();
+  assert!(err.message.contains("SyntaxError"), "{err:?}");
+  assert_eq!(err.line, 2, "{err:?}");
+  assert!(err.column > 0, "{err:?}");
+  assert!(err.file.ends_with("broken/index.js"), "{err:?}");
+  engine.check(&Function::javascript("ok", "export default () => 1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throwing_function_reports_message_and_stack() {
+  let engine = engine();
+  let f = Function::javascript("thrower", "function inner() { throw new Error('boom'); }\nexport default () => inner();");
+  let outcome = engine.invoke(&f, Request::json("{}")).await;
+  match outcome.result {
+    Err(InvokeError::Threw { message, stack }) => {
+      assert!(message.contains("boom"), "{message}");
+      assert!(stack.contains("inner"), "{stack}");
+      assert!(stack.contains("thrower/index.js:1"), "{stack}");
+    }
+    other => panic!("expected a throw, got {other:?}"),
+  }
+}
+
+#[tokio::test]
+async fn console_lines_are_captured_with_levels() {
+  let engine = engine();
+  let f = Function::javascript(
+    "logger",
+    "export default () => { console.log('hello', { a: 1 }); console.warn('careful'); console.error(new Error('bad').message); return 1; }",
+  );
+  let outcome = engine.invoke(&f, Request::json("{}")).await;
+  outcome.result.unwrap();
+  let lines: Vec<_> = outcome.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+  assert_eq!(lines, vec![(LogLevel::Info, "hello { a: 1 }"), (LogLevel::Warn, "careful"), (LogLevel::Error, "bad")]);
+}
+
+#[tokio::test]
+async fn web_globals_work() {
+  let engine = engine();
+  let f = Function::javascript(
+    "globals",
+    r#"export default async () => {
+      const enc = new TextEncoder().encode("héllo");
+      const dec = new TextDecoder().decode(enc);
+      const url = new URL("https://a.example/p?x=1&y=2");
+      url.searchParams.append("z", "3");
+      const cloned = structuredClone({ d: new Date(0), m: new Map([[1, 2]]) });
+      const uuid = crypto.randomUUID();
+      const random = crypto.getRandomValues(new Uint8Array(8));
+      const t0 = performance.now();
+      let fired = 0;
+      await new Promise((resolve) => {
+        const id = setInterval(() => { if (++fired === 3) { clearInterval(id); resolve(); } }, 1);
+      });
+      const cancelled = await new Promise((resolve) => {
+        const t = setTimeout(() => resolve("fired"), 1);
+        clearTimeout(t);
+        setTimeout(() => resolve("cleared"), 5);
+      });
+      const micro = await new Promise((resolve) => queueMicrotask(() => resolve("micro")));
+      const h = new Headers({ "X-A": "1" });
+      h.append("x-a", "2");
+      const res = Response.json({ ok: true }, { status: 202 });
+      const req = new Request("https://a.example/", { method: "POST", body: "hi" });
+      return {
+        bytes: enc.length, dec, href: url.href, date: cloned.d instanceof Date, map: cloned.m.get(1),
+        uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(uuid),
+        random: random.length, elapsed: performance.now() >= t0, fired, cancelled, micro,
+        b64: btoa("hi"), unb64: atob("aGk="), header: h.get("x-a"),
+        status: res.status, resType: res.headers.get("content-type"), reqBody: await req.text(),
+      };
+    }"#,
+  );
+  let response = run(&engine, &f, Request::json("{}")).await;
+  let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+  assert_eq!(v, serde_json::from_str::<serde_json::Value>(r#"{"bytes":6,"dec":"héllo","href":"https://a.example/p?x=1&y=2&z=3","date":true,"map":2,"uuid":true,"random":8,"elapsed":true,"fired":3,"cancelled":"cleared","micro":"micro","b64":"aGk=","unb64":"hi","header":"1, 2","status":202,"resType":"application/json","reqBody":"hi"}"#).unwrap());
+}
