@@ -19,17 +19,17 @@ use deno_core::Extension;
 
 /// Every extension of a function isolate, in dependency order.
 pub fn extensions() -> Vec<Extension> {
-  vec![
-    deno_webidl::deno_webidl::init(),
-    deno_web::deno_web::init(
-      Arc::new(deno_web::BlobStore::default()),
-      None,
-      false,
-      deno_web::InMemoryBroadcastChannel::default(),
-    ),
-    fetch::fetch::init(),
-    console::console::init(),
-    crypto::crypto::init(),
-    runtime::host::init(),
-  ]
+    vec![
+        deno_webidl::deno_webidl::init(),
+        deno_web::deno_web::init(
+            Arc::new(deno_web::BlobStore::default()),
+            None,
+            false,
+            deno_web::InMemoryBroadcastChannel::default(),
+        ),
+        fetch::fetch::init(),
+        console::console::init(),
+        crypto::crypto::init(),
+        runtime::host::init(),
+    ]
 }

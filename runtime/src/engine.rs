@@ -15,77 +15,96 @@ use crate::pool::Task;
 /// How an [`Engine`] is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-  /// Worker threads, each running one invocation at a time (default: the number of cores).
-  pub workers: usize,
+    /// Worker threads, each running one invocation at a time (default: the number of cores).
+    pub workers: usize,
 }
 
 impl Default for EngineConfig {
-  fn default() -> Self {
-    Self { workers: std::thread::available_parallelism().map(usize::from).unwrap_or(1) }
-  }
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+        }
+    }
 }
 
 /// What one invocation produced: its response or error, and its console output.
 #[derive(Debug)]
 pub struct Outcome {
-  /// The response, or why there is none.
-  pub result: Result<Response, InvokeError>,
-  /// Console lines, in order, with their timestamps.
-  pub logs: Vec<LogLine>,
-  /// Console lines dropped because the invocation wrote more than the per-invocation cap.
-  pub dropped_log_lines: usize,
+    /// The response, or why there is none.
+    pub result: Result<Response, InvokeError>,
+    /// Console lines, in order, with their timestamps.
+    pub logs: Vec<LogLine>,
+    /// Console lines dropped because the invocation wrote more than the per-invocation cap.
+    pub dropped_log_lines: usize,
 }
 
 impl Outcome {
-  pub(crate) fn new(result: Result<Response, InvokeError>, output: ConsoleOutput) -> Self {
-    Self { result, logs: output.lines, dropped_log_lines: output.dropped }
-  }
+    pub(crate) fn new(result: Result<Response, InvokeError>, output: ConsoleOutput) -> Self {
+        Self {
+            result,
+            logs: output.lines,
+            dropped_log_lines: output.dropped,
+        }
+    }
 }
 
 /// Runs functions on a pool of worker threads. Dropping it stops the workers after the
 /// invocations already queued.
 pub struct Engine {
-  pool: Pool,
+    pool: Pool,
 }
 
 impl Engine {
-  /// Starts the worker threads.
-  pub fn new(config: EngineConfig) -> Self {
-    Self { pool: Pool::new(config.workers) }
-  }
-
-  /// The number of worker threads.
-  pub fn workers(&self) -> usize {
-    self.pool.workers()
-  }
-
-  /// Compiles and links the function's module without running it: what a deploy checks.
-  pub async fn check(&self, function: &Function) -> Result<(), CompileError> {
-    let (reply, result) = oneshot::channel();
-    let task = Task::Check { function: function.clone(), reply };
-    if self.pool.submit(task).is_err() {
-      return Err(stopped_compile_error(function));
+    /// Starts the worker threads.
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            pool: Pool::new(config.workers),
+        }
     }
-    result.await.unwrap_or_else(|_| Err(stopped_compile_error(function)))
-  }
 
-  /// Runs one invocation of `function` with `request`.
-  pub async fn invoke(&self, function: &Function, request: Request) -> Outcome {
-    let (reply, outcome) = oneshot::channel();
-    let task = Task::Invoke { function: function.clone(), request, reply };
-    let stopped = || Outcome::new(Err(InvokeError::EngineStopped), ConsoleOutput::default());
-    if self.pool.submit(task).is_err() {
-      return stopped();
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.pool.workers()
     }
-    outcome.await.unwrap_or_else(|_| stopped())
-  }
+
+    /// Compiles and links the function's module without running it: what a deploy checks.
+    pub async fn check(&self, function: &Function) -> Result<(), CompileError> {
+        let (reply, result) = oneshot::channel();
+        let task = Task::Check {
+            function: function.clone(),
+            reply,
+        };
+        if self.pool.submit(task).is_err() {
+            return Err(stopped_compile_error(function));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(stopped_compile_error(function)))
+    }
+
+    /// Runs one invocation of `function` with `request`.
+    pub async fn invoke(&self, function: &Function, request: Request) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        let task = Task::Invoke {
+            function: function.clone(),
+            request,
+            reply,
+        };
+        let stopped = || Outcome::new(Err(InvokeError::EngineStopped), ConsoleOutput::default());
+        if self.pool.submit(task).is_err() {
+            return stopped();
+        }
+        outcome.await.unwrap_or_else(|_| stopped())
+    }
 }
 
 fn stopped_compile_error(function: &Function) -> CompileError {
-  CompileError {
-    message: InvokeError::EngineStopped.to_string(),
-    file: function.inner().specifier.to_string(),
-    line: 0,
-    column: 0,
-  }
+    CompileError {
+        message: InvokeError::EngineStopped.to_string(),
+        file: function.inner().specifier.to_string(),
+        line: 0,
+        column: 0,
+    }
 }

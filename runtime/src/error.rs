@@ -8,65 +8,84 @@ use deno_core::error::JsError;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message} at {file}:{line}:{column}")]
 pub struct CompileError {
-  /// V8's message, e.g. `SyntaxError: Unexpected token '}'`.
-  pub message: String,
-  /// The module's URL (`file:///{function}/{entry}`).
-  pub file: String,
-  /// 1-based line.
-  pub line: u32,
-  /// 1-based column.
-  pub column: u32,
+    /// V8's message, e.g. `SyntaxError: Unexpected token '}'`.
+    pub message: String,
+    /// The module's URL (`file:///{function}/{entry}`).
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
 }
 
 /// Why an invocation produced no response.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum InvokeError {
-  /// The function threw, or its handler's promise rejected.
-  #[error("{message}")]
-  Threw {
-    /// The exception's message, e.g. `Uncaught Error: boom`.
-    message: String,
-    /// The stack trace as V8 formats it.
-    stack: String,
-  },
-  /// The function's module failed to compile or link.
-  #[error(transparent)]
-  Compile(#[from] CompileError),
-  /// The engine's workers are gone (the engine was dropped or a worker died).
-  #[error("the engine is not running")]
-  EngineStopped,
+    /// The function threw, or its handler's promise rejected.
+    #[error("{message}")]
+    Threw {
+        /// The exception's message, e.g. `Uncaught Error: boom`.
+        message: String,
+        /// The stack trace as V8 formats it.
+        stack: String,
+    },
+    /// The function's module failed to compile or link.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// The engine's workers are gone (the engine was dropped or a worker died).
+    #[error("the engine is not running")]
+    EngineStopped,
 }
 
 impl InvokeError {
-  /// Classifies an error of loading or running a module.
-  pub(crate) fn from_core(err: CoreError) -> Self {
-    match *err.0 {
-      CoreErrorKind::Js(js) => Self::from_js(*js),
-      other => Self::Threw { message: other.to_string(), stack: String::new() },
+    /// Classifies an error of loading or running a module.
+    pub(crate) fn from_core(err: CoreError) -> Self {
+        match *err.0 {
+            CoreErrorKind::Js(js) => Self::from_js(*js),
+            other => Self::Threw {
+                message: other.to_string(),
+                stack: String::new(),
+            },
+        }
     }
-  }
 
-  pub(crate) fn from_js(js: JsError) -> Self {
-    let stack = js.stack.clone().unwrap_or_else(|| js.to_string());
-    Self::Threw { message: js.exception_message.clone(), stack }
-  }
+    pub(crate) fn from_js(js: JsError) -> Self {
+        let stack = js.stack.clone().unwrap_or_else(|| js.to_string());
+        // The host's own frames (`ext:` modules) say nothing about the function.
+        let stack = stack
+            .lines()
+            .filter(|line| !line.contains("(ext:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self::Threw {
+            message: js.exception_message.clone(),
+            stack,
+        }
+    }
 }
 
 impl CompileError {
-  /// The compile error in `err`, if it is one (a syntax or link error of a module).
-  pub(crate) fn from_core(err: &CoreError, fallback_file: &str) -> Option<Self> {
-    let CoreErrorKind::Js(js) = &*err.0 else { return None };
-    let is_compile_error = matches!(js.name.as_deref(), Some("SyntaxError" | "ReferenceError"))
-      || js.exception_message.contains("SyntaxError");
-    if !is_compile_error {
-      return None;
+    /// The compile error in `err`, if it is one (a syntax or link error of a module).
+    pub(crate) fn from_core(err: &CoreError, fallback_file: &str) -> Option<Self> {
+        let CoreErrorKind::Js(js) = &*err.0 else {
+            return None;
+        };
+        let is_compile_error = matches!(js.name.as_deref(), Some("SyntaxError" | "ReferenceError"))
+            || js.exception_message.contains("SyntaxError");
+        if !is_compile_error {
+            return None;
+        }
+        let frame = js.frames.first();
+        Some(Self {
+            message: js
+                .exception_message
+                .trim_start_matches("Uncaught ")
+                .to_owned(),
+            file: frame
+                .and_then(|f| f.file_name.clone())
+                .unwrap_or_else(|| fallback_file.to_owned()),
+            line: frame.and_then(|f| f.line_number).unwrap_or(0) as u32,
+            column: frame.and_then(|f| f.column_number).unwrap_or(0) as u32,
+        })
     }
-    let frame = js.frames.first();
-    Some(Self {
-      message: js.exception_message.trim_start_matches("Uncaught ").to_owned(),
-      file: frame.and_then(|f| f.file_name.clone()).unwrap_or_else(|| fallback_file.to_owned()),
-      line: frame.and_then(|f| f.line_number).unwrap_or(0) as u32,
-      column: frame.and_then(|f| f.column_number).unwrap_or(0) as u32,
-    })
-  }
 }

@@ -7,11 +7,11 @@ use deno_core::v8;
 use functions_ext::console::ConsoleOutput;
 use functions_ext::runtime::DISPATCH_GLOBAL;
 
+use crate::Request;
+use crate::Response;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
-use crate::Request;
-use crate::Response;
 
 /// Globals that the snapshot needs while it is built and at isolate creation, but that a
 /// function must not see.
@@ -19,117 +19,134 @@ const HIDDEN_GLOBALS: [&str; 3] = [DISPATCH_GLOBAL, "Deno", "__bootstrap"];
 
 /// Creates a runtime from the base snapshot, ready to load a function module.
 pub(crate) fn new_runtime() -> (JsRuntime, v8::Global<v8::Function>) {
-  let mut runtime = JsRuntime::new(RuntimeOptions {
-    startup_snapshot: Some(functions_snapshots::BASE_SNAPSHOT),
-    extensions: functions_ext::extensions(),
-    ..Default::default()
-  });
-  let dispatch = take_dispatch(&mut runtime);
-  (runtime, dispatch)
+    let mut runtime = JsRuntime::new(RuntimeOptions {
+        startup_snapshot: Some(functions_snapshots::BASE_SNAPSHOT),
+        extensions: functions_ext::extensions(),
+        ..Default::default()
+    });
+    let dispatch = take_dispatch(&mut runtime);
+    (runtime, dispatch)
 }
 
 /// Takes the dispatcher `bootstrap.js` left on the global object and hides the internals.
 fn take_dispatch(runtime: &mut JsRuntime) -> v8::Global<v8::Function> {
-  deno_core::scope!(scope, runtime);
-  let global = scope.get_current_context().global(scope);
-  let mut dispatch = None;
-  for name in HIDDEN_GLOBALS {
-    let key = v8::String::new(scope, name).unwrap();
-    if name == DISPATCH_GLOBAL {
-      let value = global.get(scope, key.into()).unwrap();
-      dispatch = v8::Local::<v8::Function>::try_from(value).ok();
+    deno_core::scope!(scope, runtime);
+    let global = scope.get_current_context().global(scope);
+    let mut dispatch = None;
+    for name in HIDDEN_GLOBALS {
+        let key = v8::String::new(scope, name).unwrap();
+        if name == DISPATCH_GLOBAL {
+            let value = global.get(scope, key.into()).unwrap();
+            dispatch = v8::Local::<v8::Function>::try_from(value).ok();
+        }
+        global.delete(scope, key.into());
     }
-    global.delete(scope, key.into());
-  }
-  let dispatch = dispatch.expect("the base snapshot has no dispatcher: ext/runtime/bootstrap.js did not run");
-  v8::Global::new(scope, dispatch)
+    let dispatch = dispatch
+        .expect("the base snapshot has no dispatcher: ext/runtime/bootstrap.js did not run");
+    v8::Global::new(scope, dispatch)
 }
 
 /// A function's module, evaluated in its own isolate, ready for invocations.
 pub(crate) struct FunctionIsolate {
-  runtime: JsRuntime,
-  dispatch: v8::Global<v8::Function>,
-  namespace: v8::Global<v8::Value>,
+    runtime: JsRuntime,
+    dispatch: v8::Global<v8::Function>,
+    namespace: v8::Global<v8::Value>,
 }
 
 impl FunctionIsolate {
-  /// Creates an isolate from the snapshot, then loads and evaluates the function's module
-  /// (awaiting top-level `await`).
-  pub async fn load(function: &Function) -> Result<Self, InvokeError> {
-    let (mut runtime, dispatch) = new_runtime();
-    let module = function.inner();
-    let id = runtime
-      .load_main_es_module_from_code(&module.specifier, module.source.clone())
-      .await
-      .map_err(|err| match CompileError::from_core(&err, module.specifier.as_str()) {
-        Some(compile) => InvokeError::Compile(compile),
-        None => InvokeError::from_core(err),
-      })?;
-    let evaluation = runtime.mod_evaluate(id);
-    runtime
-      .with_event_loop_future(evaluation, PollEventLoopOptions::default())
-      .await
-      .map_err(InvokeError::from_core)?;
-    let namespace = runtime.get_module_namespace(id).map_err(InvokeError::from_core)?;
-    let namespace = {
-      deno_core::scope!(scope, runtime);
-      let local = v8::Local::new(scope, namespace);
-      v8::Global::new(scope, v8::Local::<v8::Value>::from(local))
-    };
-    Ok(Self { runtime, dispatch, namespace })
-  }
+    /// Creates an isolate from the snapshot, then loads and evaluates the function's module
+    /// (awaiting top-level `await`).
+    pub async fn load(function: &Function) -> Result<Self, InvokeError> {
+        let (mut runtime, dispatch) = new_runtime();
+        let module = function.inner();
+        let id = runtime
+            .load_main_es_module_from_code(&module.specifier, module.source.clone())
+            .await
+            .map_err(
+                |err| match CompileError::from_core(&err, module.specifier.as_str()) {
+                    Some(compile) => InvokeError::Compile(compile),
+                    None => InvokeError::from_core(err),
+                },
+            )?;
+        let evaluation = runtime.mod_evaluate(id);
+        runtime
+            .with_event_loop_future(evaluation, PollEventLoopOptions::default())
+            .await
+            .map_err(InvokeError::from_core)?;
+        let namespace = runtime
+            .get_module_namespace(id)
+            .map_err(InvokeError::from_core)?;
+        let namespace = {
+            deno_core::scope!(scope, runtime);
+            let local = v8::Local::new(scope, namespace);
+            v8::Global::new(scope, v8::Local::<v8::Value>::from(local))
+        };
+        Ok(Self {
+            runtime,
+            dispatch,
+            namespace,
+        })
+    }
 
-  /// Runs one invocation: the handler gets `request` and its response comes back whole.
-  pub async fn invoke(&mut self, request: Request) -> Result<Response, InvokeError> {
-    let op_state = self.runtime.op_state();
-    op_state.borrow_mut().put(request);
-    let call = self.runtime.call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
-    self
-      .runtime
-      .with_event_loop_promise(call, PollEventLoopOptions::default())
-      .await
-      .map_err(InvokeError::from_core)?;
-    let response = op_state.borrow_mut().try_take::<Response>();
-    Ok(response.expect("the dispatcher resolved without responding"))
-  }
+    /// Runs one invocation: the handler gets `request` and its response comes back whole.
+    pub async fn invoke(&mut self, request: Request) -> Result<Response, InvokeError> {
+        let op_state = self.runtime.op_state();
+        op_state.borrow_mut().put(request);
+        let call = self
+            .runtime
+            .call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
+        self.runtime
+            .with_event_loop_promise(call, PollEventLoopOptions::default())
+            .await
+            .map_err(InvokeError::from_core)?;
+        let response = op_state.borrow_mut().try_take::<Response>();
+        Ok(response.expect("the dispatcher resolved without responding"))
+    }
 
-  /// Takes the console output written since the last call.
-  pub fn take_console_output(&mut self) -> ConsoleOutput {
-    std::mem::take(self.runtime.op_state().borrow_mut().borrow_mut::<ConsoleOutput>())
-  }
+    /// Takes the console output written since the last call.
+    pub fn take_console_output(&mut self) -> ConsoleOutput {
+        std::mem::take(
+            self.runtime
+                .op_state()
+                .borrow_mut()
+                .borrow_mut::<ConsoleOutput>(),
+        )
+    }
 
-  /// Makes this isolate the current one of the thread (see [`crate::pool`]'s warm isolates).
-  ///
-  /// # Safety
-  /// Must be paired with [`FunctionIsolate::exit`] on the same thread, in LIFO order with any
-  /// other isolate entered meanwhile.
-  pub unsafe fn enter(&mut self) {
-    unsafe { self.runtime.v8_isolate().enter() }
-  }
+    /// Makes this isolate the current one of the thread (see [`crate::pool`]'s warm isolates).
+    ///
+    /// # Safety
+    /// Must be paired with [`FunctionIsolate::exit`] on the same thread, in LIFO order with any
+    /// other isolate entered meanwhile.
+    pub unsafe fn enter(&mut self) {
+        unsafe { self.runtime.v8_isolate().enter() }
+    }
 
-  /// Undoes [`FunctionIsolate::enter`], or the implicit enter of creation.
-  ///
-  /// # Safety
-  /// This isolate must be the thread's current isolate.
-  pub unsafe fn exit(&mut self) {
-    unsafe { self.runtime.v8_isolate().exit() }
-  }
+    /// Undoes [`FunctionIsolate::enter`], or the implicit enter of creation.
+    ///
+    /// # Safety
+    /// This isolate must be the thread's current isolate.
+    pub unsafe fn exit(&mut self) {
+        unsafe { self.runtime.v8_isolate().exit() }
+    }
 }
 
 /// Checks that `function`'s module compiles and links, without evaluating it.
 pub(crate) async fn check(function: &Function) -> Result<(), CompileError> {
-  let (mut runtime, _) = new_runtime();
-  let module = function.inner();
-  runtime
-    .load_main_es_module_from_code(&module.specifier, module.source.clone())
-    .await
-    .map(drop)
-    .map_err(|err| {
-      CompileError::from_core(&err, module.specifier.as_str()).unwrap_or_else(|| CompileError {
-        message: err.to_string(),
-        file: module.specifier.to_string(),
-        line: 0,
-        column: 0,
-      })
-    })
+    let (mut runtime, _) = new_runtime();
+    let module = function.inner();
+    runtime
+        .load_main_es_module_from_code(&module.specifier, module.source.clone())
+        .await
+        .map(drop)
+        .map_err(|err| {
+            CompileError::from_core(&err, module.specifier.as_str()).unwrap_or_else(|| {
+                CompileError {
+                    message: err.to_string(),
+                    file: module.specifier.to_string(),
+                    line: 0,
+                    column: 0,
+                }
+            })
+        })
 }

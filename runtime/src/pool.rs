@@ -33,170 +33,196 @@ const MAX_WARM_ISOLATES: usize = 64;
 
 /// Work for a worker thread.
 pub(crate) enum Task {
-  /// Run one invocation.
-  Invoke { function: Function, request: Request, reply: oneshot::Sender<Outcome> },
-  /// Compile and link a module without running it.
-  Check { function: Function, reply: oneshot::Sender<Result<(), CompileError>> },
+    /// Run one invocation.
+    Invoke {
+        function: Function,
+        request: Request,
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// Compile and link a module without running it.
+    Check {
+        function: Function,
+        reply: oneshot::Sender<Result<(), CompileError>>,
+    },
 }
 
 pub(crate) struct Pool {
-  shared: Option<Sender<Task>>,
-  pinned: Vec<Sender<Task>>,
-  threads: Vec<JoinHandle<()>>,
+    shared: Option<Sender<Task>>,
+    pinned: Vec<Sender<Task>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-  pub fn new(workers: usize) -> Self {
-    let workers = workers.max(1);
-    let (shared, shared_rx) = crossbeam_channel::unbounded();
-    let mut pinned = Vec::with_capacity(workers);
-    let mut threads = Vec::with_capacity(workers);
-    for index in 0..workers {
-      let (tx, rx) = crossbeam_channel::unbounded();
-      pinned.push(tx);
-      let shared_rx = shared_rx.clone();
-      let thread = std::thread::Builder::new()
-        .name(format!("functions-worker-{index}"))
-        .spawn(move || Worker::default().run(shared_rx, rx))
-        .expect("spawning a worker thread");
-      threads.push(thread);
+    pub fn new(workers: usize) -> Self {
+        let workers = workers.max(1);
+        let (shared, shared_rx) = crossbeam_channel::unbounded();
+        let mut pinned = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            pinned.push(tx);
+            let shared_rx = shared_rx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("functions-worker-{index}"))
+                .spawn(move || Worker::default().run(shared_rx, rx))
+                .expect("spawning a worker thread");
+            threads.push(thread);
+        }
+        Self {
+            shared: Some(shared),
+            pinned,
+            threads,
+        }
     }
-    Self { shared: Some(shared), pinned, threads }
-  }
 
-  pub fn workers(&self) -> usize {
-    self.threads.len()
-  }
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
 
-  /// Queues a task; returns it back when the workers are gone.
-  pub fn submit(&self, task: Task) -> Result<(), Task> {
-    let queue = match &task {
-      Task::Invoke { function, .. } if function.isolation() == Isolation::Function => {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        function.name().hash(&mut hasher);
-        &self.pinned[(hasher.finish() % self.pinned.len() as u64) as usize]
-      }
-      _ => self.shared.as_ref().expect("pool is running"),
-    };
-    queue.send(task).map_err(|err| err.0)
-  }
+    /// Queues a task; returns it back when the workers are gone.
+    pub fn submit(&self, task: Task) -> Result<(), Task> {
+        let queue = match &task {
+            Task::Invoke { function, .. } if function.isolation() == Isolation::Function => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                function.name().hash(&mut hasher);
+                &self.pinned[(hasher.finish() % self.pinned.len() as u64) as usize]
+            }
+            _ => self.shared.as_ref().expect("pool is running"),
+        };
+        queue.send(task).map_err(|err| err.0)
+    }
 }
 
 impl Drop for Pool {
-  fn drop(&mut self) {
-    self.shared = None;
-    self.pinned.clear();
-    for thread in self.threads.drain(..) {
-      let _ = thread.join();
+    fn drop(&mut self) {
+        self.shared = None;
+        self.pinned.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
-  }
 }
 
 /// A warm isolate and its version, exited while idle.
 struct WarmIsolate {
-  version: u64,
-  last_used: u64,
-  isolate: FunctionIsolate,
+    version: u64,
+    last_used: u64,
+    isolate: FunctionIsolate,
 }
 
 impl Drop for WarmIsolate {
-  fn drop(&mut self) {
-    // SAFETY: idle warm isolates are exited; dropping requires being the current isolate.
-    unsafe { self.isolate.enter() }
-  }
+    fn drop(&mut self) {
+        // SAFETY: idle warm isolates are exited; dropping requires being the current isolate.
+        unsafe { self.isolate.enter() }
+    }
 }
 
 #[derive(Default)]
 struct Worker {
-  warm: HashMap<String, WarmIsolate>,
-  uses: u64,
+    warm: HashMap<String, WarmIsolate>,
+    uses: u64,
 }
 
 impl Worker {
-  fn run(mut self, shared: Receiver<Task>, pinned: Receiver<Task>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-      .enable_all()
-      .build()
-      .expect("building a worker's tokio runtime");
-    loop {
-      let task = crossbeam_channel::select_biased! {
-        recv(pinned) -> task => task,
-        recv(shared) -> task => task,
-      };
-      let Ok(task) = task else { break };
-      match task {
-        Task::Invoke { function, request, reply } => {
-          let outcome = runtime.block_on(self.invoke(&function, request));
-          let _ = reply.send(outcome);
+    fn run(mut self, shared: Receiver<Task>, pinned: Receiver<Task>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a worker's tokio runtime");
+        loop {
+            let task = crossbeam_channel::select_biased! {
+              recv(pinned) -> task => task,
+              recv(shared) -> task => task,
+            };
+            let Ok(task) = task else { break };
+            match task {
+                Task::Invoke {
+                    function,
+                    request,
+                    reply,
+                } => {
+                    let outcome = runtime.block_on(self.invoke(&function, request));
+                    let _ = reply.send(outcome);
+                }
+                Task::Check { function, reply } => {
+                    let _ = reply.send(runtime.block_on(isolate::check(&function)));
+                }
+            }
         }
-        Task::Check { function, reply } => {
-          let _ = reply.send(runtime.block_on(isolate::check(&function)));
-        }
-      }
+        runtime.block_on(async { self.warm.clear() });
     }
-    runtime.block_on(async { self.warm.clear() });
-  }
 
-  async fn invoke(&mut self, function: &Function, mut request: Request) -> Outcome {
-    request.env = function.inner().env.clone();
-    match function.isolation() {
-      Isolation::Invocation => {
-        let mut output = ConsoleOutput::default();
-        let result = match FunctionIsolate::load(function).await {
-          Ok(mut isolate) => {
-            let result = isolate.invoke(request).await;
-            output = isolate.take_console_output();
-            result
-          }
-          Err(err) => Err(err),
-        };
+    async fn invoke(&mut self, function: &Function, mut request: Request) -> Outcome {
+        request.env = function.inner().env.clone();
+        match function.isolation() {
+            Isolation::Invocation => {
+                let mut output = ConsoleOutput::default();
+                let result = match FunctionIsolate::load(function).await {
+                    Ok(mut isolate) => {
+                        let result = isolate.invoke(request).await;
+                        output = isolate.take_console_output();
+                        result
+                    }
+                    Err(err) => Err(err),
+                };
+                Outcome::new(result, output)
+            }
+            Isolation::Function => self.invoke_warm(function, request).await,
+        }
+    }
+
+    async fn invoke_warm(&mut self, function: &Function, request: Request) -> Outcome {
+        self.uses += 1;
+        let name = function.name();
+        let stale = self
+            .warm
+            .get(name)
+            .is_some_and(|warm| warm.version != function.version());
+        if stale {
+            self.warm.remove(name);
+        }
+        if !self.warm.contains_key(name) {
+            self.evict_if_full();
+            match FunctionIsolate::load(function).await {
+                Ok(mut isolate) => {
+                    // SAFETY: just created, so entered and current; idle warm isolates stay exited.
+                    unsafe { isolate.exit() };
+                    let warm = WarmIsolate {
+                        version: function.version(),
+                        last_used: 0,
+                        isolate,
+                    };
+                    self.warm.insert(name.to_owned(), warm);
+                }
+                Err(err) => return Outcome::new(Err(err), ConsoleOutput::default()),
+            }
+        }
+        let warm = self.warm.get_mut(name).expect("inserted above");
+        warm.last_used = self.uses;
+        // SAFETY: paired with the exit below; nothing else is entered on this thread meanwhile.
+        unsafe { warm.isolate.enter() };
+        let result = warm.isolate.invoke(request).await;
+        let output = warm.isolate.take_console_output();
+        // SAFETY: entered above.
+        unsafe { warm.isolate.exit() };
+        if matches!(result, Err(InvokeError::Threw { .. })) {
+            // A failed invocation may have left the module half-updated; start over next time.
+            self.warm.remove(name);
+        }
         Outcome::new(result, output)
-      }
-      Isolation::Function => self.invoke_warm(function, request).await,
     }
-  }
 
-  async fn invoke_warm(&mut self, function: &Function, request: Request) -> Outcome {
-    self.uses += 1;
-    let name = function.name();
-    let stale = self.warm.get(name).is_some_and(|warm| warm.version != function.version());
-    if stale {
-      self.warm.remove(name);
-    }
-    if !self.warm.contains_key(name) {
-      self.evict_if_full();
-      match FunctionIsolate::load(function).await {
-        Ok(mut isolate) => {
-          // SAFETY: just created, so entered and current; idle warm isolates stay exited.
-          unsafe { isolate.exit() };
-          let warm = WarmIsolate { version: function.version(), last_used: 0, isolate };
-          self.warm.insert(name.to_owned(), warm);
+    fn evict_if_full(&mut self) {
+        if self.warm.len() < MAX_WARM_ISOLATES {
+            return;
         }
-        Err(err) => return Outcome::new(Err(err), ConsoleOutput::default()),
-      }
+        let oldest = self
+            .warm
+            .iter()
+            .min_by_key(|(_, warm)| warm.last_used)
+            .map(|(name, _)| name.clone());
+        if let Some(name) = oldest {
+            self.warm.remove(&name);
+        }
     }
-    let warm = self.warm.get_mut(name).expect("inserted above");
-    warm.last_used = self.uses;
-    // SAFETY: paired with the exit below; nothing else is entered on this thread meanwhile.
-    unsafe { warm.isolate.enter() };
-    let result = warm.isolate.invoke(request).await;
-    let output = warm.isolate.take_console_output();
-    // SAFETY: entered above.
-    unsafe { warm.isolate.exit() };
-    if matches!(result, Err(InvokeError::Threw { .. })) {
-      // A failed invocation may have left the module half-updated; start over next time.
-      self.warm.remove(name);
-    }
-    Outcome::new(result, output)
-  }
-
-  fn evict_if_full(&mut self) {
-    if self.warm.len() < MAX_WARM_ISOLATES {
-      return;
-    }
-    let oldest = self.warm.iter().min_by_key(|(_, warm)| warm.last_used).map(|(name, _)| name.clone());
-    if let Some(name) = oldest {
-      self.warm.remove(&name);
-    }
-  }
 }

@@ -10,41 +10,48 @@ use functions_runtime::Request;
 use functions_runtime::Response;
 
 fn engine() -> Engine {
-  Engine::new(EngineConfig { workers: 2 })
+    Engine::new(EngineConfig { workers: 2 })
 }
 
 async fn run(engine: &Engine, function: &Function, request: Request) -> Response {
-  let outcome = engine.invoke(function, request).await;
-  match outcome.result {
-    Ok(response) => response,
-    Err(err) => panic!("invocation failed: {err:?}"),
-  }
+    let outcome = engine.invoke(function, request).await;
+    match outcome.result {
+        Ok(response) => response,
+        Err(err) => panic!("invocation failed: {err:?}"),
+    }
 }
 
 fn text(response: &Response) -> &str {
-  std::str::from_utf8(&response.body).unwrap()
+    std::str::from_utf8(&response.body).unwrap()
 }
 
 fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-  response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
 async fn plain_function_gets_the_json_body_and_returns_json() {
-  let engine = engine();
-  let f = Function::javascript("hello", "export default async (event) => ({ message: `Hello, ${event.name}!` })");
-  let response = run(&engine, &f, Request::json(r#"{"name":"World"}"#)).await;
-  assert_eq!(response.status, 200);
-  assert_eq!(text(&response), r#"{"message":"Hello, World!"}"#);
-  assert_eq!(header(&response, "content-type"), Some("application/json"));
+    let engine = engine();
+    let f = Function::javascript(
+        "hello",
+        "export default async (event) => ({ message: `Hello, ${event.name}!` })",
+    );
+    let response = run(&engine, &f, Request::json(r#"{"name":"World"}"#)).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(text(&response), r#"{"message":"Hello, World!"}"#);
+    assert_eq!(header(&response, "content-type"), Some("application/json"));
 }
 
 #[tokio::test]
 async fn fetch_handler_sees_method_url_headers_and_body() {
-  let engine = engine();
-  let f = Function::javascript(
-    "echo",
-    r#"export default {
+    let engine = engine();
+    let f = Function::javascript(
+        "echo",
+        r#"export default {
       async fetch(request, env, ctx) {
         const body = await request.text();
         const url = new URL(request.url);
@@ -54,106 +61,140 @@ async fn fetch_handler_sees_method_url_headers_and_body() {
         });
       }
     }"#,
-  );
-  let request = Request {
-    method: "PUT".into(),
-    url: "http://example.com/a/b?q=1".into(),
-    headers: vec![("x-test".into(), "hdr".into())],
-    body: b"payload".to_vec(),
-    ..Request::default()
-  };
-  let response = run(&engine, &f, request).await;
-  assert_eq!(response.status, 201);
-  assert_eq!(text(&response), "PUT /a/b 1 hdr payload");
-  assert_eq!(header(&response, "x-reply"), Some("yes"));
+    );
+    let request = Request {
+        method: "PUT".into(),
+        url: "http://example.com/a/b?q=1".into(),
+        headers: vec![("x-test".into(), "hdr".into())],
+        body: b"payload".to_vec(),
+        ..Request::default()
+    };
+    let response = run(&engine, &f, request).await;
+    assert_eq!(response.status, 201);
+    assert_eq!(text(&response), "PUT /a/b 1 hdr payload");
+    assert_eq!(header(&response, "x-reply"), Some("yes"));
 }
 
 #[tokio::test]
 async fn every_invocation_gets_a_fresh_isolate_by_default() {
-  let engine = engine();
-  let source = "let count = 0; export default () => ({ count: ++count });";
-  let f = Function::javascript("counter", source);
-  for _ in 0..3 {
-    let response = run(&engine, &f, Request::json("{}")).await;
-    assert_eq!(text(&response), r#"{"count":1}"#);
-  }
+    let engine = engine();
+    let source = "let count = 0; export default () => ({ count: ++count });";
+    let f = Function::javascript("counter", source);
+    for _ in 0..3 {
+        let response = run(&engine, &f, Request::json("{}")).await;
+        assert_eq!(text(&response), r#"{"count":1}"#);
+    }
 }
 
 #[tokio::test]
 async fn function_isolation_keeps_one_warm_isolate() {
-  let engine = engine();
-  let source = "let count = 0; export default () => ({ count: ++count });";
-  let f = Function::new("warm", 1, "index.js", source.into(), Default::default(), Isolation::Function);
-  let fresh = Function::javascript("fresh", source);
-  for expected in 1..=4 {
-    let response = run(&engine, &f, Request::json("{}")).await;
-    assert_eq!(text(&response), format!(r#"{{"count":{expected}}}"#));
-    // Fresh isolates created and dropped between warm invocations on the same worker.
-    let response = run(&engine, &fresh, Request::json("{}")).await;
-    assert_eq!(text(&response), r#"{"count":1}"#);
-  }
-  // A new version starts from a new isolate.
-  let v2 = Function::new("warm", 2, "index.js", source.into(), Default::default(), Isolation::Function);
-  assert_eq!(text(&run(&engine, &v2, Request::json("{}")).await), r#"{"count":1}"#);
+    let engine = engine();
+    let source = "let count = 0; export default () => ({ count: ++count });";
+    let f = Function::new(
+        "warm",
+        1,
+        "index.js",
+        source.into(),
+        Default::default(),
+        Isolation::Function,
+    );
+    let fresh = Function::javascript("fresh", source);
+    for expected in 1..=4 {
+        let response = run(&engine, &f, Request::json("{}")).await;
+        assert_eq!(text(&response), format!(r#"{{"count":{expected}}}"#));
+        // Fresh isolates created and dropped between warm invocations on the same worker.
+        let response = run(&engine, &fresh, Request::json("{}")).await;
+        assert_eq!(text(&response), r#"{"count":1}"#);
+    }
+    // A new version starts from a new isolate.
+    let v2 = Function::new(
+        "warm",
+        2,
+        "index.js",
+        source.into(),
+        Default::default(),
+        Isolation::Function,
+    );
+    assert_eq!(
+        text(&run(&engine, &v2, Request::json("{}")).await),
+        r#"{"count":1}"#
+    );
 }
 
 #[tokio::test]
 async fn top_level_await_and_promises() {
-  let engine = engine();
-  let f = Function::javascript(
-    "tla",
-    "const value = await new Promise((r) => setTimeout(() => r(41), 5));
+    let engine = engine();
+    let f = Function::javascript(
+        "tla",
+        "const value = await new Promise((r) => setTimeout(() => r(41), 5));
      export default async () => { await null; return value + 1; }",
-  );
-  assert_eq!(text(&run(&engine, &f, Request::json("{}")).await), "42");
+    );
+    assert_eq!(text(&run(&engine, &f, Request::json("{}")).await), "42");
 }
 
 #[tokio::test]
 async fn syntax_errors_have_line_and_column() {
-  let engine = engine();
-  let f = Function::javascript("broken", "export default () => {\n  return 1 +;\n};\n");
-  let err = engine.check(&f).await.unwrap_err();
-  assert!(err.message.contains("SyntaxError"), "{err:?}");
-  assert_eq!(err.line, 2, "{err:?}");
-  assert!(err.column > 0, "{err:?}");
-  assert!(err.file.ends_with("broken/index.js"), "{err:?}");
-  engine.check(&Function::javascript("ok", "export default () => 1")).await.unwrap();
+    let engine = engine();
+    let f = Function::javascript("broken", "export default () => {\n  return 1 +;\n};\n");
+    let err = engine.check(&f).await.unwrap_err();
+    assert!(err.message.contains("SyntaxError"), "{err:?}");
+    assert_eq!(err.line, 2, "{err:?}");
+    assert!(err.column > 0, "{err:?}");
+    assert!(err.file.ends_with("broken/index.js"), "{err:?}");
+    engine
+        .check(&Function::javascript("ok", "export default () => 1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn a_throwing_function_reports_message_and_stack() {
-  let engine = engine();
-  let f = Function::javascript("thrower", "function inner() { throw new Error('boom'); }\nexport default () => inner();");
-  let outcome = engine.invoke(&f, Request::json("{}")).await;
-  match outcome.result {
-    Err(InvokeError::Threw { message, stack }) => {
-      assert!(message.contains("boom"), "{message}");
-      assert!(stack.contains("inner"), "{stack}");
-      assert!(stack.contains("thrower/index.js:1"), "{stack}");
+    let engine = engine();
+    let f = Function::javascript(
+        "thrower",
+        "function inner() { throw new Error('boom'); }\nexport default () => inner();",
+    );
+    let outcome = engine.invoke(&f, Request::json("{}")).await;
+    match outcome.result {
+        Err(InvokeError::Threw { message, stack }) => {
+            assert!(message.contains("boom"), "{message}");
+            assert!(stack.contains("inner"), "{stack}");
+            assert!(stack.contains("thrower/index.js:1"), "{stack}");
+        }
+        other => panic!("expected a throw, got {other:?}"),
     }
-    other => panic!("expected a throw, got {other:?}"),
-  }
 }
 
 #[tokio::test]
 async fn console_lines_are_captured_with_levels() {
-  let engine = engine();
-  let f = Function::javascript(
-    "logger",
-    "export default () => { console.log('hello', { a: 1 }); console.warn('careful'); console.error(new Error('bad').message); return 1; }",
-  );
-  let outcome = engine.invoke(&f, Request::json("{}")).await;
-  outcome.result.unwrap();
-  let lines: Vec<_> = outcome.logs.iter().map(|l| (l.level, l.message.as_str())).collect();
-  assert_eq!(lines, vec![(LogLevel::Info, "hello { a: 1 }"), (LogLevel::Warn, "careful"), (LogLevel::Error, "bad")]);
+    let engine = engine();
+    let f = Function::javascript(
+        "logger",
+        "export default () => { console.log('hello', { a: 1 }); console.warn('careful'); console.error(new Error('bad').message); return 1; }",
+    );
+    let outcome = engine.invoke(&f, Request::json("{}")).await;
+    outcome.result.unwrap();
+    let lines: Vec<_> = outcome
+        .logs
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (LogLevel::Info, "hello { a: 1 }"),
+            (LogLevel::Warn, "careful"),
+            (LogLevel::Error, "bad")
+        ]
+    );
 }
 
 #[tokio::test]
 async fn web_globals_work() {
-  let engine = engine();
-  let f = Function::javascript(
-    "globals",
-    r#"export default async () => {
+    let engine = engine();
+    let f = Function::javascript(
+        "globals",
+        r#"export default async () => {
       const enc = new TextEncoder().encode("héllo");
       const dec = new TextDecoder().decode(enc);
       const url = new URL("https://a.example/p?x=1&y=2");
@@ -184,8 +225,8 @@ async fn web_globals_work() {
         status: res.status, resType: res.headers.get("content-type"), reqBody: await req.text(),
       };
     }"#,
-  );
-  let response = run(&engine, &f, Request::json("{}")).await;
-  let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
-  assert_eq!(v, serde_json::from_str::<serde_json::Value>(r#"{"bytes":6,"dec":"héllo","href":"https://a.example/p?x=1&y=2&z=3","date":true,"map":2,"uuid":true,"random":8,"elapsed":true,"fired":3,"cancelled":"cleared","micro":"micro","b64":"aGk=","unb64":"hi","header":"1, 2","status":202,"resType":"application/json","reqBody":"hi"}"#).unwrap());
+    );
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(v, serde_json::from_str::<serde_json::Value>(r#"{"bytes":6,"dec":"héllo","href":"https://a.example/p?x=1&y=2&z=3","date":true,"map":2,"uuid":true,"random":8,"elapsed":true,"fired":3,"cancelled":"cleared","micro":"micro","b64":"aGk=","unb64":"hi","header":"1, 2","status":202,"resType":"application/json","reqBody":"hi"}"#).unwrap());
 }

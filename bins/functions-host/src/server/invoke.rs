@@ -1,0 +1,136 @@
+//! `ANY /fn/{name}/{path...}`: one invocation, its response, and its logs.
+
+use bytes::Bytes;
+use http::HeaderName;
+use http::HeaderValue;
+use http::Request;
+use http::Response;
+use http::StatusCode;
+use http::header;
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::ApiError;
+use super::AppState;
+use super::HttpResponse;
+use super::read_body;
+use crate::store::LogEntry;
+use functions_runtime::InvokeError;
+
+/// Runs function `name` with the request, stores its console output, answers its response.
+pub async fn invoke(
+    state: &AppState,
+    name: &str,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let function = state
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(name))?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body).await?;
+
+    // The function sees the URL without the /fn/{name} prefix, host and query kept.
+    let prefix = format!("/fn/{name}");
+    let rest = parts.uri.path().strip_prefix(prefix.as_str()).unwrap_or("");
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.listen.to_string());
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    headers.push(("x-forwarded-prefix".into(), prefix.clone()));
+    let request = functions_runtime::Request {
+        method: parts.method.as_str().to_owned(),
+        url: format!("http://{host}{rest}{query}"),
+        headers,
+        body: body.to_vec(),
+        env: Default::default(),
+    };
+
+    let outcome = state.engine.invoke(&function, request).await;
+    let mut logs: Vec<LogEntry> = outcome
+        .logs
+        .into_iter()
+        .map(|line| LogEntry {
+            timestamp: line.timestamp,
+            level: line.level.as_str(),
+            message: line.message,
+        })
+        .collect();
+    if outcome.dropped_log_lines > 0 {
+        logs.push(LogEntry::now(
+            "warn",
+            format!(
+                "{} console lines dropped: one invocation may log at most 1 MiB",
+                outcome.dropped_log_lines
+            ),
+        ));
+    }
+    let result = match outcome.result {
+        Ok(response) => Ok(function_response(response)),
+        Err(InvokeError::Threw { message, stack }) => {
+            logs.push(LogEntry::now(
+                "error",
+                if stack.is_empty() {
+                    message.clone()
+                } else {
+                    stack.clone()
+                },
+            ));
+            Err(
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "function_error", message)
+                    .with("stack", stack),
+            )
+        }
+        Err(InvokeError::Compile(err)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_error",
+            err.to_string(),
+        )
+        .with("file", err.file)
+        .with("line", err.line)
+        .with("column", err.column)),
+        Err(err @ InvokeError::EngineStopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        )),
+    };
+    if !logs.is_empty() {
+        tokio::task::block_in_place(|| state.store.append_logs(name, &logs))
+            .map_err(ApiError::internal)?;
+    }
+    result
+}
+
+/// The HTTP form of a function's response; headers the HTTP layer cannot carry are dropped.
+fn function_response(response: functions_runtime::Response) -> HttpResponse {
+    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    *out.status_mut() =
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                out.headers_mut().append(name, value);
+            }
+        }
+    }
+    out
+}

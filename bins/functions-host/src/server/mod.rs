@@ -1,0 +1,148 @@
+//! `functions-host serve`: the HTTP server (hyper 1) in front of the engine and the store.
+//!
+//! Routes (DESIGN.md): `ANY /fn/{name}/{path...}` invokes; `/api/...` manages; `GET /healthz`
+//! answers once the server is ready.
+
+mod api;
+mod error;
+mod invoke;
+mod registry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use http::Request;
+use http::Response;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::store::Store;
+pub use error::ApiError;
+use registry::Registry;
+
+/// The largest request body accepted: invocation payloads and deploys alike.
+pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// How the server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    pub log_cap_bytes: u64,
+}
+
+/// Everything a request handler needs.
+pub(crate) struct AppState {
+    pub engine: functions_runtime::Engine,
+    pub store: Store,
+    pub registry: Registry,
+    pub listen: SocketAddr,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Opens the store, loads every deployed function, binds and serves until ctrl-c.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir, config.log_cap_bytes)?;
+    let registry = Registry::default();
+    for deployment in store.current_deployments()? {
+        registry.install(&deployment);
+    }
+    let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
+        workers: config.workers,
+    });
+    let listener = TcpListener::bind(config.listen).await?;
+    let listen = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        engine,
+        store,
+        registry,
+        listen,
+    });
+    // Tests and scripts wait for this line: the server accepts connections from here on.
+    println!(
+        "functions-host listening on http://{listen} (data in {})",
+        config.data_dir.display()
+    );
+    loop {
+        let (stream, _) = tokio::select! {
+          accepted = listener.accept() => accepted?,
+          _ = tokio::signal::ctrl_c() => break,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole request body, up to [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            ))
+        }
+        Err(err) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {err}"
+        ))),
+    }
+}
+
+async fn route(state: &AppState, request: Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let result = match segments.as_slice() {
+        ["fn", name, ..] => invoke::invoke(state, name, request).await,
+        ["healthz"] => Ok(error::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ok" }),
+        )),
+        ["api", "functions"] => match method {
+            Method::GET => api::list(state),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["api", "functions", name] => match method {
+            Method::PUT => api::deploy(state, name, request).await,
+            Method::GET => api::get(state, name),
+            Method::DELETE => api::delete(state, name).await,
+            _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        },
+        ["api", "functions", name, "logs"] => match method {
+            Method::GET => api::logs(state, name, request.uri().query()).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}

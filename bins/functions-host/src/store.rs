@@ -1,0 +1,366 @@
+//! Deployments and logs in embedded SQLite (WAL): versions survive restarts, a redeploy swaps the
+//! current version in one transaction, and each function's logs are capped, oldest out first.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context;
+use rusqlite::Connection;
+use rusqlite::OptionalExtension;
+use rusqlite::params;
+
+/// Default cap on one function's stored logs.
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Bytes a stored log line counts for besides its message (id, timestamp, level).
+const LOG_LINE_OVERHEAD: u64 = 32;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+  name TEXT PRIMARY KEY,
+  current_version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  log_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS versions (
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  language TEXT NOT NULL,
+  entry TEXT NOT NULL,
+  source TEXT NOT NULL,
+  env TEXT NOT NULL,
+  isolation TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS logs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  level TEXT NOT NULL,
+  message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (name, id);
+";
+
+/// What a deploy stores; the store assigns the version.
+#[derive(Clone, Debug)]
+pub struct NewDeployment {
+    pub name: String,
+    pub language: String,
+    pub entry: String,
+    pub source: String,
+    pub env: BTreeMap<String, String>,
+    pub isolation: String,
+}
+
+/// One stored version of a function.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub name: String,
+    pub version: u64,
+    pub language: String,
+    pub entry: String,
+    pub source: String,
+    pub env: BTreeMap<String, String>,
+    pub isolation: String,
+    /// When this version was deployed (Unix milliseconds).
+    pub deployed_at: i64,
+    /// When the function was first deployed (Unix milliseconds).
+    pub created_at: i64,
+}
+
+/// One stored log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLog {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+    pub level: String,
+    pub message: String,
+}
+
+/// A log line to append.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    pub timestamp: SystemTime,
+    pub level: &'static str,
+    pub message: String,
+}
+
+impl LogEntry {
+    /// A line written now by the host itself (e.g. an uncaught exception).
+    pub fn now(level: &'static str, message: String) -> Self {
+        Self {
+            timestamp: SystemTime::now(),
+            level,
+            message,
+        }
+    }
+}
+
+/// The server's persistent state.
+pub struct Store {
+    conn: Mutex<Connection>,
+    log_cap_bytes: u64,
+}
+
+/// Unix milliseconds of `time`.
+pub fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/functions.db`.
+    pub fn open(dir: &Path, log_cap_bytes: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let path = dir.join("functions.db");
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            log_cap_bytes,
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores a new version and makes it current, atomically.
+    pub fn deploy(&self, new: NewDeployment) -> anyhow::Result<Deployment> {
+        let now = unix_millis(SystemTime::now());
+        let env = serde_json::to_string(&new.env)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let version: u64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
+            [&new.name],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+      "INSERT INTO versions (name, version, language, entry, source, env, isolation, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+      params![new.name, version, new.language, new.entry, new.source, env, new.isolation, now],
+    )?;
+        tx.execute(
+      "INSERT INTO functions (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+       ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version, updated_at = excluded.updated_at",
+      params![new.name, version, now],
+    )?;
+        let created_at: i64 = tx.query_row(
+            "SELECT created_at FROM functions WHERE name = ?1",
+            [&new.name],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Deployment {
+            name: new.name,
+            version,
+            language: new.language,
+            entry: new.entry,
+            source: new.source,
+            env: new.env,
+            isolation: new.isolation,
+            deployed_at: now,
+            created_at,
+        })
+    }
+
+    /// The current version of every function, by name.
+    pub fn current_deployments(&self) -> anyhow::Result<Vec<Deployment>> {
+        self.query_current(None)
+    }
+
+    /// The current version of `name`.
+    pub fn get(&self, name: &str) -> anyhow::Result<Option<Deployment>> {
+        Ok(self.query_current(Some(name))?.pop())
+    }
+
+    fn query_current(&self, name: Option<&str>) -> anyhow::Result<Vec<Deployment>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+      "SELECT v.name, v.version, v.language, v.entry, v.source, v.env, v.isolation, v.created_at, f.created_at
+       FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
+       WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name",
+    )?;
+        let rows = stmt.query_map([name], |row| {
+            let env: String = row.get(5)?;
+            Ok(Deployment {
+                name: row.get(0)?,
+                version: row.get(1)?,
+                language: row.get(2)?,
+                entry: row.get(3)?,
+                source: row.get(4)?,
+                env: serde_json::from_str(&env).unwrap_or_default(),
+                isolation: row.get(6)?,
+                deployed_at: row.get(7)?,
+                created_at: row.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a function with all its versions and logs; false when there was none.
+    pub fn delete(&self, name: &str) -> anyhow::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0;
+        tx.execute("DELETE FROM versions WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM logs WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    /// Appends log lines to `name`'s logs, then drops the oldest lines past the cap.
+    pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut added = 0u64;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logs (name, timestamp, level, message) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for entry in entries {
+                insert.execute(params![
+                    name,
+                    unix_millis(entry.timestamp),
+                    entry.level,
+                    entry.message
+                ])?;
+                added += entry.message.len() as u64 + LOG_LINE_OVERHEAD;
+            }
+        }
+        let total: Option<u64> = tx
+      .query_row(
+        "UPDATE functions SET log_bytes = log_bytes + ?2 WHERE name = ?1 RETURNING log_bytes",
+        params![name, added],
+        |row| row.get(0),
+      )
+      .optional()?;
+        if let Some(total) = total.filter(|total| *total > self.log_cap_bytes) {
+            let excess = total - self.log_cap_bytes;
+            let (cutoff, freed) = {
+                let mut oldest =
+          tx.prepare_cached("SELECT id, length(CAST(message AS BLOB)) FROM logs WHERE name = ?1 ORDER BY id")?;
+                let mut rows = oldest.query([name])?;
+                let (mut cutoff, mut freed) = (0i64, 0u64);
+                while freed < excess {
+                    let Some(row) = rows.next()? else { break };
+                    cutoff = row.get(0)?;
+                    freed += row.get::<_, u64>(1)? + LOG_LINE_OVERHEAD;
+                }
+                (cutoff, freed)
+            };
+            tx.execute(
+                "DELETE FROM logs WHERE name = ?1 AND id <= ?2",
+                params![name, cutoff],
+            )?;
+            tx.execute(
+                "UPDATE functions SET log_bytes = log_bytes - ?2 WHERE name = ?1",
+                params![name, freed],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` log lines of `name` with ids above `after`, oldest first.
+    pub fn logs(&self, name: &str, after: i64, limit: u32) -> anyhow::Result<Vec<StoredLog>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+      "SELECT id, timestamp, level, message FROM logs WHERE name = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+        let rows = stmt.query_map(params![name, after, limit], |row| {
+            Ok(StoredLog {
+                id: row.get(0)?,
+                timestamp: row.get(1)?,
+                level: row.get(2)?,
+                message: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(name: &str, source: &str) -> NewDeployment {
+        NewDeployment {
+            name: name.into(),
+            language: "javascript".into(),
+            entry: "index.js".into(),
+            source: source.into(),
+            env: BTreeMap::from([("K".into(), "V".into())]),
+            isolation: "invocation".into(),
+        }
+    }
+
+    fn line(message: &str) -> LogEntry {
+        LogEntry {
+            timestamp: SystemTime::now(),
+            level: "info",
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn versions_survive_reopening_and_redeploys_replace_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+            assert_eq!(store.deploy(new("a", "v1")).unwrap().version, 1);
+            assert_eq!(store.deploy(new("a", "v2")).unwrap().version, 2);
+            store.deploy(new("b", "b1")).unwrap();
+        }
+        let store = Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        let current = store.current_deployments().unwrap();
+        let summary: Vec<_> = current
+            .iter()
+            .map(|d| (d.name.as_str(), d.version, d.source.as_str()))
+            .collect();
+        assert_eq!(summary, vec![("a", 2, "v2"), ("b", 1, "b1")]);
+        assert_eq!(current[0].env.get("K").map(String::as_str), Some("V"));
+        assert!(store.delete("a").unwrap());
+        assert!(!store.delete("a").unwrap());
+        assert!(store.get("a").unwrap().is_none());
+        assert_eq!(store.deploy(new("a", "again")).unwrap().version, 1);
+    }
+
+    #[test]
+    fn logs_are_capped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 10 * (100 + LOG_LINE_OVERHEAD);
+        let store = Store::open(dir.path(), cap).unwrap();
+        store.deploy(new("a", "x")).unwrap();
+        for i in 0..25 {
+            let message = format!("{i:03}{}", "x".repeat(97));
+            store.append_logs("a", &[line(&message)]).unwrap();
+        }
+        let logs = store.logs("a", 0, 1000).unwrap();
+        assert_eq!(logs.len(), 10);
+        assert!(logs[0].message.starts_with("015"), "{}", logs[0].message);
+        assert!(logs[9].message.starts_with("024"));
+        let after = store.logs("a", logs[4].id, 1000).unwrap();
+        assert_eq!(after.len(), 5);
+    }
+}
