@@ -13,13 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use http::Method;
 use http::Request;
 use http::Response;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use http_body_util::Full;
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -93,25 +93,33 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a whole request body, up to [`MAX_BODY_BYTES`].
-pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            ))
+/// Reads a whole request body, up to [`MAX_BODY_BYTES`]. A larger body is read on (and
+/// discarded) up to four times the limit, so the client gets its 413 instead of a reset.
+pub(crate) async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            ApiError::bad_request(format!("could not read the request body: {err}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&data);
+        } else if total > 4 * MAX_BODY_BYTES {
+            break;
         }
-        Err(err) => Err(ApiError::bad_request(format!(
-            "could not read the request body: {err}"
-        ))),
     }
+    if total > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 async fn route(state: &AppState, request: Request<Incoming>) -> HttpResponse {

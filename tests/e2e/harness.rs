@@ -1,0 +1,253 @@
+//! Starts the real `functions-host` binary and talks to it over HTTP and through its CLI.
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::io::Read;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::ChildStdout;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/js")
+        .join(name)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap()
+}
+
+/// A response, whatever its status.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// One HTTP request to `base`.
+pub fn request(base: &str, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {
+    let request = ureq::request(method, &format!("{base}{path}"));
+    let result = match body {
+        Some((content_type, bytes)) => request.set("content-type", content_type).send_bytes(bytes),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => panic!("{method} {path}: {err}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .filter_map(|name| {
+            response
+                .header(&name)
+                .map(|value| (name.clone(), value.to_owned()))
+        })
+        .collect();
+    let mut body = Vec::new();
+    response.into_reader().read_to_end(&mut body).unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// What a CLI run printed.
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn run_cli(args: &[&str], server: Option<&str>, expect_success: bool) -> Output {
+    let mut command = Command::new(BINARY);
+    command.args(args).env_remove("FUNCTIONS_HOST_URL");
+    if let Some(base) = server {
+        command.env("FUNCTIONS_HOST_URL", base);
+    }
+    let out = command.output().unwrap();
+    let output = Output {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(
+        out.status.success(),
+        expect_success,
+        "functions-host {args:?}\nstdout: {}\nstderr: {}",
+        output.stdout,
+        output.stderr
+    );
+    output
+}
+
+/// Runs a CLI command that needs no server; it must succeed.
+pub fn cli_without_server(args: &[&str]) -> Output {
+    run_cli(args, None, true)
+}
+
+/// A running server with its data directory.
+pub struct Server {
+    child: Child,
+    // Kept open: the server's stdout stays a live pipe.
+    _stdout: BufReader<ChildStdout>,
+    pub base: String,
+    data: PathBuf,
+}
+
+impl Server {
+    /// Starts `functions-host serve` on an ephemeral port and waits until it listens.
+    pub fn start(data: &Path) -> Self {
+        let mut child = Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--data",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            _stdout: stdout,
+            base,
+            data: data.to_owned(),
+        }
+    }
+
+    /// Kills the server (SIGKILL: no clean shutdown) and starts it again on the same data.
+    pub fn restart(mut self) -> Self {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        Self::start(&self.data)
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {
+        request(&self.base, method, path, body)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, json: &str) -> Reply {
+        self.request("POST", path, Some(("application/json", json.as_bytes())))
+    }
+
+    pub fn put(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        self.request("PUT", path, Some((content_type, body)))
+    }
+
+    /// Deploys a JavaScript module; it must succeed.
+    pub fn deploy(&self, name: &str, source: &[u8]) {
+        let reply = self.put(
+            &format!("/api/functions/{name}"),
+            "application/javascript",
+            source,
+        );
+        assert_eq!(reply.status, 201, "deploying {name}: {}", reply.text());
+    }
+
+    /// Runs a CLI command against this server; it must succeed. Returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        run_cli(args, Some(&self.base), true).stdout
+    }
+
+    /// Runs a CLI command against this server; it must fail. Returns its stderr.
+    pub fn cli_fails(&self, args: &[&str]) -> String {
+        run_cli(args, Some(&self.base), false).stderr
+    }
+
+    /// Waits until one of the server's worker threads has burnt 200 ms of CPU since the call:
+    /// a function is spinning on it.
+    pub fn wait_for_busy_worker(&self) {
+        let start = worker_cpu_ticks(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = worker_cpu_ticks(self.child.id());
+            if now.iter().any(|(tid, ticks)| {
+                ticks.saturating_sub(start.iter().find(|(t, _)| t == tid).map_or(0, |(_, s)| *s))
+                    >= 20
+            }) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no worker became busy");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (thread id, user+system CPU clock ticks) of each `functions-worker-*` thread of `pid`.
+fn worker_cpu_ticks(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (comm) state ...`: comm may hold spaces, so split after the closing parenthesis.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.contains("(functions-worke") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        out.push((task.file_name().to_string_lossy().into_owned(), ticks));
+    }
+    out
+}
