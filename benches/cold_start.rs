@@ -1,1 +1,131 @@
-fn main() {}
+//! Cold start, measured four ways in one run (`cargo bench --bench cold_start`):
+//!
+//! - `isolate/snapshot`: the real per-invocation path of the engine — a new isolate from the
+//!   base snapshot, load a trivial handler, run it, drop the isolate;
+//! - `isolate/no_snapshot`: the same with the host's JavaScript bootstrapped in every isolate;
+//! - `isolate/v8_floor`: a bare `v8::Isolate` from a minimal plain V8 snapshot, a context, a
+//!   script run, and the drop — what V8 itself costs;
+//! - `http/cold_invocation`: one invocation end to end through the HTTP server (release binary).
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::process::Command;
+use std::process::Stdio;
+
+use criterion::Criterion;
+use criterion::criterion_group;
+use criterion::criterion_main;
+use deno_core::v8;
+use functions_runtime::Engine;
+use functions_runtime::EngineConfig;
+use functions_runtime::Function;
+use functions_runtime::Request;
+
+const HANDLER: &str = "export default (event) => ({ ok: event.ok })";
+
+fn engine_path(c: &mut Criterion, name: &str, use_snapshot: bool) {
+    let engine = Engine::new(EngineConfig {
+        workers: 1,
+        use_snapshot,
+    });
+    let function = Function::javascript("bench", HANDLER);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let outcome =
+                runtime.block_on(engine.invoke(&function, Request::json(r#"{"ok":true}"#)));
+            assert_eq!(outcome.result.unwrap().body, br#"{"ok":true}"#);
+        })
+    });
+}
+
+/// A snapshot holding just a default context: V8's own startup path.
+fn minimal_v8_snapshot() -> &'static [u8] {
+    let mut creator = v8::Isolate::snapshot_creator(None, None);
+    {
+        v8::scope!(let scope, &mut creator);
+        let context = v8::Context::new(scope, Default::default());
+        scope.set_default_context(context);
+    }
+    let blob = creator.create_blob(v8::FunctionCodeHandling::Keep).unwrap();
+    Box::leak(blob.to_vec().into_boxed_slice())
+}
+
+fn v8_floor(c: &mut Criterion) {
+    // V8 is initialised by the engine benches above (deno_core's platform and flags).
+    let snapshot = minimal_v8_snapshot();
+    c.bench_function("isolate/v8_floor", |b| {
+        b.iter(|| {
+            let mut isolate =
+                v8::Isolate::new(v8::CreateParams::default().snapshot_blob(snapshot.into()));
+            {
+                v8::scope!(let scope, &mut isolate);
+                let context = v8::Context::new(scope, Default::default());
+                let scope = &mut v8::ContextScope::new(scope, context);
+                let code = v8::String::new(scope, "JSON.stringify({ ok: true })").unwrap();
+                let result = v8::Script::compile(scope, code, None)
+                    .unwrap()
+                    .run(scope)
+                    .unwrap();
+                assert_eq!(result.to_rust_string_lossy(scope), r#"{"ok":true}"#);
+            }
+            drop(isolate);
+        })
+    });
+}
+
+fn http_cold_invocation(c: &mut Criterion) {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_functions-host"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let agent = ureq::AgentBuilder::new().build();
+    agent
+        .put(&format!("{base}/api/functions/bench"))
+        .set("content-type", "application/javascript")
+        .send_string(HANDLER)
+        .unwrap();
+    let url = format!("{base}/fn/bench/");
+    c.bench_function("http/cold_invocation", |b| {
+        b.iter(|| {
+            let body = agent
+                .post(&url)
+                .set("content-type", "application/json")
+                .send_string(r#"{"ok":true}"#)
+                .unwrap()
+                .into_string()
+                .unwrap();
+            assert_eq!(body, r#"{"ok":true}"#);
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn cold_start(c: &mut Criterion) {
+    engine_path(c, "isolate/snapshot", true);
+    engine_path(c, "isolate/no_snapshot", false);
+    v8_floor(c);
+    http_cold_invocation(c);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(200);
+    targets = cold_start
+}
+criterion_main!(benches);

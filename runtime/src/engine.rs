@@ -17,6 +17,9 @@ use crate::pool::Task;
 pub struct EngineConfig {
     /// Worker threads, each running one invocation at a time (default: the number of cores).
     pub workers: usize,
+    /// Create isolates from the base startup snapshot (the default). `false` runs all of the
+    /// host's JavaScript bootstrap in every isolate instead: only useful to measure the difference.
+    pub use_snapshot: bool,
 }
 
 impl Default for EngineConfig {
@@ -25,6 +28,7 @@ impl Default for EngineConfig {
             workers: std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(1),
+            use_snapshot: true,
         }
     }
 }
@@ -59,8 +63,11 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker threads.
     pub fn new(config: EngineConfig) -> Self {
+        let snapshot = config
+            .use_snapshot
+            .then_some(functions_snapshots::BASE_SNAPSHOT);
         Self {
-            pool: Pool::new(config.workers),
+            pool: Pool::new(config.workers, snapshot),
         }
     }
 

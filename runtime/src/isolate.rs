@@ -17,10 +17,13 @@ use crate::function::Function;
 /// function must not see.
 const HIDDEN_GLOBALS: [&str; 3] = [DISPATCH_GLOBAL, "Deno", "__bootstrap"];
 
-/// Creates a runtime from the base snapshot, ready to load a function module.
-pub(crate) fn new_runtime() -> (JsRuntime, v8::Global<v8::Function>) {
+/// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot), or,
+/// with `None`, by running every extension's JavaScript from scratch (only for comparison).
+pub(crate) fn new_runtime(
+    snapshot: Option<&'static [u8]>,
+) -> (JsRuntime, v8::Global<v8::Function>) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
-        startup_snapshot: Some(functions_snapshots::BASE_SNAPSHOT),
+        startup_snapshot: snapshot,
         extensions: functions_ext::extensions(),
         ..Default::default()
     });
@@ -56,8 +59,11 @@ pub(crate) struct FunctionIsolate {
 impl FunctionIsolate {
     /// Creates an isolate from the snapshot, then loads and evaluates the function's module
     /// (awaiting top-level `await`).
-    pub async fn load(function: &Function) -> Result<Self, InvokeError> {
-        let (mut runtime, dispatch) = new_runtime();
+    pub async fn load(
+        function: &Function,
+        snapshot: Option<&'static [u8]>,
+    ) -> Result<Self, InvokeError> {
+        let (mut runtime, dispatch) = new_runtime(snapshot);
         let module = function.inner();
         let id = runtime
             .load_main_es_module_from_code(&module.specifier, module.source.clone())
@@ -132,8 +138,11 @@ impl FunctionIsolate {
 }
 
 /// Checks that `function`'s module compiles and links, without evaluating it.
-pub(crate) async fn check(function: &Function) -> Result<(), CompileError> {
-    let (mut runtime, _) = new_runtime();
+pub(crate) async fn check(
+    function: &Function,
+    snapshot: Option<&'static [u8]>,
+) -> Result<(), CompileError> {
+    let (mut runtime, _) = new_runtime(snapshot);
     let module = function.inner();
     runtime
         .load_main_es_module_from_code(&module.specifier, module.source.clone())

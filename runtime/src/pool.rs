@@ -53,7 +53,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(workers: usize) -> Self {
+    pub fn new(workers: usize, snapshot: Option<&'static [u8]>) -> Self {
         let workers = workers.max(1);
         let (shared, shared_rx) = crossbeam_channel::unbounded();
         let mut pinned = Vec::with_capacity(workers);
@@ -64,7 +64,7 @@ impl Pool {
             let shared_rx = shared_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("functions-worker-{index}"))
-                .spawn(move || Worker::default().run(shared_rx, rx))
+                .spawn(move || Worker::new(snapshot).run(shared_rx, rx))
                 .expect("spawning a worker thread");
             threads.push(thread);
         }
@@ -117,13 +117,21 @@ impl Drop for WarmIsolate {
     }
 }
 
-#[derive(Default)]
 struct Worker {
+    snapshot: Option<&'static [u8]>,
     warm: HashMap<String, WarmIsolate>,
     uses: u64,
 }
 
 impl Worker {
+    fn new(snapshot: Option<&'static [u8]>) -> Self {
+        Self {
+            snapshot,
+            warm: HashMap::new(),
+            uses: 0,
+        }
+    }
+
     fn run(mut self, shared: Receiver<Task>, pinned: Receiver<Task>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -145,7 +153,7 @@ impl Worker {
                     let _ = reply.send(outcome);
                 }
                 Task::Check { function, reply } => {
-                    let _ = reply.send(runtime.block_on(isolate::check(&function)));
+                    let _ = reply.send(runtime.block_on(isolate::check(&function, self.snapshot)));
                 }
             }
         }
@@ -157,7 +165,7 @@ impl Worker {
         match function.isolation() {
             Isolation::Invocation => {
                 let mut output = ConsoleOutput::default();
-                let result = match FunctionIsolate::load(function).await {
+                let result = match FunctionIsolate::load(function, self.snapshot).await {
                     Ok(mut isolate) => {
                         let result = isolate.invoke(request).await;
                         output = isolate.take_console_output();
@@ -183,7 +191,7 @@ impl Worker {
         }
         if !self.warm.contains_key(name) {
             self.evict_if_full();
-            match FunctionIsolate::load(function).await {
+            match FunctionIsolate::load(function, self.snapshot).await {
                 Ok(mut isolate) => {
                     // SAFETY: just created, so entered and current; idle warm isolates stay exited.
                     unsafe { isolate.exit() };

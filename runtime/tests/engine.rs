@@ -10,7 +10,10 @@ use functions_runtime::Request;
 use functions_runtime::Response;
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig { workers: 2 })
+    Engine::new(EngineConfig {
+        workers: 2,
+        ..EngineConfig::default()
+    })
 }
 
 async fn run(engine: &Engine, function: &Function, request: Request) -> Response {
@@ -229,4 +232,18 @@ async fn web_globals_work() {
     let response = run(&engine, &f, Request::json("{}")).await;
     let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
     assert_eq!(v, serde_json::from_str::<serde_json::Value>(r#"{"bytes":6,"dec":"héllo","href":"https://a.example/p?x=1&y=2&z=3","date":true,"map":2,"uuid":true,"random":8,"elapsed":true,"fired":3,"cancelled":"cleared","micro":"micro","b64":"aGk=","unb64":"hi","header":"1, 2","status":202,"resType":"application/json","reqBody":"hi"}"#).unwrap());
+}
+
+#[tokio::test]
+async fn isolates_without_the_snapshot_behave_the_same() {
+    let engine = Engine::new(EngineConfig {
+        workers: 1,
+        use_snapshot: false,
+    });
+    let f = Function::javascript(
+        "hello",
+        "export default (e) => ({ hi: e.name, url: typeof URL })",
+    );
+    let response = run(&engine, &f, Request::json(r#"{"name":"x"}"#)).await;
+    assert_eq!(text(&response), r#"{"hi":"x","url":"function"}"#);
 }

@@ -177,7 +177,10 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
         Default::default(),
         functions_runtime::Isolation::Invocation,
     );
-    let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig { workers: 1 });
+    let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
+        workers: 1,
+        ..Default::default()
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

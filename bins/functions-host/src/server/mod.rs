@@ -60,6 +60,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: config.workers,
+        ..Default::default()
     });
     let listener = TcpListener::bind(config.listen).await?;
     let listen = listener.local_addr()?;
