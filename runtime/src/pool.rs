@@ -79,8 +79,8 @@ impl Pool {
         self.threads.len()
     }
 
-    /// Queues a task; returns it back when the workers are gone.
-    pub fn submit(&self, task: Task) -> Result<(), Task> {
+    /// Queues a task; fails when the workers are gone.
+    pub fn submit(&self, task: Task) -> Result<(), InvokeError> {
         let queue = match &task {
             Task::Invoke { function, .. } if function.isolation() == Isolation::Function => {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -89,7 +89,7 @@ impl Pool {
             }
             _ => self.shared.as_ref().expect("pool is running"),
         };
-        queue.send(task).map_err(|err| err.0)
+        queue.send(task).map_err(|_| InvokeError::EngineStopped)
     }
 }
 

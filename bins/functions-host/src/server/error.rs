@@ -9,26 +9,30 @@ use http_body_util::Full;
 use serde_json::Value;
 use serde_json::json;
 
-/// An error answered to the client.
+/// An error answered to the client (boxed: handlers return it on every path).
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub struct ApiError(Box<ErrorBody>);
+
+#[derive(Debug)]
+struct ErrorBody {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
     /// Extra fields of the error object (e.g. `line` and `column` of a compile error).
-    pub details: serde_json::Map<String, Value>,
+    details: serde_json::Map<String, Value>,
+    /// The `Allow` header of a 405.
     allow: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(ErrorBody {
             status,
             code,
             message: message.into(),
             details: Default::default(),
             allow: None,
-        }
+        }))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -57,23 +61,24 @@ impl ApiError {
             "method_not_allowed",
             format!("allowed methods: {allow}"),
         );
-        err.allow = Some(allow);
+        err.0.allow = Some(allow);
         err
     }
 
     /// Adds a field to the error object.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.details.insert(key.to_owned(), value.into());
+        self.0.details.insert(key.to_owned(), value.into());
         self
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = *self.0;
         let mut error = serde_json::Map::new();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.into());
-        error.extend(self.details);
-        let mut response = json(self.status, &json!({ "error": error }));
-        if let Some(allow) = self.allow {
+        error.insert("code".into(), body.code.into());
+        error.insert("message".into(), body.message.into());
+        error.extend(body.details);
+        let mut response = json(body.status, &json!({ "error": error }));
+        if let Some(allow) = body.allow {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -126,10 +126,11 @@ fn function_response(response: functions_runtime::Response) -> HttpResponse {
     *out.status_mut() =
         StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in response.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                out.headers_mut().append(name, value);
-            }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
+            && name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+        {
+            out.headers_mut().append(name, value);
         }
     }
     out
