@@ -7,10 +7,9 @@
 //!   script run, and the drop — what V8 itself costs;
 //! - `http/cold_invocation`: one invocation end to end through the HTTP server (release binary).
 
-use std::io::BufRead;
-use std::io::BufReader;
-use std::process::Command;
-use std::process::Stdio;
+#[allow(dead_code)]
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
 
 use criterion::Criterion;
 use criterion::criterion_group;
@@ -79,20 +78,8 @@ fn v8_floor(c: &mut Criterion) {
 
 fn http_cold_invocation(c: &mut Criterion) {
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_functions-host"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let server = harness::Server::start(data.path());
+    let base = server.base.clone();
     let agent = ureq::AgentBuilder::new().build();
     agent
         .put(&format!("{base}/api/functions/bench"))
@@ -112,8 +99,7 @@ fn http_cold_invocation(c: &mut Criterion) {
             assert_eq!(body, r#"{"ok":true}"#);
         })
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }
 
 fn cold_start(c: &mut Criterion) {
