@@ -1,5 +1,6 @@
 //! Builds the base startup snapshot: a V8 heap in which every extension of `functions-ext` has
-//! already run, so that an isolate created from it does no JavaScript bootstrap work.
+//! already run, so that an isolate created from it does no JavaScript bootstrap work, and in which
+//! the dispatch path is already compiled (see `functions_ext::runtime::warm_up`).
 
 use std::path::PathBuf;
 
@@ -12,7 +13,9 @@ fn main() {
             skip_op_registration: false,
             extensions: functions_ext::extensions(),
             extension_transpiler: None,
-            with_runtime_cb: None,
+            with_runtime_cb: Some(Box::new(|runtime| {
+                functions_ext::runtime::warm_up(runtime)
+            })),
         },
         None,
     )

@@ -24,6 +24,8 @@ pub(crate) fn new_runtime(
 ) -> (JsRuntime, v8::Global<v8::Function>) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         startup_snapshot: snapshot,
+        // The snapshot already holds the op bindings.
+        skip_op_registration: snapshot.is_some(),
         extensions: functions_ext::extensions(),
         ..Default::default()
     });
