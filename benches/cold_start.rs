@@ -3,6 +3,8 @@
 //! - `isolate/snapshot`: the real per-invocation path of the engine — a new isolate from the
 //!   base snapshot, load a trivial handler, run it, drop the isolate;
 //! - `isolate/no_snapshot`: the same with the host's JavaScript bootstrapped in every isolate;
+//! - `isolate/deno_core_only`: for reference, a `JsRuntime` from a snapshot of deno_core alone
+//!   (no extensions, no web platform), a script run, and the drop — deno_core's own share;
 //! - `isolate/v8_floor`: a bare `v8::Isolate` from a minimal plain V8 snapshot, a context, a
 //!   script run, and the drop — what V8 itself costs;
 //! - `http/cold_invocation`: one invocation end to end through the HTTP server (release binary).
@@ -37,6 +39,32 @@ fn engine_path(c: &mut Criterion, name: &str, use_snapshot: bool) {
             let outcome =
                 runtime.block_on(engine.invoke(&function, Request::json(r#"{"ok":true}"#)));
             assert_eq!(outcome.result.unwrap().body, br#"{"ok":true}"#);
+        })
+    });
+}
+
+/// deno_core's own startup: a runtime from a snapshot of deno_core with no extensions.
+fn deno_core_only(c: &mut Criterion) {
+    let _context = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = _context.enter();
+    let snapshot: &'static [u8] =
+        Box::leak(deno_core::JsRuntimeForSnapshot::new(Default::default()).snapshot());
+    c.bench_function("isolate/deno_core_only", |b| {
+        b.iter(|| {
+            let mut runtime = deno_core::JsRuntime::new(deno_core::RuntimeOptions {
+                startup_snapshot: Some(snapshot),
+                skip_op_registration: true,
+                ..Default::default()
+            });
+            let result = runtime
+                .execute_script("bench.js", "JSON.stringify({ ok: true })")
+                .unwrap();
+            deno_core::scope!(scope, runtime);
+            let result = deno_core::v8::Local::new(scope, result);
+            assert_eq!(result.to_rust_string_lossy(scope), r#"{"ok":true}"#);
         })
     });
 }
@@ -105,6 +133,7 @@ fn http_cold_invocation(c: &mut Criterion) {
 fn cold_start(c: &mut Criterion) {
     engine_path(c, "isolate/snapshot", true);
     engine_path(c, "isolate/no_snapshot", false);
+    deno_core_only(c);
     v8_floor(c);
     http_cold_invocation(c);
 }

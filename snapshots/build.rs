@@ -13,9 +13,7 @@ fn main() {
             skip_op_registration: false,
             extensions: functions_ext::extensions(),
             extension_transpiler: None,
-            with_runtime_cb: Some(Box::new(|runtime| {
-                functions_ext::runtime::warm_up(runtime)
-            })),
+            with_runtime_cb: Some(Box::new(|runtime| functions_ext::runtime::warm_up(runtime))),
         },
         None,
     )

@@ -145,7 +145,10 @@ pub fn warm_up(runtime: &mut JsRuntime) {
             );
         }
         let response = runtime.op_state().borrow_mut().take::<InvocationResponse>();
-        assert_eq!(response.status, 200, "warm-up round {round} answered {response:?}");
+        assert_eq!(
+            response.status, 200,
+            "warm-up round {round} answered {response:?}"
+        );
     }
 }
 

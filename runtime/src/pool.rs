@@ -5,6 +5,12 @@
 //! [`Isolation::Function`] functions go to the private queue of the one worker that keeps the
 //! function's warm isolate, so they run in order against the same module state.
 //!
+//! V8 shares its read-only heap (and starts its compiler threads) once for all the isolates alive
+//! in a process, but tears them down whenever the last isolate goes away — which, with one
+//! short-lived isolate per invocation, would be every invocation. The first worker therefore keeps
+//! one idle isolate from the snapshot for as long as the pool runs (the *anchor*), so that every
+//! new isolate attaches to the existing read-only heap instead of deserializing its own.
+//!
 //! rusty_v8 enters an isolate when it is created and exits it when dropped, and requires that in
 //! LIFO order per thread. Warm isolates outlive the fresh ones created around them, so they are
 //! exited right after each use and entered again before the next one (and before being dropped).
@@ -64,7 +70,7 @@ impl Pool {
             let shared_rx = shared_rx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("functions-worker-{index}"))
-                .spawn(move || Worker::new(snapshot).run(shared_rx, rx))
+                .spawn(move || Worker::new(snapshot).run(index == 0, shared_rx, rx))
                 .expect("spawning a worker thread");
             threads.push(thread);
         }
@@ -132,11 +138,20 @@ impl Worker {
         }
     }
 
-    fn run(mut self, shared: Receiver<Task>, pinned: Receiver<Task>) {
+    /// Serves tasks until the pool is dropped; `anchor` makes this worker keep the anchor isolate.
+    fn run(mut self, anchor: bool, shared: Receiver<Task>, pinned: Receiver<Task>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("building a worker's tokio runtime");
+        // Created first and dropped last, so it stays below every other isolate of this thread.
+        let anchor = match self.snapshot {
+            Some(snapshot) if anchor => {
+                let _context = runtime.enter();
+                Some(isolate::new_runtime(Some(snapshot)))
+            }
+            _ => None,
+        };
         loop {
             let task = crossbeam_channel::select_biased! {
               recv(pinned) -> task => task,
@@ -149,8 +164,10 @@ impl Worker {
                     request,
                     reply,
                 } => {
-                    let outcome = runtime.block_on(self.invoke(&function, request));
+                    let (outcome, spent) = runtime.block_on(self.invoke(&function, request));
                     let _ = reply.send(outcome);
+                    // Torn down after the caller has its answer, not before.
+                    drop(spent);
                 }
                 Task::Check { function, reply } => {
                     let _ = reply.send(runtime.block_on(isolate::check(&function, self.snapshot)));
@@ -158,24 +175,27 @@ impl Worker {
             }
         }
         runtime.block_on(async { self.warm.clear() });
+        drop(anchor);
     }
 
-    async fn invoke(&mut self, function: &Function, mut request: Request) -> Outcome {
+    /// Runs one invocation; also returns the fresh isolate it used, if any, for the caller to drop
+    /// once the outcome is delivered.
+    async fn invoke(
+        &mut self,
+        function: &Function,
+        mut request: Request,
+    ) -> (Outcome, Option<FunctionIsolate>) {
         request.env = function.inner().env.clone();
         match function.isolation() {
-            Isolation::Invocation => {
-                let mut output = ConsoleOutput::default();
-                let result = match FunctionIsolate::load(function, self.snapshot).await {
-                    Ok(mut isolate) => {
-                        let result = isolate.invoke(request).await;
-                        output = isolate.take_console_output();
-                        result
-                    }
-                    Err(err) => Err(err),
-                };
-                Outcome::new(result, output)
-            }
-            Isolation::Function => self.invoke_warm(function, request).await,
+            Isolation::Invocation => match FunctionIsolate::load(function, self.snapshot).await {
+                Ok(mut isolate) => {
+                    let result = isolate.invoke(request).await;
+                    let output = isolate.take_console_output();
+                    (Outcome::new(result, output), Some(isolate))
+                }
+                Err(err) => (Outcome::new(Err(err), ConsoleOutput::default()), None),
+            },
+            Isolation::Function => (self.invoke_warm(function, request).await, None),
         }
     }
 
