@@ -1,9 +1,11 @@
-//! What the engine runs: a named, versioned JavaScript module and how it is isolated.
+//! What the engine runs: a named, versioned set of modules and how it is isolated.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deno_core::ModuleSpecifier;
+
+use crate::module::Module;
 
 /// How invocations of a function share isolates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -34,8 +36,8 @@ impl Isolation {
     }
 }
 
-/// A deployable JavaScript function: an ES module whose default export is the handler.
-/// Cheap to clone; one `Function` value is one immutable version.
+/// A deployable function: ES modules (compiled, see [`Module`]) of which one, the entry, has
+/// the handler as its default export. Cheap to clone; one `Function` value is one immutable version.
 #[derive(Clone, Debug)]
 pub struct Function(Arc<FunctionInner>);
 
@@ -43,43 +45,49 @@ pub struct Function(Arc<FunctionInner>);
 pub(crate) struct FunctionInner {
     pub name: String,
     pub version: u64,
+    /// `file:///{name}/`: every module's URL is this joined with its path.
+    pub root: ModuleSpecifier,
     pub specifier: ModuleSpecifier,
-    pub source: Arc<str>,
+    pub modules: BTreeMap<String, Module>,
     pub env: BTreeMap<String, String>,
     pub isolation: Isolation,
 }
 
 impl Function {
-    /// A function named `name` whose entry module is `source` (version 1, no env, fresh isolates).
+    /// A function named `name` whose one module, `index.js`, is `source` (version 1, no env, fresh
+    /// isolates).
     pub fn javascript(name: &str, source: impl Into<Arc<str>>) -> Self {
+        let module = Module::javascript(source);
         Self::new(
             name,
             1,
             "index.js",
-            source.into(),
+            BTreeMap::from([("index.js".to_owned(), module)]),
             BTreeMap::new(),
             Isolation::default(),
         )
     }
 
-    /// A function with every field given. `entry` is the module's file name, used in stack traces
-    /// as `file:///{name}/{entry}`.
+    /// A function with every field given: `modules` by path (as [`Function::compile`] returns
+    /// [`crate::compile_files`] returns them), `entry` the path of the one whose default export is the handler.
     pub fn new(
         name: &str,
         version: u64,
         entry: &str,
-        source: Arc<str>,
+        modules: BTreeMap<String, Module>,
         env: BTreeMap<String, String>,
         isolation: Isolation,
     ) -> Self {
-        let specifier = ModuleSpecifier::parse(&format!("file:///{name}/"))
-            .and_then(|base| base.join(entry))
-            .unwrap_or_else(|_| ModuleSpecifier::parse("file:///function/index.js").unwrap());
+        let root = root_of(name);
+        let specifier = root
+            .join(entry)
+            .unwrap_or_else(|_| root.join("index.js").unwrap());
         Self(Arc::new(FunctionInner {
             name: name.to_owned(),
             version,
+            root,
             specifier,
-            source,
+            modules,
             env,
             isolation,
         }))
@@ -100,7 +108,33 @@ impl Function {
         self.0.isolation
     }
 
+    /// Its modules, by path.
+    pub fn modules(&self) -> &BTreeMap<String, Module> {
+        &self.0.modules
+    }
+
+    pub(crate) fn root(&self) -> &ModuleSpecifier {
+        &self.0.root
+    }
+
+    /// The path of `url` inside the function (the URL itself when it is not one of its files).
+    pub(crate) fn path_of(&self, url: &ModuleSpecifier) -> String {
+        self.path_of_str(url.as_str())
+    }
+
+    pub(crate) fn path_of_str(&self, url: &str) -> String {
+        url.strip_prefix(self.0.root.as_str())
+            .unwrap_or(url)
+            .to_owned()
+    }
+
     pub(crate) fn inner(&self) -> &FunctionInner {
         &self.0
     }
+}
+
+/// `file:///{name}/`, the URL under which a function's modules live.
+pub(crate) fn root_of(name: &str) -> ModuleSpecifier {
+    ModuleSpecifier::parse(&format!("file:///{name}/"))
+        .unwrap_or_else(|_| ModuleSpecifier::parse("file:///function/").unwrap())
 }

@@ -1,6 +1,10 @@
 //! One function module loaded in one V8 isolate: the per-invocation path.
 
+use std::rc::Rc;
+
 use deno_core::JsRuntime;
+use deno_core::ModuleId;
+use deno_core::ModuleLoader;
 use deno_core::PollEventLoopOptions;
 use deno_core::RuntimeOptions;
 use deno_core::v8;
@@ -12,6 +16,7 @@ use crate::Response;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
+use crate::loader::FunctionLoader;
 
 /// Globals that the snapshot needs while it is built and at isolate creation, but that a
 /// function must not see.
@@ -21,8 +26,10 @@ const HIDDEN_GLOBALS: [&str; 3] = [DISPATCH_GLOBAL, "Deno", "__bootstrap"];
 /// with `None`, by running every extension's JavaScript from scratch (only for comparison).
 pub(crate) fn new_runtime(
     snapshot: Option<&'static [u8]>,
+    loader: Option<Rc<dyn ModuleLoader>>,
 ) -> (JsRuntime, v8::Global<v8::Function>) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
+        module_loader: loader,
         startup_snapshot: snapshot,
         // The snapshot already holds the op bindings.
         skip_op_registration: snapshot.is_some(),
@@ -65,17 +72,7 @@ impl FunctionIsolate {
         function: &Function,
         snapshot: Option<&'static [u8]>,
     ) -> Result<Self, InvokeError> {
-        let (mut runtime, dispatch) = new_runtime(snapshot);
-        let module = function.inner();
-        let id = runtime
-            .load_main_es_module_from_code(&module.specifier, module.source.clone())
-            .await
-            .map_err(
-                |err| match CompileError::from_core(&err, module.specifier.as_str()) {
-                    Some(compile) => InvokeError::Compile(compile),
-                    None => InvokeError::from_core(err),
-                },
-            )?;
+        let (mut runtime, dispatch, id) = load_graph(function, snapshot).await?;
         let evaluation = runtime.mod_evaluate(id);
         runtime
             .with_event_loop_future(evaluation, PollEventLoopOptions::default())
@@ -139,25 +136,41 @@ impl FunctionIsolate {
     }
 }
 
-/// Checks that `function`'s module compiles and links, without evaluating it.
+/// Creates a runtime and loads `function`'s module graph into it (resolved, compiled, linked, not
+/// yet evaluated).
+async fn load_graph(
+    function: &Function,
+    snapshot: Option<&'static [u8]>,
+) -> Result<(JsRuntime, v8::Global<v8::Function>, ModuleId), InvokeError> {
+    let loader = FunctionLoader::new(function.clone());
+    let failures = loader.failures();
+    let (mut runtime, dispatch) = new_runtime(snapshot, Some(Rc::new(loader)));
+    let specifier = &function.inner().specifier;
+    match runtime.load_main_es_module(specifier).await {
+        Ok(id) => Ok((runtime, dispatch, id)),
+        Err(err) => Err(match failures.take() {
+            Some(failure) => InvokeError::Compile(failure.into_compile_error(function)),
+            None => match CompileError::from_core(&err, specifier.as_str()) {
+                Some(compile) => InvokeError::Compile(compile),
+                None => InvokeError::from_core(err),
+            },
+        }),
+    }
+}
+
+/// Checks that `function`'s modules compile and link, without evaluating them.
 pub(crate) async fn check(
     function: &Function,
     snapshot: Option<&'static [u8]>,
 ) -> Result<(), CompileError> {
-    let (mut runtime, _) = new_runtime(snapshot);
-    let module = function.inner();
-    runtime
-        .load_main_es_module_from_code(&module.specifier, module.source.clone())
-        .await
-        .map(drop)
-        .map_err(|err| {
-            CompileError::from_core(&err, module.specifier.as_str()).unwrap_or_else(|| {
-                CompileError {
-                    message: err.to_string(),
-                    file: module.specifier.to_string(),
-                    line: 0,
-                    column: 0,
-                }
-            })
-        })
+    match load_graph(function, snapshot).await {
+        Ok(_) => Ok(()),
+        Err(InvokeError::Compile(err)) => Err(err),
+        Err(err) => Err(CompileError {
+            message: err.to_string(),
+            file: function.inner().specifier.to_string(),
+            line: 0,
+            column: 0,
+        }),
+    }
 }

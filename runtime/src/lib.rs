@@ -20,6 +20,8 @@ mod engine;
 mod error;
 mod function;
 mod isolate;
+mod loader;
+mod module;
 mod pool;
 
 pub use engine::Engine;
@@ -33,3 +35,7 @@ pub use functions_ext::console::LogLevel;
 pub use functions_ext::console::LogLine;
 pub use functions_ext::runtime::InvocationRequest as Request;
 pub use functions_ext::runtime::InvocationResponse as Response;
+pub use module::Module;
+pub use module::ModuleKind;
+pub use module::SourceLanguage;
+pub use module::compile_files;

@@ -148,7 +148,7 @@ impl Worker {
         let anchor = match self.snapshot {
             Some(snapshot) if anchor => {
                 let _context = runtime.enter();
-                Some(isolate::new_runtime(Some(snapshot)))
+                Some(isolate::new_runtime(Some(snapshot), None))
             }
             _ => None,
         };

@@ -1,11 +1,14 @@
 //! The engine through its embedding API: shapes, isolation, errors, globals and console output.
 
+use std::collections::BTreeMap;
+
 use functions_runtime::Engine;
 use functions_runtime::EngineConfig;
 use functions_runtime::Function;
 use functions_runtime::InvokeError;
 use functions_runtime::Isolation;
 use functions_runtime::LogLevel;
+use functions_runtime::Module;
 use functions_runtime::Request;
 use functions_runtime::Response;
 
@@ -97,7 +100,7 @@ async fn function_isolation_keeps_one_warm_isolate() {
         "warm",
         1,
         "index.js",
-        source.into(),
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
         Default::default(),
         Isolation::Function,
     );
@@ -114,7 +117,7 @@ async fn function_isolation_keeps_one_warm_isolate() {
         "warm",
         2,
         "index.js",
-        source.into(),
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
         Default::default(),
         Isolation::Function,
     );
@@ -246,4 +249,125 @@ async fn isolates_without_the_snapshot_behave_the_same() {
     );
     let response = run(&engine, &f, Request::json(r#"{"name":"x"}"#)).await;
     assert_eq!(text(&response), r#"{"hi":"x","url":"function"}"#);
+}
+
+/// A function of several source files, compiled as a deploy compiles them.
+fn compiled(name: &str, entry: &str, files: &[(&str, &str)]) -> Function {
+    let files: BTreeMap<String, String> = files
+        .iter()
+        .map(|(path, text)| (path.to_string(), text.to_string()))
+        .collect();
+    let modules = functions_runtime::compile_files(name, entry, &files).unwrap();
+    Function::new(
+        name,
+        1,
+        entry,
+        modules,
+        Default::default(),
+        Isolation::Invocation,
+    )
+}
+
+#[tokio::test]
+async fn typescript_modules_import_each_other_json_and_data_urls() {
+    let engine = engine();
+    let f = compiled(
+        "ts",
+        "main.ts",
+        &[
+            (
+                "main.ts",
+                "import { greet, type Greeting } from './lib/greet.ts';\n\
+                 import config from './config.json' with { type: 'json' };\n\
+                 import { twice } from 'data:text/javascript,export const twice = (n) => n * 2;';\n\
+                 export default (event: { name: string }): Greeting & { n: number } =>\n\
+                   ({ ...greet(event.name, config.punctuation), n: twice(21) });\n",
+            ),
+            (
+                "lib/greet.ts",
+                "export interface Greeting { message: string }\n\
+                 export function greet(name: string, p: string): Greeting {\n\
+                   return { message: `Hello, ${name}${p}` };\n}\n",
+            ),
+            ("config.json", r#"{ "punctuation": "!" }"#),
+        ],
+    );
+    engine.check(&f).await.unwrap();
+    let response = run(&engine, &f, Request::json(r#"{"name":"TS"}"#)).await;
+    assert_eq!(text(&response), r#"{"message":"Hello, TS!","n":42}"#);
+}
+
+#[tokio::test]
+async fn thrown_errors_point_at_the_typescript_source() {
+    let engine = engine();
+    let f = compiled(
+        "mapped",
+        "index.ts",
+        &[(
+            "index.ts",
+            "type Event = { fail: boolean };\n\
+             interface Unused { a: number; b: string }\n\
+             export default (event: Event): string => {\n\
+               if (event.fail) throw new Error('mapped boom');\n\
+               return 'ok';\n\
+             };\n",
+        )],
+    );
+    let err = engine
+        .invoke(&f, Request::json(r#"{"fail":true}"#))
+        .await
+        .result
+        .unwrap_err();
+    let InvokeError::Threw { message, stack } = err else {
+        panic!("expected a throw, got {err:?}");
+    };
+    assert!(message.contains("mapped boom"), "{message}");
+    assert!(stack.contains("file:///mapped/index.ts:4:"), "{stack}");
+}
+
+#[tokio::test]
+async fn bad_imports_fail_the_check_naming_the_import_and_the_importer() {
+    let engine = engine();
+    for (import, expected) in [
+        ("hono", "bare specifier"),
+        ("./missing.ts", "missing.ts"),
+        (
+            "https://example.com/x.js",
+            "https imports are not supported",
+        ),
+        ("./data.json", "import it with { type: \"json\" }"),
+    ] {
+        let f = compiled(
+            "imports",
+            "main.ts",
+            &[
+                (
+                    "main.ts",
+                    &format!("// first line\nimport x from '{import}';\nexport default () => x;\n"),
+                ),
+                ("data.json", "{}"),
+            ],
+        );
+        let err = engine.check(&f).await.unwrap_err();
+        assert!(err.message.contains(expected), "{import}: {err:?}");
+        assert!(err.message.contains("main.ts"), "{import}: {err:?}");
+        assert_eq!(err.file, "file:///imports/main.ts", "{import}: {err:?}");
+        assert_eq!((err.line, err.column), (2, 15), "{import}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn typescript_syntax_errors_are_compile_errors() {
+    let files = BTreeMap::from([(
+        "a.ts".to_owned(),
+        "export default (x: number => x;\n".to_owned(),
+    )]);
+    let err = functions_runtime::compile_files("syntax", "a.ts", &files).unwrap_err();
+    assert_eq!(
+        (err.file.as_str(), err.line),
+        ("file:///syntax/a.ts", 1),
+        "{err:?}"
+    );
+    let missing_entry = functions_runtime::compile_files("syntax", "b.ts", &BTreeMap::new());
+    assert!(missing_entry.unwrap_err().message.contains("'b.ts'"));
 }

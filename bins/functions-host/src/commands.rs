@@ -169,11 +169,13 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let name = entry.split('.').next().unwrap_or(entry);
     crate::deploy::validate_name(name).map_err(|err| anyhow::anyhow!(err.0))?;
     let body = payload_bytes(payload)?;
+    let files = BTreeMap::from([(entry.to_owned(), source)]);
+    let modules = functions_runtime::compile_files(name, entry, &files)?;
     let function = functions_runtime::Function::new(
         name,
         1,
         entry,
-        source.into(),
+        modules,
         Default::default(),
         functions_runtime::Isolation::Invocation,
     );

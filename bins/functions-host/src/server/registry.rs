@@ -1,11 +1,12 @@
 //! The current version of every deployed function, in memory, ready to invoke.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::RwLock;
 
 use functions_runtime::Function;
 use functions_runtime::Isolation;
+use functions_runtime::Module;
 
 use crate::store::Deployment;
 
@@ -18,11 +19,12 @@ pub struct Registry {
 
 /// The runnable form of a stored deployment.
 pub fn function_of(deployment: &Deployment) -> Function {
+    let module = Module::javascript(deployment.source.as_str());
     Function::new(
         &deployment.name,
         deployment.version,
         &deployment.entry,
-        Arc::from(deployment.source.as_str()),
+        BTreeMap::from([(deployment.entry.clone(), module)]),
         deployment.env.clone(),
         Isolation::parse(&deployment.isolation).unwrap_or_default(),
     )
