@@ -118,14 +118,15 @@ impl Function {
     }
 
     /// The path of `url` inside the function (the URL itself when it is not one of its files).
-    pub(crate) fn path_of(&self, url: &ModuleSpecifier) -> String {
-        self.path_of_str(url.as_str())
-    }
-
-    pub(crate) fn path_of_str(&self, url: &str) -> String {
+    pub(crate) fn path_of(&self, url: &str) -> String {
         url.strip_prefix(self.0.root.as_str())
             .unwrap_or(url)
             .to_owned()
+    }
+
+    /// The function's own module at `url`, if it is one.
+    pub(crate) fn module_at(&self, url: &str) -> Option<&Module> {
+        self.0.modules.get(url.strip_prefix(self.0.root.as_str())?)
     }
 
     pub(crate) fn inner(&self) -> &FunctionInner {

@@ -71,14 +71,6 @@ impl FunctionLoader {
         JsErrorBox::type_error(message)
     }
 
-    /// The function's own module at `specifier`, if it is one.
-    fn own_module(&self, specifier: &ModuleSpecifier) -> Option<&Module> {
-        let path = specifier
-            .as_str()
-            .strip_prefix(self.function.root().as_str())?;
-        self.function.modules().get(path)
-    }
-
     fn load_module(
         &self,
         specifier: &ModuleSpecifier,
@@ -91,14 +83,14 @@ impl FunctionLoader {
                 .map_err(|message| self.refuse(specifier.as_str(), referrer, message))?;
             &decoded
         } else {
-            self.own_module(specifier).ok_or_else(|| {
-                let path = self.function.path_of(specifier);
+            self.function.module_at(specifier.as_str()).ok_or_else(|| {
+                let path = self.function.path_of(specifier.as_str());
                 self.refuse(
                     &path,
                     referrer,
                     format!(
                         "module '{path}' imported by '{}' is not part of the function",
-                        self.function.path_of_str(referrer)
+                        self.function.path_of(referrer)
                     ),
                 )
             })?
@@ -108,24 +100,24 @@ impl FunctionLoader {
             (ModuleKind::Json, RequestedModuleType::Json) => ModuleType::Json,
             (ModuleKind::Json, _) => {
                 return Err(self.refuse(
-                    &self.function.path_of(specifier),
+                    &self.function.path_of(specifier.as_str()),
                     referrer,
                     format!(
                         "'{}' imported by '{}' is JSON: import it with {{ type: \"json\" }}",
-                        self.function.path_of(specifier),
-                        self.function.path_of_str(referrer)
+                        self.function.path_of(specifier.as_str()),
+                        self.function.path_of(referrer)
                     ),
                 ));
             }
             (ModuleKind::JavaScript, _) => {
                 return Err(self.refuse(
-                    &self.function.path_of(specifier),
+                    &self.function.path_of(specifier.as_str()),
                     referrer,
                     format!(
                         "'{}' imported by '{}' is a JavaScript module, not the type its import \
                          asks for",
-                        self.function.path_of(specifier),
-                        self.function.path_of_str(referrer)
+                        self.function.path_of(specifier.as_str()),
+                        self.function.path_of(referrer)
                     ),
                 ));
             }
@@ -154,7 +146,7 @@ impl ModuleLoader for FunctionLoader {
         } else {
             ModuleSpecifier::parse(specifier)
         };
-        let importer = self.function.path_of_str(referrer);
+        let importer = self.function.path_of(referrer);
         match resolved {
             Ok(url) if url.scheme() == "data" => Ok(url),
             Ok(url) if url.as_str().starts_with(self.function.root().as_str()) => Ok(url),
@@ -198,8 +190,7 @@ impl ModuleLoader for FunctionLoader {
     }
 
     fn get_source_map(&self, file_name: &str) -> Option<Cow<'_, [u8]>> {
-        let specifier = ModuleSpecifier::parse(file_name).ok()?;
-        let map = self.own_module(&specifier)?.source_map.as_ref()?;
+        let map = self.function.module_at(file_name)?.source_map.as_ref()?;
         Some(Cow::Borrowed(map.as_bytes()))
     }
 }
@@ -207,12 +198,7 @@ impl ModuleLoader for FunctionLoader {
 impl ImportFailure {
     /// The failure as a compile error of the importing file, at the import when it can be found.
     pub fn into_compile_error(self, function: &Function) -> CompileError {
-        let referrer = ModuleSpecifier::parse(&self.referrer).ok();
-        let source = referrer.as_ref().and_then(|url| {
-            function
-                .modules()
-                .get(url.as_str().strip_prefix(function.root().as_str())?)
-        });
+        let source = function.module_at(&self.referrer);
         let (line, column) = source.map_or((0, 0), |module| {
             position_of_import(&module.source, &self.specifier)
         });

@@ -113,14 +113,8 @@ impl Module {
         language: SourceLanguage,
         source: Arc<str>,
     ) -> Result<Self, CompileError> {
-        let plain = |kind| Self {
-            kind,
-            code: source.clone(),
-            source_map: None,
-            source: source.clone(),
-        };
         match language {
-            SourceLanguage::JavaScript => Ok(plain(ModuleKind::JavaScript)),
+            SourceLanguage::JavaScript => Ok(Self::javascript(source)),
             SourceLanguage::Json => {
                 serde_json::from_str::<serde_json::Value>(&source).map_err(|err| CompileError {
                     message: format!("SyntaxError: invalid JSON: {err}"),
@@ -128,7 +122,10 @@ impl Module {
                     line: err.line() as u32,
                     column: err.column() as u32,
                 })?;
-                Ok(plain(ModuleKind::Json))
+                Ok(Self {
+                    kind: ModuleKind::Json,
+                    ..Self::javascript(source)
+                })
             }
             SourceLanguage::Jsx | SourceLanguage::TypeScript | SourceLanguage::Tsx => {
                 transpile(specifier, language, source)
