@@ -1,15 +1,14 @@
 //! The deno_core extensions that make up a function's JavaScript environment.
 //!
-//! Each folder is one extension: `fetch/` (Headers, Request, Response), `console/` (console output
-//! into the function's logs), `crypto/` (random values) and `runtime/` (the global scope and the per-invocation dispatcher).
-//! The web platform underneath (URL, encoding, streams, timers, events, ...) comes from the
-//! `deno_web` and `deno_webidl` crates.
+//! Each folder is one extension: `fetch/` (fetch, Headers, Request, Response), `console/`
+//! (console output into the function's logs) and `runtime/` (the global scope and the
+//! per-invocation dispatcher). The web platform underneath (URL, encoding, streams, timers,
+//! events, ...) comes from the `deno_web` and `deno_webidl` crates, Web Crypto from `deno_crypto`.
 //!
 //! [`extensions`] is the one list used both when the base snapshot is built (`snapshots/`) and when
 //! an isolate is created from it (`runtime/`): the two must match op for op.
 
 pub mod console;
-pub mod crypto;
 pub mod fetch;
 pub mod runtime;
 
@@ -27,9 +26,9 @@ pub fn extensions() -> Vec<Extension> {
             false,
             deno_web::InMemoryBroadcastChannel::default(),
         ),
+        deno_crypto::deno_crypto::init(None),
         fetch::fetch::init(),
         console::console::init(),
-        crypto::crypto::init(),
         runtime::host::init(),
     ]
 }

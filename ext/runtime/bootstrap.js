@@ -2,9 +2,9 @@
 // Runs once, while the base snapshot is built; nothing here runs per request except `dispatch`.
 
 import { core, primordials } from "ext:core/mod.js";
-import { Crypto, crypto } from "ext:crypto/crypto.js";
 import {
   op_console_write,
+  op_host_user_agent,
   op_invocation_request,
   op_invocation_request_body,
   op_invocation_respond,
@@ -45,16 +45,39 @@ const request = load("ext:fetch/23_request.js");
 const response = load("ext:fetch/23_response.js");
 const { Request } = request;
 const { Response, ResponsePrototype } = response;
+// Loaded on first use, in the isolate that uses them: most functions never fetch or sign, and a
+// smaller snapshot starts faster.
+const fetchScript = () => load("ext:fetch/26_fetch.js");
+const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
 
 // Logs are plain text: never ANSI colours.
 consoleScript.setNoColorFns(() => true, () => true);
 const console = new consoleScript.Console(op_console_write);
+
+/** `navigator`: who is running the function, as in Workers and Deno. */
+class Navigator {
+  get userAgent() {
+    return USER_AGENT;
+  }
+  get hardwareConcurrency() {
+    return 1;
+  }
+  get language() {
+    return "en-US";
+  }
+  get languages() {
+    return ["en-US"];
+  }
+}
+const USER_AGENT = op_host_user_agent();
+const navigator = new Navigator();
 
 const nonEnumerable = core.propNonEnumerable;
 const writable = core.propWritable;
 
 ObjectDefineProperties(globalThis, {
   // Fetch
+  fetch: core.propWritableLazyLoaded((m) => m.fetch, fetchScript),
   Headers: nonEnumerable(headers.Headers),
   Request: nonEnumerable(Request),
   Response: nonEnumerable(Response),
@@ -71,8 +94,10 @@ ObjectDefineProperties(globalThis, {
   atob: writable(base64.atob),
   btoa: writable(base64.btoa),
   // Crypto
-  crypto: nonEnumerable(crypto),
-  Crypto: nonEnumerable(Crypto),
+  crypto: core.propNonEnumerableLazyLoaded((m) => m.crypto, cryptoScript),
+  Crypto: core.propNonEnumerableLazyLoaded((m) => m.Crypto, cryptoScript),
+  CryptoKey: core.propNonEnumerableLazyLoaded((m) => m.CryptoKey, cryptoScript),
+  SubtleCrypto: core.propNonEnumerableLazyLoaded((m) => m.SubtleCrypto, cryptoScript),
   // Console, timers, scheduling
   console: nonEnumerable(console),
   setTimeout: writable(timers.setTimeout),
@@ -110,6 +135,8 @@ ObjectDefineProperties(globalThis, {
   File: nonEnumerable(file.File),
   CompressionStream: nonEnumerable(compression.CompressionStream),
   DecompressionStream: nonEnumerable(compression.DecompressionStream),
+  Navigator: nonEnumerable(Navigator),
+  navigator: core.propGetterOnly(() => navigator),
   self: { value: globalThis, writable: true, enumerable: false, configurable: true },
 });
 event.saveGlobalThisReference(globalThis);

@@ -152,10 +152,22 @@ pub fn warm_up(runtime: &mut JsRuntime) {
     }
 }
 
+/// `navigator.userAgent` (read once, while the snapshot is built).
+#[op2]
+#[string]
+fn op_host_user_agent() -> &'static str {
+    crate::fetch::USER_AGENT
+}
+
 deno_core::extension!(
   host,
-  deps = [deno_webidl, deno_web, fetch, console, crypto],
-  ops = [op_invocation_request, op_invocation_request_body, op_invocation_respond],
+  deps = [deno_webidl, deno_web, deno_crypto, fetch, console],
+  ops = [
+    op_host_user_agent,
+    op_invocation_request,
+    op_invocation_request_body,
+    op_invocation_respond,
+  ],
   esm_entry_point = "ext:host/bootstrap.js",
   esm = [dir "runtime", "bootstrap.js"],
   state = |state| state.put(InvocationRequest::default()),

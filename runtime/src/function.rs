@@ -36,6 +36,17 @@ impl Isolation {
     }
 }
 
+/// How a function runs, besides its code: what it may reach and what it sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Environment variables, the handler's `env` (as strings).
+    pub env: BTreeMap<String, String>,
+    /// How invocations share isolates.
+    pub isolation: Isolation,
+    /// Hosts (`host` or `host:port`) outgoing `fetch` may reach; nothing else is reachable.
+    pub allow_net: Vec<String>,
+}
+
 /// A deployable function: ES modules (compiled, see [`Module`]) of which one, the entry, has
 /// the handler as its default export. Cheap to clone; one `Function` value is one immutable version.
 #[derive(Clone, Debug)]
@@ -49,13 +60,12 @@ pub(crate) struct FunctionInner {
     pub root: ModuleSpecifier,
     pub specifier: ModuleSpecifier,
     pub modules: BTreeMap<String, Module>,
-    pub env: BTreeMap<String, String>,
-    pub isolation: Isolation,
+    pub settings: Settings,
 }
 
 impl Function {
-    /// A function named `name` whose one module, `index.js`, is `source` (version 1, no env, fresh
-    /// isolates).
+    /// A function named `name` whose one module, `index.js`, is `source` (version 1, default
+    /// [`Settings`]: no env, fresh isolates, no network).
     pub fn javascript(name: &str, source: impl Into<Arc<str>>) -> Self {
         let module = Module::javascript(source);
         Self::new(
@@ -63,20 +73,18 @@ impl Function {
             1,
             "index.js",
             BTreeMap::from([("index.js".to_owned(), module)]),
-            BTreeMap::new(),
-            Isolation::default(),
+            Settings::default(),
         )
     }
 
-    /// A function with every field given: `modules` by path (as [`Function::compile`] returns
-    /// [`crate::compile_files`] returns them), `entry` the path of the one whose default export is the handler.
+    /// A function with every field given: `modules` by path (as [`crate::compile_files`] returns
+    /// them), `entry` the path of the one whose default export is the handler.
     pub fn new(
         name: &str,
         version: u64,
         entry: &str,
         modules: BTreeMap<String, Module>,
-        env: BTreeMap<String, String>,
-        isolation: Isolation,
+        settings: Settings,
     ) -> Self {
         let root = root_of(name);
         let specifier = root
@@ -88,8 +96,7 @@ impl Function {
             root,
             specifier,
             modules,
-            env,
-            isolation,
+            settings,
         }))
     }
 
@@ -105,7 +112,12 @@ impl Function {
 
     /// How its invocations share isolates.
     pub fn isolation(&self) -> Isolation {
-        self.0.isolation
+        self.0.settings.isolation
+    }
+
+    /// Its env, isolation and permissions.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
     }
 
     /// Its modules, by path.

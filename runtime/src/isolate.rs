@@ -33,6 +33,11 @@ pub(crate) fn new_runtime(
         startup_snapshot: snapshot,
         // The snapshot already holds the op bindings.
         skip_op_registration: snapshot.is_some(),
+        residual_lazy_js_sources: if snapshot.is_some() {
+            functions_snapshots::RESIDUAL_LAZY_JS
+        } else {
+            &[]
+        },
         extensions: functions_ext::extensions(),
         ..Default::default()
     });
@@ -145,6 +150,14 @@ async fn load_graph(
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
     let (mut runtime, dispatch) = new_runtime(snapshot, Some(Rc::new(loader)));
+    functions_ext::fetch::grant(
+        &mut runtime.op_state().borrow_mut(),
+        &function.settings().allow_net,
+    )
+    .map_err(|err| InvokeError::Threw {
+        message: err.to_string(),
+        stack: String::new(),
+    })?;
     let specifier = &function.inner().specifier;
     match runtime.load_main_es_module(specifier).await {
         Ok(id) => Ok((runtime, dispatch, id)),

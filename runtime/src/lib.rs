@@ -31,6 +31,7 @@ pub use error::CompileError;
 pub use error::InvokeError;
 pub use function::Function;
 pub use function::Isolation;
+pub use function::Settings;
 pub use functions_ext::console::LogLevel;
 pub use functions_ext::console::LogLine;
 pub use functions_ext::runtime::InvocationRequest as Request;

@@ -185,7 +185,7 @@ impl Worker {
         function: &Function,
         mut request: Request,
     ) -> (Outcome, Option<FunctionIsolate>) {
-        request.env = function.inner().env.clone();
+        request.env = function.settings().env.clone();
         match function.isolation() {
             Isolation::Invocation => match FunctionIsolate::load(function, self.snapshot).await {
                 Ok(mut isolate) => {

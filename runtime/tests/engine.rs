@@ -10,34 +10,13 @@ use functions_runtime::Isolation;
 use functions_runtime::LogLevel;
 use functions_runtime::Module;
 use functions_runtime::Request;
-use functions_runtime::Response;
+use functions_runtime::Settings;
 
-fn engine() -> Engine {
-    Engine::new(EngineConfig {
-        workers: 2,
-        ..EngineConfig::default()
-    })
-}
-
-async fn run(engine: &Engine, function: &Function, request: Request) -> Response {
-    let outcome = engine.invoke(function, request).await;
-    match outcome.result {
-        Ok(response) => response,
-        Err(err) => panic!("invocation failed: {err:?}"),
-    }
-}
-
-fn text(response: &Response) -> &str {
-    std::str::from_utf8(&response.body).unwrap()
-}
-
-fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
+mod common;
+use common::engine;
+use common::header;
+use common::run;
+use common::text;
 
 #[tokio::test]
 async fn plain_function_gets_the_json_body_and_returns_json() {
@@ -101,8 +80,10 @@ async fn function_isolation_keeps_one_warm_isolate() {
         1,
         "index.js",
         BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Default::default(),
-        Isolation::Function,
+        Settings {
+            isolation: Isolation::Function,
+            ..Settings::default()
+        },
     );
     let fresh = Function::javascript("fresh", source);
     for expected in 1..=4 {
@@ -118,8 +99,10 @@ async fn function_isolation_keeps_one_warm_isolate() {
         2,
         "index.js",
         BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Default::default(),
-        Isolation::Function,
+        Settings {
+            isolation: Isolation::Function,
+            ..Settings::default()
+        },
     );
     assert_eq!(
         text(&run(&engine, &v2, Request::json("{}")).await),
@@ -258,14 +241,7 @@ fn compiled(name: &str, entry: &str, files: &[(&str, &str)]) -> Function {
         .map(|(path, text)| (path.to_string(), text.to_string()))
         .collect();
     let modules = functions_runtime::compile_files(name, entry, &files).unwrap();
-    Function::new(
-        name,
-        1,
-        entry,
-        modules,
-        Default::default(),
-        Isolation::Invocation,
-    )
+    Function::new(name, 1, entry, modules, Settings::default())
 }
 
 #[tokio::test]

@@ -27,41 +27,131 @@ fn payload_bytes(payload: Option<&str>) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn file_name(path: &Path) -> anyhow::Result<&str> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} has no file name", path.display()))
+/// File names tried, in order, as the entry of a function deployed from a directory.
+const ENTRY_CANDIDATES: &[&str] = &[
+    "index.ts",
+    "index.js",
+    "index.mjs",
+    "index.tsx",
+    "main.ts",
+    "main.js",
+    "mod.ts",
+];
+
+/// A function's source files read from `path`: the file itself, or every module file (`.js`,
+/// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`) under the directory, skipping hidden entries
+/// and `node_modules`. Returns the entry's path and the files by their path relative to `path`.
+pub fn source_files(
+    path: &Path,
+    entry: Option<&str>,
+) -> anyhow::Result<(String, BTreeMap<String, String>)> {
+    let read = |file: &Path| {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    };
+    if !path.is_dir() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no file name", path.display()))?
+            .to_owned();
+        let files = BTreeMap::from([(name.clone(), read(path)?)]);
+        return Ok((entry.map_or(name, str::to_owned), files));
+    }
+    let mut files = BTreeMap::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for item in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let item = item?.path();
+            let file_name = item.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if file_name.starts_with('.') || file_name == "node_modules" {
+                continue;
+            }
+            if item.is_dir() {
+                pending.push(item);
+            } else if functions_runtime::SourceLanguage::of_path(file_name).is_some() {
+                let relative = item.strip_prefix(path).unwrap_or(&item);
+                let relative = relative
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                files.insert(relative, read(&item)?);
+            }
+        }
+    }
+    let entry = match entry {
+        Some(entry) => entry.to_owned(),
+        None => ENTRY_CANDIDATES
+            .iter()
+            .find(|candidate| files.contains_key(**candidate))
+            .map(|entry| entry.to_string())
+            .with_context(|| {
+                format!(
+                    "{} has none of {}: name the entry with --entry",
+                    path.display(),
+                    ENTRY_CANDIDATES.join(", ")
+                )
+            })?,
+    };
+    Ok((entry, files))
 }
 
-/// `deploy PATH`: sends a manifest with the file, env and isolation.
-pub fn deploy(
-    server: &str,
-    path: &Path,
+/// The default function name for `path`: its file or directory name up to the first dot.
+fn default_name(path: &Path) -> anyhow::Result<String> {
+    let path = std::path::absolute(path)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no name: use --name", path.display()))?;
+    Ok(name.split('.').next().unwrap_or(name).to_owned())
+}
+
+/// `deploy`'s arguments.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The function's entry module, or a directory of modules.
+    path: std::path::PathBuf,
+    /// Function name (default: the file or directory name without its extension).
+    #[arg(long)]
     name: Option<String>,
+    /// Language (default: from the entry's extension).
+    #[arg(long)]
     lang: Option<String>,
-    env: &[String],
+    /// The entry module of a directory (default: index.ts, index.js, main.ts, ...).
+    #[arg(long)]
+    entry: Option<String>,
+    /// Environment variable for the function, `KEY=VALUE`; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// A host (`host` or `host:port`) the function's `fetch` may reach; repeatable.
+    #[arg(long = "allow-net", value_name = "HOST")]
+    allow_net: Vec<String>,
+    /// `invocation` (a fresh isolate per call, the default) or `function` (one warm isolate).
+    #[arg(long)]
     isolation: Option<String>,
-) -> anyhow::Result<()> {
-    let source =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let entry = file_name(path)?;
-    let name = match name {
-        Some(name) => name,
-        None => entry.split('.').next().unwrap_or(entry).to_owned(),
+}
+
+/// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
+pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
+    let (entry, files) = source_files(&args.path, args.entry.as_deref())?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => default_name(&args.path)?,
     };
     let mut vars = BTreeMap::new();
-    for pair in env {
+    for pair in &args.env {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
         vars.insert(key.to_owned(), value.to_owned());
     }
-    let mut manifest = json!({ "entry": entry, "files": { entry: source }, "env": vars });
-    if let Some(lang) = lang {
-        manifest["language"] = lang.into();
+    let mut manifest =
+        json!({ "entry": entry, "files": files, "env": vars, "allow_net": args.allow_net });
+    if let Some(lang) = &args.lang {
+        manifest["language"] = lang.as_str().into();
     }
-    if let Some(isolation) = isolation {
-        manifest["isolation"] = isolation.into();
+    if let Some(isolation) = &args.isolation {
+        manifest["isolation"] = isolation.as_str().into();
     }
     let body = serde_json::to_vec(&manifest)?;
     let reply = Client::new(server).expect(
@@ -161,23 +251,19 @@ pub fn logs(server: &str, name: &str, follow: bool) -> anyhow::Result<()> {
     }
 }
 
-/// `run PATH [JSON]`: checks and runs the file once in-process; console output goes to stderr.
+/// `run PATH [JSON]`: checks and runs the function once in-process; console output goes to stderr.
 pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
-    let source =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let entry = file_name(path)?;
-    let name = entry.split('.').next().unwrap_or(entry);
-    crate::deploy::validate_name(name).map_err(|err| anyhow::anyhow!(err.0))?;
+    let (entry, files) = source_files(path, None)?;
+    let name = default_name(path)?;
+    crate::deploy::validate_name(&name)?;
     let body = payload_bytes(payload)?;
-    let files = BTreeMap::from([(entry.to_owned(), source)]);
-    let modules = functions_runtime::compile_files(name, entry, &files)?;
+    let modules = functions_runtime::compile_files(&name, &entry, &files)?;
     let function = functions_runtime::Function::new(
-        name,
+        &name,
         1,
-        entry,
+        &entry,
         modules,
-        Default::default(),
-        functions_runtime::Isolation::Invocation,
+        functions_runtime::Settings::default(),
     );
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: 1,

@@ -4,23 +4,31 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use functions_runtime::CompileError;
+
 use crate::store::NewDeployment;
 
 /// Languages a deploy may name, and whether this server runs them yet.
 const LANGUAGES: &[(&str, &[&str], bool)] = &[
-    ("javascript", &["javascript", "js", "mjs"], true),
-    ("typescript", &["typescript", "ts", "tsx", "mts"], false),
+    ("javascript", &["javascript", "js", "mjs", "jsx"], true),
+    ("typescript", &["typescript", "ts", "tsx", "mts"], true),
     ("wasm", &["wasm", "webassembly"], false),
     ("python", &["python", "py"], false),
 ];
 
-/// Why a deploy body was rejected (always a 400).
+/// Why a deploy was rejected (always a 400).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DeployError(pub String);
+pub enum DeployError {
+    /// The request itself is wrong: a bad name, manifest, language or setting.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file does not compile, or imports what it may not.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
 
 fn bad(message: impl Into<String>) -> DeployError {
-    DeployError(message.into())
+    DeployError::Invalid(message.into())
 }
 
 /// The JSON manifest form of a deploy.
@@ -34,6 +42,9 @@ pub struct Manifest {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub isolation: Option<String>,
+    /// Hosts (`host` or `host:port`) the function's `fetch` may reach.
+    #[serde(default)]
+    pub allow_net: Vec<String>,
     #[serde(default)]
     pub bindings: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
@@ -73,7 +84,7 @@ fn language_of_content_type(content_type: &str) -> Option<&'static str> {
         "application/javascript" | "text/javascript" | "application/ecmascript" => {
             Some("javascript")
         }
-        "application/typescript" | "text/typescript" => Some("typescript"),
+        "application/typescript" | "text/typescript" | "video/mp2t" => Some("typescript"),
         "application/wasm" => Some("wasm"),
         "text/x-python" | "application/x-python" => Some("python"),
         _ => None,
@@ -102,6 +113,56 @@ pub fn validate_name(name: &str) -> Result<(), DeployError> {
     }
 }
 
+/// A file path inside a function: relative, `/`-separated, without `.` or `..` segments.
+fn validate_path(path: &str) -> Result<(), DeployError> {
+    let valid = !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if valid {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "invalid file path {path:?}: use a relative path such as \"src/util.ts\""
+        )))
+    }
+}
+
+/// An `allow_net` entry: a host name or IP address (IPv6 in brackets), optionally with `:port`.
+fn validate_host(entry: &str) -> Result<(), DeployError> {
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((address, port)) if address.parse::<std::net::Ipv6Addr>().is_ok() => (
+                address,
+                port.strip_prefix(':')
+                    .or(Some(port).filter(|p| p.is_empty())),
+            ),
+            _ => ("", None),
+        }
+    } else {
+        match entry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (entry, Some("")),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && (host.contains(':')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    let port_ok =
+        port.is_some_and(|port| port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "invalid allow_net entry {entry:?}: use a host name or address, optionally with :port"
+        )))
+    }
+}
+
 fn is_manifest(hints: &DeployHints) -> bool {
     let json = hints.content_type.is_some_and(|ct| {
         ct.split(';')
@@ -113,7 +174,26 @@ fn is_manifest(hints: &DeployHints) -> bool {
     json || hints.lang == Some("manifest")
 }
 
-/// Interprets a deploy body for function `name`.
+/// The language a deploy names (`?lang=`, the manifest's `language`, the `Content-Type`), if any.
+fn named_language(
+    manifest_language: Option<&str>,
+    hints: &DeployHints,
+) -> Result<Option<(&'static str, bool)>, DeployError> {
+    match manifest_language.or(hints.lang) {
+        Some(value) => canonical_language(value).map(Some).ok_or_else(|| {
+            bad(format!(
+                "unknown language {value:?}: use javascript, typescript, wasm or python"
+            ))
+        }),
+        None => Ok(hints
+            .content_type
+            .and_then(language_of_content_type)
+            .and_then(canonical_language)),
+    }
+}
+
+/// Interprets a deploy body for function `name` and compiles its files: TypeScript is
+/// transpiled here, once, and the result is what gets stored and run.
 pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployment, DeployError> {
     validate_name(name)?;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -126,7 +206,11 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             .map_err(|err| bad(format!("invalid manifest: {err}")))?
     } else {
         let source = std::str::from_utf8(body).map_err(|_| bad("the source is not UTF-8 text"))?;
-        let entry = hints.entry.unwrap_or("index.js").to_owned();
+        let entry = match (hints.entry, named_language(None, hints)?) {
+            (Some(entry), _) => entry.to_owned(),
+            (None, Some(("typescript", _))) => "index.ts".to_owned(),
+            (None, _) => "index.js".to_owned(),
+        };
         Manifest {
             entry: Some(entry.clone()),
             files: BTreeMap::from([(entry, source.to_owned())]),
@@ -143,39 +227,23 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             ));
         }
     };
-    if entry.is_empty() || entry.starts_with('/') || entry.split('/').any(|part| part == "..") {
-        return Err(bad(format!("invalid entry path {entry:?}")));
+    validate_path(&entry).map_err(|_| bad(format!("invalid entry path {entry:?}")))?;
+    for path in manifest.files.keys() {
+        validate_path(path)?;
     }
-    let source = manifest
-        .files
-        .get(&entry)
-        .ok_or_else(|| {
-            bad(format!(
-                "the entry {entry:?} is not among the manifest's files"
-            ))
-        })?
-        .clone();
+    let source = manifest.files.get(&entry).ok_or_else(|| {
+        bad(format!(
+            "the entry {entry:?} is not among the manifest's files"
+        ))
+    })?;
     if source.trim().is_empty() {
         return Err(bad(format!("the entry {entry:?} is empty")));
     }
-    if manifest.files.len() > 1 {
-        return Err(bad(
-            "multi-file functions are not supported yet: deploy one module",
-        ));
-    }
 
-    let named = manifest.language.as_deref().or(hints.lang);
-    let language = match named {
-        Some(value) => canonical_language(value).ok_or_else(|| {
-            bad(format!(
-                "unknown language {value:?}: use javascript, typescript, wasm or python"
-            ))
-        })?,
-        None => hints
-            .content_type
-            .and_then(language_of_content_type)
-            .map(|lang| canonical_language(lang).expect("listed"))
-            .or_else(|| extension(&entry).and_then(canonical_language))
+    let language = match named_language(manifest.language.as_deref(), hints)? {
+        Some(language) => language,
+        None => extension(&entry)
+            .and_then(canonical_language)
             .unwrap_or(("javascript", true)),
     };
     if !language.1 {
@@ -195,19 +263,24 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
         )));
     }
+    for host in &manifest.allow_net {
+        validate_host(host)?;
+    }
     if !manifest.bindings.is_empty() {
         return Err(bad("bindings are not supported yet"));
     }
     if !manifest.limits.is_empty() {
         return Err(bad("per-function limits are not supported yet"));
     }
+    let modules = functions_runtime::compile_files(name, &entry, &manifest.files)?;
     Ok(NewDeployment {
         name: name.to_owned(),
         language: language.0.to_owned(),
         entry,
-        source,
+        modules,
         env: manifest.env,
         isolation: isolation.to_owned(),
+        allow_net: manifest.allow_net,
     })
 }
 
@@ -236,10 +309,20 @@ mod tests {
             lang: Some("ts"),
             ..DeployHints::default()
         };
+        let d = parse("f", &hints, b"export default (e: unknown) => e").unwrap();
+        assert_eq!(
+            (d.language.as_str(), d.entry.as_str()),
+            ("typescript", "index.ts")
+        );
+        assert!(!d.modules["index.ts"].code.contains("unknown"));
+        let hints = DeployHints {
+            lang: Some("wasm"),
+            ..DeployHints::default()
+        };
         assert!(
             parse("f", &hints, b"x")
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("not supported")
         );
         let hints = DeployHints {
@@ -249,14 +332,19 @@ mod tests {
         assert!(
             parse("f", &hints, b"x")
                 .unwrap_err()
-                .0
+                .to_string()
                 .contains("unknown language")
         );
         let hints = DeployHints {
             entry: Some("main.py"),
             ..DeployHints::default()
         };
-        assert!(parse("f", &hints, b"x").unwrap_err().0.contains("python"));
+        assert!(
+            parse("f", &hints, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("python")
+        );
     }
 
     #[test]
@@ -273,6 +361,12 @@ mod tests {
             ("main.js", "function")
         );
         assert_eq!(d.env.get("A").map(String::as_str), Some("1"));
+        let body = br#"{"entry":"src/main.ts","files":{"src/main.ts":"import d from './d.json' with {type:'json'}; export default () => d",
+      "src/d.json":"{}"},"allow_net":["api.example.com","localhost:8080","[::1]:80","10.0.0.1"]}"#;
+        let d = parse("f", &hints, body).unwrap();
+        assert_eq!(d.language, "typescript");
+        assert_eq!(d.modules.len(), 2);
+        assert_eq!(d.allow_net.len(), 4);
         for (body, expected) in [
             (&b"{"[..], "invalid manifest"),
             (b"[]", "invalid manifest"),
@@ -283,11 +377,24 @@ mod tests {
                 "invalid isolation",
             ),
             (br#"{"files":{"a.js":"1"},"surprise":1}"#, "unknown field"),
+            (
+                br#"{"entry":"a.js","files":{"a.js":"1","../b.js":"2"}}"#,
+                "invalid file path",
+            ),
+            (
+                br#"{"files":{"a.js":"1"},"allow_net":["http://x"]}"#,
+                "invalid allow_net",
+            ),
+            (br#"{"files":{"a.ts":"let x: = 1"}}"#, "SyntaxError"),
+            (
+                br#"{"entry":"a.ts","files":{"a.ts":"1","notes.txt":"hi"}}"#,
+                "not a module",
+            ),
             (b"  \n", "empty body"),
         ] {
             let err = parse("f", &hints, body).unwrap_err();
             assert!(
-                err.0.contains(expected),
+                err.to_string().contains(expected),
                 "{err} does not contain {expected}"
             );
         }

@@ -45,23 +45,8 @@ enum Command {
         #[arg(long, default_value_t = store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
     },
-    /// Deploy a function from a source file.
-    Deploy {
-        /// The function's entry module.
-        path: PathBuf,
-        /// Function name (default: the file name without its extension).
-        #[arg(long)]
-        name: Option<String>,
-        /// Language (default: from the file extension).
-        #[arg(long)]
-        lang: Option<String>,
-        /// Environment variable for the function, `KEY=VALUE`; repeatable.
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// `invocation` (a fresh isolate per call, the default) or `function` (one warm isolate).
-        #[arg(long)]
-        isolation: Option<String>,
-    },
+    /// Deploy a function from a source file, or a directory of them.
+    Deploy(commands::DeployArgs),
     /// Invoke a function synchronously and print its response body.
     Invoke {
         name: String,
@@ -79,7 +64,7 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Run a function once, locally, without a server.
+    /// Run a function (a source file, or a directory of them) once, locally, without a server.
     Run {
         path: PathBuf,
         /// JSON payload (default: none).
@@ -110,13 +95,7 @@ fn main() -> std::process::ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(server::serve(config)))
         }
-        Command::Deploy {
-            path,
-            name,
-            lang,
-            env,
-            isolation,
-        } => commands::deploy(&cli.server, &path, name, lang, &env, isolation),
+        Command::Deploy(args) => commands::deploy(&cli.server, &args),
         Command::Invoke { name, payload } => {
             commands::invoke(&cli.server, &name, payload.as_deref())
         }

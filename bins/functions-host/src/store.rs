@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Context;
+use functions_runtime::Module;
+use functions_runtime::ModuleKind;
 use rusqlite::Connection;
 use rusqlite::OptionalExtension;
 use rusqlite::params;
@@ -45,7 +47,24 @@ CREATE TABLE IF NOT EXISTS logs (
   message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (name, id);
+CREATE TABLE IF NOT EXISTS modules (
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  code TEXT NOT NULL,
+  source_map TEXT,
+  source TEXT,
+  PRIMARY KEY (name, version, path)
+);
 ";
+
+/// Changes to the tables since their first shape, applied in order; `PRAGMA user_version` counts
+/// those applied.
+/// Version 1 stored one JavaScript file per version in `versions.source`; since version 2 the
+/// compiled modules are in `modules` (a version without rows there is still that one file).
+const MIGRATIONS: &[&str] =
+    &["ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'"];
 
 /// What a deploy stores; the store assigns the version.
 #[derive(Clone, Debug)]
@@ -53,9 +72,11 @@ pub struct NewDeployment {
     pub name: String,
     pub language: String,
     pub entry: String,
-    pub source: String,
+    /// Compiled modules by path, each with its source as deployed.
+    pub modules: BTreeMap<String, Module>,
     pub env: BTreeMap<String, String>,
     pub isolation: String,
+    pub allow_net: Vec<String>,
 }
 
 /// One stored version of a function.
@@ -65,9 +86,10 @@ pub struct Deployment {
     pub version: u64,
     pub language: String,
     pub entry: String,
-    pub source: String,
+    pub modules: BTreeMap<String, Module>,
     pub env: BTreeMap<String, String>,
     pub isolation: String,
+    pub allow_net: Vec<String>,
     /// When this version was deployed (Unix milliseconds).
     pub deployed_at: i64,
     /// When the function was first deployed (Unix milliseconds).
@@ -129,6 +151,7 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             log_cap_bytes,
@@ -145,6 +168,11 @@ impl Store {
     pub fn deploy(&self, new: NewDeployment) -> anyhow::Result<Deployment> {
         let now = unix_millis(SystemTime::now());
         let env = serde_json::to_string(&new.env)?;
+        let allow_net = serde_json::to_string(&new.allow_net)?;
+        let entry_source = new
+            .modules
+            .get(&new.entry)
+            .map_or("", |module| &*module.source);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let version: u64 = tx.query_row(
@@ -153,10 +181,33 @@ impl Store {
             |row| row.get(0),
         )?;
         tx.execute(
-      "INSERT INTO versions (name, version, language, entry, source, env, isolation, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-      params![new.name, version, new.language, new.entry, new.source, env, new.isolation, now],
+      "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+      params![new.name, version, new.language, new.entry, entry_source, env, new.isolation, allow_net, now],
     )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO modules (name, version, path, kind, code, source_map, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (path, module) in &new.modules {
+                let kind = match module.kind {
+                    ModuleKind::JavaScript => "javascript",
+                    ModuleKind::Json => "json",
+                };
+                // Most modules run as written: their source is their code, stored once.
+                let source = (module.source != module.code).then_some(&*module.source);
+                insert.execute(params![
+                    new.name,
+                    version,
+                    path,
+                    kind,
+                    &*module.code,
+                    module.source_map.as_deref(),
+                    source
+                ])?;
+            }
+        }
         tx.execute(
       "INSERT INTO functions (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
        ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version, updated_at = excluded.updated_at",
@@ -173,9 +224,10 @@ impl Store {
             version,
             language: new.language,
             entry: new.entry,
-            source: new.source,
+            modules: new.modules,
             env: new.env,
             isolation: new.isolation,
+            allow_net: new.allow_net,
             deployed_at: now,
             created_at,
         })
@@ -194,25 +246,38 @@ impl Store {
     fn query_current(&self, name: Option<&str>) -> anyhow::Result<Vec<Deployment>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-      "SELECT v.name, v.version, v.language, v.entry, v.source, v.env, v.isolation, v.created_at, f.created_at
+      "SELECT v.name, v.version, v.language, v.entry, v.source, v.env, v.isolation, v.allow_net,
+              v.created_at, f.created_at
        FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
        WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name",
     )?;
         let rows = stmt.query_map([name], |row| {
             let env: String = row.get(5)?;
+            let allow_net: String = row.get(7)?;
+            let entry: String = row.get(3)?;
+            let source: String = row.get(4)?;
             Ok(Deployment {
                 name: row.get(0)?,
                 version: row.get(1)?,
                 language: row.get(2)?,
-                entry: row.get(3)?,
-                source: row.get(4)?,
+                // Filled in below; a version stored before modules were is its entry alone.
+                modules: BTreeMap::from([(entry.clone(), Module::javascript(source))]),
+                entry,
                 env: serde_json::from_str(&env).unwrap_or_default(),
                 isolation: row.get(6)?,
-                deployed_at: row.get(7)?,
-                created_at: row.get(8)?,
+                allow_net: serde_json::from_str(&allow_net).unwrap_or_default(),
+                deployed_at: row.get(8)?,
+                created_at: row.get(9)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut deployments = rows.collect::<Result<Vec<_>, _>>()?;
+        for deployment in &mut deployments {
+            let modules = query_modules(&conn, &deployment.name, deployment.version)?;
+            if !modules.is_empty() {
+                deployment.modules = modules;
+            }
+        }
+        Ok(deployments)
     }
 
     /// Deletes a function with all its versions and logs; false when there was none.
@@ -221,6 +286,7 @@ impl Store {
         let tx = conn.transaction()?;
         let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0;
         tx.execute("DELETE FROM versions WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM modules WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM logs WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(deleted)
@@ -300,6 +366,46 @@ impl Store {
     }
 }
 
+/// Brings tables created by an older functions-host up to date.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    // SCHEMA creates tables in their first shape, so a new database takes every migration too.
+    for migration in MIGRATIONS.iter().skip(applied) {
+        conn.execute_batch(migration)?;
+    }
+    conn.pragma_update(None, "user_version", MIGRATIONS.len())
+}
+
+/// The stored modules of one version, by path.
+fn query_modules(
+    conn: &Connection,
+    name: &str,
+    version: u64,
+) -> rusqlite::Result<BTreeMap<String, Module>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, kind, code, source_map, source FROM modules WHERE name = ?1 AND version = ?2",
+    )?;
+    let rows = stmt.query_map(params![name, version], |row| {
+        let kind: String = row.get(1)?;
+        let code: String = row.get(2)?;
+        let source_map: Option<String> = row.get(3)?;
+        let source: Option<String> = row.get(4)?;
+        let code: std::sync::Arc<str> = code.into();
+        let module = Module {
+            kind: if kind == "json" {
+                ModuleKind::Json
+            } else {
+                ModuleKind::JavaScript
+            },
+            source: source.map_or_else(|| code.clone(), Into::into),
+            code,
+            source_map: source_map.map(Into::into),
+        };
+        Ok((row.get::<_, String>(0)?, module))
+    })?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,9 +415,10 @@ mod tests {
             name: name.into(),
             language: "javascript".into(),
             entry: "index.js".into(),
-            source: source.into(),
+            modules: BTreeMap::from([("index.js".into(), Module::javascript(source))]),
             env: BTreeMap::from([("K".into(), "V".into())]),
             isolation: "invocation".into(),
+            allow_net: vec!["example.com".into()],
         }
     }
 
@@ -336,14 +443,60 @@ mod tests {
         let current = store.current_deployments().unwrap();
         let summary: Vec<_> = current
             .iter()
-            .map(|d| (d.name.as_str(), d.version, d.source.as_str()))
+            .map(|d| (d.name.as_str(), d.version, &*d.modules["index.js"].source))
             .collect();
         assert_eq!(summary, vec![("a", 2, "v2"), ("b", 1, "b1")]);
         assert_eq!(current[0].env.get("K").map(String::as_str), Some("V"));
+        assert_eq!(current[0].allow_net, ["example.com"]);
         assert!(store.delete("a").unwrap());
         assert!(!store.delete("a").unwrap());
         assert!(store.get("a").unwrap().is_none());
         assert_eq!(store.deploy(new("a", "again")).unwrap().version, 1);
+    }
+
+    #[test]
+    fn compiled_modules_come_back_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BTreeMap::from([
+            ("main.ts".to_owned(), "import d from './d.json' with { type: 'json' };\nexport default (): number => d.n;".to_owned()),
+            ("d.json".to_owned(), r#"{"n": 1}"#.to_owned()),
+        ]);
+        let modules = functions_runtime::compile_files("ts", "main.ts", &files).unwrap();
+        let deployment = NewDeployment {
+            entry: "main.ts".into(),
+            modules: modules.clone(),
+            ..new("ts", "")
+        };
+        Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES)
+            .unwrap()
+            .deploy(deployment)
+            .unwrap();
+        let store = Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        assert_eq!(store.get("ts").unwrap().unwrap().modules, modules);
+    }
+
+    #[test]
+    fn databases_of_the_first_schema_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("functions.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "DROP TABLE modules;
+                 INSERT INTO functions VALUES ('old', 1, 0, 0, 0);
+                 INSERT INTO versions VALUES ('old', 1, 'javascript', 'index.js',
+                   'export default () => 1', '{}', 'invocation', 0);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        let old = store.get("old").unwrap().unwrap();
+        assert_eq!(&*old.modules["index.js"].code, "export default () => 1");
+        assert!(old.allow_net.is_empty());
+        store.deploy(new("old", "v2")).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        assert_eq!(store.get("old").unwrap().unwrap().version, 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The management API under `/api/functions`: deploy, list, get, delete, logs.
 
+use functions_runtime::CompileError;
 use http::Request;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -13,6 +14,7 @@ use super::error::json;
 use super::read_body;
 use super::registry::function_of;
 use crate::deploy;
+use crate::deploy::DeployError;
 use crate::deploy::DeployHints;
 use crate::store::Deployment;
 
@@ -51,7 +53,7 @@ pub async fn deploy(
     name: &str,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    deploy::validate_name(name).map_err(|err| ApiError::bad_request(err.0))?;
+    deploy::validate_name(name).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let (parts, body) = request.into_parts();
     let body = read_body(body).await?;
     let query = parts.uri.query();
@@ -64,7 +66,13 @@ pub async fn deploy(
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     };
-    let new = deploy::parse(name, &hints, &body).map_err(|err| ApiError::bad_request(err.0))?;
+    // Transpiling is CPU work: keep it off the threads that serve other requests.
+    let new = tokio::task::block_in_place(|| deploy::parse(name, &hints, &body)).map_err(
+        |err| match err {
+            DeployError::Invalid(message) => ApiError::bad_request(message),
+            DeployError::Compile(err) => compile_error(name, err),
+        },
+    )?;
 
     // Compile and link before anything is stored: bad code never replaces good code.
     let candidate = Deployment {
@@ -72,24 +80,31 @@ pub async fn deploy(
         version: 0,
         language: new.language.clone(),
         entry: new.entry.clone(),
-        source: new.source.clone(),
+        modules: new.modules.clone(),
         env: new.env.clone(),
         isolation: new.isolation.clone(),
+        allow_net: new.allow_net.clone(),
         deployed_at: 0,
         created_at: 0,
     };
     if let Err(err) = state.engine.check(&function_of(&candidate)).await {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "compile_error", err.message)
-                .with("file", new.entry.clone())
-                .with("line", err.line)
-                .with("column", err.column),
-        );
+        return Err(compile_error(name, err));
     }
     let deployment =
         tokio::task::block_in_place(|| state.store.deploy(new)).map_err(ApiError::internal)?;
     state.registry.install(&deployment);
     Ok(json(StatusCode::CREATED, &summary(state, &deployment)))
+}
+
+/// A 400 for code that does not compile or link, naming the file by its path in the function.
+fn compile_error(name: &str, err: CompileError) -> ApiError {
+    let root = format!("file:///{name}/");
+    let file = err.file.strip_prefix(&root).unwrap_or(&err.file).to_owned();
+    let message = err.message.replace(&root, "");
+    ApiError::new(StatusCode::BAD_REQUEST, "compile_error", message)
+        .with("file", file)
+        .with("line", err.line)
+        .with("column", err.column)
 }
 
 /// `GET /api/functions`
@@ -106,7 +121,16 @@ pub fn get(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(name))?;
     let mut body = summary(state, &deployment);
-    body["source"] = deployment.source.clone().into();
+    if let Some(entry) = deployment.modules.get(&deployment.entry) {
+        body["source"] = (*entry.source).into();
+    }
+    body["files"] = deployment
+        .modules
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    body["allow_net"] = deployment.allow_net.clone().into();
     body["env"] = deployment.env.keys().cloned().collect::<Vec<_>>().into();
     Ok(json(StatusCode::OK, &body))
 }

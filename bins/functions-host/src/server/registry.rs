@@ -1,12 +1,11 @@
 //! The current version of every deployed function, in memory, ready to invoke.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
 use functions_runtime::Function;
 use functions_runtime::Isolation;
-use functions_runtime::Module;
+use functions_runtime::Settings;
 
 use crate::store::Deployment;
 
@@ -17,16 +16,18 @@ pub struct Registry {
     functions: RwLock<HashMap<String, Function>>,
 }
 
-/// The runnable form of a stored deployment.
+/// The runnable form of a stored deployment (its modules are compiled already).
 pub fn function_of(deployment: &Deployment) -> Function {
-    let module = Module::javascript(deployment.source.as_str());
     Function::new(
         &deployment.name,
         deployment.version,
         &deployment.entry,
-        BTreeMap::from([(deployment.entry.clone(), module)]),
-        deployment.env.clone(),
-        Isolation::parse(&deployment.isolation).unwrap_or_default(),
+        deployment.modules.clone(),
+        Settings {
+            env: deployment.env.clone(),
+            isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
+            allow_net: deployment.allow_net.clone(),
+        },
     )
 }
 

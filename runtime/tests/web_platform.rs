@@ -1,0 +1,186 @@
+//! Web APIs inside a function: Web Crypto and outgoing `fetch` limited to the granted hosts.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::io::BufReader;
+use std::io::Write;
+use std::net::TcpListener;
+
+use functions_runtime::Function;
+use functions_runtime::Module;
+use functions_runtime::Request;
+use functions_runtime::Settings;
+
+mod common;
+use common::engine;
+use common::run;
+use common::text;
+
+/// A function whose `fetch` may reach `allow_net`.
+fn with_net(name: &str, source: &str, allow_net: &[String]) -> Function {
+    Function::new(
+        name,
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+        Settings {
+            allow_net: allow_net.to_vec(),
+            ..Settings::default()
+        },
+    )
+}
+
+/// A one-thread HTTP/1.1 server on an ephemeral port: `/redirect?to=URL` answers 302 to URL,
+/// anything else 200 with `METHOD PATH BODY` as the body. Returns its `host:port`.
+fn upstream() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut content_length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    content_length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; content_length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+            let reply = match path.strip_prefix("/redirect?to=") {
+                Some(to) => format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                ),
+                None => {
+                    let text = format!("{method} {path} {}", String::from_utf8_lossy(&body));
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-upstream: yes\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    )
+                }
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn fetch_reaches_granted_hosts_only() {
+    let engine = engine();
+    let granted = upstream();
+    let other = upstream();
+    let source = format!(
+        r#"export default async () => {{
+      const res = await fetch("http://{granted}/echo?q=1", {{ method: "POST", body: "ping" }});
+      const out = {{ status: res.status, body: await res.text(), upstream: res.headers.get("x-upstream") }};
+      const refused = async (url) => {{
+        try {{ await fetch(url); return "reached"; }}
+        catch (err) {{ return `${{err.constructor.name}}: ${{err.message}}`; }}
+      }};
+      out.other = await refused("http://{other}/");
+      out.redirected = await refused("http://{granted}/redirect?to=http://{other}/");
+      return out;
+    }}"#
+    );
+    let f = with_net("fetcher", &source, std::slice::from_ref(&granted));
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["body"], "POST /echo?q=1 ping");
+    assert_eq!(v["upstream"], "yes");
+    let denied = format!(
+        "TypeError: fetch to \"{other}\" is not allowed: this function may reach only {granted}"
+    );
+    assert_eq!(v["other"], denied.as_str());
+    assert_eq!(v["redirected"], denied.as_str());
+
+    // Without a grant nothing is reachable.
+    let f = with_net("offline", &source, &[]);
+    let outcome = engine.invoke(&f, Request::json("{}")).await;
+    let err = outcome.result.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("TypeError: fetch to \"{granted}\" is not allowed")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn web_crypto_signs_encrypts_and_derives() {
+    let engine = engine();
+    let f = Function::javascript(
+        "subtle",
+        r#"
+const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+const bytes = (s) => new TextEncoder().encode(s);
+export default async () => {
+  const s = crypto.subtle;
+  const out = {};
+  out.sha256 = hex(await s.digest("SHA-256", bytes("abc")));
+
+  const hmac = await s.importKey("raw", bytes("key"), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  const mac = await s.sign("HMAC", hmac, bytes("The quick brown fox jumps over the lazy dog"));
+  out.hmac = hex(mac);
+  out.hmacVerifies = await s.verify("HMAC", hmac, mac, bytes("The quick brown fox jumps over the lazy dog"));
+
+  const aes = await s.generateKey({ name: "AES-GCM", length: 256 }, true, ["encrypt", "decrypt"]);
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const sealed = await s.encrypt({ name: "AES-GCM", iv }, aes, bytes("secret"));
+  out.aesGcm = new TextDecoder().decode(await s.decrypt({ name: "AES-GCM", iv }, aes, sealed));
+  out.aesJwk = (await s.exportKey("jwk", aes)).alg;
+
+  const ec = await s.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+  const sig = await s.sign({ name: "ECDSA", hash: "SHA-256" }, ec.privateKey, bytes("m"));
+  out.ecdsa = await s.verify({ name: "ECDSA", hash: "SHA-256" }, ec.publicKey, sig, bytes("m"));
+  out.spki = (await s.exportKey("spki", ec.publicKey)).byteLength;
+
+  const ed = await s.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const edSig = await s.sign("Ed25519", ed.privateKey, bytes("m"));
+  out.ed25519 = await s.verify("Ed25519", ed.publicKey, edSig, bytes("m"));
+
+  const a = await s.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const b = await s.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const ab = await s.deriveBits({ name: "X25519", public: b.publicKey }, a.privateKey, 256);
+  const ba = await s.deriveBits({ name: "X25519", public: a.publicKey }, b.privateKey, 256);
+  out.x25519 = hex(ab) === hex(ba);
+
+  const pw = await s.importKey("raw", bytes("password"), "PBKDF2", false, ["deriveBits"]);
+  out.pbkdf2 = hex(await s.deriveBits({ name: "PBKDF2", salt: bytes("salt"), iterations: 1, hash: "SHA-1" }, pw, 160));
+  const ikm = await s.importKey("raw", bytes("ikm"), "HKDF", false, ["deriveBits"]);
+  out.hkdf = (await s.deriveBits({ name: "HKDF", salt: bytes("s"), info: bytes("i"), hash: "SHA-256" }, ikm, 128)).byteLength;
+
+  out.subtleIsSubtle = s instanceof SubtleCrypto && ec.publicKey instanceof CryptoKey;
+  out.userAgent = navigator.userAgent.startsWith("functions-host/");
+  return out;
+};"#,
+    );
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    let expected = serde_json::json!({
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "hmac": "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+        "hmacVerifies": true,
+        "aesGcm": "secret",
+        "aesJwk": "A256GCM",
+        "ecdsa": true,
+        "spki": 91,
+        "ed25519": true,
+        "x25519": true,
+        "pbkdf2": "0c60c80f961f0e71f3a9b524af6012062fe037a6",
+        "hkdf": 16,
+        "subtleIsSubtle": true,
+        "userAgent": true,
+    });
+    assert_eq!(v, expected);
+}
