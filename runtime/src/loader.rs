@@ -149,7 +149,17 @@ impl ModuleLoader for FunctionLoader {
         let importer = self.function.path_of(referrer);
         match resolved {
             Ok(url) if url.scheme() == "data" => Ok(url),
-            Ok(url) if url.as_str().starts_with(self.function.root().as_str()) => Ok(url),
+            Ok(url) if self.function.module_at(url.as_str()).is_some() => Ok(url),
+            Ok(url) if url.as_str().starts_with(self.function.root().as_str()) => {
+                Err(self.refuse(
+                    specifier,
+                    referrer,
+                    format!(
+                        "import '{specifier}' in '{importer}': the function has no file '{}'",
+                        self.function.path_of(url.as_str())
+                    ),
+                ))
+            }
             Ok(url) if relative => Err(self.refuse(
                 specifier,
                 referrer,

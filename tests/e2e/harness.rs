@@ -14,10 +14,14 @@ use std::time::Instant;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
 
+/// `tests/fixtures/`: functions in each language.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// A JavaScript fixture, `tests/fixtures/js/{name}`.
 pub fn fixture_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/js")
-        .join(name)
+    fixtures().join("js").join(name)
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

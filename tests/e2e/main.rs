@@ -2,6 +2,7 @@
 //! HTTP and through its CLI.
 
 mod harness;
+mod typescript;
 
 use std::sync::mpsc;
 use std::time::Duration;
