@@ -7,6 +7,8 @@ import {
   op_host_user_agent,
   op_invocation_request,
   op_invocation_request_body,
+  op_invocation_body_end,
+  op_invocation_body_write,
   op_invocation_respond,
 } from "ext:core/ops";
 
@@ -18,9 +20,13 @@ const {
   ObjectDefineProperty,
   ObjectFromEntries,
   ObjectPrototypeIsPrototypeOf,
+  PromisePrototypeThen,
+  SafePromiseAll,
   SafePromiseAllSettled,
+  SafePromiseRace,
+  Symbol,
   TypeError,
-  TypedArrayPrototypeGetByteLength,
+  Uint8ArrayPrototype,
 } = primordials;
 
 const load = core.loadExtScript;
@@ -44,7 +50,7 @@ const formData = load("ext:fetch/21_formdata.js");
 const request = load("ext:fetch/23_request.js");
 const response = load("ext:fetch/23_response.js");
 const { Request } = request;
-const { Response, ResponsePrototype } = response;
+const { Response, ResponsePrototype, toInnerResponse } = response;
 // Loaded on first use, in the isolate that uses them: most functions never fetch or sign, and a
 // smaller snapshot starts faster.
 const fetchScript = () => load("ext:fetch/26_fetch.js");
@@ -169,18 +175,75 @@ function eventOf(head) {
   return JSONParse(text);
 }
 
+/** How long `ctx.waitUntil` promises may keep an isolate alive after its response. */
+const WAIT_UNTIL_LIMIT_MS = 30_000;
+const TIMED_OUT = Symbol("timed out");
+
+/**
+ * Hands the response to the host. A body that is a `ReadableStream` (not one made from a string
+ * or bytes) is streamed: the host gets the head at once, and the returned promise pumps the
+ * chunks, settling when the body has ended. Otherwise the whole body goes with the head.
+ */
 async function respond(res) {
-  const body = new Uint8Array(await res.arrayBuffer());
   const list = [];
   for (const entry of res.headers) ArrayPrototypePush(list, entry);
-  op_invocation_respond(res.status, list, body);
-  return TypedArrayPrototypeGetByteLength(body);
+  const inner = toInnerResponse(res);
+  const stream = inner.body?.streamOrStatic;
+  if (!ObjectPrototypeIsPrototypeOf(streams.ReadableStreamPrototype, stream)) {
+    const body = inner.body === null ? null : new Uint8Array(await res.arrayBuffer());
+    op_invocation_respond(res.status, list, body, false);
+    return null;
+  }
+  op_invocation_respond(res.status, list, null, true);
+  return pump(res.body.getReader());
+}
+
+async function pump(reader) {
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (!ObjectPrototypeIsPrototypeOf(Uint8ArrayPrototype, value)) {
+        throw new TypeError("a response body stream must produce Uint8Array chunks");
+      }
+      if (!(await op_invocation_body_write(value))) {
+        // The client went away: stop the producer.
+        await reader.cancel(new domException.DOMException("the client closed the connection", "AbortError"));
+        break;
+      }
+    }
+  } catch (err) {
+    await op_invocation_body_end(`${err?.stack ?? err}`);
+    throw err;
+  }
+  await op_invocation_body_end(null);
+}
+
+/** Waits for `ctx.waitUntil` promises, at most WAIT_UNTIL_LIMIT_MS; logs their failures. */
+async function settleWaitUntil(pending) {
+  let timer;
+  const limit = new Promise((resolve) => {
+    timer = timers.setTimeout(() => resolve(TIMED_OUT), WAIT_UNTIL_LIMIT_MS);
+  });
+  const results = await SafePromiseRace([SafePromiseAllSettled(pending), limit]);
+  timers.clearTimeout(timer);
+  if (results === TIMED_OUT) {
+    console.warn(
+      `ctx.waitUntil: promises still pending ${WAIT_UNTIL_LIMIT_MS} ms after the response were abandoned`,
+    );
+    return;
+  }
+  for (const result of results) {
+    if (result.status === "rejected") console.error("Uncaught (in waitUntil)", result.reason);
+  }
 }
 
 /**
  * Runs one invocation of the module whose namespace is `ns`: reads the request from the host,
  * calls the default export (a fetch handler or a plain function) and hands the response back.
- * Rejects when the handler throws; the host turns that into a 500 with the stack.
+ * Rejects when the handler throws; the host turns that into a 500 with the stack. Resolves to
+ * `null` when the invocation is over, or to `{ tail }`, a promise of the work left after the
+ * response (see below).
  */
 async function dispatch(ns) {
   performance.setTimeOrigin();
@@ -219,8 +282,14 @@ async function dispatch(ns) {
       "the module's default export must be a function or an object with a fetch(request, env, ctx) method",
     );
   }
-  await respond(res);
-  if (pending.length > 0) await SafePromiseAllSettled(pending);
+  // What still runs after the response: the body's stream and `ctx.waitUntil` promises. The
+  // host answers the client first, then keeps the isolate until `tail` settles.
+  const streaming = await respond(res);
+  const tail = [];
+  if (streaming !== null) ArrayPrototypePush(tail, streaming);
+  if (pending.length > 0) ArrayPrototypePush(tail, settleWaitUntil(pending));
+  if (tail.length === 0) return null;
+  return { tail: PromisePrototypeThen(SafePromiseAll(tail), () => undefined) };
 }
 
 ObjectDefineProperty(globalThis, "__functionsHostDispatch", {

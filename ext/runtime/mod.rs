@@ -5,7 +5,9 @@
 //! runtime takes (and deletes) in every isolate it creates. Requests and responses cross between
 //! Rust and JavaScript through the `OpState` types below and the ops of this extension.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use deno_core::JsBuffer;
 use deno_core::JsRuntime;
@@ -54,16 +56,82 @@ impl InvocationRequest {
     }
 }
 
-/// The response an invocation produced; taken from `OpState` after the dispatcher settles.
-#[derive(Clone, Debug, Default)]
+/// The response an invocation produced; taken from `OpState` once the handler has responded.
+#[derive(Debug, Default)]
 pub struct InvocationResponse {
     /// HTTP status.
     pub status: u16,
     /// Header names and values.
     pub headers: Vec<(String, String)>,
-    /// The whole response body.
-    pub body: Vec<u8>,
+    /// The body: whole, or streamed while the function keeps running.
+    pub body: ResponseBody,
 }
+
+/// How many chunks a streamed body may have in flight between the function and its reader: the
+/// function waits when the reader is this far behind, so a large stream takes little memory.
+const STREAM_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// A response body.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// The whole body (the handler's body was not a stream, or there was none).
+    Full(Vec<u8>),
+    /// Chunks of a `ReadableStream` body, as the function produces them.
+    Stream(BodyStream),
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self::Full(Vec::new())
+    }
+}
+
+impl ResponseBody {
+    /// The whole body, reading a stream to its end; `Err` with the reason if the stream failed.
+    pub async fn bytes(self) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Full(bytes) => Ok(bytes),
+            Self::Stream(mut stream) => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    bytes.extend_from_slice(&chunk?);
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// The body if it is whole already.
+    pub fn as_full(&self) -> Option<&[u8]> {
+        match self {
+            Self::Full(bytes) => Some(bytes),
+            Self::Stream(_) => None,
+        }
+    }
+}
+
+/// The chunks of a streamed response body. Dropping it tells the function its reader is gone
+/// (its stream is cancelled).
+#[derive(Debug)]
+pub struct BodyStream(tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>);
+
+impl BodyStream {
+    /// The next chunk; `None` after the last, `Err` when the function's stream failed.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
+        self.0.recv().await
+    }
+
+    /// [`BodyStream::next`] for implementors of poll-based interfaces (such as `http_body::Body`).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Vec<u8>, String>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// The sending side of the current invocation's streamed body.
+struct BodySender(tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>);
 
 #[derive(Serialize)]
 struct RequestHead {
@@ -93,18 +161,51 @@ fn op_invocation_request_body(state: &mut OpState) -> Vec<u8> {
     std::mem::take(&mut state.borrow_mut::<InvocationRequest>().body)
 }
 
+/// The handler's response: its whole body, or (`body` absent, `streaming`) a body whose chunks
+/// follow through `op_invocation_body_write`.
 #[op2]
 fn op_invocation_respond(
     state: &mut OpState,
     #[smi] status: u32,
     #[serde] headers: Vec<(String, String)>,
-    #[buffer] body: JsBuffer,
+    #[buffer] body: Option<JsBuffer>,
+    streaming: bool,
 ) {
+    let body = if streaming {
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
+        state.put(BodySender(sender));
+        ResponseBody::Stream(BodyStream(receiver))
+    } else {
+        ResponseBody::Full(body.map(|body| body.to_vec()).unwrap_or_default())
+    };
     state.put(InvocationResponse {
         status: status as u16,
         headers,
-        body: body.to_vec(),
+        body,
     });
+}
+
+/// Sends one chunk of a streamed body, waiting while the reader is behind. False when the reader
+/// has gone away (the function should stop producing).
+#[op2]
+async fn op_invocation_body_write(state: Rc<RefCell<OpState>>, #[buffer] chunk: JsBuffer) -> bool {
+    let sender = state
+        .borrow()
+        .try_borrow::<BodySender>()
+        .map(|s| s.0.clone());
+    match sender {
+        Some(sender) => sender.send(Ok(chunk.to_vec())).await.is_ok(),
+        None => false,
+    }
+}
+
+/// Ends a streamed body: normally, or with `error` (the reader sees the body fail).
+#[op2]
+async fn op_invocation_body_end(state: Rc<RefCell<OpState>>, #[string] error: Option<String>) {
+    let sender = state.borrow_mut().try_take::<BodySender>();
+    if let (Some(sender), Some(error)) = (sender, error) {
+        let _ = sender.0.send(Err(error)).await;
+    }
 }
 
 /// Runs `warmup.js` on the runtime that builds the base snapshot: one sample invocation of each
@@ -167,6 +268,8 @@ deno_core::extension!(
     op_invocation_request,
     op_invocation_request_body,
     op_invocation_respond,
+    op_invocation_body_write,
+    op_invocation_body_end,
   ],
   esm_entry_point = "ext:host/bootstrap.js",
   esm = [dir "runtime", "bootstrap.js"],

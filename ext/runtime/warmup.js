@@ -15,7 +15,6 @@
         const url = new URL(request.url);
         const body = await request.text();
         const bytes = new TextEncoder().encode(body);
-        ctx.waitUntil(Promise.resolve());
         return new Response(new TextDecoder().decode(bytes), {
           headers: { "content-type": request.headers.get("content-type") ?? "text/plain", "x-path": url.pathname },
         });

@@ -1,5 +1,9 @@
 //! The embedding API: an [`Engine`] runs [`Function`]s on its worker threads.
 
+use std::pin::Pin;
+use std::task::Context;
+use std::task::Poll;
+
 use functions_ext::console::ConsoleOutput;
 use functions_ext::console::LogLine;
 use tokio::sync::oneshot;
@@ -33,15 +37,20 @@ impl Default for EngineConfig {
     }
 }
 
-/// What one invocation produced: its response or error, and its console output.
+/// What one invocation produced by the time its handler responded: the response or error, and
+/// the console output until then.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The response, or why there is none.
+    /// The response, or why there is none. A streamed body ([`crate::ResponseBody::Stream`])
+    /// is still being produced.
     pub result: Result<Response, InvokeError>,
     /// Console lines, in order, with their timestamps.
     pub logs: Vec<LogLine>,
     /// Console lines dropped because the invocation wrote more than the per-invocation cap.
     pub dropped_log_lines: usize,
+    /// When the function still runs after its response (streaming its body, or finishing
+    /// `ctx.waitUntil` work): resolves once it is done.
+    pub after_response: Option<AfterResponse>,
 }
 
 impl Outcome {
@@ -50,7 +59,52 @@ impl Outcome {
             result,
             logs: output.lines,
             dropped_log_lines: output.dropped,
+            after_response: None,
         }
+    }
+}
+
+/// How the part of an invocation after its response ended, and what it logged.
+#[derive(Debug)]
+pub struct Finished {
+    /// Why it failed (the body's stream errored, the worker stopped), if it did.
+    pub error: Option<InvokeError>,
+    /// Console lines written after the response.
+    pub logs: Vec<LogLine>,
+    /// Console lines dropped past the per-invocation cap.
+    pub dropped_log_lines: usize,
+}
+
+impl Finished {
+    pub(crate) fn new(error: Option<InvokeError>, output: ConsoleOutput) -> Self {
+        Self {
+            error,
+            logs: output.lines,
+            dropped_log_lines: output.dropped,
+        }
+    }
+}
+
+/// A future of the [`Finished`] report of an invocation that runs on after its response.
+#[derive(Debug)]
+pub struct AfterResponse(oneshot::Receiver<Finished>);
+
+impl AfterResponse {
+    pub(crate) fn channel() -> (oneshot::Sender<Finished>, Self) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, Self(receiver))
+    }
+}
+
+impl Future for AfterResponse {
+    type Output = Finished;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
+        Pin::new(&mut self.0).poll(cx).map(|finished| {
+            finished.unwrap_or_else(|_| {
+                Finished::new(Some(InvokeError::EngineStopped), ConsoleOutput::default())
+            })
+        })
     }
 }
 

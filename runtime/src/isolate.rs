@@ -63,6 +63,9 @@ fn take_dispatch(runtime: &mut JsRuntime) -> v8::Global<v8::Function> {
     v8::Global::new(scope, dispatch)
 }
 
+/// The promise of an invocation's work after its response (see `bootstrap.js`'s dispatcher).
+pub(crate) struct Tail(v8::Global<v8::Value>);
+
 /// A function's module, evaluated in its own isolate, ready for invocations.
 pub(crate) struct FunctionIsolate {
     runtime: JsRuntime,
@@ -98,19 +101,45 @@ impl FunctionIsolate {
         })
     }
 
-    /// Runs one invocation: the handler gets `request` and its response comes back whole.
-    pub async fn invoke(&mut self, request: Request) -> Result<Response, InvokeError> {
+    /// Runs one invocation until the handler has responded: the handler gets `request`; the
+    /// result is its response and, when work remains after the response (a streamed body,
+    /// `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`].
+    pub async fn invoke(
+        &mut self,
+        request: Request,
+    ) -> Result<(Response, Option<Tail>), InvokeError> {
         let op_state = self.runtime.op_state();
         op_state.borrow_mut().put(request);
         let call = self
             .runtime
             .call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
-        self.runtime
+        let value = self
+            .runtime
             .with_event_loop_promise(call, PollEventLoopOptions::default())
             .await
             .map_err(InvokeError::from_core)?;
         let response = op_state.borrow_mut().try_take::<Response>();
-        Ok(response.expect("the dispatcher resolved without responding"))
+        let response = response.expect("the dispatcher resolved without responding");
+        let tail = {
+            deno_core::scope!(scope, self.runtime);
+            let value = v8::Local::new(scope, value);
+            v8::Local::<v8::Object>::try_from(value).ok().map(|object| {
+                let key = v8::String::new(scope, "tail").unwrap();
+                let promise = object.get(scope, key.into()).unwrap();
+                Tail(v8::Global::new(scope, promise))
+            })
+        };
+        Ok((response, tail))
+    }
+
+    /// Runs the event loop until `tail` (what an invocation does after its response) settles.
+    pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
+        let settled = self.runtime.resolve(tail.0);
+        self.runtime
+            .with_event_loop_promise(settled, PollEventLoopOptions::default())
+            .await
+            .map(drop)
+            .map_err(InvokeError::from_core)
     }
 
     /// Takes the console output written since the last call.

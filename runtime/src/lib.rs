@@ -12,7 +12,8 @@
 //! let hello = Function::javascript("hello", "export default (e) => ({ hi: e.name })");
 //! engine.check(&hello).await?;
 //! let outcome = engine.invoke(&hello, Request::json(r#"{"name":"World"}"#)).await;
-//! assert_eq!(outcome.result?.body, br#"{"hi":"World"}"#);
+//! let body = outcome.result?.body.bytes().await?; // whole, or a stream read to its end
+//! assert_eq!(body, br#"{"hi":"World"}"#);
 //! # Ok(()) }
 //! ```
 
@@ -24,8 +25,10 @@ mod loader;
 mod module;
 mod pool;
 
+pub use engine::AfterResponse;
 pub use engine::Engine;
 pub use engine::EngineConfig;
+pub use engine::Finished;
 pub use engine::Outcome;
 pub use error::CompileError;
 pub use error::InvokeError;
@@ -34,8 +37,10 @@ pub use function::Isolation;
 pub use function::Settings;
 pub use functions_ext::console::LogLevel;
 pub use functions_ext::console::LogLine;
+pub use functions_ext::runtime::BodyStream;
 pub use functions_ext::runtime::InvocationRequest as Request;
 pub use functions_ext::runtime::InvocationResponse as Response;
+pub use functions_ext::runtime::ResponseBody;
 pub use module::Module;
 pub use module::ModuleKind;
 pub use module::SourceLanguage;

@@ -26,6 +26,8 @@ use functions_ext::console::ConsoleOutput;
 use tokio::sync::oneshot;
 
 use crate::Request;
+use crate::engine::AfterResponse;
+use crate::engine::Finished;
 use crate::engine::Outcome;
 use crate::error::CompileError;
 use crate::error::InvokeError;
@@ -164,8 +166,7 @@ impl Worker {
                     request,
                     reply,
                 } => {
-                    let (outcome, spent) = runtime.block_on(self.invoke(&function, request));
-                    let _ = reply.send(outcome);
+                    let spent = runtime.block_on(self.invoke(&function, request, reply));
                     // Torn down after the caller has its answer, not before.
                     drop(spent);
                 }
@@ -178,28 +179,39 @@ impl Worker {
         drop(anchor);
     }
 
-    /// Runs one invocation; also returns the fresh isolate it used, if any, for the caller to drop
-    /// once the outcome is delivered.
+    /// Runs one invocation, replying as soon as the handler has responded; returns the fresh
+    /// isolate it used, if any, for the caller to drop once everything is delivered.
     async fn invoke(
         &mut self,
         function: &Function,
         mut request: Request,
-    ) -> (Outcome, Option<FunctionIsolate>) {
+        reply: oneshot::Sender<Outcome>,
+    ) -> Option<FunctionIsolate> {
         request.env = function.settings().env.clone();
         match function.isolation() {
             Isolation::Invocation => match FunctionIsolate::load(function, self.snapshot).await {
                 Ok(mut isolate) => {
-                    let result = isolate.invoke(request).await;
-                    let output = isolate.take_console_output();
-                    (Outcome::new(result, output), Some(isolate))
+                    run(&mut isolate, request, reply).await;
+                    Some(isolate)
                 }
-                Err(err) => (Outcome::new(Err(err), ConsoleOutput::default()), None),
+                Err(err) => {
+                    let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
+                    None
+                }
             },
-            Isolation::Function => (self.invoke_warm(function, request).await, None),
+            Isolation::Function => {
+                self.invoke_warm(function, request, reply).await;
+                None
+            }
         }
     }
 
-    async fn invoke_warm(&mut self, function: &Function, request: Request) -> Outcome {
+    async fn invoke_warm(
+        &mut self,
+        function: &Function,
+        request: Request,
+        reply: oneshot::Sender<Outcome>,
+    ) {
         self.uses += 1;
         let name = function.name();
         let stale = self
@@ -222,22 +234,23 @@ impl Worker {
                     };
                     self.warm.insert(name.to_owned(), warm);
                 }
-                Err(err) => return Outcome::new(Err(err), ConsoleOutput::default()),
+                Err(err) => {
+                    let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
+                    return;
+                }
             }
         }
         let warm = self.warm.get_mut(name).expect("inserted above");
         warm.last_used = self.uses;
         // SAFETY: paired with the exit below; nothing else is entered on this thread meanwhile.
         unsafe { warm.isolate.enter() };
-        let result = warm.isolate.invoke(request).await;
-        let output = warm.isolate.take_console_output();
+        let failed = run(&mut warm.isolate, request, reply).await;
         // SAFETY: entered above.
         unsafe { warm.isolate.exit() };
-        if matches!(result, Err(InvokeError::Threw { .. })) {
+        if failed {
             // A failed invocation may have left the module half-updated; start over next time.
             self.warm.remove(name);
         }
-        Outcome::new(result, output)
     }
 
     fn evict_if_full(&mut self) {
@@ -251,6 +264,37 @@ impl Worker {
             .map(|(name, _)| name.clone());
         if let Some(name) = oldest {
             self.warm.remove(&name);
+        }
+    }
+}
+
+/// Runs one invocation in `isolate`: replies with the [`Outcome`] once the handler has responded,
+/// then runs what remains after the response (a streamed body, `ctx.waitUntil`) and reports it
+/// through the outcome's [`crate::AfterResponse`]. True when the function threw.
+async fn run(
+    isolate: &mut FunctionIsolate,
+    request: Request,
+    reply: oneshot::Sender<Outcome>,
+) -> bool {
+    match isolate.invoke(request).await {
+        Err(err) => {
+            let threw = matches!(err, InvokeError::Threw { .. });
+            let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
+            threw
+        }
+        Ok((response, None)) => {
+            let _ = reply.send(Outcome::new(Ok(response), isolate.take_console_output()));
+            false
+        }
+        Ok((response, Some(tail))) => {
+            let (done, after_response) = AfterResponse::channel();
+            let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
+            outcome.after_response = Some(after_response);
+            let _ = reply.send(outcome);
+            let error = isolate.finish(tail).await.err();
+            let threw = error.is_some();
+            let _ = done.send(Finished::new(error, isolate.take_console_output()));
+            threw
         }
     }
 }

@@ -272,7 +272,12 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(async {
+    let print_logs = |lines: &[functions_runtime::LogLine]| {
+        for line in lines {
+            eprintln!("[{}] {}", line.level.as_str(), line.message);
+        }
+    };
+    let status = runtime.block_on(async {
         engine
             .check(&function)
             .await
@@ -285,24 +290,44 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
         request
             .headers
             .push(("x-forwarded-prefix".into(), String::new()));
-        anyhow::Ok(engine.invoke(&function, request).await)
-    })?;
-    for line in &outcome.logs {
-        eprintln!("[{}] {}", line.level.as_str(), line.message);
-    }
-    let response = outcome.result.map_err(|err| match err {
-        functions_runtime::InvokeError::Threw { stack, message } if !stack.is_empty() => {
-            anyhow::anyhow!("{message}\n{stack}")
+        let outcome = engine.invoke(&function, request).await;
+        print_logs(&outcome.logs);
+        let response = outcome.result.map_err(|err| match err {
+            functions_runtime::InvokeError::Threw { stack, message } if !stack.is_empty() => {
+                anyhow::anyhow!("{message}\n{stack}")
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        let mut stdout = std::io::stdout();
+        let mut last = b'\n';
+        let mut write = |chunk: &[u8]| -> std::io::Result<()> {
+            if let Some(byte) = chunk.last() {
+                last = *byte;
+            }
+            stdout.write_all(chunk)
+        };
+        match response.body {
+            functions_runtime::ResponseBody::Full(bytes) => write(&bytes)?,
+            functions_runtime::ResponseBody::Stream(mut stream) => {
+                while let Some(chunk) = stream.next().await {
+                    write(&chunk.map_err(|err| anyhow::anyhow!("the body failed: {err}"))?)?;
+                }
+            }
         }
-        other => anyhow::anyhow!("{other}"),
+        if last != b'\n' {
+            stdout.write_all(b"\n")?;
+        }
+        if let Some(after_response) = outcome.after_response {
+            let finished = after_response.await;
+            print_logs(&finished.logs);
+            if let Some(err) = finished.error {
+                bail!("after its response, the function failed: {err}");
+            }
+        }
+        anyhow::Ok(response.status)
     })?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&response.body)?;
-    if !response.body.ends_with(b"\n") {
-        stdout.write_all(b"\n")?;
-    }
-    if !(200..300).contains(&response.status) {
-        bail!("the function answered status {}", response.status);
+    if !(200..300).contains(&status) {
+        bail!("the function answered status {status}");
     }
     Ok(())
 }

@@ -23,7 +23,11 @@ pub async fn run(engine: &Engine, function: &Function, request: Request) -> Resp
 }
 
 pub fn text(response: &Response) -> &str {
-    std::str::from_utf8(&response.body).unwrap()
+    let body = response
+        .body
+        .as_full()
+        .expect("a whole (not streamed) body");
+    std::str::from_utf8(body).unwrap()
 }
 
 pub fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {

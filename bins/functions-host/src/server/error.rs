@@ -1,11 +1,10 @@
 //! JSON errors: `{"error": {"code", "message", ...}}` with the right HTTP status.
 
-use bytes::Bytes;
+use super::body::Body;
 use http::HeaderValue;
 use http::Response;
 use http::StatusCode;
 use http::header;
-use http_body_util::Full;
 use serde_json::Value;
 use serde_json::json;
 
@@ -71,7 +70,7 @@ impl ApiError {
         self
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<Body> {
         let body = *self.0;
         let mut error = serde_json::Map::new();
         error.insert("code".into(), body.code.into());
@@ -88,8 +87,8 @@ impl ApiError {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,25 +1,27 @@
 //! `ANY /fn/{name}/{path...}`: one invocation, its response, and its logs.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use http::HeaderName;
 use http::HeaderValue;
 use http::Request;
 use http::Response;
 use http::StatusCode;
 use http::header;
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::ApiError;
 use super::AppState;
 use super::HttpResponse;
+use super::body::Body;
 use super::read_body;
 use crate::store::LogEntry;
 use functions_runtime::InvokeError;
+use functions_runtime::ResponseBody;
 
 /// Runs function `name` with the request, stores its console output, answers its response.
 pub async fn invoke(
-    state: &AppState,
+    state: &Arc<AppState>,
     name: &str,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
@@ -65,53 +67,30 @@ pub async fn invoke(
     };
 
     let outcome = state.engine.invoke(&function, request).await;
-    let mut logs: Vec<LogEntry> = outcome
-        .logs
-        .into_iter()
-        .map(|line| LogEntry {
-            timestamp: line.timestamp,
-            level: line.level.as_str(),
-            message: line.message,
-        })
-        .collect();
-    if outcome.dropped_log_lines > 0 {
-        logs.push(LogEntry::now(
-            "warn",
-            format!(
-                "{} console lines dropped: one invocation may log at most 1 MiB",
-                outcome.dropped_log_lines
-            ),
-        ));
+    let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
+    if let Some(after_response) = outcome.after_response {
+        // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are
+        // stored when it is done, without holding up the response.
+        let state = state.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let finished = after_response.await;
+            let mut logs = log_entries(finished.logs, finished.dropped_log_lines);
+            if let Some(err) = finished.error {
+                logs.push(LogEntry::now("error", error_log_line(&err)));
+            }
+            if let Err(err) = tokio::task::block_in_place(|| state.store.append_logs(&name, &logs))
+            {
+                eprintln!("storing the logs of {name}: {err:#}");
+            }
+        });
     }
     let result = match outcome.result {
         Ok(response) => Ok(function_response(response)),
-        Err(InvokeError::Threw { message, stack }) => {
-            logs.push(LogEntry::now(
-                "error",
-                if stack.is_empty() {
-                    message.clone()
-                } else {
-                    stack.clone()
-                },
-            ));
-            Err(
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "function_error", message)
-                    .with("stack", stack),
-            )
+        Err(err) => {
+            logs.push(LogEntry::now("error", error_log_line(&err)));
+            Err(error_response(err))
         }
-        Err(InvokeError::Compile(err)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "function_error",
-            err.to_string(),
-        )
-        .with("file", err.file)
-        .with("line", err.line)
-        .with("column", err.column)),
-        Err(err @ InvokeError::EngineStopped) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            err.to_string(),
-        )),
     };
     if !logs.is_empty() {
         tokio::task::block_in_place(|| state.store.append_logs(name, &logs))
@@ -120,9 +99,63 @@ pub async fn invoke(
     result
 }
 
+/// Log entries for an invocation's console lines, with a warning if some were dropped.
+fn log_entries(lines: Vec<functions_runtime::LogLine>, dropped: usize) -> Vec<LogEntry> {
+    let mut logs: Vec<LogEntry> = lines
+        .into_iter()
+        .map(|line| LogEntry {
+            timestamp: line.timestamp,
+            level: line.level.as_str(),
+            message: line.message,
+        })
+        .collect();
+    if dropped > 0 {
+        logs.push(LogEntry::now(
+            "warn",
+            format!("{dropped} console lines dropped: one invocation may log at most 1 MiB"),
+        ));
+    }
+    logs
+}
+
+/// How a failed invocation appears in the function's logs: the stack when there is one.
+fn error_log_line(err: &InvokeError) -> String {
+    match err {
+        InvokeError::Threw { stack, .. } if !stack.is_empty() => stack.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The HTTP error for an invocation that produced no response.
+fn error_response(err: InvokeError) -> ApiError {
+    match err {
+        InvokeError::Threw { message, stack } => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "function_error", message)
+                .with("stack", stack)
+        }
+        InvokeError::Compile(err) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_error",
+            err.to_string(),
+        )
+        .with("file", err.file)
+        .with("line", err.line)
+        .with("column", err.column),
+        err @ InvokeError::EngineStopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            err.to_string(),
+        ),
+    }
+}
+
 /// The HTTP form of a function's response; headers the HTTP layer cannot carry are dropped.
 fn function_response(response: functions_runtime::Response) -> HttpResponse {
-    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    let body = match response.body {
+        ResponseBody::Full(bytes) => Body::full(bytes),
+        ResponseBody::Stream(stream) => Body::Stream(stream),
+    };
+    let mut out = Response::new(body);
     *out.status_mut() =
         StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in response.headers {

@@ -4,6 +4,7 @@
 //! answers once the server is ready.
 
 mod api;
+mod body;
 mod error;
 mod invoke;
 mod registry;
@@ -19,7 +20,6 @@ use http::Request;
 use http::Response;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -49,7 +49,7 @@ pub(crate) struct AppState {
     pub listen: SocketAddr,
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+type HttpResponse = Response<body::Body>;
 
 /// Opens the store, loads every deployed function, binds and serves until ctrl-c.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
@@ -123,7 +123,7 @@ pub(crate) async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
-async fn route(state: &AppState, request: Request<Incoming>) -> HttpResponse {
+async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpResponse {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
