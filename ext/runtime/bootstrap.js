@@ -9,6 +9,7 @@ import {
   op_invocation_request_body,
   op_invocation_body_end,
   op_invocation_body_write,
+  op_invocation_collect_garbage,
   op_invocation_respond,
 } from "ext:core/ops";
 
@@ -26,6 +27,7 @@ const {
   SafePromiseRace,
   Symbol,
   TypeError,
+  TypedArrayPrototypeGetByteLength,
   Uint8ArrayPrototype,
 } = primordials;
 
@@ -175,14 +177,16 @@ function eventOf(head) {
   return JSONParse(text);
 }
 
+const { setTimeout, clearTimeout } = timers;
+
 /** How long `ctx.waitUntil` promises may keep an isolate alive after its response. */
 const WAIT_UNTIL_LIMIT_MS = 30_000;
 const TIMED_OUT = Symbol("timed out");
 
 /**
  * Hands the response to the host. A body that is a `ReadableStream` (not one made from a string
- * or bytes) is streamed: the host gets the head at once, and the returned promise pumps the
- * chunks, settling when the body has ended. Otherwise the whole body goes with the head.
+ * or bytes) is streamed: the host gets the head at once, and `{ pumping }` is returned, a
+ * promise that settles when the body has ended. Otherwise the whole body goes with the head.
  */
 async function respond(res) {
   const list = [];
@@ -195,16 +199,26 @@ async function respond(res) {
     return null;
   }
   op_invocation_respond(res.status, list, null, true);
-  return pump(res.body.getReader());
+  // Wrapped: an async function returning a promise would wait for it.
+  return { pumping: pump(res.body.getReader()) };
 }
 
+/** Bytes of a streamed body between two garbage collections (see op_invocation_collect_garbage). */
+const COLLECT_EVERY_BYTES = 8 * 1024 * 1024;
+
 async function pump(reader) {
+  let uncollected = 0;
   try {
     while (true) {
       const { value, done } = await reader.read();
       if (done) break;
       if (!ObjectPrototypeIsPrototypeOf(Uint8ArrayPrototype, value)) {
         throw new TypeError("a response body stream must produce Uint8Array chunks");
+      }
+      uncollected += TypedArrayPrototypeGetByteLength(value);
+      if (uncollected >= COLLECT_EVERY_BYTES) {
+        uncollected = 0;
+        op_invocation_collect_garbage();
       }
       if (!(await op_invocation_body_write(value))) {
         // The client went away: stop the producer.
@@ -223,10 +237,10 @@ async function pump(reader) {
 async function settleWaitUntil(pending) {
   let timer;
   const limit = new Promise((resolve) => {
-    timer = timers.setTimeout(() => resolve(TIMED_OUT), WAIT_UNTIL_LIMIT_MS);
+    timer = setTimeout(() => resolve(TIMED_OUT), WAIT_UNTIL_LIMIT_MS);
   });
   const results = await SafePromiseRace([SafePromiseAllSettled(pending), limit]);
-  timers.clearTimeout(timer);
+  clearTimeout(timer);
   if (results === TIMED_OUT) {
     console.warn(
       `ctx.waitUntil: promises still pending ${WAIT_UNTIL_LIMIT_MS} ms after the response were abandoned`,
@@ -284,12 +298,16 @@ async function dispatch(ns) {
   }
   // What still runs after the response: the body's stream and `ctx.waitUntil` promises. The
   // host answers the client first, then keeps the isolate until `tail` settles.
+  // `tail` never rejects (an unhandled rejection would fail the invocation at once): it
+  // resolves to the failure's stack, or to null.
   const streaming = await respond(res);
   const tail = [];
-  if (streaming !== null) ArrayPrototypePush(tail, streaming);
+  if (streaming !== null) ArrayPrototypePush(tail, streaming.pumping);
   if (pending.length > 0) ArrayPrototypePush(tail, settleWaitUntil(pending));
   if (tail.length === 0) return null;
-  return { tail: PromisePrototypeThen(SafePromiseAll(tail), () => undefined) };
+  return {
+    tail: PromisePrototypeThen(SafePromiseAll(tail), () => null, (err) => `${err?.stack ?? err}`),
+  };
 }
 
 ObjectDefineProperty(globalThis, "__functionsHostDispatch", {

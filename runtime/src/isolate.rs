@@ -135,11 +135,22 @@ impl FunctionIsolate {
     /// Runs the event loop until `tail` (what an invocation does after its response) settles.
     pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
         let settled = self.runtime.resolve(tail.0);
-        self.runtime
+        let failure = self
+            .runtime
             .with_event_loop_promise(settled, PollEventLoopOptions::default())
             .await
-            .map(drop)
-            .map_err(InvokeError::from_core)
+            .map_err(InvokeError::from_core)?;
+        deno_core::scope!(scope, self.runtime);
+        let failure = v8::Local::new(scope, failure);
+        if failure.is_null_or_undefined() {
+            return Ok(());
+        }
+        // The dispatcher resolves `tail` to the failure's stack (see bootstrap.js).
+        let stack = failure.to_rust_string_lossy(scope);
+        Err(InvokeError::Threw {
+            message: format!("Uncaught {}", stack.lines().next().unwrap_or_default()),
+            stack,
+        })
     }
 
     /// Takes the console output written since the last call.

@@ -200,6 +200,21 @@ impl Server {
 
     /// Waits until one of the server's worker threads has burnt 200 ms of CPU since the call:
     /// a function is spinning on it.
+    /// The server process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .expect("VmHWM in /proc/PID/status");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
     pub fn wait_for_busy_worker(&self) {
         let start = worker_cpu_ticks(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(30);
