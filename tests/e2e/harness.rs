@@ -59,6 +59,24 @@ pub fn request(base: &str, method: &str, path: &str, body: Option<(&str, &[u8])>
         Some((content_type, bytes)) => request.set("content-type", content_type).send_bytes(bytes),
         None => request.call(),
     };
+    reply_of(method, path, result)
+}
+
+/// One bodiless HTTP request to `base` with extra headers.
+pub fn request_with_headers(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = ureq::request(method, &format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    reply_of(method, path, request.call())
+}
+
+fn reply_of(method: &str, path: &str, result: Result<ureq::Response, ureq::Error>) -> Reply {
     let response = match result {
         Ok(response) | Err(ureq::Error::Status(_, response)) => response,
         Err(err) => panic!("{method} {path}: {err}"),

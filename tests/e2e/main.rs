@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `functions-host` binary, started on an ephemeral port, driven over
 //! HTTP and through its CLI.
 
+mod apps;
 mod harness;
 mod typescript;
 
