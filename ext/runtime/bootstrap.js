@@ -17,7 +17,6 @@ const {
   ArrayPrototypePush,
   JSONParse,
   JSONStringify,
-  ObjectDefineProperties,
   ObjectDefineProperty,
   ObjectFromEntries,
   ObjectPrototypeIsPrototypeOf,
@@ -58,6 +57,21 @@ const { Response, ResponsePrototype, toInnerResponse } = response;
 const fetchScript = () => load("ext:fetch/26_fetch.js");
 const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
 
+// Errors the Rust side of the web APIs (Web Crypto, fetch, ...) raises as DOMExceptions, by name.
+for (
+  const name of [
+    "AbortError", "DataError", "EncodingError", "IndexSizeError", "InvalidAccessError",
+    "InvalidCharacterError", "InvalidStateError", "NetworkError", "NotFoundError",
+    "NotSupportedError", "OperationError", "QuotaExceededError", "SyntaxError", "TimeoutError",
+    "TypeMismatchError",
+  ]
+) {
+  core.registerErrorBuilder(
+    `DOMException${name}`,
+    (message) => new domException.DOMException(message, name),
+  );
+}
+
 // Logs are plain text: never ANSI colours.
 consoleScript.setNoColorFns(() => true, () => true);
 const console = new consoleScript.Console(op_console_write);
@@ -83,7 +97,7 @@ const navigator = new Navigator();
 const nonEnumerable = core.propNonEnumerable;
 const writable = core.propWritable;
 
-ObjectDefineProperties(globalThis, {
+core.defineGlobalProperties(globalThis, {
   // Fetch
   fetch: core.propWritableLazyLoaded((m) => m.fetch, fetchScript),
   Headers: nonEnumerable(headers.Headers),

@@ -184,3 +184,25 @@ export default async () => {
     });
     assert_eq!(v, expected);
 }
+
+#[tokio::test]
+async fn lazily_loaded_globals_can_be_replaced_like_any_other() {
+    let engine = engine();
+    let f = Function::javascript(
+        "replace",
+        r#"export default async () => {
+      const original = globalThis.fetch;
+      globalThis.fetch = () => "mine";
+      globalThis.crypto = { mine: true };
+      const err = await crypto.mine ? null : "crypto not replaced";
+      let domError;
+      try { await original("http://127.0.0.1:1/"); } catch (e) { domError = e.constructor.name; }
+      return { fetch: fetch(), crypto: crypto.mine, err, domError };
+    }"#,
+    );
+    let response = run(&engine, &f, Request::json("{}")).await;
+    assert_eq!(
+        text(&response),
+        r#"{"fetch":"mine","crypto":true,"err":null,"domError":"TypeError"}"#
+    );
+}
