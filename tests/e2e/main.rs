@@ -362,3 +362,64 @@ fn a_streamed_response_passes_through_without_buffering() {
         growth >> 20
     );
 }
+
+/// An HTTP server on an ephemeral port answering every request with `upstream says hi`.
+fn upstream() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::BufRead;
+            use std::io::Write;
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\nconnection: close\r\n\r\nupstream says hi",
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn outgoing_fetch_reaches_only_the_hosts_granted_at_deploy() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let (granted, other) = (upstream(), upstream());
+    let source = format!(
+        r#"export default async () => {{
+      const ok = await (await fetch("http://{granted}/")).text();
+      let denied;
+      try {{ await fetch("http://{other}/"); }} catch (err) {{ denied = `${{err.name}}: ${{err.message}}`; }}
+      return {{ ok, denied }};
+    }}"#
+    );
+    let manifest = serde_json::json!({
+        "files": { "index.js": source },
+        "allow_net": [granted],
+    });
+    let reply = server.put(
+        "/api/functions/net",
+        "application/json",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let expected = serde_json::json!({
+        "ok": "upstream says hi",
+        "denied": format!(
+            "TypeError: fetch to \"{other}\" is not allowed: this function may reach only {granted}"
+        ),
+    });
+    assert_eq!(server.post("/fn/net/", "{}").json(), expected);
+    // The grant is part of the stored deployment.
+    let server = server.restart();
+    assert_eq!(server.post("/fn/net/", "{}").json(), expected);
+    assert_eq!(
+        server.get("/api/functions/net").json()["allow_net"],
+        serde_json::json!([granted])
+    );
+}
