@@ -20,6 +20,7 @@ const {
   ObjectDefineProperty,
   ObjectFromEntries,
   ObjectPrototypeIsPrototypeOf,
+  ObjectSetPrototypeOf,
   PromisePrototypeThen,
   SafePromiseAll,
   SafePromiseAllSettled,
@@ -31,7 +32,7 @@ const {
 } = primordials;
 
 const load = core.loadExtScript;
-load("ext:deno_webidl/00_webidl.js");
+const webidl = load("ext:deno_webidl/00_webidl.js");
 const url = load("ext:deno_web/00_url.js");
 const urlPattern = load("ext:deno_web/01_urlpattern.js");
 const consoleScript = load("ext:deno_web/01_console.js");
@@ -161,6 +162,11 @@ core.defineGlobalProperties(globalThis, {
   navigator: core.propGetterOnly(() => navigator),
   self: { value: globalThis, writable: true, enumerable: false, configurable: true },
 });
+// The global scope is an EventTarget ("error" and "unhandledrejection" events; reportError
+// dispatches on it), as in Workers and Deno.
+ObjectSetPrototypeOf(globalThis, event.EventTarget.prototype);
+globalThis[webidl.brand] = webidl.brand;
+event.setEventTargetData(globalThis);
 event.saveGlobalThisReference(globalThis);
 
 /** The `ctx` argument of a handler, as in Workers: `waitUntil` and `passThroughOnException`. */

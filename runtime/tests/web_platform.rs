@@ -206,3 +206,68 @@ async fn lazily_loaded_globals_can_be_replaced_like_any_other() {
         r#"{"fetch":"mine","crypto":true,"err":null,"domError":"TypeError"}"#
     );
 }
+
+#[tokio::test]
+async fn the_minimum_common_web_api_is_there() {
+    let engine = engine();
+    let f = Function::javascript(
+        "wintertc",
+        r#"export default async () => {
+      const out = {};
+      // Compression round trip through streams.
+      const packed = new Blob(["hello ".repeat(100)]).stream().pipeThrough(new CompressionStream("gzip"));
+      const unpacked = packed.pipeThrough(new DecompressionStream("gzip"));
+      out.gzip = (await new Response(unpacked).text()).length;
+      // Abort signals.
+      const timedOut = await new Promise((resolve) => {
+        const signal = AbortSignal.timeout(1);
+        signal.addEventListener("abort", () => resolve(signal.reason.name));
+      });
+      out.timeout = timedOut;
+      const controller = new AbortController();
+      const any = AbortSignal.any([controller.signal, AbortSignal.timeout(60000)]);
+      controller.abort(new Error("stop"));
+      out.any = any.aborted && any.reason.message;
+      // Bodies: clone, formData, blob, arrayBuffer.
+      const form = new FormData();
+      form.append("field", "value");
+      form.append("file", new File(["content"], "a.txt", { type: "text/plain" }));
+      const request = new Request("http://x/", { method: "POST", body: form });
+      const parsed = await request.clone().formData();
+      out.form = [parsed.get("field"), await parsed.get("file").text(), parsed.get("file").name];
+      const response = new Response(new Uint8Array([1, 2, 3]));
+      const copy = response.clone();
+      out.bodies = [(await response.arrayBuffer()).byteLength, (await copy.blob()).size];
+      // URLPattern, structuredClone, reportError, queuing strategies, navigator.
+      out.pattern = new URLPattern({ pathname: "/users/:id" }).exec("http://x/users/7").pathname.groups.id;
+      const cloned = structuredClone({ big: 1n, set: new Set([1]), bytes: new Uint8Array([9]), error: new RangeError("r") });
+      out.clone = [typeof cloned.big, cloned.set.has(1), cloned.bytes[0], cloned.error instanceof RangeError];
+      let reported;
+      globalThis.addEventListener("error", (event) => { reported = event.message; event.preventDefault(); });
+      reportError(new Error("reported"));
+      out.reported = reported;
+      out.strategies = [new CountQueuingStrategy({ highWaterMark: 2 }).highWaterMark, new ByteLengthQueuingStrategy({ highWaterMark: 8 }).size(new Uint8Array(3))];
+      out.encoder = (await new Response(new Blob(["é"]).stream().pipeThrough(new TextDecoderStream()).pipeThrough(new TextEncoderStream())).arrayBuffer()).byteLength;
+      out.domException = new DOMException("m", "NotFoundError").code;
+      return out;
+    }"#,
+    );
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "gzip": 600,
+            "timeout": "TimeoutError",
+            "any": "stop",
+            "form": ["value", "content", "a.txt"],
+            "bodies": [3, 3],
+            "pattern": "7",
+            "clone": ["bigint", true, 9, true],
+            "reported": "Uncaught Error: reported",
+            "strategies": [2, 3],
+            "encoder": 2,
+            "domException": 8,
+        })
+    );
+}
