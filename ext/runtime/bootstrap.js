@@ -57,6 +57,7 @@ const { Response, ResponsePrototype, toInnerResponse } = response;
 // smaller snapshot starts faster.
 const fetchScript = () => load("ext:fetch/26_fetch.js");
 const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
+const messagePortScript = () => load("ext:deno_web/13_message_port.js");
 
 // Errors the Rust side of the web APIs (Web Crypto, fetch, ...) raises as DOMExceptions, by name.
 for (
@@ -135,6 +136,9 @@ core.defineGlobalProperties(globalThis, {
   Event: nonEnumerable(event.Event),
   EventTarget: nonEnumerable(event.EventTarget),
   CustomEvent: nonEnumerable(event.CustomEvent),
+  MessageEvent: nonEnumerable(event.MessageEvent),
+  MessageChannel: core.propNonEnumerableLazyLoaded((m) => m.MessageChannel, messagePortScript),
+  MessagePort: core.propNonEnumerableLazyLoaded((m) => m.MessagePort, messagePortScript),
   ErrorEvent: nonEnumerable(event.ErrorEvent),
   PromiseRejectionEvent: nonEnumerable(event.PromiseRejectionEvent),
   reportError: writable(event.reportError),

@@ -8,10 +8,11 @@ VERSION=18.20.4
 TARBALL="nodejs_${VERSION}+dfsg.orig.tar.xz"
 URL="http://deb.debian.org/debian/pool/main/n/nodejs/${TARBALL}"
 SHA256=6ce58062c71eae37d9c5ac31eeaeff9c2d48561d21c2849179d056c9c1bd9ebc
-DIRS=(resources common url encoding streams WebCryptoAPI dom/abort
+DIRS=(resources common url encoding streams WebCryptoAPI dom/abort fetch/data-urls/resources
       html/webappapis/structured-clone html/webappapis/atob html/webappapis/timers)
+STAMP="$SHA256 ${DIRS[*]}"
 
-if [ -f upstream/.complete ] && [ "$(cat upstream/.complete)" = "$SHA256" ]; then
+if [ -f upstream/.complete ] && [ "$(cat upstream/.complete)" = "$STAMP" ]; then
   exit 0
 fi
 work=$(mktemp -d)
@@ -24,5 +25,5 @@ for dir in "${DIRS[@]}"; do members+=("$prefix/$dir"); done
 tar -xJf "$work/$TARBALL" -C "$work" "${members[@]}"
 rm -rf upstream
 mv "$work/$prefix" upstream
-echo "$SHA256" > upstream/.complete
+echo "$STAMP" > upstream/.complete
 echo "web-platform-tests from Node.js ${VERSION} (Debian source) in tests/wpt/upstream"

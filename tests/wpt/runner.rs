@@ -25,6 +25,8 @@ use functions_runtime::Request;
 use functions_runtime::Settings;
 use serde_json::Value;
 
+mod workerd;
+
 /// The directories run, as the issue lists them.
 const DIRECTORIES: &[&str] = &[
     "url",
@@ -59,6 +61,16 @@ fn main() {
 
     let server = serve_files(root.clone());
     let harness = std::fs::read_to_string(here.join("harness.js")).unwrap();
+    if let Some(workerd) = std::env::var_os("WPT_WORKERD") {
+        compare_with_workerd(
+            Path::new(&workerd),
+            &root,
+            &harness,
+            &server,
+            filter.as_deref(),
+        );
+        return;
+    }
     let engine = Engine::new(EngineConfig {
         workers: 2,
         ..EngineConfig::default()
@@ -170,6 +182,40 @@ fn main() {
     println!("\ntest result: ok. {passed} passed; 0 failed (web-platform-tests)");
 }
 
+/// `WPT_WORKERD=/path/to/workerd`: runs the same test modules in workerd instead, and prints its
+/// pass counts per directory (no expectations: a comparison, not a check).
+fn compare_with_workerd(
+    workerd: &Path,
+    root: &Path,
+    harness: &str,
+    server: &str,
+    filter: Option<&str>,
+) {
+    println!("| directory | files | workerd subtests passed |\n|---|---|---|");
+    for directory in DIRECTORIES {
+        let (mut passed, mut total, mut files) = (0, 0, 0);
+        for file in test_files(&root.join(directory)) {
+            let relative = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if filter.is_some_and(|f| !relative.contains(f)) {
+                continue;
+            }
+            files += 1;
+            let module = test_module(root, &relative, harness, server);
+            let subtests = match workerd::run(workerd, &module, Duration::from_secs(120)) {
+                Ok(body) => subtests_of_report(&body),
+                Err(err) => vec![(format!("(file) {err}"), false)],
+            };
+            total += subtests.len();
+            passed += subtests.iter().filter(|(_, pass)| *pass).count();
+        }
+        println!("| {directory} | {files} | {passed} / {total} |");
+    }
+}
+
 /// Runs one test function; `Err` if even the runner's own limit passed.
 async fn run_file(
     engine: &Engine,
@@ -201,6 +247,21 @@ fn test_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The function that runs the test at `relative` (a path under `root`).
 fn test_function(root: &Path, relative: &str, harness: &str, server: &str) -> Function {
+    let entry = test_module(root, relative, harness, server);
+    Function::new(
+        "wpt",
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(entry))]),
+        Settings {
+            allow_net: vec![server.to_owned()],
+            ..Settings::default()
+        },
+    )
+}
+
+/// The module (`harness.js` filled in) that runs the test at `relative` (a path under `root`).
+fn test_module(root: &Path, relative: &str, harness: &str, server: &str) -> String {
     let source = std::fs::read_to_string(root.join(relative)).unwrap();
     let directory = Path::new(relative).parent().unwrap();
     let mut scripts = vec!["/resources/testharness.js".to_owned()];
@@ -230,22 +291,12 @@ fn test_function(root: &Path, relative: &str, harness: &str, server: &str) -> Fu
             script.push_str("__wptReport();\n");
         }
     }
-    let entry = harness
+    harness
         .replace("__SCRIPT__", &serde_json::to_string(&script).unwrap())
         .replace(
             "__TEST_URL__",
             &serde_json::to_string(&format!("http://{server}/{relative}")).unwrap(),
-        );
-    Function::new(
-        "wpt",
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(entry))]),
-        Settings {
-            allow_net: vec![server.to_owned()],
-            ..Settings::default()
-        },
-    )
+        )
 }
 
 /// (subtest name, passed) of one test file; a file that failed as a whole counts as one subtest.
@@ -260,7 +311,12 @@ fn subtest_results(outcome: functions_runtime::Outcome) -> Vec<(String, bool)> {
             return vec![(format!("(file) {}", first_line(&message)), false)];
         }
     };
-    let report: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    subtests_of_report(&body)
+}
+
+/// (subtest name, passed) from the JSON report `harness.js` answers with.
+fn subtests_of_report(body: &[u8]) -> Vec<(String, bool)> {
+    let report: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut subtests: Vec<(String, bool)> = report["results"]
         .as_array()
         .into_iter()
