@@ -17,10 +17,6 @@ use deno_permissions::RuntimePermissionDescriptorParser;
 /// The `User-Agent` of outgoing requests (and `navigator.userAgent`).
 pub const USER_AGENT: &str = concat!("functions-host/", env!("CARGO_PKG_VERSION"));
 
-/// The hosts a function's `fetch` may reach (`host` or `host:port`, as in Deno's `--allow-net`).
-#[derive(Clone, Debug, Default)]
-pub struct AllowNet(pub Vec<String>);
-
 static PARSER: LazyLock<Arc<RuntimePermissionDescriptorParser<sys_traits::impls::RealSys>>> =
     LazyLock::new(|| {
         Arc::new(RuntimePermissionDescriptorParser::new(
@@ -28,20 +24,50 @@ static PARSER: LazyLock<Arc<RuntimePermissionDescriptorParser<sys_traits::impls:
         ))
     });
 
-/// Grants the isolate's `fetch` the hosts in `allow_net` (and nothing else: no files, no
-/// environment, no subprocesses). Replaces an earlier grant.
-pub fn grant(state: &mut OpState, allow_net: &[String]) -> Result<(), JsErrorBox> {
-    let options = PermissionsOptions {
-        // `Some(empty)` would mean "every host" to Deno; `None` means none.
-        allow_net: (!allow_net.is_empty()).then(|| allow_net.to_vec()),
-        prompt: false,
-        ..PermissionsOptions::default()
-    };
-    let permissions = Permissions::from_options(PARSER.as_ref(), &options)
-        .map_err(|err| JsErrorBox::type_error(format!("invalid allow_net: {err}")))?;
-    state.put(PermissionsContainer::new(PARSER.clone(), permissions));
-    state.put(AllowNet(allow_net.to_vec()));
-    Ok(())
+/// What a function's `fetch` may reach: the hosts of its `allow_net` (`host` or `host:port`, as
+/// in Deno's `--allow-net`) and nothing else (no files, environment or subprocesses). Built once
+/// per function, cheap to clone into each of its isolates.
+#[derive(Clone)]
+pub struct NetAccess {
+    permissions: PermissionsContainer,
+    allow_net: Arc<[String]>,
+}
+
+impl std::fmt::Debug for NetAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("NetAccess").field(&self.allow_net).finish()
+    }
+}
+
+impl NetAccess {
+    /// Access to the hosts in `allow_net`; `Err` says why an entry is not a host.
+    pub fn new(allow_net: &[String]) -> Result<Self, String> {
+        let options = PermissionsOptions {
+            // `Some(empty)` would mean "every host" to Deno; `None` means none.
+            allow_net: (!allow_net.is_empty()).then(|| allow_net.to_vec()),
+            prompt: false,
+            ..PermissionsOptions::default()
+        };
+        let permissions = Permissions::from_options(PARSER.as_ref(), &options)
+            .map_err(|err| format!("invalid allow_net: {err}"))?;
+        Ok(Self {
+            permissions: PermissionsContainer::new(PARSER.clone(), permissions),
+            allow_net: allow_net.into(),
+        })
+    }
+
+    /// No host at all: every isolate's access until its function's is installed.
+    pub fn none() -> Self {
+        static NONE: LazyLock<NetAccess> =
+            LazyLock::new(|| NetAccess::new(&[]).expect("no hosts is valid access"));
+        NONE.clone()
+    }
+
+    /// Makes this the access of the isolate whose state `state` is (replacing any earlier one).
+    pub fn install(&self, state: &mut OpState) {
+        state.put(self.permissions.clone());
+        state.put(self.clone());
+    }
 }
 
 /// Rejects, with a `TypeError` naming the host, a request to a host the function was not granted.
@@ -66,7 +92,7 @@ fn op_fetch_check_net(state: &mut OpState, #[string] url: &str) -> Result<(), Js
         (Some(host), None) => host.to_owned(),
         (None, _) => url.to_string(),
     };
-    let allowed = &state.borrow::<AllowNet>().0;
+    let allowed = &state.borrow::<NetAccess>().allow_net;
     let granted = if allowed.is_empty() {
         "this function may not reach any host; grant hosts at deploy with allow_net".to_owned()
     } else {
@@ -100,6 +126,6 @@ deno_core::extension!(
         user_agent: USER_AGENT.to_owned(),
         ..Default::default()
     });
-    grant(state, &[]).expect("no hosts is a valid grant");
+    NetAccess::none().install(state);
   },
 );

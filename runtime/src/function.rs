@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deno_core::ModuleSpecifier;
+use functions_ext::fetch::NetAccess;
 
 use crate::module::Module;
 
@@ -61,6 +62,8 @@ pub(crate) struct FunctionInner {
     pub specifier: ModuleSpecifier,
     pub modules: BTreeMap<String, Module>,
     pub settings: Settings,
+    /// `settings.allow_net` as isolates install it, built once.
+    pub net: Result<NetAccess, String>,
 }
 
 impl Function {
@@ -96,6 +99,7 @@ impl Function {
             root,
             specifier,
             modules,
+            net: NetAccess::new(&settings.allow_net),
             settings,
         }))
     }
@@ -123,6 +127,11 @@ impl Function {
     /// Its modules, by path.
     pub fn modules(&self) -> &BTreeMap<String, Module> {
         &self.0.modules
+    }
+
+    /// What its `fetch` may reach; `Err` when `allow_net` holds something that is not a host.
+    pub(crate) fn net_access(&self) -> Result<&NetAccess, &String> {
+        self.0.net.as_ref()
     }
 
     pub(crate) fn root(&self) -> &ModuleSpecifier {

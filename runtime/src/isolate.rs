@@ -190,14 +190,13 @@ async fn load_graph(
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
     let (mut runtime, dispatch) = new_runtime(snapshot, Some(Rc::new(loader)));
-    functions_ext::fetch::grant(
-        &mut runtime.op_state().borrow_mut(),
-        &function.settings().allow_net,
-    )
-    .map_err(|err| InvokeError::Threw {
-        message: err.to_string(),
-        stack: String::new(),
-    })?;
+    let net = function
+        .net_access()
+        .map_err(|message| InvokeError::Threw {
+            message: message.clone(),
+            stack: String::new(),
+        })?;
+    net.install(&mut runtime.op_state().borrow_mut());
     let specifier = &function.inner().specifier;
     match runtime.load_main_es_module(specifier).await {
         Ok(id) => Ok((runtime, dispatch, id)),

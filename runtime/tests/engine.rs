@@ -75,16 +75,19 @@ async fn every_invocation_gets_a_fresh_isolate_by_default() {
 async fn function_isolation_keeps_one_warm_isolate() {
     let engine = engine();
     let source = "let count = 0; export default () => ({ count: ++count });";
-    let f = Function::new(
-        "warm",
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            isolation: Isolation::Function,
-            ..Settings::default()
-        },
-    );
+    let warm = |version| {
+        Function::new(
+            "warm",
+            version,
+            "index.js",
+            BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+            Settings {
+                isolation: Isolation::Function,
+                ..Settings::default()
+            },
+        )
+    };
+    let f = warm(1);
     let fresh = Function::javascript("fresh", source);
     for expected in 1..=4 {
         let response = run(&engine, &f, Request::json("{}")).await;
@@ -94,16 +97,7 @@ async fn function_isolation_keeps_one_warm_isolate() {
         assert_eq!(text(&response), r#"{"count":1}"#);
     }
     // A new version starts from a new isolate.
-    let v2 = Function::new(
-        "warm",
-        2,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            isolation: Isolation::Function,
-            ..Settings::default()
-        },
-    );
+    let v2 = warm(2);
     assert_eq!(
         text(&run(&engine, &v2, Request::json("{}")).await),
         r#"{"count":1}"#

@@ -1,20 +1,17 @@
 //! After the response: streamed bodies and `ctx.waitUntil`.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::io::Write;
 use std::net::TcpListener;
 use std::sync::mpsc;
 
-use functions_runtime::Function;
 use functions_runtime::LogLevel;
-use functions_runtime::Module;
 use functions_runtime::Request;
 use functions_runtime::ResponseBody;
-use functions_runtime::Settings;
 
 mod common;
 use common::engine;
+use common::with_net;
 
 /// An HTTP server on an ephemeral port that answers its first request only when `release` is
 /// sent: a function waiting on it is provably still running. Returns its `host:port`.
@@ -37,19 +34,6 @@ fn gated_upstream() -> (String, mpsc::Sender<()>) {
     (address, release)
 }
 
-fn function(name: &str, source: &str, allow_net: &[String]) -> Function {
-    Function::new(
-        name,
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            allow_net: allow_net.to_vec(),
-            ..Settings::default()
-        },
-    )
-}
-
 #[tokio::test]
 async fn the_response_arrives_before_wait_until_work_finishes() {
     let engine = engine();
@@ -63,7 +47,7 @@ async fn the_response_arrives_before_wait_until_work_finishes() {
       }},
     }}"#
     );
-    let f = function("later", &source, std::slice::from_ref(&upstream));
+    let f = with_net("later", &source, std::slice::from_ref(&upstream));
     let outcome = engine.invoke(&f, Request::get("http://localhost/")).await;
     // The upstream has not answered yet, so the waitUntil work cannot have finished.
     let response = outcome.result.unwrap();
@@ -98,7 +82,7 @@ async fn a_readable_stream_body_is_streamed_chunk_by_chunk() {
       }},
     }}"#
     );
-    let f = function("streamer", &source, std::slice::from_ref(&upstream));
+    let f = with_net("streamer", &source, std::slice::from_ref(&upstream));
     let outcome = engine.invoke(&f, Request::get("http://localhost/")).await;
     let response = outcome.result.unwrap();
     assert_eq!(response.status, 200);
@@ -116,7 +100,7 @@ async fn a_readable_stream_body_is_streamed_chunk_by_chunk() {
 #[tokio::test]
 async fn a_failing_stream_fails_the_body_and_is_reported() {
     let engine = engine();
-    let f = function(
+    let f = with_net(
         "broken",
         r#"export default {
       fetch() {
@@ -148,7 +132,7 @@ async fn a_failing_stream_fails_the_body_and_is_reported() {
 #[tokio::test]
 async fn wait_until_failures_are_logged_not_thrown() {
     let engine = engine();
-    let f = function(
+    let f = with_net(
         "sloppy",
         r#"export default async (event, env, ctx) => {
       ctx.waitUntil(Promise.reject(new Error("background job failed")));

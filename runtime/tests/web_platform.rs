@@ -1,34 +1,18 @@
 //! Web APIs inside a function: Web Crypto and outgoing `fetch` limited to the granted hosts.
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::io::BufReader;
 use std::io::Write;
 use std::net::TcpListener;
 
 use functions_runtime::Function;
-use functions_runtime::Module;
 use functions_runtime::Request;
-use functions_runtime::Settings;
 
 mod common;
 use common::engine;
 use common::run;
 use common::text;
-
-/// A function whose `fetch` may reach `allow_net`.
-fn with_net(name: &str, source: &str, allow_net: &[String]) -> Function {
-    Function::new(
-        name,
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            allow_net: allow_net.to_vec(),
-            ..Settings::default()
-        },
-    )
-}
+use common::with_net;
 
 /// A one-thread HTTP/1.1 server on an ephemeral port: `/redirect?to=URL` answers 302 to URL,
 /// anything else 200 with `METHOD PATH BODY` as the body. Returns its `host:port`.

@@ -86,20 +86,7 @@ fn main() {
     let mut table = Vec::new();
     for directory in DIRECTORIES {
         let (mut passed, mut total, mut files) = (0, 0, 0);
-        let relatives: Vec<String> = test_files(&root.join(directory))
-            .iter()
-            .map(|file| {
-                file.strip_prefix(&root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .filter(|relative| {
-                filter
-                    .as_ref()
-                    .is_none_or(|f| relative.contains(f.as_str()))
-            })
-            .collect();
+        let relatives = test_files(&root, directory, filter.as_deref());
         // Two files at a time, one per worker.
         let mut results = Vec::new();
         for pair in relatives.chunks(2) {
@@ -194,15 +181,7 @@ fn compare_with_workerd(
     println!("| directory | files | workerd subtests passed |\n|---|---|---|");
     for directory in DIRECTORIES {
         let (mut passed, mut total, mut files) = (0, 0, 0);
-        for file in test_files(&root.join(directory)) {
-            let relative = file
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if filter.is_some_and(|f| !relative.contains(f)) {
-                continue;
-            }
+        for relative in test_files(root, directory, filter) {
             files += 1;
             let module = test_module(root, &relative, harness, server);
             let subtests = match workerd::run(workerd, &module, Duration::from_secs(120)) {
@@ -225,10 +204,11 @@ async fn run_file(
     tokio::time::timeout(Duration::from_secs(120), invocation).await
 }
 
-/// The `.any.js` files under `dir`, sorted.
-fn test_files(dir: &Path) -> Vec<PathBuf> {
+/// The `.any.js` files under `root/directory` whose path (relative to `root`) contains `filter`,
+/// sorted, as paths relative to `root`.
+fn test_files(root: &Path, directory: &str, filter: Option<&str>) -> Vec<String> {
     let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
+    let mut pending = vec![root.join(directory)];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -237,7 +217,14 @@ fn test_files(dir: &Path) -> Vec<PathBuf> {
                     pending.push(path);
                 }
             } else if path.to_string_lossy().ends_with(".any.js") {
-                files.push(path);
+                let relative = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if filter.is_none_or(|f| relative.contains(f)) {
+                    files.push(relative);
+                }
             }
         }
     }

@@ -1,11 +1,15 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code, reason = "each test binary uses its own subset")]
 
+use std::collections::BTreeMap;
+
 use functions_runtime::Engine;
 use functions_runtime::EngineConfig;
 use functions_runtime::Function;
+use functions_runtime::Module;
 use functions_runtime::Request;
 use functions_runtime::Response;
+use functions_runtime::Settings;
 
 pub fn engine() -> Engine {
     Engine::new(EngineConfig {
@@ -36,4 +40,18 @@ pub fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// A one-module function (`index.js` = `source`) whose `fetch` may reach `allow_net`.
+pub fn with_net(name: &str, source: &str, allow_net: &[String]) -> Function {
+    Function::new(
+        name,
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+        Settings {
+            allow_net: allow_net.to_vec(),
+            ..Settings::default()
+        },
+    )
 }
