@@ -38,13 +38,14 @@ const urlPattern = load("ext:deno_web/01_urlpattern.js");
 const consoleScript = load("ext:deno_web/01_console.js");
 const domException = load("ext:deno_web/01_dom_exception.js");
 const event = load("ext:deno_web/02_event.js");
-const structuredCloneScript = load("ext:deno_web/02_structured_clone.js");
 const timers = load("ext:deno_web/02_timers.js");
 const abortSignal = load("ext:deno_web/03_abort_signal.js");
 const base64 = load("ext:deno_web/05_base64.js");
 const streams = load("ext:deno_web/06_streams.js");
 const encoding = load("ext:deno_web/08_text_encoding.js");
 const file = load("ext:deno_web/09_file.js");
+const locationScript = load("ext:deno_web/12_location.js");
+const messagePort = load("ext:deno_web/13_message_port.js");
 const compression = load("ext:deno_web/14_compression.js");
 const performance = load("ext:deno_web/15_performance.js");
 const headers = load("ext:fetch/20_headers.js");
@@ -57,7 +58,6 @@ const { Response, ResponsePrototype, toInnerResponse } = response;
 // smaller snapshot starts faster.
 const fetchScript = () => load("ext:fetch/26_fetch.js");
 const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
-const messagePortScript = () => load("ext:deno_web/13_message_port.js");
 
 // Errors the Rust side of the web APIs (Web Crypto, fetch, ...) raises as DOMExceptions, by name.
 for (
@@ -128,7 +128,7 @@ core.defineGlobalProperties(globalThis, {
   clearTimeout: writable(timers.clearTimeout),
   setInterval: writable(timers.setInterval),
   clearInterval: writable(timers.clearInterval),
-  structuredClone: writable(structuredCloneScript.structuredClone),
+  structuredClone: writable(messagePort.structuredClone),
   performance: writable(performance.performance),
   Performance: nonEnumerable(performance.Performance),
   // DOM: events, aborting, exceptions
@@ -137,8 +137,8 @@ core.defineGlobalProperties(globalThis, {
   EventTarget: nonEnumerable(event.EventTarget),
   CustomEvent: nonEnumerable(event.CustomEvent),
   MessageEvent: nonEnumerable(event.MessageEvent),
-  MessageChannel: core.propNonEnumerableLazyLoaded((m) => m.MessageChannel, messagePortScript),
-  MessagePort: core.propNonEnumerableLazyLoaded((m) => m.MessagePort, messagePortScript),
+  MessageChannel: nonEnumerable(messagePort.MessageChannel),
+  MessagePort: nonEnumerable(messagePort.MessagePort),
   ErrorEvent: nonEnumerable(event.ErrorEvent),
   PromiseRejectionEvent: nonEnumerable(event.PromiseRejectionEvent),
   reportError: writable(event.reportError),
@@ -334,8 +334,24 @@ async function dispatch(ns) {
   };
 }
 
-ObjectDefineProperty(globalThis, "__functionsHostDispatch", {
-  value: dispatch,
+/**
+ * Gives the function a base URL, as Deno's `--location` does: relative URLs in `fetch`, `Request`
+ * and `Response.redirect` resolve against it, and `location` is a WorkerLocation of it. Called
+ * (when the embedder sets one) before the function's modules evaluate; without it, `location` is
+ * undefined, as in Workers and Deno Deploy.
+ */
+function setLocation(href) {
+  locationScript.setLocationHref(href);
+  ObjectDefineProperty(globalThis, "location", locationScript.workerLocationDescriptor);
+  ObjectDefineProperty(
+    globalThis,
+    "WorkerLocation",
+    locationScript.workerLocationConstructorDescriptor,
+  );
+}
+
+ObjectDefineProperty(globalThis, "__functionsHost", {
+  value: { dispatch, setLocation },
   writable: true,
   enumerable: false,
   configurable: true,

@@ -1,8 +1,8 @@
 //! The global scope of a function and the dispatcher that runs one invocation in it.
 //!
 //! `bootstrap.js` runs once, while the base snapshot is built: it loads the web platform scripts,
-//! installs the globals and leaves the dispatcher at `globalThis.__functionsHostDispatch`, which the
-//! runtime takes (and deletes) in every isolate it creates. Requests and responses cross between
+//! installs the globals and leaves the dispatcher (and the setter of a function's `location`) at
+//! `globalThis.__functionsHost`, which the runtime takes (and deletes) in every isolate it creates. Requests and responses cross between
 //! Rust and JavaScript through the `OpState` types below and the ops of this extension.
 
 use std::cell::RefCell;
@@ -16,8 +16,9 @@ use deno_core::op2;
 use deno_core::v8;
 use serde::Serialize;
 
-/// Name of the global under which `bootstrap.js` leaves the dispatcher.
-pub const DISPATCH_GLOBAL: &str = "__functionsHostDispatch";
+/// Name of the global under which `bootstrap.js` leaves the host's entry points: an object with
+/// `dispatch(namespace)` and `setLocation(href)`.
+pub const INTERNALS_GLOBAL: &str = "__functionsHost";
 
 /// The request an invocation runs with; put into `OpState` before the dispatcher is called.
 #[derive(Clone, Debug, Default)]

@@ -3,7 +3,7 @@
 // snapshot instead of compiling it lazily in every new isolate. `round` selects the handler shape;
 // the host puts a matching request into OpState before each round.
 (round) => {
-  const dispatch = globalThis.__functionsHostDispatch;
+  const { dispatch } = globalThis.__functionsHost;
   if (round === 0) {
     return dispatch({
       default: (event) => ({ ok: event.ok }),

@@ -46,6 +46,10 @@ pub struct Settings {
     pub isolation: Isolation,
     /// Hosts (`host` or `host:port`) outgoing `fetch` may reach; nothing else is reachable.
     pub allow_net: Vec<String>,
+    /// The function's base URL, as Deno's `--location` sets it: relative URLs given to `fetch`,
+    /// `Request` and `Response.redirect` resolve against it, and `location` reflects it. `None`
+    /// (the default, and what deployed functions get): no `location`, as in Workers.
+    pub location: Option<ModuleSpecifier>,
 }
 
 /// A deployable function: ES modules (compiled, see [`Module`]) of which one, the entry, has

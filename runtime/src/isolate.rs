@@ -7,9 +7,10 @@ use deno_core::ModuleId;
 use deno_core::ModuleLoader;
 use deno_core::PollEventLoopOptions;
 use deno_core::RuntimeOptions;
+use deno_core::SharedArrayBufferStore;
 use deno_core::v8;
 use functions_ext::console::ConsoleOutput;
-use functions_ext::runtime::DISPATCH_GLOBAL;
+use functions_ext::runtime::INTERNALS_GLOBAL;
 
 use crate::Request;
 use crate::Response;
@@ -20,14 +21,22 @@ use crate::loader::FunctionLoader;
 
 /// Globals that the snapshot needs while it is built and at isolate creation, but that a
 /// function must not see.
-const HIDDEN_GLOBALS: [&str; 3] = [DISPATCH_GLOBAL, "Deno", "__bootstrap"];
+const HIDDEN_GLOBALS: [&str; 3] = [INTERNALS_GLOBAL, "Deno", "__bootstrap"];
+
+/// The host's entry points into an isolate, which `bootstrap.js` leaves on the global object.
+pub(crate) struct Internals {
+    /// Runs one invocation (see `bootstrap.js`'s `dispatch`).
+    pub dispatch: v8::Global<v8::Function>,
+    /// Gives the function a base URL and a `location` (see `bootstrap.js`'s `setLocation`).
+    pub set_location: v8::Global<v8::Function>,
+}
 
 /// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot), or,
 /// with `None`, by running every extension's JavaScript from scratch (only for comparison).
 pub(crate) fn new_runtime(
     snapshot: Option<&'static [u8]>,
     loader: Option<Rc<dyn ModuleLoader>>,
-) -> (JsRuntime, v8::Global<v8::Function>) {
+) -> (JsRuntime, Internals) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         module_loader: loader,
         startup_snapshot: snapshot,
@@ -39,28 +48,53 @@ pub(crate) fn new_runtime(
             &[]
         },
         extensions: functions_ext::extensions(),
+        // Where `structuredClone` and `postMessage` keep transferred ArrayBuffers (which also
+        // detaches them) and SharedArrayBuffers between serializing and deserializing; one per
+        // isolate, so nothing outlives it.
+        shared_array_buffer_store: Some(SharedArrayBufferStore::default()),
         ..Default::default()
     });
-    let dispatch = take_dispatch(&mut runtime);
-    (runtime, dispatch)
+    let internals = take_internals(&mut runtime);
+    (runtime, internals)
 }
 
-/// Takes the dispatcher `bootstrap.js` left on the global object and hides the internals.
-fn take_dispatch(runtime: &mut JsRuntime) -> v8::Global<v8::Function> {
+/// Takes the host's entry points `bootstrap.js` left on the global object and hides the
+/// internals.
+fn take_internals(runtime: &mut JsRuntime) -> Internals {
     deno_core::scope!(scope, runtime);
     let global = scope.get_current_context().global(scope);
-    let mut dispatch = None;
+    let internals = {
+        let key = v8::String::new(scope, INTERNALS_GLOBAL).unwrap();
+        global.get(scope, key.into()).unwrap()
+    };
     for name in HIDDEN_GLOBALS {
         let key = v8::String::new(scope, name).unwrap();
-        if name == DISPATCH_GLOBAL {
-            let value = global.get(scope, key.into()).unwrap();
-            dispatch = v8::Local::<v8::Function>::try_from(value).ok();
-        }
         global.delete(scope, key.into());
     }
-    let dispatch = dispatch
-        .expect("the base snapshot has no dispatcher: ext/runtime/bootstrap.js did not run");
-    v8::Global::new(scope, dispatch)
+    let internals = v8::Local::<v8::Object>::try_from(internals)
+        .expect("the base snapshot has no host internals: ext/runtime/bootstrap.js did not run");
+    let function = |name: &str| {
+        let key = v8::String::new(scope, name).unwrap();
+        let value = internals.get(scope, key.into()).unwrap();
+        let function = v8::Local::<v8::Function>::try_from(value)
+            .unwrap_or_else(|_| panic!("bootstrap.js left no {name} function"));
+        v8::Global::new(scope, function)
+    };
+    Internals {
+        dispatch: function("dispatch"),
+        set_location: function("setLocation"),
+    }
+}
+
+/// Calls `set_location` with `href` in `runtime`, before any of the function's code runs.
+fn set_location(runtime: &mut JsRuntime, set_location: &v8::Global<v8::Function>, href: &str) {
+    deno_core::scope!(scope, runtime);
+    let function = v8::Local::new(scope, set_location);
+    let href = v8::String::new(scope, href).unwrap();
+    let undefined = v8::undefined(scope);
+    function
+        .call(scope, undefined.into(), &[href.into()])
+        .expect("setLocation does not throw for a URL the function was built with");
 }
 
 /// The promise of an invocation's work after its response (see `bootstrap.js`'s dispatcher).
@@ -189,7 +223,11 @@ async fn load_graph(
 ) -> Result<(JsRuntime, v8::Global<v8::Function>, ModuleId), InvokeError> {
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
-    let (mut runtime, dispatch) = new_runtime(snapshot, Some(Rc::new(loader)));
+    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)));
+    if let Some(location) = &function.settings().location {
+        set_location(&mut runtime, &internals.set_location, location.as_str());
+    }
+    let dispatch = internals.dispatch;
     let net = function
         .net_access()
         .map_err(|message| InvokeError::Threw {

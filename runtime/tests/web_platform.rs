@@ -1,11 +1,15 @@
-//! Web APIs inside a function: Web Crypto and outgoing `fetch` limited to the granted hosts.
+//! Web APIs inside a function: Web Crypto, outgoing `fetch` limited to the granted hosts,
+//! `location`, structured cloning.
 
 use std::io::BufRead;
 use std::io::BufReader;
 use std::io::Write;
 use std::net::TcpListener;
 
+use std::collections::BTreeMap;
+
 use functions_runtime::Function;
+use functions_runtime::Module;
 use functions_runtime::Request;
 
 mod common;
@@ -253,5 +257,67 @@ async fn the_minimum_common_web_api_is_there() {
             "encoder": 2,
             "domException": 8,
         })
+    );
+}
+
+#[tokio::test]
+async fn a_location_is_the_base_of_relative_urls_and_absent_by_default() {
+    let engine = engine();
+    let source = r#"export default () => {
+      if (typeof location === "undefined") {
+        try { new Request("x"); return "no base"; } catch (e) { return `${e.name}: no location`; }
+      }
+      return {
+        href: location.href,
+        pathname: location.pathname,
+        request: new Request("x?y=1").url,
+        redirect: Response.redirect("/z").headers.get("location"),
+      };
+    }"#;
+    let plain = Function::javascript("nowhere", source);
+    let response = run(&engine, &plain, Request::json("{}")).await;
+    assert_eq!(text(&response), r#""TypeError: no location""#);
+
+    let mut settings = plain.settings().clone();
+    settings.location = Some("https://example.com/app/index.html".parse().unwrap());
+    let located = Function::new(
+        "located",
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+        settings,
+    );
+    let response = run(&engine, &located, Request::json("{}")).await;
+    assert_eq!(
+        text(&response),
+        r#"{"href":"https://example.com/app/index.html","pathname":"/app/index.html","request":"https://example.com/app/x?y=1","redirect":"https://example.com/z"}"#
+    );
+}
+
+#[tokio::test]
+async fn structured_clone_transfers_buffers_and_ports_and_refuses_platform_objects() {
+    let engine = engine();
+    let f = Function::javascript(
+        "transfer",
+        r#"export default async () => {
+      const buffer = new Uint8Array([1, 2, 3]).buffer;
+      const copy = structuredClone(buffer, { transfer: [buffer] });
+      let again;
+      try { structuredClone(buffer, { transfer: [buffer] }); } catch (e) { again = e.name; }
+      const { port1, port2 } = new MessageChannel();
+      const moved = structuredClone(port2, { transfer: [port2] });
+      const received = new Promise((resolve) => (port1.onmessage = (e) => resolve(e.data)));
+      moved.postMessage("through the moved port");
+      const message = await received;
+      port1.close();
+      let response;
+      try { structuredClone(new Response("r")); } catch (e) { response = e.name; }
+      return { detached: buffer.byteLength, copy: [...new Uint8Array(copy)], again, message, response };
+    }"#,
+    );
+    let response = run(&engine, &f, Request::json("{}")).await;
+    assert_eq!(
+        text(&response),
+        r#"{"detached":0,"copy":[1,2,3],"again":"DataCloneError","message":"through the moved port","response":"DataCloneError"}"#
     );
 }

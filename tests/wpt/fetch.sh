@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Fetches the pinned web-platform-tests this runner uses into tests/wpt/upstream: the WPT subset
-# Node.js vendors (test/fixtures/wpt, with its versions.json of upstream commits), from Debian's
-# source of nodejs 18.20.4 (bookworm), checked against its SHA-256.
+# Fetches the pinned web-platform-tests this runner uses into tests/wpt/upstream: the copy of WPT
+# that Firefox carries (testing/web-platform/tests, synced from upstream WPT), from Debian's
+# source of firefox-esr 140.12.0 (bookworm), checked against its SHA-256. Only the directories
+# the runner needs are unpacked, and mozilla-sync, which names the upstream WPT commit.
 set -euo pipefail
 cd "$(dirname "$0")"
-VERSION=18.20.4
-TARBALL="nodejs_${VERSION}+dfsg.orig.tar.xz"
-URL="http://deb.debian.org/debian/pool/main/n/nodejs/${TARBALL}"
-SHA256=6ce58062c71eae37d9c5ac31eeaeff9c2d48561d21c2849179d056c9c1bd9ebc
-DIRS=(resources common url encoding streams WebCryptoAPI dom/abort fetch/data-urls/resources
+VERSION=140.12.0
+TARBALL="firefox-esr_${VERSION}esr.orig.tar.xz"
+URL="http://deb.debian.org/debian/pool/main/f/firefox-esr/${TARBALL}"
+SHA256=5c72347381233dcc97cbd02c0324116258769d8b9b0f869fd0c6f1d59519ce2a
+DIRS=(LICENSE.md resources common url encoding streams WebCryptoAPI dom/abort
+      fetch/api fetch/data-urls/resources
       html/webappapis/structured-clone html/webappapis/atob html/webappapis/timers)
 STAMP="$SHA256 ${DIRS[*]}"
 
@@ -19,11 +21,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 curl -fsSL --retry 3 -o "$work/$TARBALL" "$URL"
 echo "$SHA256  $work/$TARBALL" | sha256sum -c --quiet
-prefix="node-v${VERSION}/test/fixtures/wpt"
-members=("$prefix/versions.json" "$prefix/LICENSE.md")
+prefix="firefox-${VERSION}/testing/web-platform/tests"
+sync="firefox-${VERSION}/testing/web-platform/meta/mozilla-sync"
+members=("$sync")
 for dir in "${DIRS[@]}"; do members+=("$prefix/$dir"); done
-tar -xJf "$work/$TARBALL" -C "$work" "${members[@]}"
+xz -dc -T0 "$work/$TARBALL" | tar -x -C "$work" "${members[@]}"
 rm -rf upstream
 mv "$work/$prefix" upstream
+mv "$work/$sync" upstream/mozilla-sync
 echo "$STAMP" > upstream/.complete
-echo "web-platform-tests from Node.js ${VERSION} (Debian source) in tests/wpt/upstream"
+echo "web-platform-tests from Firefox ESR ${VERSION} (Debian source) in tests/wpt/upstream"

@@ -9,11 +9,15 @@ const TEST_URL = __TEST_URL__;
 const FILE_TIMEOUT_MS = 30_000;
 
 async function run(evaluate) {
-  // What a test page has and a function does not: its location, and fetch relative to it.
-  globalThis.location = new URL(TEST_URL);
-  const fetchAbsolute = globalThis.fetch;
-  globalThis.fetch = (input, init) =>
-    fetchAbsolute(typeof input === "string" ? new URL(input, TEST_URL).href : input, init);
+  // A test runs in a worker located at TEST_URL: functions-host gives the test function that
+  // location (Settings.location). workerd has no base URL; there only `location` and `fetch` of
+  // a relative URL are emulated.
+  if (globalThis.location === undefined) {
+    globalThis.location = new URL(TEST_URL);
+    const fetchAbsolute = globalThis.fetch;
+    globalThis.fetch = (input, init) =>
+      fetchAbsolute(typeof input === "string" ? new URL(input, TEST_URL).href : input, init);
+  }
 
   // What WPT's generated wrapper of an .any.js test defines in a worker.
   globalThis.GLOBAL = { isWindow: () => false, isWorker: () => true, isShadowRealm: () => false };

@@ -37,6 +37,10 @@ const DIRECTORIES: &[&str] = &[
     "html/webappapis/atob",
     "html/webappapis/timers",
     "dom/abort",
+    "fetch/api/headers",
+    "fetch/api/request",
+    "fetch/api/response",
+    "fetch/api/body",
 ];
 
 /// testharness.js status of a passing subtest.
@@ -216,7 +220,7 @@ fn test_files(root: &Path, directory: &str, filter: Option<&str>) -> Vec<String>
                 if path.file_name().is_some_and(|n| n != "resources") {
                     pending.push(path);
                 }
-            } else if path.to_string_lossy().ends_with(".any.js") {
+            } else if path.to_string_lossy().ends_with(".any.js") && runs_in_workers(&path) {
                 let relative = path
                     .strip_prefix(root)
                     .unwrap()
@@ -232,6 +236,23 @@ fn test_files(root: &Path, directory: &str, filter: Option<&str>) -> Vec<String>
     files
 }
 
+/// Whether WPT runs the test file at `path` in a worker, the kind of global scope a function has:
+/// files without `META: global` run in a window and a dedicated worker; the others name theirs.
+fn runs_in_workers(path: &Path) -> bool {
+    let source = std::fs::read_to_string(path).unwrap_or_default();
+    source
+        .lines()
+        .find_map(|line| line.strip_prefix("// META: global="))
+        .is_none_or(|globals| {
+            globals.split(',').any(|global| {
+                matches!(
+                    global.trim(),
+                    "worker" | "dedicatedworker" | "sharedworker" | "serviceworker"
+                )
+            })
+        })
+}
+
 /// The function that runs the test at `relative` (a path under `root`).
 fn test_function(root: &Path, relative: &str, harness: &str, server: &str) -> Function {
     let entry = test_module(root, relative, harness, server);
@@ -242,6 +263,8 @@ fn test_function(root: &Path, relative: &str, harness: &str, server: &str) -> Fu
         BTreeMap::from([("index.js".to_owned(), Module::javascript(entry))]),
         Settings {
             allow_net: vec![server.to_owned()],
+            // A test runs in a worker whose location is the test file's URL.
+            location: Some(test_url(server, relative).parse().unwrap()),
             ..Settings::default()
         },
     )
@@ -282,8 +305,13 @@ fn test_module(root: &Path, relative: &str, harness: &str, server: &str) -> Stri
         .replace("__SCRIPT__", &serde_json::to_string(&script).unwrap())
         .replace(
             "__TEST_URL__",
-            &serde_json::to_string(&format!("http://{server}/{relative}")).unwrap(),
+            &serde_json::to_string(&test_url(server, relative)).unwrap(),
         )
+}
+
+/// Where the test at `relative` lives on the runner's file server.
+fn test_url(server: &str, relative: &str) -> String {
+    format!("http://{server}/{relative}")
 }
 
 /// (subtest name, passed) of one test file; a file that failed as a whole counts as one subtest.

@@ -27,6 +27,8 @@ pub fn function_of(deployment: &Deployment) -> Function {
             env: deployment.env.clone(),
             isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
             allow_net: deployment.allow_net.clone(),
+            // Deployed functions have no `location`, as in Workers and Deno Deploy.
+            location: None,
         },
     )
 }
