@@ -66,6 +66,12 @@ pub struct ConsoleOutput {
 
 impl ConsoleOutput {
     fn push(&mut self, level: LogLevel, message: &str) {
+        self.push_at(SystemTime::now(), level, message);
+    }
+
+    /// Adds a line written at `timestamp` (its trailing newline dropped), unless the output is
+    /// full ([`MAX_OUTPUT_BYTES`]), in which case it is counted as dropped.
+    pub fn push_at(&mut self, timestamp: SystemTime, level: LogLevel, message: &str) {
         let message = message.strip_suffix('\n').unwrap_or(message);
         if self.bytes + message.len() > MAX_OUTPUT_BYTES {
             self.dropped += 1;
@@ -73,7 +79,7 @@ impl ConsoleOutput {
         }
         self.bytes += message.len();
         self.lines.push(LogLine {
-            timestamp: SystemTime::now(),
+            timestamp,
             level,
             message: message.to_owned(),
         });

@@ -1,6 +1,8 @@
 //! The embedding API: an [`Engine`] runs [`Function`]s on its worker threads.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
 use std::task::Context;
 use std::task::Poll;
 
@@ -15,6 +17,9 @@ use crate::error::InvokeError;
 use crate::function::Function;
 use crate::pool::Pool;
 use crate::pool::Task;
+use crate::wasm::WasmEngine;
+use crate::wasm::WasmModule;
+use crate::wasm::WasmStats;
 
 /// How an [`Engine`] is set up.
 #[derive(Clone, Debug)]
@@ -112,6 +117,8 @@ impl Future for AfterResponse {
 /// invocations already queued.
 pub struct Engine {
     pool: Pool,
+    /// The wasmtime engine, created when the first WebAssembly function is compiled or loaded.
+    wasm: Arc<OnceLock<WasmEngine>>,
 }
 
 impl Engine {
@@ -120,9 +127,54 @@ impl Engine {
         let snapshot = config
             .use_snapshot
             .then_some(functions_snapshots::BASE_SNAPSHOT);
+        let wasm = Arc::new(OnceLock::new());
         Self {
-            pool: Pool::new(config.workers, snapshot),
+            pool: Pool::new(config.workers, snapshot, wasm.clone()),
+            wasm,
         }
+    }
+
+    fn wasm(&self) -> &WasmEngine {
+        self.wasm.get_or_init(WasmEngine::new)
+    }
+
+    /// Compiles a WebAssembly binary (a WASI preview 1 command module or a WASI 0.2
+    /// `wasi:cli/command` component) for [`Function::wasm`], checking that its imports are WASI's.
+    /// Compiling takes a while for large binaries; it runs on a thread of its own.
+    pub async fn compile_wasm(&self, wasm: impl Into<Arc<[u8]>>) -> Result<WasmModule, CompileError> {
+        let wasm = wasm.into();
+        let engines = self.wasm.clone();
+        let (reply, result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("functions-wasm-compile".into())
+            .spawn(move || {
+                let _ = reply.send(engines.get_or_init(WasmEngine::new).compile(wasm));
+            })
+            .expect("spawning a compile thread");
+        result.await.unwrap_or_else(|_| {
+            Err(CompileError {
+                message: "the compiler thread failed".into(),
+                file: String::new(),
+                line: 0,
+                column: 0,
+            })
+        })
+    }
+
+    /// A stored WebAssembly function's code: `artifact` (from [`WasmModule::artifact`]) is loaded
+    /// as it is when this engine made it, so nothing is compiled; otherwise `wasm` is compiled
+    /// again (see [`WasmModule::artifact`] for the artifact to store then).
+    pub fn load_wasm(
+        &self,
+        wasm: impl Into<Arc<[u8]>>,
+        artifact: &[u8],
+    ) -> Result<WasmModule, CompileError> {
+        self.wasm().load(wasm.into(), artifact)
+    }
+
+    /// How many WebAssembly binaries this engine compiled, and how many it loaded precompiled.
+    pub fn wasm_stats(&self) -> WasmStats {
+        self.wasm.get().map(WasmEngine::stats).unwrap_or_default()
     }
 
     /// The number of worker threads.
@@ -132,6 +184,10 @@ impl Engine {
 
     /// Compiles and links the function's module without running it: what a deploy checks.
     pub async fn check(&self, function: &Function) -> Result<(), CompileError> {
+        if function.wasm_module().is_some() {
+            // Compiled and checked already, by `compile_wasm` or `load_wasm`.
+            return Ok(());
+        }
         let (reply, result) = oneshot::channel();
         let task = Task::Check {
             function: function.clone(),

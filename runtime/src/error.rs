@@ -32,6 +32,32 @@ pub enum InvokeError {
     /// The function's module failed to compile or link.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// A WebAssembly guest exited with a status other than 0.
+    #[error("the function exited with status {code}{}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    Exited {
+        /// The exit status.
+        code: i32,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+    /// The function ran past its time limit and was stopped.
+    #[error("the function ran past its time limit of {} ms and was stopped", limit.as_millis())]
+    TimeLimit {
+        /// The limit it ran past.
+        limit: std::time::Duration,
+    },
+    /// The function needed more memory than its limit allows and was stopped.
+    #[error("the function ran out of memory: it may use at most {limit} bytes")]
+    MemoryLimit {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// The function's response body is over the size limit.
+    #[error("the function's output is larger than the limit of {limit} bytes")]
+    OutputTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The engine's workers are gone (the engine was dropped or a worker died).
     #[error("the engine is not running")]
     EngineStopped,

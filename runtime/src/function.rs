@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use deno_core::ModuleSpecifier;
 use functions_ext::fetch::NetAccess;
 
 use crate::module::Module;
+use crate::wasm::Executor;
+use crate::wasm::WasmModule;
 
 /// How invocations of a function share isolates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -50,6 +53,32 @@ pub struct Settings {
     /// `Request` and `Response.redirect` resolve against it, and `location` reflects it. `None`
     /// (the default, and what deployed functions get): no `location`, as in Workers.
     pub location: Option<ModuleSpecifier>,
+    /// What one invocation may use.
+    pub limits: Limits,
+    /// How a WebAssembly guest's stdout becomes the response (unused by JavaScript).
+    pub executor: Executor,
+}
+
+/// What one invocation may use before it is stopped. Enforced for WebAssembly guests (epoch
+/// interruption, a store limiter, the stdout pipe's capacity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time (default 1 s).
+    pub cpu_time: Duration,
+    /// Wall-clock time, including time spent waiting (default 30 s).
+    pub wall_clock: Duration,
+    /// Memory: a guest's linear memory (default 128 MiB).
+    pub memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cpu_time: Duration::from_secs(1),
+            wall_clock: Duration::from_secs(30),
+            memory_bytes: 128 * 1024 * 1024,
+        }
+    }
 }
 
 /// A deployable function: ES modules (compiled, see [`Module`]) of which one, the entry, has
@@ -68,6 +97,8 @@ pub(crate) struct FunctionInner {
     pub settings: Settings,
     /// `settings.allow_net` as isolates install it, built once.
     pub net: Result<NetAccess, String>,
+    /// The compiled code of a WebAssembly function (which has no `modules` then).
+    pub wasm: Option<WasmModule>,
 }
 
 impl Function {
@@ -105,6 +136,23 @@ impl Function {
             modules,
             net: NetAccess::new(&settings.allow_net),
             settings,
+            wasm: None,
+        }))
+    }
+
+    /// A WebAssembly function: `module` compiled by [`crate::Engine::compile_wasm`] (or loaded
+    /// by [`crate::Engine::load_wasm`]) of the engine that runs it.
+    pub fn wasm(name: &str, version: u64, module: WasmModule, settings: Settings) -> Self {
+        let root = root_of(name);
+        Self(Arc::new(FunctionInner {
+            name: name.to_owned(),
+            version,
+            specifier: root.join("main.wasm").unwrap(),
+            root,
+            modules: BTreeMap::new(),
+            net: NetAccess::new(&settings.allow_net),
+            settings,
+            wasm: Some(module),
         }))
     }
 
@@ -126,6 +174,11 @@ impl Function {
     /// Its env, isolation and permissions.
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Its compiled WebAssembly, when it is a WebAssembly function.
+    pub fn wasm_module(&self) -> Option<&WasmModule> {
+        self.0.wasm.as_ref()
     }
 
     /// Its modules, by path.

@@ -41,6 +41,19 @@ const ENTRY_CANDIDATES: &[&str] = &[
 /// A function's source files read from `path`: the file itself, or every module file (`.js`,
 /// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`) under the directory, skipping hidden entries
 /// and `node_modules`. Returns the entry's path and the files by their path relative to `path`.
+/// A `.wasm` file as a manifest carries it: its name, and its bytes in base64.
+fn wasm_file(path: &Path) -> anyhow::Result<(String, BTreeMap<String, String>)> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_owned();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok((name.clone(), BTreeMap::from([(name, encoded)])))
+}
+
 pub fn source_files(
     path: &Path,
     entry: Option<&str>,
@@ -129,11 +142,21 @@ pub struct DeployArgs {
     /// `invocation` (a fresh isolate per call, the default) or `function` (one warm isolate).
     #[arg(long)]
     isolation: Option<String>,
+    /// WebAssembly: `command` (stdout is the body, the default) or `wagi` (stdout starts with
+    /// CGI headers).
+    #[arg(long)]
+    executor: Option<String>,
 }
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
 pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
-    let (entry, files) = source_files(&args.path, args.entry.as_deref())?;
+    let wasm = args.lang.as_deref() == Some("wasm")
+        || args.path.extension().is_some_and(|ext| ext == "wasm");
+    let (entry, files) = if wasm {
+        wasm_file(&args.path)?
+    } else {
+        source_files(&args.path, args.entry.as_deref())?
+    };
     let name = match &args.name {
         Some(name) => name.clone(),
         None => default_name(&args.path)?,
@@ -152,6 +175,12 @@ pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
     }
     if let Some(isolation) = &args.isolation {
         manifest["isolation"] = isolation.as_str().into();
+    }
+    if wasm {
+        manifest["language"] = "wasm".into();
+    }
+    if let Some(executor) = &args.executor {
+        manifest["executor"] = executor.as_str().into();
     }
     let body = serde_json::to_vec(&manifest)?;
     let reply = Client::new(server).expect(

@@ -1,18 +1,23 @@
 //! What a `PUT /api/functions/{name}` body means: a single source file or a JSON manifest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use serde::Deserialize;
 
 use functions_runtime::CompileError;
 
 use crate::store::NewDeployment;
+use crate::store::StoredWasm;
 
 /// Languages a deploy may name, and whether this server runs them yet.
 const LANGUAGES: &[(&str, &[&str], bool)] = &[
     ("javascript", &["javascript", "js", "mjs", "jsx"], true),
     ("typescript", &["typescript", "ts", "tsx", "mts"], true),
-    ("wasm", &["wasm", "webassembly"], false),
+    ("wasm", &["wasm", "webassembly"], true),
     ("python", &["python", "py"], false),
 ];
 
@@ -49,6 +54,8 @@ pub struct Manifest {
     pub bindings: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub limits: BTreeMap<String, serde_json::Value>,
+    /// How a WebAssembly guest's stdout becomes the response: `command` (default) or `wagi`.
+    pub executor: Option<String>,
 }
 
 /// What the request said besides its body.
@@ -60,6 +67,8 @@ pub struct DeployHints<'a> {
     pub entry: Option<&'a str>,
     /// `?isolation=`
     pub isolation: Option<&'a str>,
+    /// `?executor=` (WebAssembly)
+    pub executor: Option<&'a str>,
     /// The `Content-Type` header.
     pub content_type: Option<&'a str>,
 }
@@ -201,6 +210,12 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             "empty body: send the function's source, or a JSON manifest",
         ));
     }
+    let raw_wasm = !is_manifest(hints)
+        && (named_language(None, hints)? == Some(("wasm", true))
+            || hints.entry.and_then(extension) == Some("wasm"));
+    if raw_wasm {
+        return wasm_deployment(name, hints.executor, None, BTreeMap::new(), body.to_vec());
+    }
     let manifest = if is_manifest(hints) {
         serde_json::from_slice::<Manifest>(body)
             .map_err(|err| bad(format!("invalid manifest: {err}")))?
@@ -252,6 +267,21 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             language.0
         )));
     }
+    if language.0 == "wasm" {
+        if manifest.files.len() > 1 {
+            return Err(bad("a WebAssembly function is one .wasm file"));
+        }
+        let binary = BASE64.decode(source.trim()).map_err(|err| {
+            bad(format!(
+                "the WebAssembly file {entry:?} is not base64 (a manifest carries binaries as base64): {err}"
+            ))
+        })?;
+        let executor = manifest.executor.as_deref().or(hints.executor);
+        return wasm_deployment(name, executor, Some(entry), manifest.env, binary);
+    }
+    if manifest.executor.is_some() || hints.executor.is_some() {
+        return Err(bad("\"executor\" applies to WebAssembly functions only"));
+    }
 
     let isolation = manifest
         .isolation
@@ -281,6 +311,43 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
         env: manifest.env,
         isolation: isolation.to_owned(),
         allow_net: manifest.allow_net,
+        wasm: None,
+        executor: "command".to_owned(),
+    })
+}
+
+/// A WebAssembly deploy, its binary still to be compiled (its artifact is empty until then).
+fn wasm_deployment(
+    name: &str,
+    executor: Option<&str>,
+    entry: Option<String>,
+    env: BTreeMap<String, String>,
+    binary: Vec<u8>,
+) -> Result<NewDeployment, DeployError> {
+    let executor = executor.unwrap_or("command");
+    if functions_runtime::Executor::parse(executor).is_none() {
+        return Err(bad(format!(
+            "invalid executor {executor:?}: use \"command\" or \"wagi\""
+        )));
+    }
+    if functions_runtime::WasmKind::of(&binary).is_none() {
+        return Err(bad(
+            "not a WebAssembly binary (it does not start with \\0asm): send the compiled .wasm",
+        ));
+    }
+    Ok(NewDeployment {
+        name: name.to_owned(),
+        language: "wasm".to_owned(),
+        entry: entry.unwrap_or_else(|| "main.wasm".to_owned()),
+        modules: BTreeMap::new(),
+        env,
+        isolation: "invocation".to_owned(),
+        allow_net: Vec::new(),
+        wasm: Some(StoredWasm {
+            binary: binary.into(),
+            artifact: Arc::from([]),
+        }),
+        executor: executor.to_owned(),
     })
 }
 
@@ -323,7 +390,21 @@ mod tests {
             parse("f", &hints, b"x")
                 .unwrap_err()
                 .to_string()
-                .contains("not supported")
+                .contains("not a WebAssembly binary")
+        );
+        let d = parse("f", &hints, b"\0asm\x01\0\0\0").unwrap();
+        assert_eq!((d.language.as_str(), d.executor.as_str()), ("wasm", "command"));
+        assert_eq!(&*d.wasm.unwrap().binary, b"\0asm\x01\0\0\0");
+        let hints = DeployHints {
+            content_type: Some("application/wasm"),
+            executor: Some("cgi"),
+            ..DeployHints::default()
+        };
+        assert!(
+            parse("f", &hints, b"\0asm\x01\0\0\0")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid executor")
         );
         let hints = DeployHints {
             lang: Some("cobol"),

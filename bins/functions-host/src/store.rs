@@ -2,6 +2,7 @@
 //! current version in one transaction, and each function's logs are capped, oldest out first.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -63,8 +64,26 @@ CREATE TABLE IF NOT EXISTS modules (
 /// those applied.
 /// Version 1 stored one JavaScript file per version in `versions.source`; since version 2 the
 /// compiled modules are in `modules` (a version without rows there is still that one file).
-const MIGRATIONS: &[&str] =
-    &["ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'"];
+/// Version 3 adds WebAssembly functions: the binary and its compiled artifact per version.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE versions ADD COLUMN executor TEXT NOT NULL DEFAULT 'command';
+     CREATE TABLE wasm (
+       name TEXT NOT NULL,
+       version INTEGER NOT NULL,
+       binary BLOB NOT NULL,
+       artifact BLOB NOT NULL,
+       PRIMARY KEY (name, version)
+     );",
+];
+
+/// A WebAssembly function's code as stored: the binary as deployed, and the engine's compiled
+/// artifact of it (loaded at startup instead of compiling again).
+#[derive(Clone, Debug)]
+pub struct StoredWasm {
+    pub binary: Arc<[u8]>,
+    pub artifact: Arc<[u8]>,
+}
 
 /// What a deploy stores; the store assigns the version.
 #[derive(Clone, Debug)]
@@ -77,6 +96,10 @@ pub struct NewDeployment {
     pub env: BTreeMap<String, String>,
     pub isolation: String,
     pub allow_net: Vec<String>,
+    /// A WebAssembly function's code (it has no `modules` then).
+    pub wasm: Option<StoredWasm>,
+    /// How a WebAssembly guest's stdout becomes the response: `command` or `wagi`.
+    pub executor: String,
 }
 
 /// One stored version of a function.
@@ -90,6 +113,10 @@ pub struct Deployment {
     pub env: BTreeMap<String, String>,
     pub isolation: String,
     pub allow_net: Vec<String>,
+    /// A WebAssembly function's code (it has no `modules` then).
+    pub wasm: Option<StoredWasm>,
+    /// How a WebAssembly guest's stdout becomes the response: `command` or `wagi`.
+    pub executor: String,
     /// When this version was deployed (Unix milliseconds).
     pub deployed_at: i64,
     /// When the function was first deployed (Unix milliseconds).
@@ -181,10 +208,16 @@ impl Store {
             |row| row.get(0),
         )?;
         tx.execute(
-      "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-      params![new.name, version, new.language, new.entry, entry_source, env, new.isolation, allow_net, now],
+      "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net, executor, created_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+      params![new.name, version, new.language, new.entry, entry_source, env, new.isolation, allow_net, new.executor, now],
     )?;
+        if let Some(wasm) = &new.wasm {
+            tx.execute(
+                "INSERT INTO wasm (name, version, binary, artifact) VALUES (?1, ?2, ?3, ?4)",
+                params![new.name, version, &*wasm.binary, &*wasm.artifact],
+            )?;
+        }
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO modules (name, version, path, kind, code, source_map, source)
@@ -228,6 +261,8 @@ impl Store {
             env: new.env,
             isolation: new.isolation,
             allow_net: new.allow_net,
+            wasm: new.wasm,
+            executor: new.executor,
             deployed_at: now,
             created_at,
         })
@@ -247,8 +282,9 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
       "SELECT v.name, v.version, v.language, v.entry, v.source, v.env, v.isolation, v.allow_net,
-              v.created_at, f.created_at
+              v.created_at, f.created_at, v.executor, w.binary, w.artifact
        FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
+       LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
        WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name",
     )?;
         let rows = stmt.query_map([name], |row| {
@@ -256,12 +292,24 @@ impl Store {
             let allow_net: String = row.get(7)?;
             let entry: String = row.get(3)?;
             let source: String = row.get(4)?;
+            let binary: Option<Vec<u8>> = row.get(11)?;
+            let artifact: Option<Vec<u8>> = row.get(12)?;
+            let wasm = binary.zip(artifact).map(|(binary, artifact)| StoredWasm {
+                binary: binary.into(),
+                artifact: artifact.into(),
+            });
             Ok(Deployment {
                 name: row.get(0)?,
                 version: row.get(1)?,
                 language: row.get(2)?,
                 // Filled in below; a version stored before modules were is its entry alone.
-                modules: BTreeMap::from([(entry.clone(), Module::javascript(source))]),
+                modules: if wasm.is_some() {
+                    BTreeMap::new()
+                } else {
+                    BTreeMap::from([(entry.clone(), Module::javascript(source))])
+                },
+                wasm,
+                executor: row.get(10)?,
                 entry,
                 env: serde_json::from_str(&env).unwrap_or_default(),
                 isolation: row.get(6)?,
@@ -287,6 +335,7 @@ impl Store {
         let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0;
         tx.execute("DELETE FROM versions WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM modules WHERE name = ?1", [name])?;
+        tx.execute("DELETE FROM wasm WHERE name = ?1", [name])?;
         tx.execute("DELETE FROM logs WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(deleted)
@@ -418,6 +467,8 @@ mod tests {
             modules: BTreeMap::from([("index.js".into(), Module::javascript(source))]),
             env: BTreeMap::from([("K".into(), "V".into())]),
             isolation: "invocation".into(),
+            wasm: None,
+            executor: "command".into(),
             allow_net: vec!["example.com".into()],
         }
     }

@@ -1,6 +1,7 @@
 //! The management API under `/api/functions`: deploy, list, get, delete, logs.
 
 use functions_runtime::CompileError;
+use functions_runtime::Function;
 use http::Request;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -13,6 +14,7 @@ use super::HttpResponse;
 use super::error::json;
 use super::read_body;
 use super::registry::function_of;
+use super::registry::settings_of;
 use crate::deploy;
 use crate::deploy::DeployError;
 use crate::deploy::DeployHints;
@@ -61,6 +63,7 @@ pub async fn deploy(
         lang: query_param(query, "lang"),
         entry: query_param(query, "entry"),
         isolation: query_param(query, "isolation"),
+        executor: query_param(query, "executor"),
         content_type: parts
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -75,6 +78,7 @@ pub async fn deploy(
     )?;
 
     // Compile and link before anything is stored: bad code never replaces good code.
+    let mut new = new;
     let candidate = Deployment {
         name: new.name.clone(),
         version: 0,
@@ -84,15 +88,44 @@ pub async fn deploy(
         env: new.env.clone(),
         isolation: new.isolation.clone(),
         allow_net: new.allow_net.clone(),
+        wasm: None,
+        executor: new.executor.clone(),
         deployed_at: 0,
         created_at: 0,
     };
-    if let Err(err) = state.engine.check(&function_of(&candidate)).await {
-        return Err(compile_error(name, err));
-    }
+    let compiled = match &mut new.wasm {
+        Some(wasm) => {
+            let module = state
+                .engine
+                .compile_wasm(wasm.binary.clone())
+                .await
+                .map_err(|err| compile_error(name, err))?;
+            wasm.artifact = module.artifact().clone();
+            Some(module)
+        }
+        None => {
+            let function = function_of(&candidate, &state.engine)
+                .map_err(|err| compile_error(name, err))?;
+            if let Err(err) = state.engine.check(&function).await {
+                return Err(compile_error(name, err));
+            }
+            None
+        }
+    };
     let deployment =
         tokio::task::block_in_place(|| state.store.deploy(new)).map_err(ApiError::internal)?;
-    state.registry.install(&deployment);
+    let settings = settings_of(&deployment);
+    let function = match compiled {
+        Some(module) => Function::wasm(&deployment.name, deployment.version, module, settings),
+        None => Function::new(
+            &deployment.name,
+            deployment.version,
+            &deployment.entry,
+            deployment.modules.clone(),
+            settings,
+        ),
+    };
+    state.registry.install(function);
     Ok(json(StatusCode::CREATED, &summary(state, &deployment)))
 }
 
@@ -131,6 +164,17 @@ pub fn get(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
         .collect::<Vec<_>>()
         .into();
     body["allow_net"] = deployment.allow_net.clone().into();
+    if let Some(wasm) = &deployment.wasm {
+        body["files"] = vec![deployment.entry.clone()].into();
+        body["executor"] = deployment.executor.clone().into();
+        body["wasm"] = json!({
+            "bytes": wasm.binary.len(),
+            "kind": match functions_runtime::WasmKind::of(&wasm.binary) {
+                Some(functions_runtime::WasmKind::Component) => "component",
+                _ => "module",
+            },
+        });
+    }
     body["env"] = deployment.env.keys().cloned().collect::<Vec<_>>().into();
     Ok(json(StatusCode::OK, &body))
 }

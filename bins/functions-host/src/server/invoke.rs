@@ -141,6 +141,24 @@ fn error_response(err: InvokeError) -> ApiError {
         .with("file", err.file)
         .with("line", err.line)
         .with("column", err.column),
+        err @ InvokeError::Exited { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_error",
+            err.to_string(),
+        ),
+        err @ InvokeError::TimeLimit { .. } => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "time_limit", err.to_string())
+        }
+        err @ InvokeError::MemoryLimit { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "memory_limit",
+            err.to_string(),
+        ),
+        err @ InvokeError::OutputTooLarge { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "output_too_large",
+            err.to_string(),
+        ),
         err @ InvokeError::EngineStopped => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -55,13 +55,19 @@ type HttpResponse = Response<body::Body>;
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir, config.log_cap_bytes)?;
     let registry = Registry::default();
-    for deployment in store.current_deployments()? {
-        registry.install(&deployment);
-    }
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: config.workers,
         ..Default::default()
     });
+    for deployment in store.current_deployments()? {
+        match registry::function_of(&deployment, &engine) {
+            Ok(function) => registry.install(function),
+            Err(err) => eprintln!(
+                "functions-host: {} version {} cannot be loaded: {err}",
+                deployment.name, deployment.version
+            ),
+        }
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let listen = listener.local_addr()?;
     let state = Arc::new(AppState {
@@ -131,7 +137,13 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
         ["healthz"] => Ok(error::json(
             StatusCode::OK,
-            &serde_json::json!({ "status": "ok" }),
+            &serde_json::json!({
+                "status": "ok",
+                "wasm": {
+                    "compiled": state.engine.wasm_stats().compiled,
+                    "loaded": state.engine.wasm_stats().loaded,
+                },
+            }),
         )),
         ["api", "functions"] => match method {
             Method::GET => api::list(state),

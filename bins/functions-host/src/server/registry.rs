@@ -3,8 +3,12 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use functions_runtime::CompileError;
+use functions_runtime::Engine;
+use functions_runtime::Executor;
 use functions_runtime::Function;
 use functions_runtime::Isolation;
+use functions_runtime::Limits;
 use functions_runtime::Settings;
 
 use crate::store::Deployment;
@@ -16,32 +20,48 @@ pub struct Registry {
     functions: RwLock<HashMap<String, Function>>,
 }
 
-/// The runnable form of a stored deployment (its modules are compiled already).
-pub fn function_of(deployment: &Deployment) -> Function {
-    Function::new(
-        &deployment.name,
-        deployment.version,
-        &deployment.entry,
-        deployment.modules.clone(),
-        Settings {
-            env: deployment.env.clone(),
-            isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
-            allow_net: deployment.allow_net.clone(),
-            // Deployed functions have no `location`, as in Workers and Deno Deploy.
-            location: None,
-        },
-    )
+/// How a stored deployment runs.
+pub fn settings_of(deployment: &Deployment) -> Settings {
+    Settings {
+        env: deployment.env.clone(),
+        isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
+        allow_net: deployment.allow_net.clone(),
+        // Deployed functions have no `location`, as in Workers and Deno Deploy.
+        location: None,
+        limits: Limits::default(),
+        executor: Executor::parse(&deployment.executor).unwrap_or_default(),
+    }
+}
+
+/// The runnable form of a stored deployment. JavaScript modules are compiled already; a
+/// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
+/// load it).
+pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Function, CompileError> {
+    let settings = settings_of(deployment);
+    Ok(match &deployment.wasm {
+        Some(wasm) => {
+            let module = engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?;
+            Function::wasm(&deployment.name, deployment.version, module, settings)
+        }
+        None => Function::new(
+            &deployment.name,
+            deployment.version,
+            &deployment.entry,
+            deployment.modules.clone(),
+            settings,
+        ),
+    })
 }
 
 impl Registry {
-    /// Makes `deployment` current unless a newer version already is.
-    pub fn install(&self, deployment: &Deployment) {
+    /// Makes `function` current unless a newer version already is.
+    pub fn install(&self, function: Function) {
         let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
         let newer_installed = functions
-            .get(&deployment.name)
-            .is_some_and(|f| f.version() > deployment.version);
+            .get(function.name())
+            .is_some_and(|f| f.version() > function.version());
         if !newer_installed {
-            functions.insert(deployment.name.clone(), function_of(deployment));
+            functions.insert(function.name().to_owned(), function);
         }
     }
 
