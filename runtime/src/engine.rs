@@ -141,7 +141,10 @@ impl Engine {
     /// Compiles a WebAssembly binary (a WASI preview 1 command module or a WASI 0.2
     /// `wasi:cli/command` component) for [`Function::wasm`], checking that its imports are WASI's.
     /// Compiling takes a while for large binaries; it runs on a thread of its own.
-    pub async fn compile_wasm(&self, wasm: impl Into<Arc<[u8]>>) -> Result<WasmModule, CompileError> {
+    pub async fn compile_wasm(
+        &self,
+        wasm: impl Into<Arc<[u8]>>,
+    ) -> Result<WasmModule, CompileError> {
         let wasm = wasm.into();
         let engines = self.wasm.clone();
         let (reply, result) = oneshot::channel();
@@ -170,6 +173,14 @@ impl Engine {
         artifact: &[u8],
     ) -> Result<WasmModule, CompileError> {
         self.wasm().load(wasm.into(), artifact)
+    }
+
+    /// Runs one invocation of a WebAssembly function on the calling thread instead of a worker:
+    /// for embedders that schedule their own threads. The thread must not be running a tokio
+    /// runtime (WASI's blocking calls would start one). `None` for a JavaScript function.
+    pub fn invoke_wasm_blocking(&self, function: &Function, request: Request) -> Option<Outcome> {
+        let module = function.wasm_module()?;
+        Some(self.wasm().invoke(function, module, request))
     }
 
     /// How many WebAssembly binaries this engine compiled, and how many it loaded precompiled.

@@ -109,7 +109,10 @@ async fn wagi_output_sets_the_status_and_headers() {
     let engine = engine();
     let output = "Status: 404 Not Found\nContent-Type: text/html\n\n<p>gone</p>";
     let guest = wasi_module(
-        &format!("(call $out (i32.const 1) (i32.const 16) (i32.const {}))", output.len()),
+        &format!(
+            "(call $out (i32.const 1) (i32.const 16) (i32.const {}))",
+            output.len()
+        ),
         &format!("(data (i32.const 16) {output:?})"),
     );
     let settings = Settings {
@@ -146,7 +149,10 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_time_limit() {
     assert_eq!(text(&greeted.result.unwrap()), "Hello, x");
     // The worker that stopped the loop serves the next invocation normally.
     for _ in 0..engine.workers() {
-        assert_eq!(text(&invoke(&engine, &hello, "y").await.result.unwrap()), "Hello, y");
+        assert_eq!(
+            text(&invoke(&engine, &hello, "y").await.result.unwrap()),
+            "Hello, y"
+        );
     }
 }
 
@@ -203,8 +209,10 @@ async fn binaries_that_are_not_wasi_commands_do_not_compile() {
         (b"not wasm at all".to_vec(), "not a WebAssembly binary"),
         (b"\0asm\x01\0\0\0\x01\x02".to_vec(), "invalid WebAssembly"),
         (
-            wat::parse_str(r#"(module (import "env" "host_thing" (func)) (func (export "_start")))"#)
-                .unwrap(),
+            wat::parse_str(
+                r#"(module (import "env" "host_thing" (func)) (func (export "_start")))"#,
+            )
+            .unwrap(),
             "not a WASI preview 1 command",
         ),
         (
@@ -231,12 +239,20 @@ async fn a_stored_artifact_loads_without_compiling() {
     let loaded = other
         .load_wasm(compiled.wasm().clone(), compiled.artifact())
         .unwrap();
-    assert_eq!((other.wasm_stats().compiled, other.wasm_stats().loaded), (0, 1));
+    assert_eq!(
+        (other.wasm_stats().compiled, other.wasm_stats().loaded),
+        (0, 1)
+    );
     let f = Function::wasm("guest", 1, loaded, Settings::default());
-    assert_eq!(text(&invoke(&other, &f, "again").await.result.unwrap()), "Hello, again");
+    assert_eq!(
+        text(&invoke(&other, &f, "again").await.result.unwrap()),
+        "Hello, again"
+    );
 
     // An artifact this engine cannot use is compiled again from the binary.
-    let reloaded = other.load_wasm(compiled.wasm().clone(), b"garbage").unwrap();
+    let reloaded = other
+        .load_wasm(compiled.wasm().clone(), b"garbage")
+        .unwrap();
     assert_eq!(other.wasm_stats().compiled, 1);
     assert_eq!(reloaded.artifact().len(), compiled.artifact().len());
 }

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
 
 /// `tests/fixtures/`: functions in each language.
 pub fn fixtures() -> PathBuf {

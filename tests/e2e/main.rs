@@ -4,6 +4,7 @@
 mod apps;
 mod harness;
 mod typescript;
+mod wasm;
 
 use std::sync::mpsc;
 use std::time::Duration;

@@ -11,6 +11,8 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::client::Client;
+use crate::toolchain;
+use crate::toolchain::GuestLanguage;
 
 /// How often `logs --follow` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -42,16 +44,13 @@ const ENTRY_CANDIDATES: &[&str] = &[
 /// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`) under the directory, skipping hidden entries
 /// and `node_modules`. Returns the entry's path and the files by their path relative to `path`.
 /// A `.wasm` file as a manifest carries it: its name, and its bytes in base64.
-fn wasm_file(path: &Path) -> anyhow::Result<(String, BTreeMap<String, String>)> {
+fn wasm_file(name: &str, bytes: &[u8]) -> (String, BTreeMap<String, String>) {
     use base64::Engine as _;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} has no file name", path.display()))?
-        .to_owned();
     let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    Ok((name.clone(), BTreeMap::from([(name, encoded)])))
+    (
+        name.to_owned(),
+        BTreeMap::from([(name.to_owned(), encoded)]),
+    )
 }
 
 pub fn source_files(
@@ -150,10 +149,33 @@ pub struct DeployArgs {
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
 pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
-    let wasm = args.lang.as_deref() == Some("wasm")
+    let guest = GuestLanguage::of(&args.path, args.lang.as_deref());
+    let wasm = guest.is_some()
+        || args.lang.as_deref() == Some("wasm")
         || args.path.extension().is_some_and(|ext| ext == "wasm");
-    let (entry, files) = if wasm {
-        wasm_file(&args.path)?
+    let (entry, files) = if let Some(language) = guest {
+        let built = toolchain::build(language, &args.path)?;
+        eprintln!(
+            "Built {} with {} ({} bytes)",
+            args.path.display(),
+            built.toolchain,
+            built.wasm.len()
+        );
+        let stem = args
+            .path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("main");
+        wasm_file(&format!("{stem}.wasm"), &built.wasm)
+    } else if wasm {
+        let bytes = std::fs::read(&args.path)
+            .with_context(|| format!("reading {}", args.path.display()))?;
+        let name = args
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("main.wasm");
+        wasm_file(name, &bytes)
     } else {
         source_files(&args.path, args.entry.as_deref())?
     };
@@ -282,18 +304,9 @@ pub fn logs(server: &str, name: &str, follow: bool) -> anyhow::Result<()> {
 
 /// `run PATH [JSON]`: checks and runs the function once in-process; console output goes to stderr.
 pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
-    let (entry, files) = source_files(path, None)?;
     let name = default_name(path)?;
     crate::deploy::validate_name(&name)?;
     let body = payload_bytes(payload)?;
-    let modules = functions_runtime::compile_files(&name, &entry, &files)?;
-    let function = functions_runtime::Function::new(
-        &name,
-        1,
-        &entry,
-        modules,
-        functions_runtime::Settings::default(),
-    );
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: 1,
         ..Default::default()
@@ -301,6 +314,18 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let settings = functions_runtime::Settings::default();
+    let function = if path.extension().is_some_and(|ext| ext == "wasm") {
+        let binary = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let module = runtime
+            .block_on(engine.compile_wasm(binary))
+            .map_err(|err| anyhow::anyhow!("{}", err.message))?;
+        functions_runtime::Function::wasm(&name, 1, module, settings)
+    } else {
+        let (entry, files) = source_files(path, None)?;
+        let modules = functions_runtime::compile_files(&name, &entry, &files)?;
+        functions_runtime::Function::new(&name, 1, &entry, modules, settings)
+    };
     let print_logs = |lines: &[functions_runtime::LogLine]| {
         for line in lines {
             eprintln!("[{}] {}", line.level.as_str(), line.message);

@@ -393,7 +393,10 @@ mod tests {
                 .contains("not a WebAssembly binary")
         );
         let d = parse("f", &hints, b"\0asm\x01\0\0\0").unwrap();
-        assert_eq!((d.language.as_str(), d.executor.as_str()), ("wasm", "command"));
+        assert_eq!(
+            (d.language.as_str(), d.executor.as_str()),
+            ("wasm", "command")
+        );
         assert_eq!(&*d.wasm.unwrap().binary, b"\0asm\x01\0\0\0");
         let hints = DeployHints {
             content_type: Some("application/wasm"),

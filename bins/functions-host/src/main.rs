@@ -5,6 +5,7 @@ mod commands;
 mod deploy;
 mod server;
 mod store;
+mod toolchain;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,8 +2,8 @@
 //! current version in one transaction, and each function's logs are capped, oldest out first.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;

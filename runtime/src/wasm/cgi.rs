@@ -7,16 +7,25 @@ use std::collections::BTreeMap;
 use deno_core::url::Url;
 
 use crate::Request;
+use crate::Response;
+use crate::ResponseBody;
 
 /// The environment variables of one invocation: the function's own env, then CGI's
 /// `REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING` (and friends), and each request header as
 /// `HTTP_<NAME>` (upper case, `-` as `_`).
-pub(crate) fn environment(request: &Request, env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+pub(crate) fn environment(
+    request: &Request,
+    env: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let url = Url::parse(&request.url).ok();
     let path = url.as_ref().map_or("/", Url::path).to_owned();
     let query = url.as_ref().and_then(Url::query).unwrap_or("").to_owned();
-    let uri = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+    let uri = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
     vars.push(("REQUEST_METHOD".into(), request.method.clone()));
     vars.push(("PATH_INFO".into(), path));
     vars.push(("QUERY_STRING".into(), query));
@@ -35,9 +44,10 @@ pub(crate) fn environment(request: &Request, env: &BTreeMap<String, String>) -> 
 
 /// A response from WAGI output: CGI headers, a blank line, the body. `Status: 404 Not Found` sets
 /// the status, `Location` alone makes it a 302, every other header passes through.
-pub(crate) fn parse_wagi(output: &[u8]) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+pub(crate) fn parse_wagi(output: &[u8]) -> Result<Response, String> {
     let (head, body) = split_head(output).ok_or_else(|| {
-        "the function's output has no CGI header block (header lines, then an empty line)".to_owned()
+        "the function's output has no CGI header block (header lines, then an empty line)"
+            .to_owned()
     })?;
     let head = std::str::from_utf8(head).map_err(|_| "the CGI headers are not UTF-8".to_owned())?;
     let mut status = None;
@@ -61,7 +71,11 @@ pub(crate) fn parse_wagi(output: &[u8]) -> Result<(u16, Vec<(String, String)>, V
     }
     let redirect = headers.iter().any(|(name, _)| name == "location");
     let status = status.unwrap_or(if redirect { 302 } else { 200 });
-    Ok((status, headers, body.to_vec()))
+    Ok(Response {
+        status,
+        headers,
+        body: ResponseBody::Full(body.to_vec()),
+    })
 }
 
 /// The header block and the body of CGI output: split at the first empty line (`\n\n` or
@@ -69,7 +83,10 @@ pub(crate) fn parse_wagi(output: &[u8]) -> Result<(u16, Vec<(String, String)>, V
 fn split_head(output: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut start = 0;
     while start <= output.len() {
-        let end = output[start..].iter().position(|&b| b == b'\n').map(|i| start + i)?;
+        let end = output[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| start + i)?;
         let line = &output[start..end];
         if line.is_empty() || line == b"\r" {
             return Some((&output[..start], &output[end + 1..]));
@@ -106,26 +123,49 @@ mod tests {
 
     #[test]
     fn wagi_output_sets_status_headers_and_body() {
+        let parts = |output: &[u8]| {
+            let response = parse_wagi(output).unwrap();
+            let body = response.body.as_full().unwrap().to_vec();
+            (response.status, response.headers, body)
+        };
         let (status, headers, body) =
-            parse_wagi(b"Content-Type: text/html\r\nStatus: 404 Not Found\r\n\r\n<p>gone</p>\n").unwrap();
+            parts(b"Content-Type: text/html\r\nStatus: 404 Not Found\r\n\r\n<p>gone</p>\n");
         assert_eq!(status, 404);
-        assert_eq!(headers, vec![("content-type".to_owned(), "text/html".to_owned())]);
+        assert_eq!(
+            headers,
+            vec![("content-type".to_owned(), "text/html".to_owned())]
+        );
         assert_eq!(body, b"<p>gone</p>\n");
 
-        let (status, headers, body) = parse_wagi(b"Location: /elsewhere\n\n").unwrap();
+        let (status, headers, body) = parts(b"Location: /elsewhere\n\n");
         assert_eq!(status, 302);
-        assert_eq!(headers, vec![("location".to_owned(), "/elsewhere".to_owned())]);
+        assert_eq!(
+            headers,
+            vec![("location".to_owned(), "/elsewhere".to_owned())]
+        );
         assert!(body.is_empty());
 
-        let (status, _, body) = parse_wagi(b"content-type: text/plain\n\nline one\n\nline three").unwrap();
+        let (status, _, body) = parts(b"content-type: text/plain\n\nline one\n\nline three");
         assert_eq!(status, 200);
         assert_eq!(body, b"line one\n\nline three");
     }
 
     #[test]
     fn wagi_output_without_a_header_block_or_with_a_bad_status_is_an_error() {
-        assert!(parse_wagi(b"just text, no headers").unwrap_err().contains("no CGI header block"));
-        assert!(parse_wagi(b"no colon here\n\n").unwrap_err().contains("has no ':'"));
-        assert!(parse_wagi(b"Status: teapot\n\n").unwrap_err().contains("not an HTTP status"));
+        assert!(
+            parse_wagi(b"just text, no headers")
+                .unwrap_err()
+                .contains("no CGI header block")
+        );
+        assert!(
+            parse_wagi(b"no colon here\n\n")
+                .unwrap_err()
+                .contains("has no ':'")
+        );
+        assert!(
+            parse_wagi(b"Status: teapot\n\n")
+                .unwrap_err()
+                .contains("not an HTTP status")
+        );
     }
 }

@@ -256,7 +256,8 @@ impl WasmEngine {
             code,
             prepared: OnceLock::new(),
         }));
-        self.prepared(&module).map_err(|err| compile_error(err.clone()))?;
+        self.prepared(&module)
+            .map_err(|err| compile_error(err.clone()))?;
         Ok(module)
     }
 
@@ -267,15 +268,14 @@ impl WasmEngine {
         let loaded = match (kind, wasmtime::Engine::detect_precompiled(artifact)) {
             // SAFETY: the artifact is one this host serialized (it comes from the host's own
             // store), and wasmtime checks that it was made by this version and configuration.
-            (Some(WasmKind::Module), Some(wasmtime::Precompiled::Module)) => unsafe {
-                wasmtime::Module::deserialize(&self.engine, artifact).map(Code::Module)
+            (Some(WasmKind::Module), Some(wasmtime::Precompiled::Module)) => {
+                unsafe { wasmtime::Module::deserialize(&self.engine, artifact).map(Code::Module) }
+                    .ok()
             }
-            .ok(),
             // SAFETY: as above.
-            (Some(WasmKind::Component), Some(wasmtime::Precompiled::Component)) => unsafe {
-                Component::deserialize(&self.engine, artifact).map(Code::Component)
+            (Some(WasmKind::Component), Some(wasmtime::Precompiled::Component)) => {
+                unsafe { Component::deserialize(&self.engine, artifact).map(Code::Component) }.ok()
             }
-            .ok(),
             _ => None,
         };
         match (kind, loaded) {
@@ -300,10 +300,13 @@ impl WasmEngine {
             .prepared
             .get_or_init(|| match &module.0.code {
                 Code::Module(code) => {
-                    let is_command = code.get_export("_start").is_some_and(|e| e.func().is_some());
+                    let is_command = code
+                        .get_export("_start")
+                        .is_some_and(|e| e.func().is_some());
                     if !is_command {
-                        return Err("not a WASI command: the module exports no _start function"
-                            .to_owned());
+                        return Err(
+                            "not a WASI command: the module exports no _start function".to_owned()
+                        );
                     }
                     self.modules
                         .instantiate_pre(code)
@@ -419,22 +422,17 @@ impl WasmEngine {
                 limit: MAX_STDOUT_BYTES,
             });
         }
-        let (status, headers, body) = match settings.executor {
-            Executor::Command => (
-                200,
-                vec![(
+        match settings.executor {
+            Executor::Command => Ok(Response {
+                status: 200,
+                headers: vec![(
                     "content-type".to_owned(),
                     "text/plain; charset=utf-8".to_owned(),
                 )],
-                stdout.to_vec(),
-            ),
-            Executor::Wagi => cgi::parse_wagi(&stdout).map_err(|message| failed(&message))?,
-        };
-        Ok(Response {
-            status,
-            headers,
-            body: ResponseBody::Full(body.into()),
-        })
+                body: ResponseBody::Full(stdout.to_vec()),
+            }),
+            Executor::Wagi => cgi::parse_wagi(&stdout).map_err(|message| failed(&message)),
+        }
     }
 }
 
@@ -545,7 +543,10 @@ mod tests {
     #[test]
     fn a_binary_header_tells_modules_from_components() {
         assert_eq!(WasmKind::of(b"\0asm\x01\0\0\0rest"), Some(WasmKind::Module));
-        assert_eq!(WasmKind::of(b"\0asm\x0d\0\x01\0rest"), Some(WasmKind::Component));
+        assert_eq!(
+            WasmKind::of(b"\0asm\x0d\0\x01\0rest"),
+            Some(WasmKind::Component)
+        );
         assert_eq!(WasmKind::of(b"(module)"), None);
         assert_eq!(WasmKind::of(b"\0asm"), None);
     }

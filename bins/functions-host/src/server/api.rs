@@ -104,8 +104,8 @@ pub async fn deploy(
             Some(module)
         }
         None => {
-            let function = function_of(&candidate, &state.engine)
-                .map_err(|err| compile_error(name, err))?;
+            let function =
+                function_of(&candidate, &state.engine).map_err(|err| compile_error(name, err))?;
             if let Err(err) = state.engine.check(&function).await {
                 return Err(compile_error(name, err));
             }
