@@ -182,3 +182,37 @@ fn the_cli_compiles_a_source_file_with_the_local_toolchain_or_says_what_to_insta
         assert!(stderr.contains(expected), "{file}: {stderr}");
     }
 }
+
+#[test]
+fn every_example_builds_with_its_toolchain_deploys_and_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    for (name, path, lang) in [
+        ("hello-c", "examples/c/hello.c", None),
+        ("hello-rust", "examples/rust/hello.rs", None),
+        ("hello-go", "examples/go/main.go", None),
+        ("hello-zig", "examples/zig/hello.zig", None),
+        (
+            "hello-as",
+            "examples/assemblyscript/assembly/index.ts",
+            Some("assemblyscript"),
+        ),
+    ] {
+        let path = repository().join(path);
+        let mut args = vec!["deploy", path.to_str().unwrap(), "--name", name];
+        if let Some(lang) = lang {
+            args.extend(["--lang", lang]);
+        }
+        server.cli(&args);
+        let reply = server.request(
+            "POST",
+            &format!("/fn/{name}/"),
+            Some(("text/plain", b"Ada")),
+        );
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, "Hello, Ada!\n".to_owned()),
+            "{name}"
+        );
+    }
+}

@@ -315,8 +315,12 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let settings = functions_runtime::Settings::default();
-    let function = if path.extension().is_some_and(|ext| ext == "wasm") {
-        let binary = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let guest = GuestLanguage::of(path, None);
+    let function = if guest.is_some() || path.extension().is_some_and(|ext| ext == "wasm") {
+        let binary = match guest {
+            Some(language) => toolchain::build(language, path)?.wasm,
+            None => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        };
         let module = runtime
             .block_on(engine.compile_wasm(binary))
             .map_err(|err| anyhow::anyhow!("{}", err.message))?;
