@@ -216,3 +216,53 @@ fn every_example_builds_with_its_toolchain_deploys_and_answers() {
         );
     }
 }
+
+#[test]
+fn new_projects_deploy_as_they_are() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    for lang in ["c", "rust", "go", "zig", "typescript"] {
+        let name = format!("new-{lang}");
+        let output = Command::new(crate::harness::BINARY)
+            .args(["new", &name, "--lang", lang])
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            printed.contains(&format!("functions-host deploy {name}")),
+            "{printed}"
+        );
+        let project = work.path().join(&name);
+        server.cli(&["deploy", project.to_str().unwrap()]);
+        let (body, expected) = if lang == "typescript" {
+            (&br#"{"name":"Ada"}"#[..], r#"{"message":"Hello, Ada!"}"#)
+        } else {
+            (&b"Ada"[..], "Hello, Ada!\n")
+        };
+        let reply = server.request(
+            "POST",
+            &format!("/fn/{name}/"),
+            Some(("application/json", body)),
+        );
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, expected.to_owned()),
+            "{lang}"
+        );
+    }
+    // A name that is taken, or a language without a template, is refused.
+    let again = Command::new(crate::harness::BINARY)
+        .args(["new", "new-c", "--lang", "c"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}

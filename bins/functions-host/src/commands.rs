@@ -149,20 +149,23 @@ pub struct DeployArgs {
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
 pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
-    let guest = GuestLanguage::of(&args.path, args.lang.as_deref());
+    let guest = if args.path.is_dir() && args.lang.is_none() {
+        toolchain::project_entry(&args.path)
+    } else {
+        GuestLanguage::of(&args.path, args.lang.as_deref()).map(|l| (l, args.path.clone()))
+    };
     let wasm = guest.is_some()
         || args.lang.as_deref() == Some("wasm")
         || args.path.extension().is_some_and(|ext| ext == "wasm");
-    let (entry, files) = if let Some(language) = guest {
-        let built = toolchain::build(language, &args.path)?;
+    let (entry, files) = if let Some((language, source)) = guest {
+        let built = toolchain::build(language, &source)?;
         eprintln!(
             "Built {} with {} ({} bytes)",
-            args.path.display(),
+            source.display(),
             built.toolchain,
             built.wasm.len()
         );
-        let stem = args
-            .path
+        let stem = source
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("main");

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod deploy;
+mod scaffold;
 mod server;
 mod store;
 mod toolchain;
@@ -65,6 +66,13 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Create a function project in a new directory NAME, ready to deploy.
+    New {
+        name: String,
+        /// rust, go, zig, c, assemblyscript, typescript or javascript.
+        #[arg(long)]
+        lang: String,
+    },
     /// Run a function (a source file, or a directory of them) once, locally, without a server.
     Run {
         path: PathBuf,
@@ -104,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Rm { name } => commands::remove(&cli.server, &name),
         Command::Logs { name, follow } => commands::logs(&cli.server, &name, follow),
         Command::Run { path, payload } => commands::run(&path, payload.as_deref()),
+        Command::New { name, lang } => scaffold::new(&name, &lang),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -37,6 +37,25 @@ impl GuestLanguage {
     }
 }
 
+/// The language and entry file of a guest project directory, laid out as `functions-host new`
+/// makes them (`main.c`, `main.rs`, `main.go`, `main.zig`, or `assembly/index.ts` beside a
+/// `package.json`).
+pub fn project_entry(dir: &Path) -> Option<(GuestLanguage, PathBuf)> {
+    [
+        ("main.c", GuestLanguage::C),
+        ("main.rs", GuestLanguage::Rust),
+        ("main.go", GuestLanguage::Go),
+        ("main.zig", GuestLanguage::Zig),
+        ("assembly/index.ts", GuestLanguage::AssemblyScript),
+    ]
+    .into_iter()
+    .map(|(file, language)| (language, dir.join(file)))
+    .find(|(language, path)| {
+        path.is_file()
+            && (*language != GuestLanguage::AssemblyScript || dir.join("package.json").is_file())
+    })
+}
+
 /// A built guest: the `.wasm` bytes and what built them.
 pub struct Built {
     pub wasm: Vec<u8>,
