@@ -216,8 +216,6 @@ impl Server {
         run_cli(args, Some(&self.base), false).stderr
     }
 
-    /// Waits until one of the server's worker threads has burnt 200 ms of CPU since the call:
-    /// a function is spinning on it.
     /// The server process's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -233,6 +231,8 @@ impl Server {
         kib * 1024
     }
 
+    /// Waits until one of the server's worker threads has burnt 200 ms of CPU since the call:
+    /// a function is spinning on it.
     pub fn wait_for_busy_worker(&self) {
         let start = worker_cpu_ticks(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(30);
