@@ -10,10 +10,6 @@
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
 
-use std::path::Path;
-use std::path::PathBuf;
-use std::process::Command;
-
 use criterion::Criterion;
 use criterion::criterion_group;
 use criterion::criterion_main;
@@ -23,23 +19,13 @@ use functions_runtime::Function;
 use functions_runtime::Request;
 use functions_runtime::Settings;
 
-/// `examples/c/hello.c` compiled to `dir/hello.wasm`.
-fn hello_wasm(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/c/hello.c");
-    let wasm = dir.join("hello.wasm");
-    let status = Command::new("clang-19")
-        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-fuse-ld=lld", "-Os", "-s", "-o"])
-        .arg(&wasm)
-        .arg(&source)
-        .status()
-        .expect("clang-19 builds the C guest: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32");
-    assert!(status.success());
-    wasm
-}
-
 fn wasm(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let binary = std::fs::read(hello_wasm(dir.path())).unwrap();
+    let hello = harness::build_c(
+        &harness::repository().join("examples/c/hello.c"),
+        dir.path(),
+    );
+    let binary = std::fs::read(hello).unwrap();
     let engine = Engine::new(EngineConfig {
         workers: 1,
         ..EngineConfig::default()

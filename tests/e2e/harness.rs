@@ -288,3 +288,34 @@ fn worker_cpu_ticks(pid: u32) -> Vec<(String, u64)> {
     }
     out
 }
+
+/// The repository's root.
+pub fn repository() -> PathBuf {
+    fixtures().join("../..")
+}
+
+/// Compiles a C file to a WASI preview 1 command with Debian's clang-19 and wasi-libc.
+pub fn build_c(source: &Path, out_dir: &Path) -> PathBuf {
+    let stem = source.file_stem().unwrap().to_string_lossy();
+    let wasm = out_dir.join(format!("{stem}.wasm"));
+    let status = Command::new("clang-19")
+        .args([
+            "--target=wasm32-wasi",
+            "--sysroot=/usr",
+            "-fuse-ld=lld",
+            "-Os",
+            "-s",
+            "-o",
+        ])
+        .arg(&wasm)
+        .arg(source)
+        .status()
+        .unwrap_or_else(|err| {
+            panic!(
+                "clang-19 is needed to build C guests ({err}): \
+                 apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32"
+            )
+        });
+    assert!(status.success(), "clang-19 failed on {}", source.display());
+    wasm
+}

@@ -1,43 +1,13 @@
 //! WebAssembly functions end to end: real guests built with their language's toolchain
 //! (`.ci/run` installs them), deployed with the CLI, called over HTTP.
 
-use std::path::Path;
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::harness::Server;
+use crate::harness::build_c;
 use crate::harness::fixtures;
+use crate::harness::repository;
 use crate::harness::request_with_headers;
-
-fn repository() -> PathBuf {
-    fixtures().join("../..")
-}
-
-/// Compiles a C file to a WASI preview 1 command with Debian's clang-19 and wasi-libc.
-fn build_c(source: &Path, out_dir: &Path) -> PathBuf {
-    let stem = source.file_stem().unwrap().to_string_lossy();
-    let wasm = out_dir.join(format!("{stem}.wasm"));
-    let status = Command::new("clang-19")
-        .args([
-            "--target=wasm32-wasi",
-            "--sysroot=/usr",
-            "-fuse-ld=lld",
-            "-Os",
-            "-s",
-            "-o",
-        ])
-        .arg(&wasm)
-        .arg(source)
-        .status()
-        .unwrap_or_else(|err| {
-            panic!(
-                "clang-19 is needed to build C guests ({err}): \
-                 apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32"
-            )
-        });
-    assert!(status.success(), "clang-19 failed on {}", source.display());
-    wasm
-}
 
 #[test]
 fn a_c_function_deploys_answers_and_survives_a_restart_without_compiling_again() {

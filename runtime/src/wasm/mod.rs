@@ -334,7 +334,7 @@ impl WasmEngine {
         &self,
         function: &Function,
         module: &WasmModule,
-        request: Request,
+        mut request: Request,
         logs: &mut ConsoleOutput,
     ) -> Result<Response, InvokeError> {
         let code_engine = match &module.0.code {
@@ -349,12 +349,14 @@ impl WasmEngine {
         let limits = &settings.limits;
         let stdout = MemoryOutputPipe::new(MAX_STDOUT_BYTES + 1);
         let stderr = MemoryOutputPipe::new(MAX_STDERR_BYTES);
+        let environment = cgi::environment(&request, &settings.env);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdin(MemoryInputPipe::new(request.body.clone()))
+        // The body moves into stdin: a large one is not copied.
+        wasi.stdin(MemoryInputPipe::new(std::mem::take(&mut request.body)))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(&[function.name()])
-            .envs(&cgi::environment(&request, &settings.env));
+            .envs(&environment);
         let limiter = Limiter::new(limits.memory_bytes);
         let time_limit = limits.cpu_time.min(limits.wall_clock);
         let deadline = time_limit.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;

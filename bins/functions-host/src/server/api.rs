@@ -1,7 +1,6 @@
 //! The management API under `/api/functions`: deploy, list, get, delete, logs.
 
 use functions_runtime::CompileError;
-use functions_runtime::Function;
 use http::Request;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -13,8 +12,7 @@ use super::AppState;
 use super::HttpResponse;
 use super::error::json;
 use super::read_body;
-use super::registry::function_of;
-use super::registry::settings_of;
+use super::registry::function_with;
 use crate::deploy;
 use crate::deploy::DeployError;
 use crate::deploy::DeployHints;
@@ -79,20 +77,6 @@ pub async fn deploy(
 
     // Compile and link before anything is stored: bad code never replaces good code.
     let mut new = new;
-    let candidate = Deployment {
-        name: new.name.clone(),
-        version: 0,
-        language: new.language.clone(),
-        entry: new.entry.clone(),
-        modules: new.modules.clone(),
-        env: new.env.clone(),
-        isolation: new.isolation.clone(),
-        allow_net: new.allow_net.clone(),
-        wasm: None,
-        executor: new.executor.clone(),
-        deployed_at: 0,
-        created_at: 0,
-    };
     let compiled = match &mut new.wasm {
         Some(wasm) => {
             let module = state
@@ -104,8 +88,21 @@ pub async fn deploy(
             Some(module)
         }
         None => {
-            let function =
-                function_of(&candidate, &state.engine).map_err(|err| compile_error(name, err))?;
+            let candidate = Deployment {
+                name: new.name.clone(),
+                version: 0,
+                language: new.language.clone(),
+                entry: new.entry.clone(),
+                modules: new.modules.clone(),
+                env: new.env.clone(),
+                isolation: new.isolation.clone(),
+                allow_net: new.allow_net.clone(),
+                wasm: None,
+                executor: new.executor.clone(),
+                deployed_at: 0,
+                created_at: 0,
+            };
+            let function = function_with(&candidate, None);
             if let Err(err) = state.engine.check(&function).await {
                 return Err(compile_error(name, err));
             }
@@ -114,18 +111,7 @@ pub async fn deploy(
     };
     let deployment =
         tokio::task::block_in_place(|| state.store.deploy(new)).map_err(ApiError::internal)?;
-    let settings = settings_of(&deployment);
-    let function = match compiled {
-        Some(module) => Function::wasm(&deployment.name, deployment.version, module, settings),
-        None => Function::new(
-            &deployment.name,
-            deployment.version,
-            &deployment.entry,
-            deployment.modules.clone(),
-            settings,
-        ),
-    };
-    state.registry.install(function);
+    state.registry.install(function_with(&deployment, compiled));
     Ok(json(StatusCode::CREATED, &summary(state, &deployment)))
 }
 

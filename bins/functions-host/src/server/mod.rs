@@ -135,16 +135,16 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
     let method = request.method().clone();
     let result = match segments.as_slice() {
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
-        ["healthz"] => Ok(error::json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "status": "ok",
-                "wasm": {
-                    "compiled": state.engine.wasm_stats().compiled,
-                    "loaded": state.engine.wasm_stats().loaded,
-                },
-            }),
-        )),
+        ["healthz"] => {
+            let wasm = state.engine.wasm_stats();
+            Ok(error::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "status": "ok",
+                    "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
+                }),
+            ))
+        }
         ["api", "functions"] => match method {
             Method::GET => api::list(state),
             _ => Err(ApiError::method_not_allowed("GET")),

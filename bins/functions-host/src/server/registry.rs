@@ -10,6 +10,7 @@ use functions_runtime::Function;
 use functions_runtime::Isolation;
 use functions_runtime::Limits;
 use functions_runtime::Settings;
+use functions_runtime::WasmModule;
 
 use crate::store::Deployment;
 
@@ -21,7 +22,7 @@ pub struct Registry {
 }
 
 /// How a stored deployment runs.
-pub fn settings_of(deployment: &Deployment) -> Settings {
+fn settings_of(deployment: &Deployment) -> Settings {
     Settings {
         env: deployment.env.clone(),
         isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
@@ -37,12 +38,18 @@ pub fn settings_of(deployment: &Deployment) -> Settings {
 /// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
 /// load it).
 pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Function, CompileError> {
+    let wasm = match &deployment.wasm {
+        Some(wasm) => Some(engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?),
+        None => None,
+    };
+    Ok(function_with(deployment, wasm))
+}
+
+/// `deployment` as a [`Function`] whose WebAssembly, if it is a WebAssembly function, is `wasm`.
+pub fn function_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Function {
     let settings = settings_of(deployment);
-    Ok(match &deployment.wasm {
-        Some(wasm) => {
-            let module = engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?;
-            Function::wasm(&deployment.name, deployment.version, module, settings)
-        }
+    match wasm {
+        Some(module) => Function::wasm(&deployment.name, deployment.version, module, settings),
         None => Function::new(
             &deployment.name,
             deployment.version,
@@ -50,7 +57,7 @@ pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Function,
             deployment.modules.clone(),
             settings,
         ),
-    })
+    }
 }
 
 impl Registry {
