@@ -287,8 +287,14 @@ fn bad_input_gets_the_right_status() {
         )),
         (413, "payload_too_large".into())
     );
+    // Code may be larger than a payload, up to 50 MiB.
+    let too_big_to_deploy = vec![b' '; 50 * 1024 * 1024 + 1];
     assert_eq!(
-        status(server.put("/api/functions/x", "application/javascript", &big)),
+        status(server.put(
+            "/api/functions/x",
+            "application/javascript",
+            &too_big_to_deploy
+        )),
         (413, "payload_too_large".into())
     );
     assert_eq!(

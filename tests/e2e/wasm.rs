@@ -187,6 +187,169 @@ fn every_example_builds_with_its_toolchain_deploys_and_answers() {
     }
 }
 
+/// The lines of a function's log.
+fn log_lines(server: &Server, name: &str) -> Vec<String> {
+    server.get(&format!("/api/functions/{name}/logs")).json()["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["message"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn guest_libraries_turn_json_events_into_arguments_and_results_into_json() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    // Rust's #[func] and Go's guest.Serve, each as a lone file and as a project.
+    for (name, hello, divide) in [
+        (
+            "rust",
+            "examples/rust-func/main.rs",
+            "tests/fixtures/wasm/divide.rs",
+        ),
+        ("go", "examples/go-func", "tests/fixtures/wasm/divide.go"),
+    ] {
+        for (function, path) in [("hello", hello), ("divide", divide)] {
+            let path = repository().join(path);
+            server.cli(&[
+                "deploy",
+                path.to_str().unwrap(),
+                "--name",
+                &format!("{function}-{name}"),
+            ]);
+        }
+        let hello = format!("/fn/hello-{name}/");
+        assert_eq!(
+            server.get(&format!("/api/functions/hello-{name}")).json()["executor"],
+            "wagi",
+            "{name}: the CLI picks the executor whose responses are JSON"
+        );
+        for event in [
+            &br#"{"name":"Ada"}"#[..],
+            br#"["Ada"]"#,
+            br#""Ada""#,
+            b"Ada",
+        ] {
+            let reply = server.request("POST", &hello, Some(("application/json", event)));
+            assert_eq!(
+                (reply.status, reply.text()),
+                (200, r#""Hello, Ada!""#.to_owned()),
+                "{name}: {}",
+                String::from_utf8_lossy(event)
+            );
+            assert_eq!(
+                reply.header("content-type").as_deref(),
+                Some("application/json")
+            );
+        }
+        let reply = server.post(&hello, r#"{"nmae":"Ada"}"#);
+        assert_eq!(reply.status, 400, "{name}: {}", reply.text());
+        assert_eq!(
+            reply.json(),
+            serde_json::json!({"error": "missing argument `name`"}),
+            "{name}"
+        );
+        assert!(
+            log_lines(&server, &format!("hello-{name}"))
+                .contains(&"bad event: missing argument `name`".to_owned()),
+            "{name}"
+        );
+
+        let divide = format!("/fn/divide-{name}/");
+        for (event, expected) in [(r#"{"a":6,"b":4}"#, "1.5"), ("[6, 3]", "2")] {
+            let reply = server.post(&divide, event);
+            assert_eq!(
+                (reply.status, reply.text()),
+                (200, expected.to_owned()),
+                "{name}: {event}"
+            );
+        }
+        let reply = server.post(&divide, r#"{"a":1,"b":0}"#);
+        assert_eq!(reply.status, 500, "{name}");
+        assert_eq!(
+            reply.json(),
+            serde_json::json!({"error": "cannot divide 1 by zero"}),
+            "{name}"
+        );
+        let reply = server.post(&divide, r#"{"a":"one","b":2}"#);
+        assert_eq!(reply.status, 400, "{name}");
+        assert!(
+            reply.json()["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("`a`: expected"),
+            "{name}: {}",
+            reply.text()
+        );
+    }
+
+    // With the plain command executor the same guest writes bare JSON, and a bad event fails the
+    // call with the guest's reason.
+    let hello = repository().join("examples/rust-func/main.rs");
+    server.cli(&[
+        "deploy",
+        hello.to_str().unwrap(),
+        "--name",
+        "hello-command",
+        "--executor",
+        "command",
+    ]);
+    let reply = server.post("/fn/hello-command/", r#"{"name":"Ada"}"#);
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, r#""Hello, Ada!""#.to_owned())
+    );
+    let reply = server.post("/fn/hello-command/", "7");
+    assert_eq!(reply.status, 500);
+    let message = reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("exited with status 2"), "{message}");
+    assert!(
+        message.contains("bad event: `name`: expected a string, got a number"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_new_rust_project_is_also_a_cargo_package() {
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(crate::harness::BINARY)
+        .args(["new", "greeter", "--lang", "rust"])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Built natively here (cargo cannot drive Debian's rustc 1.63 for wasm): the manifest and
+    // the copy of functions-guest it carries are a package cargo builds offline.
+    let project = work.path().join("greeter");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--offline", "--quiet"])
+        .env("CARGO_TARGET_DIR", work.path().join("target"))
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let mut run = Command::new(work.path().join("target/debug/greeter"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut run.stdin.take().unwrap(), br#"{"name":"Ada"}"#).unwrap();
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), r#""Hello, Ada!""#);
+}
+
 #[test]
 fn new_projects_deploy_as_they_are() {
     let data = tempfile::tempdir().unwrap();
@@ -211,10 +374,11 @@ fn new_projects_deploy_as_they_are() {
         );
         let project = work.path().join(&name);
         server.cli(&["deploy", project.to_str().unwrap()]);
-        let (body, expected) = if lang == "typescript" {
-            (&br#"{"name":"Ada"}"#[..], r#"{"message":"Hello, Ada!"}"#)
-        } else {
-            (&b"Ada"[..], "Hello, Ada!\n")
+        let (body, expected) = match lang {
+            "typescript" => (&br#"{"name":"Ada"}"#[..], r#"{"message":"Hello, Ada!"}"#),
+            // Written with the guest libraries: a JSON event, a JSON result.
+            "rust" | "go" => (&br#"{"name":"Ada"}"#[..], r#""Hello, Ada!""#),
+            _ => (&b"Ada"[..], "Hello, Ada!\n"),
         };
         let reply = server.request(
             "POST",
@@ -235,4 +399,20 @@ fn new_projects_deploy_as_they_are() {
         .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn the_go_guest_package_passes_its_own_tests() {
+    // Native `go test`: the binding rules, as the Rust crate's tests check its own.
+    let output = Command::new("go")
+        .args(["test", "./..."])
+        .current_dir(repository().join("guest/go"))
+        .output()
+        .expect("go is on PATH (.ci/run installs it)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -12,7 +12,6 @@ use serde_json::json;
 
 use crate::client::Client;
 use crate::toolchain;
-use crate::toolchain::GuestLanguage;
 
 /// How often `logs --follow` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -149,14 +148,11 @@ pub struct DeployArgs {
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
 pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
-    let guest = if args.path.is_dir() && args.lang.is_none() {
-        toolchain::project_entry(&args.path)
-    } else {
-        GuestLanguage::of(&args.path, args.lang.as_deref()).map(|l| (l, args.path.clone()))
-    };
+    let guest = toolchain::guest_source(&args.path, args.lang.as_deref());
     let wasm = guest.is_some()
         || args.lang.as_deref() == Some("wasm")
         || args.path.extension().is_some_and(|ext| ext == "wasm");
+    let mut executor = args.executor.clone();
     let (entry, files) = if let Some((language, source)) = guest {
         let built = toolchain::build(language, &source)?;
         eprintln!(
@@ -165,6 +161,7 @@ pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
             built.toolchain,
             built.wasm.len()
         );
+        executor = executor.or(built.executor.map(str::to_owned));
         let stem = source
             .file_stem()
             .and_then(|s| s.to_str())
@@ -204,8 +201,8 @@ pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
     if wasm {
         manifest["language"] = "wasm".into();
     }
-    if let Some(executor) = &args.executor {
-        manifest["executor"] = executor.as_str().into();
+    if let Some(executor) = executor {
+        manifest["executor"] = executor.into();
     }
     let body = serde_json::to_vec(&manifest)?;
     let reply = Client::new(server).expect(
@@ -317,11 +314,18 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let settings = functions_runtime::Settings::default();
-    let guest = GuestLanguage::of(path, None);
+    let mut settings = functions_runtime::Settings::default();
+    let guest = toolchain::guest_source(path, None);
     let function = if guest.is_some() || path.extension().is_some_and(|ext| ext == "wasm") {
         let binary = match guest {
-            Some(language) => toolchain::build(language, path)?.wasm,
+            Some((language, source)) => {
+                let built = toolchain::build(language, &source)?;
+                if let Some(executor) = built.executor.and_then(functions_runtime::Executor::parse)
+                {
+                    settings.executor = executor;
+                }
+                built.wasm
+            }
             None => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         };
         let module = runtime

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod deploy;
+mod guest_libraries;
 mod scaffold;
 mod server;
 mod store;

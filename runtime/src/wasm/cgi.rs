@@ -6,16 +6,19 @@ use std::collections::BTreeMap;
 
 use deno_core::url::Url;
 
+use super::Executor;
 use crate::Request;
 use crate::Response;
 use crate::ResponseBody;
 
 /// The environment variables of one invocation: the function's own env, then CGI's
 /// `REQUEST_METHOD`, `PATH_INFO`, `QUERY_STRING` (and friends), and each request header as
-/// `HTTP_<NAME>` (upper case, `-` as `_`).
+/// `HTTP_<NAME>` (upper case, `-` as `_`). Under the WAGI executor `GATEWAY_INTERFACE` is
+/// `CGI/1.1` too, which tells a guest its output should start with CGI headers.
 pub(crate) fn environment(
     request: &Request,
     env: &BTreeMap<String, String>,
+    executor: Executor,
 ) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let url = Url::parse(&request.url).ok();
@@ -31,6 +34,9 @@ pub(crate) fn environment(
     vars.push(("QUERY_STRING".into(), query));
     vars.push(("REQUEST_URI".into(), uri));
     vars.push(("SERVER_PROTOCOL".into(), "HTTP/1.1".into()));
+    if executor == Executor::Wagi {
+        vars.push(("GATEWAY_INTERFACE".into(), "CGI/1.1".into()));
+    }
     vars.push(("CONTENT_LENGTH".into(), request.body.len().to_string()));
     for (name, value) in &request.headers {
         if name.eq_ignore_ascii_case("content-type") {
@@ -109,7 +115,9 @@ mod tests {
         ];
         request.body = b"hi".to_vec();
         let env = BTreeMap::from([("GREETING".to_owned(), "Hello".to_owned())]);
-        let vars: BTreeMap<String, String> = environment(&request, &env).into_iter().collect();
+        let vars: BTreeMap<String, String> = environment(&request, &env, Executor::Command)
+            .into_iter()
+            .collect();
         assert_eq!(vars["GREETING"], "Hello");
         assert_eq!(vars["REQUEST_METHOD"], "GET");
         assert_eq!(vars["PATH_INFO"], "/greet/x");
@@ -119,6 +127,9 @@ mod tests {
         assert_eq!(vars["CONTENT_TYPE"], "text/plain");
         assert_eq!(vars["HTTP_CONTENT_TYPE"], "text/plain");
         assert_eq!(vars["HTTP_X_FORWARDED_PREFIX"], "/fn/hello");
+        assert!(!vars.contains_key("GATEWAY_INTERFACE"));
+        let wagi = environment(&request, &env, Executor::Wagi);
+        assert!(wagi.contains(&("GATEWAY_INTERFACE".into(), "CGI/1.1".into())));
     }
 
     #[test]

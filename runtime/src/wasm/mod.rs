@@ -349,7 +349,7 @@ impl WasmEngine {
         let limits = &settings.limits;
         let stdout = MemoryOutputPipe::new(MAX_STDOUT_BYTES + 1);
         let stderr = MemoryOutputPipe::new(MAX_STDERR_BYTES);
-        let environment = cgi::environment(&request, &settings.env);
+        let environment = cgi::environment(&request, &settings.env, settings.executor);
         let mut wasi = WasiCtxBuilder::new();
         // The body moves into stdin: a large one is not copied.
         wasi.stdin(MemoryInputPipe::new(std::mem::take(&mut request.body)))

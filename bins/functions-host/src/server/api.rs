@@ -55,7 +55,7 @@ pub async fn deploy(
 ) -> Result<HttpResponse, ApiError> {
     deploy::validate_name(name).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
+    let body = read_body(body, super::MAX_DEPLOY_BYTES).await?;
     let query = parts.uri.query();
     let hints = DeployHints {
         lang: query_param(query, "lang"),

@@ -30,7 +30,7 @@ pub async fn invoke(
         .get(name)
         .ok_or_else(|| ApiError::not_found(name))?;
     let (parts, body) = request.into_parts();
-    let body = read_body(body).await?;
+    let body = read_body(body, super::MAX_PAYLOAD_BYTES).await?;
 
     // The function sees the URL without the /fn/{name} prefix, host and query kept.
     let prefix = format!("/fn/{name}");

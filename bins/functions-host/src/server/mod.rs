@@ -29,8 +29,12 @@ use crate::store::Store;
 pub use error::ApiError;
 use registry::Registry;
 
-/// The largest request body accepted: invocation payloads and deploys alike.
-pub const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// The largest invocation payload accepted.
+pub const MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
+
+/// The largest deploy accepted: a function's code, which for a WebAssembly guest (a Go binary is
+/// several megabytes, a third more in a manifest's base64) outgrows a payload.
+pub const MAX_DEPLOY_BYTES: usize = 50 * 1024 * 1024;
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -100,9 +104,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a whole request body, up to [`MAX_BODY_BYTES`]. A larger body is read on (and
-/// discarded) up to four times the limit, so the client gets its 413 instead of a reset.
-pub(crate) async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+/// Reads a whole request body, up to `limit` bytes. A larger body is read on (and discarded) up
+/// to four times the limit, so the client gets its 413 instead of a reset.
+pub(crate) async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = BytesMut::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -113,17 +117,17 @@ pub(crate) async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
             continue;
         };
         total += data.len();
-        if total <= MAX_BODY_BYTES {
+        if total <= limit {
             buf.extend_from_slice(&data);
-        } else if total > 4 * MAX_BODY_BYTES {
+        } else if total > 4 * limit {
             break;
         }
     }
-    if total > MAX_BODY_BYTES {
+    if total > limit {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("the request body is larger than {limit} bytes"),
         ));
     }
     Ok(buf.freeze())

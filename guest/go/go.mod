@@ -1,0 +1,3 @@
+module functions-host.dev/guest
+
+go 1.21
