@@ -86,6 +86,82 @@ fn a_wagi_guest_sees_the_request_as_cgi_variables_and_its_failures_are_reported(
     assert!(lines.contains(&"about to fail"), "{lines:?}");
 }
 
+/// A WASI 0.2 `wasi:cli/command` component made of a preview 1 command module, with the adapter
+/// of the wasmtime we run on (as `wasm-tools component new --adapt` makes one).
+fn component_of(module: &[u8]) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .unwrap()
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[test]
+fn a_wasi_component_deploys_answers_as_cgi_and_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let build = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let hello = component_of(
+        &std::fs::read(build_c(
+            &repository().join("examples/c/hello.c"),
+            build.path(),
+        ))
+        .unwrap(),
+    );
+    let cgi = component_of(
+        &std::fs::read(build_c(&fixtures().join("wasm/cgi.c"), build.path())).unwrap(),
+    );
+    let reply = server.put("/api/functions/hello-component", "application/wasm", &hello);
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = server.put(
+        "/api/functions/cgi-component?executor=wagi",
+        "application/wasm",
+        &cgi,
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let info = server.get("/api/functions/hello-component").json();
+    assert_eq!(info["wasm"]["kind"], "component");
+
+    let call = |server: &Server| {
+        let reply = server.request("POST", "/fn/hello-component/", Some(("text/plain", b"Ada")));
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, "Hello, Ada!\n".to_owned())
+        );
+        // stdin, stdout, the environment and the exit status reach a component as a module.
+        let reply = request_with_headers(
+            &server.base,
+            "GET",
+            "/fn/cgi-component/a/b?x=1",
+            &[("x-test", "yes")],
+        );
+        assert_eq!(reply.status, 201, "{}", reply.text());
+        assert_eq!(reply.text(), "GET /a/b ?x=1 x-test=yes greeting= body=\n");
+        let reply = server.request("POST", "/fn/cgi-component/", Some(("text/plain", b"fail")));
+        assert_eq!(reply.status, 500);
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // WASI 0.2's `exit` carries only success or failure: the guest's 3 arrives as 1.
+        assert!(message.contains("exited with status 1"), "{message}");
+        assert!(message.contains("giving up: the body said so"), "{message}");
+    };
+    call(&server);
+    let server = server.restart();
+    assert_eq!(
+        server.get("/healthz").json()["wasm"],
+        serde_json::json!({"compiled": 0, "loaded": 2})
+    );
+    call(&server);
+}
+
 #[test]
 fn binaries_that_are_not_wasi_commands_are_refused_at_deploy() {
     let data = tempfile::tempdir().unwrap();
