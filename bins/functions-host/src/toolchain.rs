@@ -88,7 +88,7 @@ pub fn build(language: GuestLanguage, source: &Path) -> anyhow::Result<Built> {
     let out = out_dir.path().join("guest.wasm");
     let text = std::fs::read_to_string(&source).unwrap_or_default();
     let uses_library = match language {
-        GuestLanguage::Rust => text.contains(guest_libraries::RUST_CRATE),
+        GuestLanguage::Rust => text.contains(RUST_CRATE),
         GuestLanguage::Go => text.contains(guest_libraries::GO_MODULE),
         _ => false,
     };
