@@ -1,9 +1,9 @@
 //! WebAssembly cold start (`cargo bench --bench wasm`): a WASI hello in C (`examples/c/hello.c`,
 //! built with clang-19 and wasi-libc) per invocation, measured three ways:
 //!
-//! - `wasm/in_process`: a new store, instantiation from the function's `InstancePre` (pooling
-//!   allocator, copy-on-write memory), `_start`, and the store's drop, on the calling thread;
-//! - `wasm/engine_invoke`: the same through the engine's worker pool (`Engine::invoke`);
+//! - `wasm/in_process`: `Engine::invoke`: a new store, instantiation from the function's
+//!   `InstancePre` (pooling allocator, copy-on-write memory), `_start`, and the store's drop, on
+//!   the calling task;
 //! - `wasm/http`: one invocation end to end through the HTTP server (release binary).
 
 #[allow(dead_code)]
@@ -51,9 +51,6 @@ fn wasm(c: &mut Criterion) {
         );
     };
     c.bench_function("wasm/in_process", |b| {
-        b.iter(|| check(engine.invoke_wasm_blocking(&function, request()).unwrap()))
-    });
-    c.bench_function("wasm/engine_invoke", |b| {
         b.iter(|| check(runtime.block_on(engine.invoke(&function, request()))))
     });
 

@@ -113,8 +113,8 @@ impl Future for AfterResponse {
     }
 }
 
-/// Runs functions on a pool of worker threads. Dropping it stops the workers after the
-/// invocations already queued.
+/// Runs functions: JavaScript on a pool of worker threads (dropping the engine stops them after
+/// the invocations already queued), WebAssembly on the caller's task.
 pub struct Engine {
     pool: Pool,
     /// The wasmtime engine, created when the first WebAssembly function is compiled or loaded.
@@ -127,10 +127,9 @@ impl Engine {
         let snapshot = config
             .use_snapshot
             .then_some(functions_snapshots::BASE_SNAPSHOT);
-        let wasm = Arc::new(OnceLock::new());
         Self {
-            pool: Pool::new(config.workers, snapshot, wasm.clone()),
-            wasm,
+            pool: Pool::new(config.workers, snapshot),
+            wasm: Arc::new(OnceLock::new()),
         }
     }
 
@@ -175,14 +174,6 @@ impl Engine {
         self.wasm().load(wasm.into(), artifact)
     }
 
-    /// Runs one invocation of a WebAssembly function on the calling thread instead of a worker:
-    /// for embedders that schedule their own threads. The thread must not be running a tokio
-    /// runtime (WASI's blocking calls would start one). `None` for a JavaScript function.
-    pub fn invoke_wasm_blocking(&self, function: &Function, request: Request) -> Option<Outcome> {
-        let module = function.wasm_module()?;
-        Some(self.wasm().invoke(function, module, request))
-    }
-
     /// How many WebAssembly binaries this engine compiled, and how many it loaded precompiled.
     pub fn wasm_stats(&self) -> WasmStats {
         self.wasm.get().map(WasmEngine::stats).unwrap_or_default()
@@ -214,6 +205,9 @@ impl Engine {
 
     /// Runs one invocation of `function` with `request`.
     pub async fn invoke(&self, function: &Function, request: Request) -> Outcome {
+        if let Some(module) = function.wasm_module() {
+            return self.wasm().invoke(function, module, request).await;
+        }
         let (reply, outcome) = oneshot::channel();
         let task = Task::Invoke {
             function: function.clone(),

@@ -18,8 +18,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::hash::Hasher;
-use std::sync::Arc;
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -37,7 +35,6 @@ use crate::function::Function;
 use crate::function::Isolation;
 use crate::isolate;
 use crate::isolate::FunctionIsolate;
-use crate::wasm::WasmEngine;
 
 /// Warm isolates one worker keeps at most; the least recently used is dropped past it.
 const MAX_WARM_ISOLATES: usize = 64;
@@ -64,11 +61,7 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(
-        workers: usize,
-        snapshot: Option<&'static [u8]>,
-        wasm: Arc<OnceLock<WasmEngine>>,
-    ) -> Self {
+    pub fn new(workers: usize, snapshot: Option<&'static [u8]>) -> Self {
         let workers = workers.max(1);
         let (shared, shared_rx) = crossbeam_channel::unbounded();
         let mut pinned = Vec::with_capacity(workers);
@@ -77,10 +70,9 @@ impl Pool {
             let (tx, rx) = crossbeam_channel::unbounded();
             pinned.push(tx);
             let shared_rx = shared_rx.clone();
-            let wasm = wasm.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("functions-worker-{index}"))
-                .spawn(move || Worker::new(snapshot, wasm).run(index == 0, shared_rx, rx))
+                .spawn(move || Worker::new(snapshot).run(index == 0, shared_rx, rx))
                 .expect("spawning a worker thread");
             threads.push(thread);
         }
@@ -135,16 +127,14 @@ impl Drop for WarmIsolate {
 
 struct Worker {
     snapshot: Option<&'static [u8]>,
-    wasm: Arc<OnceLock<WasmEngine>>,
     warm: HashMap<String, WarmIsolate>,
     uses: u64,
 }
 
 impl Worker {
-    fn new(snapshot: Option<&'static [u8]>, wasm: Arc<OnceLock<WasmEngine>>) -> Self {
+    fn new(snapshot: Option<&'static [u8]>) -> Self {
         Self {
             snapshot,
-            wasm,
             warm: HashMap::new(),
             uses: 0,
         }
@@ -171,16 +161,6 @@ impl Worker {
             };
             let Ok(task) = task else { break };
             match task {
-                // Outside the worker's tokio runtime: WASI's blocking calls must not run in one.
-                Task::Invoke {
-                    function,
-                    request,
-                    reply,
-                } if function.wasm_module().is_some() => {
-                    let module = function.wasm_module().expect("matched above");
-                    let wasm = self.wasm.get_or_init(WasmEngine::new);
-                    let _ = reply.send(wasm.invoke(&function, module, request));
-                }
                 Task::Invoke {
                     function,
                     request,

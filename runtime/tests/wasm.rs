@@ -20,13 +20,15 @@ use common::header;
 use common::text;
 
 /// A WASI preview 1 command module: `$body` runs as `_start`, with helpers to write a string
-/// (`$out fd ptr len`) and the data segments given.
+/// (`$out fd ptr len`), read stdin (`$in`, to 1024) and sleep (`$sleep nanoseconds`), and the data
+/// segments given.
 fn wasi_module(body: &str, data: &str) -> Vec<u8> {
     wat::parse_str(format!(
         r#"(module
           (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
           (memory (export "memory") 1)
           ;; iovec at 0, result count at 8; data from 16; input at 1024.
           (func $out (param $fd i32) (param $ptr i32) (param $len i32)
@@ -38,6 +40,14 @@ fn wasi_module(body: &str, data: &str) -> Vec<u8> {
             (i32.store (i32.const 4) (i32.const 4096))
             (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
             (i32.load (i32.const 8)))
+          ;; One relative monotonic-clock subscription at 2048, its event at 2112.
+          (func $sleep (param $ns i64)
+            (i32.store8 (i32.const 2056) (i32.const 0))
+            (i32.store (i32.const 2064) (i32.const 1))
+            (i64.store (i32.const 2072) (local.get $ns))
+            (i64.store (i32.const 2080) (i64.const 0))
+            (i32.store16 (i32.const 2088) (i32.const 0))
+            (drop (call $poll_oneoff (i32.const 2048) (i32.const 2112) (i32.const 1) (i32.const 2176))))
           {data}
           (func (export "_start") {body}))"#
     ))
@@ -139,7 +149,21 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_time_limit() {
     let spin = wasm_function(&engine, wasi_module("(loop (br 0))", ""), settings).await;
     let hello = wasm_function(&engine, hello(), Settings::default()).await;
     let started = Instant::now();
-    let (looped, greeted) = tokio::join!(invoke(&engine, &spin, ""), invoke(&engine, &hello, "x"));
+    // Both on this test's one thread: the hello finishes while the loop is still running.
+    let finished = std::cell::RefCell::new(Vec::new());
+    let (looped, greeted) = tokio::join!(
+        async {
+            let outcome = invoke(&engine, &spin, "").await;
+            finished.borrow_mut().push("loop");
+            outcome
+        },
+        async {
+            let outcome = invoke(&engine, &hello, "x").await;
+            finished.borrow_mut().push("hello");
+            outcome
+        }
+    );
+    assert_eq!(*finished.borrow(), ["hello", "loop"]);
     assert!(
         matches!(looped.result, Err(InvokeError::TimeLimit { limit }) if limit == Duration::from_millis(200)),
         "{:?}",
@@ -147,13 +171,54 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_time_limit() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(text(&greeted.result.unwrap()), "Hello, x");
-    // The worker that stopped the loop serves the next invocation normally.
-    for _ in 0..engine.workers() {
-        assert_eq!(
-            text(&invoke(&engine, &hello, "y").await.result.unwrap()),
-            "Hello, y"
-        );
+    // After the loop was stopped the engine serves the next invocation normally.
+    assert_eq!(
+        text(&invoke(&engine, &hello, "y").await.result.unwrap()),
+        "Hello, y"
+    );
+}
+
+#[tokio::test]
+async fn more_guests_than_the_instance_pool_holds_wait_their_turn() {
+    let engine = engine();
+    let nap = wasi_module("(call $sleep (i64.const 50000000))", "");
+    let nap = wasm_function(&engine, nap, Settings::default()).await;
+    // 300 guests that each keep their instance while they sleep: more than the pool's 256 slots.
+    let calls = (0..300).map(|_| invoke(&engine, &nap, ""));
+    for outcome in deno_core::futures::future::join_all(calls).await {
+        assert_eq!(outcome.result.map(|r| r.status).ok(), Some(200));
     }
+}
+
+#[tokio::test]
+async fn waiting_is_not_cpu_time_but_counts_against_the_wall_clock() {
+    let engine = engine();
+    let limits = |cpu_ms, wall_ms| Settings {
+        limits: Limits {
+            cpu_time: Duration::from_millis(cpu_ms),
+            wall_clock: Duration::from_millis(wall_ms),
+            ..Limits::default()
+        },
+        ..Settings::default()
+    };
+    // Sleeps 300 ms, then says so.
+    let nap = wasi_module(
+        "(call $sleep (i64.const 300000000))
+         (call $out (i32.const 1) (i32.const 16) (i32.const 5))",
+        r#"(data (i32.const 16) "awake")"#,
+    );
+    let patient = wasm_function(&engine, nap.clone(), limits(100, 5_000)).await;
+    assert_eq!(
+        text(&invoke(&engine, &patient, "").await.result.unwrap()),
+        "awake"
+    );
+    let hurried = wasm_function(&engine, nap, limits(100, 150)).await;
+    let outcome = invoke(&engine, &hurried, "").await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::TimeLimit { limit }) if limit == Duration::from_millis(150)),
+        "{:?}",
+        outcome.result
+    );
 }
 
 #[tokio::test]

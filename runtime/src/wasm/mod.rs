@@ -8,17 +8,29 @@
 //! [`WasmModule`] keeps its `InstancePre` (imports resolved against WASI once); an invocation is a
 //! new `Store`, an instantiation, `_start` (or `wasi:cli/run`), and the store's drop.
 //!
+//! Guests run asynchronously, as a future on the caller's task (no hand-off to another thread):
+//! at every epoch tick a guest yields to the executor, so a long one holds a thread for at most a
+//! tick at a time. Its CPU time is the time spent running (in its future's `poll`); one past its
+//! limit is stopped at the next tick, and one past its wall-clock limit (waiting included) is
+//! dropped.
+//!
 //! The contract (see `cgi.rs`): the request body is stdin, stdout is the response body, stderr
 //! goes to the logs, headers and the function's env are environment variables, exit status 0 is
 //! success.
 
 mod cgi;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::task::Context;
+use std::task::Poll;
 use std::time::Duration;
+use std::time::Instant;
 use std::time::SystemTime;
 
 use functions_ext::console::ConsoleOutput;
@@ -30,6 +42,7 @@ use wasmtime::PoolingAllocationConfig;
 use wasmtime::ResourceLimiter;
 use wasmtime::Store;
 use wasmtime::Trap;
+use wasmtime::UpdateDeadline;
 use wasmtime::component::Component;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::I32Exit;
@@ -38,7 +51,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::WasiCtxView;
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -58,9 +71,12 @@ pub const MAX_STDOUT_BYTES: usize = 5 * 1024 * 1024;
 const MAX_STDERR_BYTES: usize = 1024 * 1024;
 /// How much of stderr's end a failed invocation's error carries.
 const STDERR_TAIL_BYTES: usize = 2048;
-/// Pool slots: at most this many guest instances (and linear memories) exist at once. Each
-/// worker runs one invocation at a time, and a component takes a few core instances.
+/// Pool slots: at most this many guest instances (and linear memories) exist at once.
 const POOL_SLOTS: u32 = 256;
+/// At most this many invocations run at once (more wait their turn, first come first served):
+/// a component takes a few core instances and memories (its own and the WASI adapter's), so
+/// this many always fit the pool.
+const MAX_CONCURRENT_INVOCATIONS: usize = POOL_SLOTS as usize / 4;
 /// The largest linear memory any guest may have; a function's own limit is usually lower.
 const MAX_MEMORY_BYTES: usize = 1 << 30;
 
@@ -183,6 +199,8 @@ pub(crate) struct WasmEngine {
     components: wasmtime::component::Linker<ComponentState>,
     compiled: AtomicU64,
     loaded: AtomicU64,
+    /// Permits to run, [`MAX_CONCURRENT_INVOCATIONS`] of them.
+    running: tokio::sync::Semaphore,
 }
 
 impl WasmEngine {
@@ -192,6 +210,7 @@ impl WasmEngine {
             .total_component_instances(POOL_SLOTS)
             .total_memories(POOL_SLOTS)
             .total_tables(POOL_SLOTS)
+            .total_stacks(POOL_SLOTS)
             .max_memory_size(MAX_MEMORY_BYTES);
         let mut config = wasmtime::Config::new();
         config
@@ -211,18 +230,19 @@ impl WasmEngine {
             })
             .expect("spawning the epoch thread");
         let mut modules = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut modules, |state: &mut ModuleState| {
+        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |state: &mut ModuleState| {
             &mut state.wasi
         })
         .expect("WASI preview 1 links");
         let mut components = wasmtime::component::Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut components).expect("WASI 0.2 links");
+        wasmtime_wasi::p2::add_to_linker_async(&mut components).expect("WASI 0.2 links");
         Self {
             engine,
             modules,
             components,
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
+            running: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS),
         }
     }
 
@@ -323,14 +343,19 @@ impl WasmEngine {
             .as_ref()
     }
 
-    /// Runs one invocation of `function` (whose code is `module`) on the calling thread.
-    pub fn invoke(&self, function: &Function, module: &WasmModule, request: Request) -> Outcome {
+    /// Runs one invocation of `function` (whose code is `module`) on the calling task.
+    pub async fn invoke(
+        &self,
+        function: &Function,
+        module: &WasmModule,
+        request: Request,
+    ) -> Outcome {
         let mut logs = ConsoleOutput::default();
-        let result = self.run(function, module, request, &mut logs);
+        let result = self.run(function, module, request, &mut logs).await;
         Outcome::new(result, logs)
     }
 
-    fn run(
+    async fn run(
         &self,
         function: &Function,
         module: &WasmModule,
@@ -345,6 +370,11 @@ impl WasmEngine {
             return Err(failed("the module was compiled by another engine"));
         }
         let prepared = self.prepared(module).map_err(|err| failed(err))?;
+        let _running = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| InvokeError::EngineStopped)?;
         let settings = function.settings();
         let limits = &settings.limits;
         let stdout = MemoryOutputPipe::new(MAX_STDOUT_BYTES + 1);
@@ -358,8 +388,6 @@ impl WasmEngine {
             .args(&[function.name()])
             .envs(&environment);
         let limiter = Limiter::new(limits.memory_bytes);
-        let time_limit = limits.cpu_time.min(limits.wall_clock);
-        let deadline = time_limit.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64 + 1;
         let outcome = match prepared {
             Prepared::Module(pre) => {
                 let state = ModuleState {
@@ -368,12 +396,15 @@ impl WasmEngine {
                 };
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|state| &mut state.limiter);
-                store.set_epoch_deadline(deadline);
-                let result = pre.instantiate(&mut store).and_then(|instance| {
+                let clock = meter(&mut store, limits.cpu_time);
+                let result = within(limits.wall_clock, clock, async {
+                    let instance = pre.instantiate_async(&mut store).await?;
                     instance
                         .get_typed_func::<(), ()>(&mut store, "_start")?
-                        .call(&mut store, ())
-                });
+                        .call_async(&mut store, ())
+                        .await
+                })
+                .await;
                 (result, store.into_data().limiter)
             }
             Prepared::Component(pre) => {
@@ -384,13 +415,16 @@ impl WasmEngine {
                 };
                 let mut store = Store::new(&self.engine, state);
                 store.limiter(|state| &mut state.limiter);
-                store.set_epoch_deadline(deadline);
-                let result = pre.instantiate(&mut store).and_then(|command| {
+                let clock = meter(&mut store, limits.cpu_time);
+                let result = within(limits.wall_clock, clock, async {
+                    let command = pre.instantiate_async(&mut store).await?;
                     command
                         .wasi_cli_run()
                         .call_run(&mut store)
-                        .and_then(|run| run.map_err(|()| I32Exit(1).into()))
-                });
+                        .await?
+                        .map_err(|()| I32Exit(1).into())
+                })
+                .await;
                 (result, store.into_data().limiter)
             }
         };
@@ -402,7 +436,14 @@ impl WasmEngine {
             Err(err) => match err.downcast_ref::<I32Exit>() {
                 Some(I32Exit(code)) => *code,
                 None if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => {
-                    return Err(InvokeError::TimeLimit { limit: time_limit });
+                    return Err(InvokeError::TimeLimit {
+                        limit: limits.cpu_time,
+                    });
+                }
+                None if err.is::<WallClockExceeded>() => {
+                    return Err(InvokeError::TimeLimit {
+                        limit: limits.wall_clock,
+                    });
                 }
                 None if limiter.denied => {
                     return Err(InvokeError::MemoryLimit {
@@ -437,6 +478,87 @@ impl WasmEngine {
         }
     }
 }
+
+/// The time a guest has spent running: inside its future's `poll`, not waiting to be polled or
+/// for I/O. Shared by the future ([`Metered`]) and the store's epoch callback.
+#[derive(Default)]
+struct CpuClock {
+    spent: Duration,
+    /// When the current `poll` began, while one runs.
+    since: Option<Instant>,
+}
+
+impl CpuClock {
+    fn total(&self) -> Duration {
+        self.spent + self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// Makes the guest in `store` yield to the executor at every epoch tick, and stops it (a
+/// [`Trap::Interrupt`]) at the first tick after it has run for `cpu_time`.
+fn meter<T>(store: &mut Store<T>, cpu_time: Duration) -> Arc<Mutex<CpuClock>> {
+    let clock = Arc::new(Mutex::new(CpuClock::default()));
+    let spent = clock.clone();
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if spent.lock().map_or(true, |clock| clock.total() >= cpu_time) {
+            Err(Trap::Interrupt.into())
+        } else {
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    clock
+}
+
+/// A guest's run, timed by `clock` and given up (a [`WallClockExceeded`]) after `wall_clock`.
+async fn within(
+    wall_clock: Duration,
+    clock: Arc<Mutex<CpuClock>>,
+    run: impl Future<Output = wasmtime::Result<()>>,
+) -> wasmtime::Result<()> {
+    let metered = Metered {
+        run: Box::pin(run),
+        clock,
+    };
+    tokio::time::timeout(wall_clock, metered)
+        .await
+        .unwrap_or_else(|_| Err(WallClockExceeded.into()))
+}
+
+/// A future that adds the time spent in its `poll` to a [`CpuClock`].
+struct Metered<F> {
+    run: Pin<Box<F>>,
+    clock: Arc<Mutex<CpuClock>>,
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let started = Instant::now();
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.since = Some(started);
+        }
+        let polled = self.run.as_mut().poll(cx);
+        if let Ok(mut clock) = self.clock.lock() {
+            clock.spent += started.elapsed();
+            clock.since = None;
+        }
+        polled
+    }
+}
+
+/// A guest ran past its wall-clock limit.
+#[derive(Debug)]
+struct WallClockExceeded;
+
+impl std::fmt::Display for WallClockExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the wall-clock limit passed")
+    }
+}
+
+impl std::error::Error for WallClockExceeded {}
 
 /// An invocation that failed without a more specific reason.
 fn failed(message: &str) -> InvokeError {
