@@ -271,6 +271,16 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
         if manifest.files.len() > 1 {
             return Err(bad("a WebAssembly function is one .wasm file"));
         }
+        if !manifest.allow_net.is_empty() {
+            return Err(bad(
+                "\"allow_net\" applies to JavaScript functions: WebAssembly guests get no network",
+            ));
+        }
+        if manifest.isolation.is_some() {
+            return Err(bad(
+                "\"isolation\" applies to JavaScript functions: every WebAssembly call is a new instance",
+            ));
+        }
         let binary = BASE64.decode(source.trim()).map_err(|err| {
             bad(format!(
                 "the WebAssembly file {entry:?} is not base64 (a manifest carries binaries as base64): {err}"
@@ -470,6 +480,14 @@ mod tests {
                 "invalid allow_net",
             ),
             (br#"{"files":{"a.ts":"let x: = 1"}}"#, "SyntaxError"),
+            (
+                br#"{"language":"wasm","files":{"a.wasm":"AGFzbQEAAAA="},"allow_net":["x.com"]}"#,
+                "WebAssembly guests get no network",
+            ),
+            (
+                br#"{"language":"wasm","files":{"a.wasm":"AGFzbQEAAAA="},"isolation":"function"}"#,
+                "every WebAssembly call is a new instance",
+            ),
             (
                 br#"{"entry":"a.ts","files":{"a.ts":"1","notes.txt":"hi"}}"#,
                 "not a module",
