@@ -203,7 +203,9 @@ impl Engine {
             .unwrap_or_else(|_| Err(stopped_compile_error(function)))
     }
 
-    /// Runs one invocation of `function` with `request`.
+    /// Runs one invocation of `function` with `request`: JavaScript on a worker thread,
+    /// WebAssembly as part of this future (which needs a tokio runtime with its timer enabled,
+    /// for the wall-clock limit).
     pub async fn invoke(&self, function: &Function, request: Request) -> Outcome {
         if let Some(module) = function.wasm_module() {
             return self.wasm().invoke(function, module, request).await;
