@@ -363,6 +363,8 @@ fn wasm_deployment(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -499,6 +501,80 @@ mod tests {
                 err.to_string().contains(expected),
                 "{err} does not contain {expected}"
             );
+        }
+    }
+
+    /// A JSON value of any kind, small, with file maps among the objects.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i32>().prop_map(serde_json::Value::from),
+            "[ -~]{0,12}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                "main.js",
+                "a.ts",
+                "x.wasm",
+                "../up.js",
+                "AGFzbQEAAAA=",
+                "export default () => 1"
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof!["main.js", "a.ts", "x.wasm", "../up.js", "", "[ -~]{0,6}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any body, under any hints, is a deployment or an error, never a panic.
+        #[test]
+        fn any_body_deploys_or_is_refused(
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            content_type in proptest::option::of(prop_oneof![
+                "application/json", "application/wasm", "text/plain", "application/typescript"
+            ]),
+            lang in proptest::option::of(prop_oneof!["javascript", "ts", "wasm", "python", "x"]),
+        ) {
+            let hints = DeployHints {
+                lang: lang.as_deref(),
+                content_type: content_type.as_deref(),
+                ..DeployHints::default()
+            };
+            let _ = parse("f", &hints, &body);
+        }
+
+        /// Any manifest-shaped JSON is a deployment whose entry is among its files, or an error.
+        #[test]
+        fn any_manifest_deploys_or_is_refused(
+            members in proptest::collection::btree_map(
+                prop_oneof![
+                    "language", "entry", "files", "env", "allow_net", "isolation", "executor",
+                    "limits", "bindings", "[a-z]{1,6}"
+                ],
+                json_value(),
+                0..6
+            ),
+        ) {
+            let manifest = serde_json::Value::Object(members.into_iter().collect());
+            let hints = DeployHints {
+                content_type: Some("application/json"),
+                ..DeployHints::default()
+            };
+            if let Ok(d) = parse("f", &hints, manifest.to_string().as_bytes()) {
+                prop_assert!(
+                    d.wasm.is_some() || d.modules.contains_key(&d.entry),
+                    "{manifest}"
+                );
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `ANY /fn/{name}/{path...}`: one invocation, its response, and its logs.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -19,6 +20,55 @@ use crate::store::LogEntry;
 use functions_runtime::InvokeError;
 use functions_runtime::ResponseBody;
 
+/// The request function `name` sees: the URL without the `/fn/{name}` prefix (`/` when nothing
+/// follows), query kept, on the request's host (this server's address when the `Host` header is
+/// not a host and port), and the prefix in `X-Forwarded-Prefix`.
+fn function_request(
+    name: &str,
+    parts: &http::request::Parts,
+    body: Vec<u8>,
+    listen: SocketAddr,
+) -> functions_runtime::Request {
+    let prefix = format!("/fn/{name}");
+    let rest = parts.uri.path().strip_prefix(prefix.as_str()).unwrap_or("");
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    // A Host such as `evil/x?` must not move the path: only a plain authority is taken.
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|authority| {
+            let plain = !authority.host().is_empty() && !authority.as_str().contains('@');
+            // `port_u16` is None both without a port and with one that is not a u16.
+            plain && (authority.as_str() == authority.host() || authority.port_u16().is_some())
+        })
+        .map_or_else(|| listen.to_string(), |authority| authority.to_string());
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    headers.push(("x-forwarded-prefix".into(), prefix));
+    functions_runtime::Request {
+        method: parts.method.as_str().to_owned(),
+        url: format!("http://{host}{rest}{query}"),
+        headers,
+        body,
+        env: Default::default(),
+    }
+}
+
 /// Runs function `name` with the request, stores its console output, answers its response.
 pub async fn invoke(
     state: &Arc<AppState>,
@@ -32,40 +82,7 @@ pub async fn invoke(
     let (parts, body) = request.into_parts();
     let body = read_body(body, super::MAX_PAYLOAD_BYTES).await?;
 
-    // The function sees the URL without the /fn/{name} prefix, host and query kept.
-    let prefix = format!("/fn/{name}");
-    let rest = parts.uri.path().strip_prefix(prefix.as_str()).unwrap_or("");
-    let rest = if rest.is_empty() { "/" } else { rest };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| state.listen.to_string());
-    let mut headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    headers.push(("x-forwarded-prefix".into(), prefix.clone()));
-    let request = functions_runtime::Request {
-        method: parts.method.as_str().to_owned(),
-        url: format!("http://{host}{rest}{query}"),
-        headers,
-        body: body.to_vec(),
-        env: Default::default(),
-    };
-
+    let request = function_request(name, &parts, body.to_vec(), state.listen);
     let outcome = state.engine.invoke(&function, request).await;
     let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
     if let Some(after_response) = outcome.after_response {
@@ -185,4 +202,101 @@ fn function_response(response: functions_runtime::Response) -> HttpResponse {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
+        let mut request = Request::builder().method("POST").uri(uri);
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    const LISTEN: &str = "127.0.0.1:8787";
+
+    #[test]
+    fn the_function_sees_its_own_path_on_the_requests_host() {
+        let listen = LISTEN.parse().unwrap();
+        let request = function_request(
+            "hello",
+            &parts("/fn/hello/a/b?x=1", Some("example.com:8080")),
+            Vec::new(),
+            listen,
+        );
+        assert_eq!(request.url, "http://example.com:8080/a/b?x=1");
+        assert!(
+            request
+                .headers
+                .contains(&("x-forwarded-prefix".into(), "/fn/hello".into()))
+        );
+        let bare = function_request("hello", &parts("/fn/hello", None), Vec::new(), listen);
+        assert_eq!(bare.url, "http://127.0.0.1:8787/");
+        for (host, url) in [
+            ("[::1]:9000", "http://[::1]:9000/x"),
+            ("[::1]", "http://[::1]/x"),
+        ] {
+            let request = function_request(
+                "hello",
+                &parts("/fn/hello/x", Some(host)),
+                Vec::new(),
+                listen,
+            );
+            assert_eq!(request.url, url);
+        }
+        for host in [
+            "evil.com/admin?",
+            "user@evil.com",
+            "a b",
+            "",
+            "a:99999",
+            "a:",
+        ] {
+            let request = function_request(
+                "hello",
+                &parts("/fn/hello/x", Some(host)),
+                Vec::new(),
+                listen,
+            );
+            assert_eq!(request.url, "http://127.0.0.1:8787/x", "Host: {host:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the path, query and Host header, the function gets a URL that parses, on
+        /// the request's host or this server's, whose path is the request's after the prefix.
+        #[test]
+        fn any_request_becomes_a_url_with_the_same_path(
+            rest in "(/[a-zA-Z0-9._~%!$&'()*+,;=:@-]{0,12}){0,4}",
+            query in proptest::option::of("[a-zA-Z0-9._~%!$&'()*+,;=:@/?-]{0,20}"),
+            host in proptest::option::of("[ -~]{0,24}"),
+        ) {
+            let uri = match &query {
+                Some(query) => format!("/fn/f{rest}?{query}"),
+                None => format!("/fn/f{rest}"),
+            };
+            let Ok(uri) = uri.parse::<http::Uri>() else { return Ok(()) };
+            let mut builder = Request::builder().uri(uri);
+            if let Some(value) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                builder = builder.header(header::HOST, value);
+            }
+            let parts = builder.body(()).unwrap().into_parts().0;
+            let request = function_request("f", &parts, Vec::new(), LISTEN.parse().unwrap());
+            let url = deno_core::url::Url::parse(&request.url).expect("a URL");
+            let expected = deno_core::url::Url::parse(&format!("http://x{}", if rest.is_empty() { "/" } else { &rest })).unwrap();
+            prop_assert_eq!(url.path(), expected.path());
+            let server = deno_core::url::Url::parse(&format!("http://{LISTEN}/")).unwrap();
+            let from_header = host.as_deref().and_then(|h| deno_core::url::Url::parse(&format!("http://{h}/")).ok());
+            prop_assert!(
+                url.host() == server.host()
+                    || from_header.is_some_and(|h| h.host() == url.host()),
+                "{} for Host {:?}", request.url, host
+            );
+        }
+    }
 }
