@@ -108,7 +108,10 @@ pub struct Output {
 
 fn run_cli(args: &[&str], server: Option<&str>, expect_success: bool) -> Output {
     let mut command = Command::new(BINARY);
-    command.args(args).env_remove("FUNCTIONS_HOST_URL");
+    command
+        .args(args)
+        .env_remove("FUNCTIONS_HOST_URL")
+        .env_remove("FUNCTIONS_HOST_API_KEY");
     if let Some(base) = server {
         command.env("FUNCTIONS_HOST_URL", base);
     }
@@ -139,11 +142,20 @@ pub struct Server {
     _stdout: BufReader<ChildStdout>,
     pub base: String,
     data: PathBuf,
+    /// Extra `serve` arguments and environment variables it was started with.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts `functions-host serve` on an ephemeral port and waits until it listens.
     pub fn start(data: &Path) -> Self {
+        Self::start_with(data, &[], &[])
+    }
+
+    /// Like [`Server::start`], with more `serve` arguments and environment variables (e.g.
+    /// `FUNCTIONS_HOST_API_KEYS`).
+    pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BINARY)
             .args([
                 "serve",
@@ -154,6 +166,9 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(args)
+            .env_remove("FUNCTIONS_HOST_API_KEYS")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -170,6 +185,11 @@ impl Server {
             _stdout: stdout,
             base,
             data: data.to_owned(),
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
@@ -177,7 +197,13 @@ impl Server {
     pub fn restart(mut self) -> Self {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        Self::start(&self.data)
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::start_with(&self.data, &args, &env)
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {

@@ -430,3 +430,97 @@ fn outgoing_fetch_reaches_only_the_hosts_granted_at_deploy() {
         serde_json::json!([granted])
     );
 }
+
+#[test]
+fn api_keys_guard_the_management_api_but_not_invocation() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "from-file\n").unwrap();
+    let server = Server::start_with(
+        data.path(),
+        &[],
+        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta")],
+    );
+    let status = |headers: &[(&str, &str)]| {
+        harness::request_with_headers(&server.base, "GET", "/api/functions", headers)
+    };
+    let refused = status(&[]);
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["code"], "unauthorized");
+    assert_eq!(
+        refused.header("www-authenticate").as_deref(),
+        Some("Bearer")
+    );
+    for wrong in ["Bearer alph", "Bearer alpha2", "alpha", "Bearer "] {
+        assert_eq!(status(&[("authorization", wrong)]).status, 401, "{wrong}");
+    }
+    assert_eq!(status(&[("authorization", "Bearer beta")]).status, 200);
+    // Every /api route, and deploys too, whatever the method.
+    assert_eq!(
+        server
+            .put(
+                "/api/functions/hello",
+                "application/javascript",
+                &fixture("hello.js")
+            )
+            .status,
+        401
+    );
+    assert_eq!(server.get("/api/functions/hello/logs").status, 401);
+    assert_eq!(
+        server
+            .request("DELETE", "/api/functions/hello", None)
+            .status,
+        401
+    );
+
+    // The CLI sends FUNCTIONS_HOST_API_KEY (or --api-key); without one it says what is wrong.
+    let hello = harness::fixtures().join("js/hello.js");
+    let refused = server.cli_fails(&["deploy", hello.to_str().unwrap()]);
+    assert!(refused.contains("requires an API key"), "{refused}");
+    let deployed = std::process::Command::new(harness::BINARY)
+        .args(["deploy", hello.to_str().unwrap()])
+        .env("FUNCTIONS_HOST_URL", &server.base)
+        .env("FUNCTIONS_HOST_API_KEY", "alpha")
+        .output()
+        .unwrap();
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let listed = std::process::Command::new(harness::BINARY)
+        .args(["--api-key", "beta", "ls"])
+        .env("FUNCTIONS_HOST_URL", &server.base)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("hello"));
+
+    // Invocation and the health check need no key.
+    assert_eq!(server.post("/fn/hello/", r#"{"name":"Ada"}"#).status, 200);
+    assert_eq!(server.get("/healthz").status, 200);
+
+    // Keys also come from a file, and a restart keeps requiring them.
+    let server = server.restart();
+    assert_eq!(server.get("/api/functions").status, 401);
+    drop(server);
+    let file = keys.path().to_str().unwrap();
+    let server = Server::start_with(data.path(), &["--api-keys-file", file], &[]);
+    let with = |key: &str| {
+        harness::request_with_headers(
+            &server.base,
+            "GET",
+            "/api/functions",
+            &[("authorization", key)],
+        )
+        .status
+    };
+    assert_eq!((with("Bearer from-file"), with("Bearer alpha")), (200, 401));
+    drop(server);
+    let server = Server::start(data.path());
+    assert_eq!(
+        server.get("/api/functions").status,
+        200,
+        "no keys: an open server"
+    );
+}

@@ -7,6 +7,8 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer KEY`.
+    api_key: Option<String>,
 }
 
 /// A response: status and body.
@@ -47,10 +49,11 @@ impl Reply {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, api_key: Option<&str>) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             agent: ureq::AgentBuilder::new().build(),
+            api_key: api_key.map(str::to_owned),
         }
     }
 
@@ -62,7 +65,10 @@ impl Client {
         body: Option<(&str, &[u8])>,
     ) -> anyhow::Result<Reply> {
         let url = format!("{}{}", self.base, path);
-        let request = self.agent.request(method, &url);
+        let mut request = self.agent.request(method, &url);
+        if let Some(key) = &self.api_key {
+            request = request.set("authorization", &format!("Bearer {key}"));
+        }
         let result = match body {
             Some((content_type, bytes)) => {
                 request.set("content-type", content_type).send_bytes(bytes)

@@ -147,7 +147,7 @@ pub struct DeployArgs {
 }
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
-pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
+pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
     let guest = toolchain::guest_source(&args.path, args.lang.as_deref());
     let wasm = guest.is_some()
         || args.lang.as_deref() == Some("wasm")
@@ -205,7 +205,7 @@ pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
         manifest["executor"] = executor.into();
     }
     let body = serde_json::to_vec(&manifest)?;
-    let reply = Client::new(server).expect(
+    let reply = client.expect(
         "PUT",
         &format!("/api/functions/{name}"),
         Some(("application/json", &body)),
@@ -222,10 +222,10 @@ pub fn deploy(server: &str, args: &DeployArgs) -> anyhow::Result<()> {
 }
 
 /// `invoke NAME [JSON|-]`: prints the response body; a non-2xx status fails.
-pub fn invoke(server: &str, name: &str, payload: Option<&str>) -> anyhow::Result<()> {
+pub fn invoke(client: &Client, name: &str, payload: Option<&str>) -> anyhow::Result<()> {
     let body = payload_bytes(payload)?;
     let body = (!body.is_empty()).then_some(("application/json", body.as_slice()));
-    let reply = Client::new(server).send("POST", &format!("/fn/{name}/"), body)?;
+    let reply = client.send("POST", &format!("/fn/{name}/"), body)?;
     if !reply.is_success() {
         bail!(reply.error_message());
     }
@@ -238,10 +238,8 @@ pub fn invoke(server: &str, name: &str, payload: Option<&str>) -> anyhow::Result
 }
 
 /// `ls`: one line per function.
-pub fn list(server: &str) -> anyhow::Result<()> {
-    let v = Client::new(server)
-        .expect("GET", "/api/functions", None)?
-        .json()?;
+pub fn list(client: &Client) -> anyhow::Result<()> {
+    let v = client.expect("GET", "/api/functions", None)?.json()?;
     let functions = v["functions"].as_array().cloned().unwrap_or_default();
     println!(
         "{:<24} {:>7}  {:<10}  {:<24}  URL",
@@ -261,15 +259,14 @@ pub fn list(server: &str) -> anyhow::Result<()> {
 }
 
 /// `rm NAME`
-pub fn remove(server: &str, name: &str) -> anyhow::Result<()> {
-    Client::new(server).expect("DELETE", &format!("/api/functions/{name}"), None)?;
+pub fn remove(client: &Client, name: &str) -> anyhow::Result<()> {
+    client.expect("DELETE", &format!("/api/functions/{name}"), None)?;
     println!("Deleted {name}");
     Ok(())
 }
 
 /// `logs NAME [--follow]`: `timestamp level message` lines, oldest first.
-pub fn logs(server: &str, name: &str, follow: bool) -> anyhow::Result<()> {
-    let client = Client::new(server);
+pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
         let v = client

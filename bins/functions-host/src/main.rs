@@ -27,6 +27,14 @@ struct Cli {
         default_value = "http://127.0.0.1:8787"
     )]
     server: String,
+    /// The API key client commands send, when the server requires one.
+    #[arg(
+        long,
+        global = true,
+        env = "FUNCTIONS_HOST_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +55,10 @@ enum Command {
         /// Cap on each function's stored logs, in bytes; the oldest lines go first.
         #[arg(long, default_value_t = store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
+        /// A file of API keys, one per line, that `/api` requests must carry (as
+        /// `Authorization: Bearer KEY`); FUNCTIONS_HOST_API_KEYS adds comma-separated ones.
+        #[arg(long)]
+        api_keys_file: Option<PathBuf>,
     },
     /// Deploy a function from a source file, or a directory of them.
     Deploy(commands::DeployArgs),
@@ -82,15 +94,31 @@ enum Command {
     },
 }
 
+/// The keys `serve` requires: from `--api-keys-file` and `FUNCTIONS_HOST_API_KEYS`.
+fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<server::ApiKeys> {
+    let from_file = match file {
+        Some(path) => server::ApiKeys::parse(
+            &std::fs::read_to_string(path)
+                .map_err(|err| anyhow::anyhow!("reading {}: {err}", path.display()))?,
+        ),
+        None => server::ApiKeys::default(),
+    };
+    let from_env = std::env::var("FUNCTIONS_HOST_API_KEYS").unwrap_or_default();
+    Ok(from_file.merge(server::ApiKeys::parse(&from_env)))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The server the client commands talk to.
+    let client = client::Client::new(&cli.server, cli.api_key.as_deref());
     let result = match cli.command {
         Command::Serve {
             listen,
             data,
             workers,
             log_cap_bytes,
-        } => {
+            api_keys_file,
+        } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
             let workers =
                 workers.unwrap_or_else(|| functions_runtime::EngineConfig::default().workers);
             let config = server::ServerConfig {
@@ -98,20 +126,19 @@ fn main() -> std::process::ExitCode {
                 data_dir: data,
                 workers,
                 log_cap_bytes,
+                api_keys,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(server::serve(config)))
-        }
-        Command::Deploy(args) => commands::deploy(&cli.server, &args),
-        Command::Invoke { name, payload } => {
-            commands::invoke(&cli.server, &name, payload.as_deref())
-        }
-        Command::Ls => commands::list(&cli.server),
-        Command::Rm { name } => commands::remove(&cli.server, &name),
-        Command::Logs { name, follow } => commands::logs(&cli.server, &name, follow),
+        }),
+        Command::Deploy(args) => commands::deploy(&client, &args),
+        Command::Invoke { name, payload } => commands::invoke(&client, &name, payload.as_deref()),
+        Command::Ls => commands::list(&client),
+        Command::Rm { name } => commands::remove(&client, &name),
+        Command::Logs { name, follow } => commands::logs(&client, &name, follow),
         Command::Run { path, payload } => commands::run(&path, payload.as_deref()),
         Command::New { name, lang } => scaffold::new(&name, &lang),
     };

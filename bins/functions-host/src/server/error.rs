@@ -64,6 +64,16 @@ impl ApiError {
         err
     }
 
+    /// A management request without a valid `Authorization: Bearer` key.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server requires an API key: Authorization: Bearer KEY \
+             (the CLI sends FUNCTIONS_HOST_API_KEY)",
+        )
+    }
+
     /// Adds a field to the error object.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.0.details.insert(key.to_owned(), value.into());
@@ -77,6 +87,11 @@ impl ApiError {
         error.insert("message".into(), body.message.into());
         error.extend(body.details);
         let mut response = json(body.status, &json!({ "error": error }));
+        if body.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(allow) = body.allow {
             response
                 .headers_mut()

@@ -4,6 +4,7 @@
 //! answers once the server is ready.
 
 mod api;
+mod auth;
 mod body;
 mod error;
 mod invoke;
@@ -26,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::store::Store;
+pub use auth::ApiKeys;
 pub use error::ApiError;
 use registry::Registry;
 
@@ -37,12 +39,13 @@ pub const MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
 pub const MAX_DEPLOY_BYTES: usize = 50 * 1024 * 1024;
 
 /// How the server is set up.
-#[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub workers: usize,
     pub log_cap_bytes: u64,
+    /// Keys the management API requires (none: it is open).
+    pub api_keys: ApiKeys,
 }
 
 /// Everything a request handler needs.
@@ -51,6 +54,7 @@ pub(crate) struct AppState {
     pub store: Store,
     pub registry: Registry,
     pub listen: SocketAddr,
+    pub api_keys: ApiKeys,
 }
 
 type HttpResponse = Response<body::Body>;
@@ -79,7 +83,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         store,
         registry,
         listen,
+        api_keys: config.api_keys,
     });
+    if state.api_keys.count() > 0 {
+        eprintln!(
+            "functions-host: /api requires one of {} API keys",
+            state.api_keys.count()
+        );
+    }
     // Tests and scripts wait for this line: the server accepts connections from here on.
     println!(
         "functions-host listening on http://{listen} (data in {})",
@@ -137,6 +148,9 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
+    if segments[0] == "api" && !state.api_keys.admit(request.headers()) {
+        return ApiError::unauthorized().into_response();
+    }
     let result = match segments.as_slice() {
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
         ["healthz"] => {
