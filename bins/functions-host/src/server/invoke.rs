@@ -37,18 +37,25 @@ fn function_request(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    // A Host such as `evil/x?` must not move the path: only a plain authority is taken.
+    // A Host such as `evil/x?` must not move the path: only a host and port that the URL parser
+    // functions use reads as one (no path, user, query or invalid address) is taken.
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .filter(|authority| {
-            let plain = !authority.host().is_empty() && !authority.as_str().contains('@');
-            // `port_u16` is None both without a port and with one that is not a u16.
-            plain && (authority.as_str() == authority.host() || authority.port_u16().is_some())
+        .and_then(|h| {
+            url::Url::parse(&format!("http://{h}/"))
+                .ok()
+                .filter(|url| plain_authority(url, h))
         })
-        .map_or_else(|| listen.to_string(), |authority| authority.to_string());
+        .and_then(|url| {
+            let host = url.host_str()?.to_owned();
+            Some(
+                url.port()
+                    .map_or(host.clone(), |port| format!("{host}:{port}")),
+            )
+        })
+        .unwrap_or_else(|| listen.to_string());
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -67,6 +74,17 @@ fn function_request(
         body,
         env: Default::default(),
     }
+}
+
+/// Whether `url`, parsed from `http://{host}/`, is that host and port alone.
+fn plain_authority(url: &url::Url, host: &str) -> bool {
+    url.path() == "/"
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', '@', '\\'])
 }
 
 /// Runs function `name` with the request, stores its console output, answers its response.
@@ -240,6 +258,7 @@ mod tests {
         for (host, url) in [
             ("[::1]:9000", "http://[::1]:9000/x"),
             ("[::1]", "http://[::1]/x"),
+            ("Example.COM:", "http://example.com/x"),
         ] {
             let request = function_request(
                 "hello",
@@ -255,7 +274,7 @@ mod tests {
             "a b",
             "",
             "a:99999",
-            "a:",
+            "1.2.3.999",
         ] {
             let request = function_request(
                 "hello",
@@ -287,11 +306,11 @@ mod tests {
             }
             let parts = builder.body(()).unwrap().into_parts().0;
             let request = function_request("f", &parts, Vec::new(), LISTEN.parse().unwrap());
-            let url = deno_core::url::Url::parse(&request.url).expect("a URL");
-            let expected = deno_core::url::Url::parse(&format!("http://x{}", if rest.is_empty() { "/" } else { &rest })).unwrap();
+            let url = url::Url::parse(&request.url).expect("a URL");
+            let expected = url::Url::parse(&format!("http://x{}", if rest.is_empty() { "/" } else { &rest })).unwrap();
             prop_assert_eq!(url.path(), expected.path());
-            let server = deno_core::url::Url::parse(&format!("http://{LISTEN}/")).unwrap();
-            let from_header = host.as_deref().and_then(|h| deno_core::url::Url::parse(&format!("http://{h}/")).ok());
+            let server = url::Url::parse(&format!("http://{LISTEN}/")).unwrap();
+            let from_header = host.as_deref().and_then(|h| url::Url::parse(&format!("http://{h}/")).ok());
             prop_assert!(
                 url.host() == server.host()
                     || from_header.is_some_and(|h| h.host() == url.host()),
