@@ -44,6 +44,14 @@ impl Reply {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.text()))
     }
 
+    /// The `message` of a JSON error body (`{"error":{"message"}}`).
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}", self.text()))
+            .to_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
@@ -106,12 +114,18 @@ pub struct Output {
     pub stderr: String,
 }
 
-fn run_cli(args: &[&str], server: Option<&str>, expect_success: bool) -> Output {
+fn run_cli(
+    args: &[&str],
+    server: Option<&str>,
+    env: &[(&str, &str)],
+    expect_success: bool,
+) -> Output {
     let mut command = Command::new(BINARY);
     command
         .args(args)
         .env_remove("FUNCTIONS_HOST_URL")
-        .env_remove("FUNCTIONS_HOST_API_KEY");
+        .env_remove("FUNCTIONS_HOST_API_KEY")
+        .envs(env.iter().copied());
     if let Some(base) = server {
         command.env("FUNCTIONS_HOST_URL", base);
     }
@@ -132,7 +146,7 @@ fn run_cli(args: &[&str], server: Option<&str>, expect_success: bool) -> Output 
 
 /// Runs a CLI command that needs no server; it must succeed.
 pub fn cli_without_server(args: &[&str]) -> Output {
-    run_cli(args, None, true)
+    run_cli(args, None, &[], true)
 }
 
 /// A running server with its data directory.
@@ -234,12 +248,27 @@ impl Server {
 
     /// Runs a CLI command against this server; it must succeed. Returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        run_cli(args, Some(&self.base), true).stdout
+        self.cli_with(args, &[])
+    }
+
+    /// Like [`Server::cli`], with these environment variables (e.g. `FUNCTIONS_HOST_API_KEY`).
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        run_cli(args, Some(&self.base), env, true).stdout
     }
 
     /// Runs a CLI command against this server; it must fail. Returns its stderr.
     pub fn cli_fails(&self, args: &[&str]) -> String {
-        run_cli(args, Some(&self.base), false).stderr
+        run_cli(args, Some(&self.base), &[], false).stderr
+    }
+
+    /// The messages of function `name`'s stored log lines, oldest first.
+    pub fn log_lines(&self, name: &str) -> Vec<String> {
+        self.get(&format!("/api/functions/{name}/logs")).json()["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|line| line["message"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// The server process's peak resident memory so far (`VmHWM`), in bytes.

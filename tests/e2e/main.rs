@@ -478,23 +478,11 @@ fn api_keys_guard_the_management_api_but_not_invocation() {
     let hello = harness::fixtures().join("js/hello.js");
     let refused = server.cli_fails(&["deploy", hello.to_str().unwrap()]);
     assert!(refused.contains("requires an API key"), "{refused}");
-    let deployed = std::process::Command::new(harness::BINARY)
-        .args(["deploy", hello.to_str().unwrap()])
-        .env("FUNCTIONS_HOST_URL", &server.base)
-        .env("FUNCTIONS_HOST_API_KEY", "alpha")
-        .output()
-        .unwrap();
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
+    server.cli_with(
+        &["deploy", hello.to_str().unwrap()],
+        &[("FUNCTIONS_HOST_API_KEY", "alpha")],
     );
-    let listed = std::process::Command::new(harness::BINARY)
-        .args(["--api-key", "beta", "ls"])
-        .env("FUNCTIONS_HOST_URL", &server.base)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("hello"));
+    assert!(server.cli(&["--api-key", "beta", "ls"]).contains("hello"));
 
     // Invocation and the health check need no key.
     assert_eq!(server.post("/fn/hello/", r#"{"name":"Ada"}"#).status, 200);

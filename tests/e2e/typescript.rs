@@ -26,15 +26,11 @@ fn a_typescript_directory_deploys_runs_and_maps_its_errors() {
     assert!(stack.contains("exploded: testing"), "{stack}");
     assert!(stack.contains("app/index.ts:27:"), "{stack}");
     assert!(stack.contains("app/index.ts:14:"), "{stack}");
-    let logs = server.get("/api/functions/app/logs").json();
-    let logged = logs["logs"]
-        .as_array()
-        .unwrap()
+    let lines = server.log_lines("app");
+    let logged = lines
         .iter()
-        .map(|line| line["message"].as_str().unwrap())
         .find(|message| message.contains("exploded: testing"))
-        .unwrap_or_else(|| panic!("{logs}"))
-        .to_owned();
+        .unwrap_or_else(|| panic!("{lines:?}"));
     assert!(logged.contains("app/index.ts:27:"), "{logged}");
 
     // Stored compiled: after a restart the same modules answer, and the source is the original.

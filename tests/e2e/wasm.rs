@@ -70,20 +70,14 @@ fn a_wagi_guest_sees_the_request_as_cgi_variables_and_its_failures_are_reported(
 
     let reply = server.request("POST", "/fn/cgi/", Some(("text/plain", b"fail")));
     assert_eq!(reply.status, 500);
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = reply.error_message();
     assert!(message.contains("exited with status 3"), "{message}");
     assert!(message.contains("giving up: the body said so"), "{message}");
-    let logs = server.get("/api/functions/cgi/logs").json();
-    let lines: Vec<&str> = logs["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|line| line["message"].as_str())
-        .collect();
-    assert!(lines.contains(&"about to fail"), "{lines:?}");
+    let lines = server.log_lines("cgi");
+    assert!(
+        lines.iter().any(|line| line == "about to fail"),
+        "{lines:?}"
+    );
 }
 
 /// A WASI 0.2 `wasi:cli/command` component made of a preview 1 command module, with the adapter
@@ -145,10 +139,7 @@ fn a_wasi_component_deploys_answers_as_cgi_and_survives_a_restart() {
         assert_eq!(reply.text(), "GET /a/b ?x=1 x-test=yes greeting= body=\n");
         let reply = server.request("POST", "/fn/cgi-component/", Some(("text/plain", b"fail")));
         assert_eq!(reply.status, 500);
-        let message = reply.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let message = reply.error_message();
         // WASI 0.2's `exit` carries only success or failure: the guest's 3 arrives as 1.
         assert!(message.contains("exited with status 1"), "{message}");
         assert!(message.contains("giving up: the body said so"), "{message}");
@@ -172,10 +163,7 @@ fn binaries_that_are_not_wasi_commands_are_refused_at_deploy() {
     ] {
         let reply = server.put("/api/functions/bad", "application/wasm", body);
         assert_eq!(reply.status, 400, "{}", reply.text());
-        let message = reply.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let message = reply.error_message();
         assert!(message.contains(expected), "{expected:?} in {message}");
     }
     assert_eq!(server.get("/api/functions/bad").status, 404);
@@ -263,16 +251,6 @@ fn every_example_builds_with_its_toolchain_deploys_and_answers() {
     }
 }
 
-/// The lines of a function's log.
-fn log_lines(server: &Server, name: &str) -> Vec<String> {
-    server.get(&format!("/api/functions/{name}/logs")).json()["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|line| line["message"].as_str().map(str::to_owned))
-        .collect()
-}
-
 #[test]
 fn guest_libraries_turn_json_events_into_arguments_and_results_into_json() {
     let data = tempfile::tempdir().unwrap();
@@ -327,7 +305,8 @@ fn guest_libraries_turn_json_events_into_arguments_and_results_into_json() {
             "{name}"
         );
         assert!(
-            log_lines(&server, &format!("hello-{name}"))
+            server
+                .log_lines(&format!("hello-{name}"))
                 .contains(&"bad event: missing argument `name`".to_owned()),
             "{name}"
         );
@@ -378,10 +357,7 @@ fn guest_libraries_turn_json_events_into_arguments_and_results_into_json() {
     );
     let reply = server.post("/fn/hello-command/", "7");
     assert_eq!(reply.status, 500);
-    let message = reply.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = reply.error_message();
     assert!(message.contains("exited with status 2"), "{message}");
     assert!(
         message.contains("bad event: `name`: expected a string, got a number"),

@@ -84,7 +84,8 @@ fn plain_authority(url: &url::Url, host: &str) -> bool {
         && url.query().is_none()
         && url.fragment().is_none()
         && !host.is_empty()
-        && !host.contains(['/', '?', '#', '@', '\\'])
+        // `@a` parses as host `a` with an empty user name.
+        && !host.contains('@')
 }
 
 /// Runs function `name` with the request, stores its console output, answers its response.
