@@ -59,15 +59,22 @@ pub struct Settings {
     pub executor: Executor,
 }
 
-/// What one invocation may use before it is stopped. Enforced for WebAssembly guests (epoch
-/// interruption, a store limiter, the stdout pipe's capacity).
+/// The largest response body a function may produce whole (a WebAssembly guest's stdout, a
+/// JavaScript `Response` that is not a stream); a larger one fails the invocation.
+pub const MAX_RESPONSE_BYTES: usize = 5 * 1024 * 1024;
+
+/// What one invocation may use before it is stopped. JavaScript: a watchdog thread measuring
+/// the worker's CPU clock calls V8's `terminate_execution`, and the isolate's heap is capped
+/// (V8's near-heap-limit callback terminates it). WebAssembly: epoch interruption and a store
+/// limiter on linear memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU time (default 1 s).
+    /// CPU time (default 1 s). JavaScript: counted from the start of the module's top-level code
+    /// and again from the handler's start, not the isolate's creation.
     pub cpu_time: Duration,
     /// Wall-clock time, including time spent waiting (default 30 s).
     pub wall_clock: Duration,
-    /// Memory: a guest's linear memory (default 128 MiB).
+    /// Memory (default 128 MiB): a JavaScript isolate's heap, a guest's linear memory.
     pub memory_bytes: u64,
 }
 

@@ -1,6 +1,7 @@
 //! One function module loaded in one V8 isolate: the per-invocation path.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use deno_core::JsRuntime;
 use deno_core::ModuleId;
@@ -17,7 +18,12 @@ use crate::Response;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
+use crate::function::Limits;
 use crate::loader::FunctionLoader;
+use crate::watchdog::Stop;
+use crate::watchdog::Verdict;
+use crate::watchdog::Watch;
+use crate::watchdog::Watchdog;
 
 /// Globals that the snapshot needs while it is built and at isolate creation, but that a
 /// function must not see.
@@ -32,13 +38,16 @@ pub(crate) struct Internals {
 }
 
 /// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot), or,
-/// with `None`, by running every extension's JavaScript from scratch (only for comparison).
+/// with `None`, by running every extension's JavaScript from scratch (only for comparison). Its
+/// heap is capped at `heap_limit` bytes, if given.
 pub(crate) fn new_runtime(
     snapshot: Option<&'static [u8]>,
     loader: Option<Rc<dyn ModuleLoader>>,
+    heap_limit: Option<usize>,
 ) -> (JsRuntime, Internals) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         module_loader: loader,
+        create_params: heap_limit.map(|limit| v8::CreateParams::default().heap_limits(0, limit)),
         startup_snapshot: snapshot,
         // The snapshot already holds the op bindings.
         skip_op_registration: snapshot.is_some(),
@@ -101,28 +110,50 @@ fn set_location(runtime: &mut JsRuntime, set_location: &v8::Global<v8::Function>
 pub(crate) struct Tail(v8::Global<v8::Value>);
 
 /// A function's module, evaluated in its own isolate, ready for invocations.
+///
+/// While it runs an invocation the isolate is under the [`Watchdog`]'s watch: from the start of
+/// its module's evaluation (a fresh isolate's top-level code) and again from the start of the
+/// handler, each with the function's whole CPU budget, until [`FunctionIsolate::end_invocation`].
 pub(crate) struct FunctionIsolate {
     runtime: JsRuntime,
     dispatch: v8::Global<v8::Function>,
     namespace: v8::Global<v8::Value>,
+    watch: Watch,
+    limits: Limits,
 }
 
 impl FunctionIsolate {
-    /// Creates an isolate from the snapshot, then loads and evaluates the function's module
-    /// (awaiting top-level `await`).
+    /// Creates an isolate from the snapshot, with the function's memory limit, then loads and
+    /// evaluates the function's module (awaiting top-level `await`) under `watchdog`'s watch.
     pub async fn load(
         function: &Function,
         snapshot: Option<&'static [u8]>,
+        watchdog: &Watchdog,
     ) -> Result<Self, InvokeError> {
-        let (mut runtime, dispatch, id) = load_graph(function, snapshot).await?;
+        let limits = function.settings().limits.clone();
+        let (mut runtime, dispatch, id) =
+            load_graph(function, snapshot, Some(heap_limit(&limits))).await?;
+        let verdict = Arc::new(Verdict::default());
+        let handle = runtime.v8_isolate().thread_safe_handle();
+        runtime.add_near_heap_limit_callback(verdict.on_near_heap_limit(handle.clone()));
+        let mut watch = watchdog.watch(handle, verdict);
+        watch.start(&limits);
         let evaluation = runtime.mod_evaluate(id);
-        runtime
-            .with_event_loop_future(evaluation, PollEventLoopOptions::default())
-            .await
-            .map_err(InvokeError::from_core)?;
-        let namespace = runtime
-            .get_module_namespace(id)
-            .map_err(InvokeError::from_core)?;
+        let evaluated = within(
+            watch.deadline(),
+            &limits,
+            runtime.with_event_loop_future(evaluation, PollEventLoopOptions::default()),
+        )
+        .await;
+        let namespace = evaluated.and_then(|()| {
+            runtime
+                .get_module_namespace(id)
+                .map_err(InvokeError::from_core)
+        });
+        let namespace = match namespace {
+            Ok(namespace) => namespace,
+            Err(err) => return Err(stopped(&watch, &limits, err)),
+        };
         let namespace = {
             deno_core::scope!(scope, runtime);
             let local = v8::Local::new(scope, namespace);
@@ -132,26 +163,36 @@ impl FunctionIsolate {
             runtime,
             dispatch,
             namespace,
+            watch,
+            limits,
         })
     }
 
     /// Runs one invocation until the handler has responded: the handler gets `request`; the
     /// result is its response and, when work remains after the response (a streamed body,
-    /// `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`].
+    /// `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`]. Call
+    /// [`FunctionIsolate::end_invocation`] once the invocation is done.
     pub async fn invoke(
         &mut self,
         request: Request,
     ) -> Result<(Response, Option<Tail>), InvokeError> {
         let op_state = self.runtime.op_state();
         op_state.borrow_mut().put(request);
+        self.watch.start(&self.limits);
         let call = self
             .runtime
             .call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
-        let value = self
-            .runtime
-            .with_event_loop_promise(call, PollEventLoopOptions::default())
-            .await
-            .map_err(InvokeError::from_core)?;
+        let value = within(
+            self.watch.deadline(),
+            &self.limits,
+            self.runtime
+                .with_event_loop_promise(call, PollEventLoopOptions::default()),
+        )
+        .await;
+        let value = match value {
+            Ok(value) => value,
+            Err(err) => return Err(stopped(&self.watch, &self.limits, err)),
+        };
         let response = op_state.borrow_mut().try_take::<Response>();
         let response = response.expect("the dispatcher resolved without responding");
         let tail = {
@@ -169,11 +210,17 @@ impl FunctionIsolate {
     /// Runs the event loop until `tail` (what an invocation does after its response) settles.
     pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
         let settled = self.runtime.resolve(tail.0);
-        let failure = self
-            .runtime
-            .with_event_loop_promise(settled, PollEventLoopOptions::default())
-            .await
-            .map_err(InvokeError::from_core)?;
+        let failure = within(
+            self.watch.deadline(),
+            &self.limits,
+            self.runtime
+                .with_event_loop_promise(settled, PollEventLoopOptions::default()),
+        )
+        .await;
+        let failure = match failure {
+            Ok(failure) => failure,
+            Err(err) => return Err(stopped(&self.watch, &self.limits, err)),
+        };
         deno_core::scope!(scope, self.runtime);
         let failure = v8::Local::new(scope, failure);
         if failure.is_null_or_undefined() {
@@ -185,6 +232,12 @@ impl FunctionIsolate {
             message: format!("Uncaught {}", stack.lines().next().unwrap_or_default()),
             stack,
         })
+    }
+
+    /// Takes the isolate off the watchdog's watch; returns why it was stopped during the
+    /// invocation, if it was (then it must not run another one).
+    pub fn end_invocation(&mut self) -> Option<Stop> {
+        self.watch.stop()
     }
 
     /// Takes the console output written since the last call.
@@ -220,10 +273,11 @@ impl FunctionIsolate {
 async fn load_graph(
     function: &Function,
     snapshot: Option<&'static [u8]>,
+    heap_limit: Option<usize>,
 ) -> Result<(JsRuntime, v8::Global<v8::Function>, ModuleId), InvokeError> {
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
-    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)));
+    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)), heap_limit);
     if let Some(location) = &function.settings().location {
         set_location(&mut runtime, &internals.set_location, location.as_str());
     }
@@ -253,7 +307,7 @@ pub(crate) async fn check(
     function: &Function,
     snapshot: Option<&'static [u8]>,
 ) -> Result<(), CompileError> {
-    match load_graph(function, snapshot).await {
+    match load_graph(function, snapshot, None).await {
         Ok(_) => Ok(()),
         Err(InvokeError::Compile(err)) => Err(err),
         Err(err) => Err(CompileError {
@@ -262,5 +316,44 @@ pub(crate) async fn check(
             line: 0,
             column: 0,
         }),
+    }
+}
+
+/// The heap limit of an isolate running a function with `limits`.
+fn heap_limit(limits: &Limits) -> usize {
+    usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)
+}
+
+/// Runs the event loop future `work` until it completes or the wall-clock `deadline` passes
+/// (while it waits: running JavaScript past it is the watchdog's to stop).
+async fn within<T>(
+    deadline: Option<std::time::Instant>,
+    limits: &Limits,
+    work: impl Future<Output = Result<T, deno_core::error::CoreError>>,
+) -> Result<T, InvokeError> {
+    let Some(deadline) = deadline else {
+        return work.await.map_err(InvokeError::from_core);
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(result) => result.map_err(InvokeError::from_core),
+        Err(_) => Err(InvokeError::TimeLimit {
+            limit: limits.wall_clock,
+        }),
+    }
+}
+
+/// `err`, or the limit the watchdog stopped the isolate for if it did.
+fn stopped(watch: &Watch, limits: &Limits, err: InvokeError) -> InvokeError {
+    match watch.verdict() {
+        Some(Stop::CpuTime) => InvokeError::TimeLimit {
+            limit: limits.cpu_time,
+        },
+        Some(Stop::WallClock) => InvokeError::TimeLimit {
+            limit: limits.wall_clock,
+        },
+        Some(Stop::Memory) => InvokeError::MemoryLimit {
+            limit: limits.memory_bytes,
+        },
+        None => err,
     }
 }

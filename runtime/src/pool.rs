@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::hash::Hasher;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -26,6 +27,7 @@ use functions_ext::console::ConsoleOutput;
 use tokio::sync::oneshot;
 
 use crate::Request;
+use crate::ResponseBody;
 use crate::engine::AfterResponse;
 use crate::engine::Finished;
 use crate::engine::Outcome;
@@ -33,8 +35,10 @@ use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::function::Isolation;
+use crate::function::MAX_RESPONSE_BYTES;
 use crate::isolate;
 use crate::isolate::FunctionIsolate;
+use crate::watchdog::Watchdog;
 
 /// Warm isolates one worker keeps at most; the least recently used is dropped past it.
 const MAX_WARM_ISOLATES: usize = 64;
@@ -58,11 +62,14 @@ pub(crate) struct Pool {
     shared: Option<Sender<Task>>,
     pinned: Vec<Sender<Task>>,
     threads: Vec<JoinHandle<()>>,
+    /// Stops isolates past their limits; dropped after the workers.
+    _watchdog: Arc<Watchdog>,
 }
 
 impl Pool {
     pub fn new(workers: usize, snapshot: Option<&'static [u8]>) -> Self {
         let workers = workers.max(1);
+        let watchdog = Arc::new(Watchdog::start());
         let (shared, shared_rx) = crossbeam_channel::unbounded();
         let mut pinned = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
@@ -70,9 +77,10 @@ impl Pool {
             let (tx, rx) = crossbeam_channel::unbounded();
             pinned.push(tx);
             let shared_rx = shared_rx.clone();
+            let watchdog = watchdog.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("functions-worker-{index}"))
-                .spawn(move || Worker::new(snapshot).run(index == 0, shared_rx, rx))
+                .spawn(move || Worker::new(snapshot, watchdog).run(index == 0, shared_rx, rx))
                 .expect("spawning a worker thread");
             threads.push(thread);
         }
@@ -80,6 +88,7 @@ impl Pool {
             shared: Some(shared),
             pinned,
             threads,
+            _watchdog: watchdog,
         }
     }
 
@@ -127,14 +136,16 @@ impl Drop for WarmIsolate {
 
 struct Worker {
     snapshot: Option<&'static [u8]>,
+    watchdog: Arc<Watchdog>,
     warm: HashMap<String, WarmIsolate>,
     uses: u64,
 }
 
 impl Worker {
-    fn new(snapshot: Option<&'static [u8]>) -> Self {
+    fn new(snapshot: Option<&'static [u8]>, watchdog: Arc<Watchdog>) -> Self {
         Self {
             snapshot,
+            watchdog,
             warm: HashMap::new(),
             uses: 0,
         }
@@ -150,7 +161,7 @@ impl Worker {
         let anchor = match self.snapshot {
             Some(snapshot) if anchor => {
                 let _context = runtime.enter();
-                Some(isolate::new_runtime(Some(snapshot), None))
+                Some(isolate::new_runtime(Some(snapshot), None, None))
             }
             _ => None,
         };
@@ -189,16 +200,18 @@ impl Worker {
     ) -> Option<FunctionIsolate> {
         request.env = function.settings().env.clone();
         match function.isolation() {
-            Isolation::Invocation => match FunctionIsolate::load(function, self.snapshot).await {
-                Ok(mut isolate) => {
-                    run(&mut isolate, request, reply).await;
-                    Some(isolate)
+            Isolation::Invocation => {
+                match FunctionIsolate::load(function, self.snapshot, &self.watchdog).await {
+                    Ok(mut isolate) => {
+                        run(&mut isolate, request, reply).await;
+                        Some(isolate)
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
+                        None
+                    }
                 }
-                Err(err) => {
-                    let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
-                    None
-                }
-            },
+            }
             Isolation::Function => {
                 self.invoke_warm(function, request, reply).await;
                 None
@@ -223,7 +236,7 @@ impl Worker {
         }
         if !self.warm.contains_key(name) {
             self.evict_if_full();
-            match FunctionIsolate::load(function, self.snapshot).await {
+            match FunctionIsolate::load(function, self.snapshot, &self.watchdog).await {
                 Ok(mut isolate) => {
                     // SAFETY: just created, so entered and current; idle warm isolates stay exited.
                     unsafe { isolate.exit() };
@@ -270,13 +283,35 @@ impl Worker {
 
 /// Runs one invocation in `isolate`: replies with the [`Outcome`] once the handler has responded,
 /// then runs what remains after the response (a streamed body, `ctx.waitUntil`) and reports it
-/// through the outcome's [`crate::AfterResponse`]. True when the function threw.
+/// through the outcome's [`crate::AfterResponse`]. True when the function threw or was stopped
+/// at a limit (then the isolate must not be used again).
 async fn run(
     isolate: &mut FunctionIsolate,
     request: Request,
     reply: oneshot::Sender<Outcome>,
 ) -> bool {
-    match isolate.invoke(request).await {
+    let failed = respond(isolate, request, reply).await;
+    isolate.end_invocation().is_some() || failed
+}
+
+/// [`run`] until the invocation is done; true when the function threw.
+async fn respond(
+    isolate: &mut FunctionIsolate,
+    request: Request,
+    reply: oneshot::Sender<Outcome>,
+) -> bool {
+    let result = isolate
+        .invoke(request)
+        .await
+        .and_then(|(response, tail)| match &response.body {
+            ResponseBody::Full(body) if body.len() > MAX_RESPONSE_BYTES => {
+                Err(InvokeError::OutputTooLarge {
+                    limit: MAX_RESPONSE_BYTES,
+                })
+            }
+            _ => Ok((response, tail)),
+        });
+    match result {
         Err(err) => {
             let threw = matches!(err, InvokeError::Threw { .. });
             let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));

@@ -20,6 +20,7 @@ use std::time::Duration;
 use functions_runtime::Engine;
 use functions_runtime::EngineConfig;
 use functions_runtime::Function;
+use functions_runtime::Limits;
 use functions_runtime::Module;
 use functions_runtime::Request;
 use functions_runtime::Settings;
@@ -98,7 +99,7 @@ fn main() {
                 .iter()
                 .map(|relative| test_function(&root, relative, &harness, &server))
                 .collect();
-            let run = |function| run_file(&engine, function);
+            let run = |function| engine.invoke(function, Request::json("{}"));
             let outcomes = runtime.block_on(async {
                 match functions.as_slice() {
                     [a, b] => {
@@ -113,10 +114,7 @@ fn main() {
         }
         for (relative, outcome) in results {
             files += 1;
-            let subtests = match outcome {
-                Ok(outcome) => subtest_results(outcome),
-                Err(_) => vec![("(file)".to_owned(), false)],
-            };
+            let subtests = subtest_results(outcome);
             let expected: &[String] = expectations.get(&relative).map_or(&[], Vec::as_slice);
             for (name, pass) in &subtests {
                 total += 1;
@@ -199,15 +197,6 @@ fn compare_with_workerd(
     }
 }
 
-/// Runs one test function; `Err` if even the runner's own limit passed.
-async fn run_file(
-    engine: &Engine,
-    function: &Function,
-) -> Result<functions_runtime::Outcome, tokio::time::error::Elapsed> {
-    let invocation = engine.invoke(function, Request::json("{}"));
-    tokio::time::timeout(Duration::from_secs(120), invocation).await
-}
-
 /// The `.any.js` files under `root/directory` whose path (relative to `root`) contains `filter`,
 /// sorted, as paths relative to `root`.
 fn test_files(root: &Path, directory: &str, filter: Option<&str>) -> Vec<String> {
@@ -265,6 +254,13 @@ fn test_function(root: &Path, relative: &str, harness: &str, server: &str) -> Fu
             allow_net: vec![server.to_owned()],
             // A test runs in a worker whose location is the test file's URL.
             location: Some(test_url(server, relative).parse().unwrap()),
+            // A test file's budget, larger than a function's: the harness stops unfinished tests
+            // well before it (see `harness.js`).
+            limits: Limits {
+                cpu_time: Duration::from_secs(120),
+                wall_clock: Duration::from_secs(120),
+                memory_bytes: 1024 * 1024 * 1024,
+            },
             ..Settings::default()
         },
     )

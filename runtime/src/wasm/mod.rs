@@ -62,11 +62,10 @@ use crate::engine::Outcome;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
+use crate::function::MAX_RESPONSE_BYTES;
 
 /// How often the epoch advances: the granularity of a guest's time limit.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The most a guest may write to stdout (the response body), as for every response.
-pub const MAX_STDOUT_BYTES: usize = 5 * 1024 * 1024;
 /// The most of a guest's stderr kept (for its logs) per invocation.
 const MAX_STDERR_BYTES: usize = 1024 * 1024;
 /// How much of stderr's end a failed invocation's error carries.
@@ -377,7 +376,7 @@ impl WasmEngine {
             .map_err(|_| InvokeError::EngineStopped)?;
         let settings = function.settings();
         let limits = &settings.limits;
-        let stdout = MemoryOutputPipe::new(MAX_STDOUT_BYTES + 1);
+        let stdout = MemoryOutputPipe::new(MAX_RESPONSE_BYTES + 1);
         let stderr = MemoryOutputPipe::new(MAX_STDERR_BYTES);
         let environment = cgi::environment(&request, &settings.env, settings.executor);
         let mut wasi = WasiCtxBuilder::new();
@@ -460,9 +459,9 @@ impl WasmEngine {
             });
         }
         let stdout = stdout.contents();
-        if stdout.len() > MAX_STDOUT_BYTES {
+        if stdout.len() > MAX_RESPONSE_BYTES {
             return Err(InvokeError::OutputTooLarge {
-                limit: MAX_STDOUT_BYTES,
+                limit: MAX_RESPONSE_BYTES,
             });
         }
         match settings.executor {

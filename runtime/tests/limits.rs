@@ -1,0 +1,239 @@
+//! JavaScript functions past their limits: each is stopped with the right error while a
+//! well-behaved function keeps answering on the other worker, and the worker that ran it serves
+//! the next invocation normally.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use std::time::Instant;
+
+use common::engine;
+use common::run;
+use common::text;
+use functions_runtime::Engine;
+use functions_runtime::Function;
+use functions_runtime::InvokeError;
+use functions_runtime::Isolation;
+use functions_runtime::Limits;
+use functions_runtime::Module;
+use functions_runtime::Outcome;
+use functions_runtime::Request;
+use functions_runtime::Settings;
+
+fn limited(name: &str, source: &str, limits: Limits, isolation: Isolation) -> Function {
+    Function::new(
+        name,
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+        Settings {
+            limits,
+            isolation,
+            ..Settings::default()
+        },
+    )
+}
+
+fn hello() -> Function {
+    Function::javascript("hello", "export default (e) => ({ hi: e.name })")
+}
+
+/// Runs `bad` while the hello function answers ten times on the other worker; returns
+/// `bad`'s outcome and how long it took.
+async fn alongside_hello(engine: &Engine, bad: &Function) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let bad_run = async {
+        let outcome = engine.invoke(bad, Request::json("{}")).await;
+        (outcome, started.elapsed())
+    };
+    let good_runs = async {
+        for _ in 0..10 {
+            let response = run(engine, &hello(), Request::json(r#"{"name":"Ada"}"#)).await;
+            assert_eq!(text(&response), r#"{"hi":"Ada"}"#);
+        }
+    };
+    let (bad, ()) = tokio::join!(bad_run, good_runs);
+    // Both workers serve normally afterwards.
+    for _ in 0..4 {
+        let response = run(engine, &hello(), Request::json(r#"{"name":"Bo"}"#)).await;
+        assert_eq!(text(&response), r#"{"hi":"Bo"}"#);
+    }
+    bad
+}
+
+fn cpu(ms: u64) -> Limits {
+    Limits {
+        cpu_time: Duration::from_millis(ms),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_infinite_loop_is_stopped_at_its_cpu_time() {
+    let engine = engine();
+    for isolation in [Isolation::Invocation, Isolation::Function] {
+        let spin = limited(
+            "spin",
+            "export default () => { for (;;) {} }",
+            cpu(300),
+            isolation,
+        );
+        let (outcome, took) = alongside_hello(&engine, &spin).await;
+        assert!(
+            matches!(outcome.result, Err(InvokeError::TimeLimit { limit }) if limit == Duration::from_millis(300)),
+            "{:?}",
+            outcome.result
+        );
+        // The limit plus a margin for isolate creation and a loaded 2-core machine.
+        assert!(
+            took < Duration::from_secs(3),
+            "{isolation:?}: took {took:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_level_code_that_never_ends_is_stopped_too() {
+    let engine = engine();
+    let spin = limited(
+        "spin-at-load",
+        "for (;;) {}\nexport default () => 1",
+        cpu(200),
+        Isolation::Invocation,
+    );
+    let (outcome, _) = alongside_hello(&engine, &spin).await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::TimeLimit { .. })),
+        "{:?}",
+        outcome.result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_time_counts_from_the_handler_not_from_module_evaluation() {
+    let engine = engine();
+    // 150 ms of top-level work, then a 150 ms handler: each within its 250 ms budget.
+    let source = "const busy = (ms) => { const end = Date.now() + ms; while (Date.now() < end) {} };\n\
+                  busy(150);\n\
+                  export default () => { busy(150); return 'done'; }";
+    let function = limited("two-parts", source, cpu(250), Isolation::Invocation);
+    let response = run(&engine, &function, Request::json("{}")).await;
+    assert_eq!(text(&response), "\"done\"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_counts_against_the_wall_clock_but_not_cpu_time() {
+    let engine = engine();
+    let nap = "export default async () => { await new Promise((r) => setTimeout(r, 400)); return 'awake'; }";
+    let patient = limited("patient", nap, cpu(100), Isolation::Invocation);
+    let response = run(&engine, &patient, Request::json("{}")).await;
+    assert_eq!(text(&response), "\"awake\"");
+
+    let hurried = limited(
+        "hurried",
+        nap,
+        Limits {
+            wall_clock: Duration::from_millis(150),
+            ..Limits::default()
+        },
+        Isolation::Function,
+    );
+    let (outcome, took) = alongside_hello(&engine, &hurried).await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::TimeLimit { limit }) if limit == Duration::from_millis(150)),
+        "{:?}",
+        outcome.result
+    );
+    assert!(took < Duration::from_millis(400), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_bomb_is_stopped_at_its_memory_limit() {
+    let engine = engine();
+    let limits = Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        ..Limits::default()
+    };
+    for (name, source) in [
+        (
+            "arrays",
+            "export default () => { const keep = []; for (;;) keep.push(new Array(100000).fill(keep.length)); }",
+        ),
+        (
+            "one-huge-array",
+            "export default () => new Array(20_000_000).fill(1.5).length",
+        ),
+    ] {
+        let bomb = limited(name, source, limits.clone(), Isolation::Invocation);
+        let (outcome, _) = alongside_hello(&engine, &bomb).await;
+        assert!(
+            matches!(outcome.result, Err(InvokeError::MemoryLimit { limit }) if limit == 64 * 1024 * 1024),
+            "{name}: {:?}",
+            outcome.result
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_recursion_is_a_range_error_from_the_function() {
+    let engine = engine();
+    let deep = Function::javascript(
+        "deep",
+        "const down = (n) => down(n + 1) + 1;\nexport default () => down(0)",
+    );
+    let (outcome, _) = alongside_hello(&engine, &deep).await;
+    match outcome.result {
+        Err(InvokeError::Threw { message, stack }) => {
+            assert!(
+                message.contains("RangeError: Maximum call stack size exceeded"),
+                "{message}"
+            );
+            assert!(stack.contains("index.js:1"), "{stack}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_strings_fail_cleanly() {
+    let engine = engine();
+    // Longer than V8 allows a string to be: the function's own RangeError.
+    let too_long = Function::javascript(
+        "too-long",
+        "export default () => 'x'.repeat(2 ** 30).length",
+    );
+    let (outcome, _) = alongside_hello(&engine, &too_long).await;
+    assert!(
+        matches!(&outcome.result, Err(InvokeError::Threw { message, .. }) if message.contains("RangeError: Invalid string length")),
+        "{:?}",
+        outcome.result
+    );
+    // Longer than the heap holds: the memory limit.
+    let too_big = limited(
+        "too-big",
+        "export default () => { let s = 'ab'; while (s.length < 2 ** 28) s = (s + s).split('').join(''); return s.length; }",
+        Limits {
+            memory_bytes: 64 * 1024 * 1024,
+            ..Limits::default()
+        },
+        Isolation::Invocation,
+    );
+    let (outcome, _) = alongside_hello(&engine, &too_big).await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::MemoryLimit { .. })),
+        "{:?}",
+        outcome.result
+    );
+    // A response body over 5 MiB: an error, not a truncated body.
+    let too_much = Function::javascript(
+        "too-much",
+        "export default { fetch: () => new Response('x'.repeat(6 * 1024 * 1024)) }",
+    );
+    let (outcome, _) = alongside_hello(&engine, &too_much).await;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::OutputTooLarge { limit }) if limit == 5 * 1024 * 1024),
+        "{:?}",
+        outcome.result
+    );
+}
