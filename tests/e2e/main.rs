@@ -163,7 +163,17 @@ fn each_invocation_gets_a_fresh_isolate_unless_isolation_is_function() {
 fn a_busy_function_does_not_delay_another() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    server.deploy("busy", &fixture("busy.js"));
+    // Three seconds of spinning: more CPU time than the default limit allows.
+    let busy = serde_json::json!({
+        "files": { "busy.js": String::from_utf8(fixture("busy.js")).unwrap() },
+        "limits": { "cpu_ms": 10_000 },
+    });
+    let reply = server.put(
+        "/api/functions/busy",
+        "application/json",
+        busy.to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
     server.deploy("hello", &fixture("hello.js"));
     let (done_tx, done_rx) = mpsc::channel();
     let base = server.base.clone();

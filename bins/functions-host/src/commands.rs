@@ -144,6 +144,13 @@ pub struct DeployArgs {
     /// CGI headers).
     #[arg(long)]
     executor: Option<String>,
+    /// A limit, `KEY=VALUE` with KEY one of cpu_ms, wall_clock_ms, memory_mb or concurrency;
+    /// repeatable.
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    limits: Vec<String>,
+    /// Invoking it at /fn/NAME needs an API key (its call address needs none).
+    #[arg(long)]
+    private: bool,
 }
 
 /// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
@@ -204,6 +211,20 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
     if let Some(executor) = executor {
         manifest["executor"] = executor.into();
     }
+    let mut limits = serde_json::Map::new();
+    for pair in &args.limits {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--limit {pair:?} is not KEY=VALUE"))?;
+        let value: u64 = value
+            .parse()
+            .with_context(|| format!("--limit {pair:?}: the value is not a whole number"))?;
+        limits.insert(key.to_owned(), value.into());
+    }
+    manifest["limits"] = limits.into();
+    if args.private {
+        manifest["public"] = false.into();
+    }
     let body = serde_json::to_vec(&manifest)?;
     let reply = client.expect(
         "PUT",
@@ -218,7 +239,44 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
         v["language"].as_str().unwrap_or(""),
         v["url"].as_str().unwrap_or("")
     );
+    println!(
+        "Call address (no API key needed; keep it secret): {}",
+        v["call_url"].as_str().unwrap_or("")
+    );
     Ok(())
+}
+
+/// `call NAME`: queues an asynchronous call with stdin as the payload; prints its id.
+pub fn call(client: &Client, name: &str) -> anyhow::Result<()> {
+    let payload = payload_bytes(Some("-"))?;
+    let reply = client.expect(
+        "POST",
+        &format!("/api/functions/{name}/calls"),
+        Some(("application/json", &payload)),
+    )?;
+    println!("{}", reply.json()?["call_id"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+/// `get [--wait] ID`: prints a finished call's response body (a failed call fails); without
+/// `--wait`, a call still pending or running fails with its state.
+pub fn get(client: &Client, id: &str, wait: bool) -> anyhow::Result<()> {
+    loop {
+        let seconds = if wait { 60 } else { 0 };
+        let reply = client.send("GET", &format!("/api/calls/{id}?wait={seconds}"), None)?;
+        if reply.status == 202 {
+            if wait {
+                continue;
+            }
+            let state = reply.json()?["state"].as_str().unwrap_or("").to_owned();
+            bail!("call {id} is {state}: try again later, or get --wait");
+        }
+        if !reply.is_success() {
+            bail!(reply.error_message());
+        }
+        std::io::stdout().write_all(&reply.body)?;
+        return Ok(());
+    }
 }
 
 /// `invoke NAME [JSON|-]`: prints the response body; a non-2xx status fails.

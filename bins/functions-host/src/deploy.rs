@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use serde::Deserialize;
+use serde::Serialize;
 
 use functions_runtime::CompileError;
 
@@ -53,9 +54,71 @@ pub struct Manifest {
     #[serde(default)]
     pub bindings: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
-    pub limits: BTreeMap<String, serde_json::Value>,
+    pub limits: FunctionLimits,
+    /// Whether invoking it at `/fn/{name}` needs no API key (default true; a server without
+    /// keys lets everyone in regardless).
+    pub public: Option<bool>,
     /// How a WebAssembly guest's stdout becomes the response: `command` (default) or `wagi`.
     pub executor: Option<String>,
+}
+
+/// Limits a deploy may set for its function (the manifest's `limits`); unset ones are defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionLimits {
+    /// CPU time per invocation, in milliseconds (default 1,000; 1 to 60,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// Wall-clock time per invocation, in milliseconds (default 30,000; 1 to 900,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_clock_ms: Option<u64>,
+    /// Memory, in MiB: the V8 heap or a guest's linear memory (default 128; 16 to 4,096).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Invocations running at once, beyond which calls wait in a FIFO queue (default 10;
+    /// 1 to 1,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+}
+
+/// A function's concurrency when its deploy sets none.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+impl FunctionLimits {
+    /// Checks every set limit is in its range.
+    pub fn validate(&self) -> Result<(), DeployError> {
+        let check = |name: &str, value: Option<u64>, min: u64, max: u64| match value {
+            Some(value) if !(min..=max).contains(&value) => Err(bad(format!(
+                "limits.{name} must be between {min} and {max}, not {value}"
+            ))),
+            _ => Ok(()),
+        };
+        check("cpu_ms", self.cpu_ms, 1, 60_000)?;
+        check("wall_clock_ms", self.wall_clock_ms, 1, 900_000)?;
+        check("memory_mb", self.memory_mb, 16, 4096)?;
+        check("concurrency", self.concurrency.map(|c| c as u64), 1, 1000)
+    }
+
+    /// The engine's limits for an invocation.
+    pub fn runtime(&self) -> functions_runtime::Limits {
+        let defaults = functions_runtime::Limits::default();
+        functions_runtime::Limits {
+            cpu_time: self
+                .cpu_ms
+                .map_or(defaults.cpu_time, std::time::Duration::from_millis),
+            wall_clock: self
+                .wall_clock_ms
+                .map_or(defaults.wall_clock, std::time::Duration::from_millis),
+            memory_bytes: self
+                .memory_mb
+                .map_or(defaults.memory_bytes, |mb| mb * 1024 * 1024),
+        }
+    }
+
+    /// How many invocations may run at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
+    }
 }
 
 /// What the request said besides its body.
@@ -232,6 +295,7 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             ..Manifest::default()
         }
     };
+    manifest.limits.validate()?;
     let entry = match (&manifest.entry, manifest.files.len()) {
         (Some(entry), _) => entry.clone(),
         (None, 1) => manifest.files.keys().next().cloned().unwrap_or_default(),
@@ -287,7 +351,10 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             ))
         })?;
         let executor = manifest.executor.as_deref().or(hints.executor);
-        return wasm_deployment(name, executor, Some(entry), manifest.env, binary);
+        let mut deployment = wasm_deployment(name, executor, Some(entry), manifest.env, binary)?;
+        deployment.limits = manifest.limits;
+        deployment.public = manifest.public.unwrap_or(true);
+        return Ok(deployment);
     }
     if manifest.executor.is_some() || hints.executor.is_some() {
         return Err(bad("\"executor\" applies to WebAssembly functions only"));
@@ -309,9 +376,6 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
     if !manifest.bindings.is_empty() {
         return Err(bad("bindings are not supported yet"));
     }
-    if !manifest.limits.is_empty() {
-        return Err(bad("per-function limits are not supported yet"));
-    }
     let modules = functions_runtime::compile_files(name, &entry, &manifest.files)?;
     Ok(NewDeployment {
         name: name.to_owned(),
@@ -323,6 +387,8 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
         allow_net: manifest.allow_net,
         wasm: None,
         executor: "command".to_owned(),
+        limits: manifest.limits,
+        public: manifest.public.unwrap_or(true),
     })
 }
 
@@ -358,6 +424,8 @@ fn wasm_deployment(
             artifact: Arc::from([]),
         }),
         executor: executor.to_owned(),
+        limits: FunctionLimits::default(),
+        public: true,
     })
 }
 
@@ -366,6 +434,48 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn limits_are_checked_and_default() {
+        let deploy = |limits: &str| {
+            let body =
+                format!(r#"{{"files":{{"a.js":"export default () => 1"}},"limits":{limits}}}"#);
+            let hints = DeployHints {
+                content_type: Some("application/json"),
+                ..DeployHints::default()
+            };
+            parse("f", &hints, body.as_bytes())
+        };
+        let d = deploy(r#"{"cpu_ms":250,"memory_mb":64,"concurrency":4}"#).unwrap();
+        let limits = d.limits.runtime();
+        assert_eq!(limits.cpu_time, std::time::Duration::from_millis(250));
+        assert_eq!(limits.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            limits.wall_clock,
+            functions_runtime::Limits::default().wall_clock
+        );
+        assert_eq!(d.limits.concurrency(), 4);
+        assert_eq!(
+            deploy("{}").unwrap().limits.concurrency(),
+            DEFAULT_CONCURRENCY
+        );
+        for (limits, message) in [
+            (
+                r#"{"cpu_ms":0}"#,
+                "limits.cpu_ms must be between 1 and 60000, not 0",
+            ),
+            (
+                r#"{"concurrency":5000}"#,
+                "limits.concurrency must be between",
+            ),
+            (r#"{"memory_mb":1}"#, "limits.memory_mb must be between"),
+            (r#"{"cpu":1}"#, "unknown field `cpu`"),
+            (r#"{"cpu_ms":"fast"}"#, "invalid type"),
+        ] {
+            let err = deploy(limits).unwrap_err().to_string();
+            assert!(err.contains(message), "{limits}: {err}");
+        }
+    }
 
     #[test]
     fn names_are_validated() {
@@ -558,7 +668,7 @@ mod tests {
             members in proptest::collection::btree_map(
                 prop_oneof![
                     "language", "entry", "files", "env", "allow_net", "isolation", "executor",
-                    "limits", "bindings", "[a-z]{1,6}"
+                    "limits", "bindings", "public", "[a-z]{1,6}"
                 ],
                 json_value(),
                 0..6

@@ -56,9 +56,17 @@ enum Command {
         #[arg(long, default_value_t = store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
         /// A file of API keys, one per line, that `/api` requests must carry (as
-        /// `Authorization: Bearer KEY`); FUNCTIONS_HOST_API_KEYS adds comma-separated ones.
+        /// `Authorization: Bearer KEY`), each optionally followed by its quotas
+        /// (`concurrency=N requests=N/minute|hour|day`); FUNCTIONS_HOST_API_KEYS adds
+        /// comma-separated ones.
         #[arg(long)]
         api_keys_file: Option<PathBuf>,
+        /// Calls of one function that may wait in its queue; more are refused with 429.
+        #[arg(long, default_value_t = server::DEFAULT_MAX_QUEUED)]
+        max_queued: usize,
+        /// Cap on each function's unfetched asynchronous results, in bytes; the oldest go first.
+        #[arg(long, default_value_t = store::DEFAULT_RESULT_CAP_BYTES)]
+        result_cap_bytes: u64,
     },
     /// Deploy a function from a source file, or a directory of them.
     Deploy(commands::DeployArgs),
@@ -67,6 +75,15 @@ enum Command {
         name: String,
         /// JSON payload, or `-` to read it from standard input (default: none).
         payload: Option<String>,
+    },
+    /// Call a function asynchronously (standard input is the payload) and print the call's id.
+    Call { name: String },
+    /// Print the result of an asynchronous call (once: it is then forgotten).
+    Get {
+        call_id: String,
+        /// Wait until the call is done.
+        #[arg(long)]
+        wait: bool,
     },
     /// List deployed functions.
     Ls,
@@ -100,11 +117,11 @@ fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<server::Api
         Some(path) => server::ApiKeys::parse(
             &std::fs::read_to_string(path)
                 .map_err(|err| anyhow::anyhow!("reading {}: {err}", path.display()))?,
-        ),
+        )?,
         None => server::ApiKeys::default(),
     };
     let from_env = std::env::var("FUNCTIONS_HOST_API_KEYS").unwrap_or_default();
-    Ok(from_file.merge(server::ApiKeys::parse(&from_env)))
+    Ok(from_file.merge(server::ApiKeys::parse(&from_env)?))
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,6 +135,8 @@ fn main() -> std::process::ExitCode {
             workers,
             log_cap_bytes,
             api_keys_file,
+            max_queued,
+            result_cap_bytes,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
             let workers =
                 workers.unwrap_or_else(|| functions_runtime::EngineConfig::default().workers);
@@ -127,6 +146,8 @@ fn main() -> std::process::ExitCode {
                 workers,
                 log_cap_bytes,
                 api_keys,
+                max_queued,
+                result_cap_bytes,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -136,6 +157,8 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Deploy(args) => commands::deploy(&client, &args),
         Command::Invoke { name, payload } => commands::invoke(&client, &name, payload.as_deref()),
+        Command::Call { name } => commands::call(&client, &name),
+        Command::Get { call_id, wait } => commands::get(&client, &call_id, wait),
         Command::Ls => commands::list(&client),
         Command::Rm { name } => commands::remove(&client, &name),
         Command::Logs { name, follow } => commands::logs(&client, &name, follow),

@@ -12,6 +12,7 @@ use super::AppState;
 use super::HttpResponse;
 use super::error::json;
 use super::read_body;
+use super::registry::deployed_with;
 use super::registry::function_with;
 use crate::deploy;
 use crate::deploy::DeployError;
@@ -29,6 +30,9 @@ fn summary(state: &AppState, d: &Deployment) -> Value {
       "entry": d.entry,
       "isolation": d.isolation,
       "url": format!("http://{}/fn/{}/", state.listen, d.name),
+      "call_url": format!("http://{}/call/{}/{}/", state.listen, d.name, d.call_token),
+      "public": d.public,
+      "limits": d.limits,
       "created_at": humantime_ms(d.created_at),
       "deployed_at": humantime_ms(d.deployed_at),
     })
@@ -40,7 +44,7 @@ pub fn humantime_ms(unix_millis: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+pub fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then_some(v)
@@ -99,6 +103,9 @@ pub async fn deploy(
                 allow_net: new.allow_net.clone(),
                 wasm: None,
                 executor: new.executor.clone(),
+                limits: new.limits.clone(),
+                public: new.public,
+                call_token: String::new(),
                 deployed_at: 0,
                 created_at: 0,
             };
@@ -111,7 +118,7 @@ pub async fn deploy(
     };
     let deployment =
         tokio::task::block_in_place(|| state.store.deploy(new)).map_err(ApiError::internal)?;
-    state.registry.install(function_with(&deployment, compiled));
+    state.registry.install(deployed_with(&deployment, compiled));
     Ok(json(StatusCode::CREATED, &summary(state, &deployment)))
 }
 
@@ -176,6 +183,21 @@ pub async fn delete(state: &AppState, name: &str) -> Result<HttpResponse, ApiErr
     Ok(json(
         StatusCode::OK,
         &json!({ "name": name, "deleted": true }),
+    ))
+}
+
+/// `POST /api/functions/{name}/token`: a new call address; the old one stops working.
+pub fn rotate_token(state: &AppState, name: &str) -> Result<HttpResponse, ApiError> {
+    let token = tokio::task::block_in_place(|| state.store.rotate_call_token(name))
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(name))?;
+    state.registry.set_call_token(name, &token);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "name": name,
+            "call_url": format!("http://{}/call/{name}/{token}/", state.listen),
+        }),
     ))
 }
 

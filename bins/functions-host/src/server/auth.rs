@@ -1,56 +1,180 @@
-//! API keys: with any configured, every `/api` request must carry one as
-//! `Authorization: Bearer KEY`. Keys are compared in constant time and never logged.
+//! API keys: with any configured, every `/api` request (and invoking a function deployed with
+//! `"public": false`) must carry one as `Authorization: Bearer KEY`. Keys are compared in constant
+//! time and never logged or stored: a key's tenant is known by a fingerprint of it.
+//!
+//! Each key is a tenant with quotas, written after the key in its entry (`KEY concurrency=20
+//! requests=1000/day`): at most `concurrency` of its asynchronous calls run at once (default
+//! [`DEFAULT_TENANT_CONCURRENCY`]), and at most `requests` requests per minute, hour or day are
+//! admitted (default unlimited); past that a request gets 429 with `Retry-After`.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::hash::Hasher;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
 
 use http::HeaderMap;
 use http::header;
 
+/// Asynchronous calls of one key that run at once, unless its entry says otherwise.
+pub const DEFAULT_TENANT_CONCURRENCY: usize = 100;
+
 /// The server's API keys (none: the management API is open, as for a local server).
 #[derive(Default)]
-pub struct ApiKeys(Vec<Vec<u8>>);
+pub struct ApiKeys {
+    keys: Vec<Key>,
+    /// Requests counted in the current window, by tenant.
+    windows: Mutex<HashMap<usize, (Instant, u64)>>,
+}
+
+/// One key and its quotas.
+struct Key {
+    secret: Vec<u8>,
+    tenant: Tenant,
+    /// At most this many requests per window.
+    requests: Option<(u64, Duration)>,
+}
+
+/// Who made a request: a key's fingerprint (safe to store and show) and quota.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// `key-` and 16 hex digits of a hash of the key.
+    pub id: String,
+    /// Its asynchronous calls that may run at once.
+    pub concurrency: usize,
+}
+
+/// Why a request was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No valid key: 401.
+    Unauthorized,
+    /// The key's request quota is spent until the window ends: 429 with `Retry-After`.
+    QuotaSpent { retry_after: Duration },
+}
 
 impl ApiKeys {
-    /// Keys from a comma- or newline-separated list; blanks are ignored.
-    pub fn parse(list: &str) -> Self {
-        Self(
-            list.split([',', '\n'])
-                .map(str::trim)
-                .filter(|key| !key.is_empty())
-                .map(|key| key.as_bytes().to_vec())
-                .collect(),
-        )
+    /// Keys from a comma- or newline-separated list of entries, each a key optionally followed
+    /// by `concurrency=N` and `requests=N/minute|hour|day`; blanks are ignored.
+    pub fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        for entry in list.split([',', '\n']) {
+            let mut words = entry.split_whitespace();
+            let Some(secret) = words.next() else {
+                continue;
+            };
+            let mut key = Key {
+                secret: secret.as_bytes().to_vec(),
+                tenant: Tenant {
+                    id: fingerprint(secret),
+                    concurrency: DEFAULT_TENANT_CONCURRENCY,
+                },
+                requests: None,
+            };
+            for setting in words {
+                let tenant = &key.tenant.id;
+                let invalid = || {
+                    anyhow::anyhow!(
+                        "invalid setting {setting:?} of API key {tenant}: use concurrency=N or requests=N/minute|hour|day"
+                    )
+                };
+                match setting.split_once('=').ok_or_else(invalid)? {
+                    ("concurrency", n) => {
+                        key.tenant.concurrency =
+                            n.parse().ok().filter(|n| *n > 0).ok_or_else(invalid)?;
+                    }
+                    ("requests", quota) => {
+                        let (n, per) = quota.split_once('/').ok_or_else(invalid)?;
+                        let window = match per {
+                            "minute" => Duration::from_secs(60),
+                            "hour" => Duration::from_secs(3600),
+                            "day" => Duration::from_secs(86_400),
+                            _ => return Err(invalid()),
+                        };
+                        key.requests = Some((n.parse().map_err(|_| invalid())?, window));
+                    }
+                    _ => return Err(invalid()),
+                }
+            }
+            keys.push(key);
+        }
+        Ok(Self {
+            keys,
+            windows: Mutex::default(),
+        })
     }
 
     /// These keys and `other`'s.
     pub fn merge(mut self, other: Self) -> Self {
-        self.0.extend(other.0);
+        self.keys.extend(other.keys);
         self
     }
 
     /// How many keys there are.
     pub fn count(&self) -> usize {
-        self.0.len()
+        self.keys.len()
     }
 
-    /// Whether a request with `headers` may use the management API.
-    pub fn admit(&self, headers: &HeaderMap) -> bool {
-        if self.0.is_empty() {
-            return true;
+    /// The tenant with fingerprint `id`, if one of the keys has it.
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.keys
+            .iter()
+            .map(|key| &key.tenant)
+            .find(|tenant| tenant.id == id)
+    }
+
+    /// Who a request with `headers` is, counting it against that key's request quota: `None`
+    /// when the server has no keys.
+    pub fn admit(&self, headers: &HeaderMap) -> Result<Option<Tenant>, Refusal> {
+        if self.keys.is_empty() {
+            return Ok(None);
         }
-        let Some(presented) = headers
+        let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-        else {
-            return false;
-        };
+            .ok_or(Refusal::Unauthorized)?;
         // Every key is compared, each in time independent of where it differs.
-        self.0
+        let found = self
+            .keys
             .iter()
-            .fold(false, |found, key| found | constant_time_eq(key, presented))
+            .enumerate()
+            .fold(None, |found, (index, key)| {
+                if constant_time_eq(&key.secret, presented) {
+                    Some(index)
+                } else {
+                    found
+                }
+            });
+        let index = found.ok_or(Refusal::Unauthorized)?;
+        let key = &self.keys[index];
+        if let Some((quota, window)) = key.requests {
+            let now = Instant::now();
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let (start, used) = windows.entry(index).or_insert((now, 0));
+            if now.duration_since(*start) >= window {
+                (*start, *used) = (now, 0);
+            }
+            if *used >= quota {
+                return Err(Refusal::QuotaSpent {
+                    retry_after: window.saturating_sub(now.duration_since(*start)),
+                });
+            }
+            *used += 1;
+        }
+        Ok(Some(key.tenant.clone()))
     }
 }
 
+/// A name for a key that does not reveal it.
+fn fingerprint(secret: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    secret.hash(&mut hasher);
+    format!("key-{:016x}", hasher.finish())
+}
+
 /// Whether `a == b`, in time that depends on their lengths only.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -71,11 +195,17 @@ mod tests {
 
     #[test]
     fn only_a_configured_key_is_admitted_once_there_are_keys() {
-        assert!(ApiKeys::default().admit(&HeaderMap::new()));
-        let keys = ApiKeys::parse(" alpha, ,beta\ngamma\n").merge(ApiKeys::parse("delta"));
+        assert_eq!(ApiKeys::default().admit(&HeaderMap::new()), Ok(None));
+        let keys = ApiKeys::parse(" alpha, ,beta\ngamma\n")
+            .unwrap()
+            .merge(ApiKeys::parse("delta concurrency=3").unwrap());
         assert_eq!(keys.count(), 4);
-        assert!(keys.admit(&bearer("Bearer beta")));
-        assert!(keys.admit(&bearer("Bearer delta")));
+        let beta = keys.admit(&bearer("Bearer beta")).unwrap().unwrap();
+        assert_eq!(beta.concurrency, DEFAULT_TENANT_CONCURRENCY);
+        assert!(beta.id.starts_with("key-") && !beta.id.contains("beta"));
+        let delta = keys.admit(&bearer("Bearer delta")).unwrap().unwrap();
+        assert_eq!(delta.concurrency, 3);
+        assert_ne!(beta.id, delta.id);
         for refused in [
             "Bearer bet",
             "Bearer betaa",
@@ -83,8 +213,40 @@ mod tests {
             "beta",
             "Basic beta",
         ] {
-            assert!(!keys.admit(&bearer(refused)), "{refused}");
+            assert_eq!(
+                keys.admit(&bearer(refused)),
+                Err(Refusal::Unauthorized),
+                "{refused}"
+            );
         }
-        assert!(!keys.admit(&HeaderMap::new()));
+        assert_eq!(keys.admit(&HeaderMap::new()), Err(Refusal::Unauthorized));
+    }
+
+    #[test]
+    fn a_spent_request_quota_says_when_to_retry() {
+        let keys = ApiKeys::parse("a requests=2/minute, b").unwrap();
+        for _ in 0..2 {
+            keys.admit(&bearer("Bearer a")).unwrap();
+        }
+        match keys.admit(&bearer("Bearer a")) {
+            Err(Refusal::QuotaSpent { retry_after }) => {
+                assert!(
+                    retry_after <= Duration::from_secs(60) && retry_after > Duration::from_secs(50)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other keys have their own quotas.
+        for _ in 0..10 {
+            keys.admit(&bearer("Bearer b")).unwrap();
+        }
+        for bad in [
+            "a requests=2",
+            "a requests=x/day",
+            "a concurrency=0",
+            "a colour=blue",
+        ] {
+            assert!(ApiKeys::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -21,6 +21,8 @@ struct ErrorBody {
     details: serde_json::Map<String, Value>,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
+    /// The `Retry-After` header of a 429 for a spent quota, in seconds.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -31,6 +33,7 @@ impl ApiError {
             message: message.into(),
             details: Default::default(),
             allow: None,
+            retry_after: None,
         }))
     }
 
@@ -74,6 +77,49 @@ impl ApiError {
         )
     }
 
+    /// A function whose queue holds `max` waiting calls already.
+    pub fn queue_full(name: &str, max: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!("{max} calls of {name:?} are waiting already: try again later"),
+        )
+    }
+
+    /// A request whose key's request quota is spent for the next `retry_after`.
+    pub fn quota_spent(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!("this API key's request quota is spent: retry in {seconds} s"),
+        );
+        err.0.retry_after = Some(seconds.max(1));
+        err
+    }
+
+    /// The refusal of a request without a valid key, or over its quota.
+    pub fn refused(refusal: super::auth::Refusal) -> Self {
+        match refusal {
+            super::auth::Refusal::Unauthorized => Self::unauthorized(),
+            super::auth::Refusal::QuotaSpent { retry_after } => Self::quota_spent(retry_after),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    /// The JSON body: `{"error": {"code", "message", ...}}`.
+    pub fn body(&self) -> Value {
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.0.code.into());
+        error.insert("message".into(), self.0.message.clone().into());
+        error.extend(self.0.details.clone());
+        json!({ "error": error })
+    }
+
     /// Adds a field to the error object.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.0.details.insert(key.to_owned(), value.into());
@@ -81,16 +127,17 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
+        let mut response = json(self.0.status, &self.body());
         let body = *self.0;
-        let mut error = serde_json::Map::new();
-        error.insert("code".into(), body.code.into());
-        error.insert("message".into(), body.message.into());
-        error.extend(body.details);
-        let mut response = json(body.status, &json!({ "error": error }));
         if body.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = body.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(allow) = body.allow {
             response

@@ -1,4 +1,5 @@
-//! `ANY /fn/{name}/{path...}`: one invocation, its response, and its logs.
+//! `ANY /fn/{name}/{path...}` and `ANY /call/{name}/{token}/{path...}`: one invocation, its
+//! response, and its logs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,23 +15,25 @@ use hyper::body::Incoming;
 use super::ApiError;
 use super::AppState;
 use super::HttpResponse;
+use super::auth::constant_time_eq;
 use super::body::Body;
+use super::lanes::Ticket;
 use super::read_body;
+use super::registry::Deployed;
 use crate::store::LogEntry;
 use functions_runtime::InvokeError;
 use functions_runtime::ResponseBody;
 
-/// The request function `name` sees: the URL without the `/fn/{name}` prefix (`/` when nothing
-/// follows), query kept, on the request's host (this server's address when the `Host` header is
-/// not a host and port), and the prefix in `X-Forwarded-Prefix`.
+/// The request a function sees: the URL without the `prefix` it was invoked under (`/fn/{name}`;
+/// `/` when nothing follows), query kept, on the request's host (this server's address when the
+/// `Host` header is not a host and port), and the prefix in `X-Forwarded-Prefix`.
 fn function_request(
-    name: &str,
+    prefix: &str,
     parts: &http::request::Parts,
     body: Vec<u8>,
     listen: SocketAddr,
 ) -> functions_runtime::Request {
-    let prefix = format!("/fn/{name}");
-    let rest = parts.uri.path().strip_prefix(prefix.as_str()).unwrap_or("");
+    let rest = parts.uri.path().strip_prefix(prefix).unwrap_or("");
     let rest = if rest.is_empty() { "/" } else { rest };
     let query = parts
         .uri
@@ -66,7 +69,7 @@ fn function_request(
             )
         })
         .collect();
-    headers.push(("x-forwarded-prefix".into(), prefix));
+    headers.push(("x-forwarded-prefix".into(), prefix.to_owned()));
     functions_runtime::Request {
         method: parts.method.as_str().to_owned(),
         url: format!("http://{host}{rest}{query}"),
@@ -88,21 +91,83 @@ fn plain_authority(url: &url::Url, host: &str) -> bool {
         && !host.contains('@')
 }
 
-/// Runs function `name` with the request, stores its console output, answers its response.
+/// `ANY /fn/{name}/...`: a function deployed with `"public": false` needs an API key too.
 pub async fn invoke(
     state: &Arc<AppState>,
     name: &str,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let function = state
+    let deployed = state
         .registry
         .get(name)
         .ok_or_else(|| ApiError::not_found(name))?;
+    if !deployed.public {
+        state
+            .api_keys
+            .admit(request.headers())
+            .map_err(ApiError::refused)?;
+    }
+    serve(state, &deployed, &format!("/fn/{name}"), request).await
+}
+
+/// `ANY /call/{name}/{token}/...`: the function's key-less address (an unknown name and a wrong
+/// token look the same).
+pub async fn invoke_by_token(
+    state: &Arc<AppState>,
+    name: &str,
+    token: &str,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let deployed = state
+        .registry
+        .get(name)
+        .filter(|d| constant_time_eq(d.call_token.as_bytes(), token.as_bytes()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no function has this call address",
+            )
+        })?;
+    serve(state, &deployed, &format!("/call/{name}/{token}"), request).await
+}
+
+/// Runs `deployed` with the request invoked under `prefix`, in its turn, and answers its
+/// response.
+async fn serve(
+    state: &Arc<AppState>,
+    deployed: &Deployed,
+    prefix: &str,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body, super::MAX_PAYLOAD_BYTES).await?;
+    let request = function_request(prefix, &parts, body.to_vec(), state.listen);
+    let permit = queue_ticket(state, deployed)?.await;
+    let response = execute(state, &deployed.function, request, permit).await?;
+    Ok(function_response(response))
+}
 
-    let request = function_request(name, &parts, body.to_vec(), state.listen);
-    let outcome = state.engine.invoke(&function, request).await;
+/// A place in the function's FIFO lane (its concurrency limit); 429 when its queue is full.
+pub(super) fn queue_ticket(state: &AppState, deployed: &Deployed) -> Result<Ticket, ApiError> {
+    let name = deployed.function.name();
+    if state.lanes.waiting(name) >= state.max_queued {
+        return Err(ApiError::queue_full(name, state.max_queued));
+    }
+    Ok(state.lanes.enqueue(name, deployed.concurrency))
+}
+
+/// Runs one invocation holding `permit` (a place in line, kept until a streamed body or
+/// `ctx.waitUntil` is done too), stores its console output, and returns its response or the
+/// error to answer.
+pub(super) async fn execute(
+    state: &Arc<AppState>,
+    function: &functions_runtime::Function,
+    request: functions_runtime::Request,
+    permit: impl Send + 'static,
+) -> Result<functions_runtime::Response, ApiError> {
+    let name = function.name();
+    let outcome = state.engine.invoke(function, request).await;
     let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
     if let Some(after_response) = outcome.after_response {
         // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are
@@ -111,6 +176,7 @@ pub async fn invoke(
         let name = name.to_owned();
         tokio::spawn(async move {
             let finished = after_response.await;
+            drop(permit);
             let mut logs = log_entries(finished.logs, finished.dropped_log_lines);
             if let Some(err) = finished.error {
                 logs.push(LogEntry::now("error", error_log_line(&err)));
@@ -122,7 +188,7 @@ pub async fn invoke(
         });
     }
     let result = match outcome.result {
-        Ok(response) => Ok(function_response(response)),
+        Ok(response) => Ok(response),
         Err(err) => {
             logs.push(LogEntry::now("error", error_log_line(&err)));
             Err(error_response(err))
@@ -203,16 +269,21 @@ fn error_response(err: InvokeError) -> ApiError {
     }
 }
 
-/// The HTTP form of a function's response; headers the HTTP layer cannot carry are dropped.
+/// The HTTP form of a function's response.
 fn function_response(response: functions_runtime::Response) -> HttpResponse {
     let body = match response.body {
         ResponseBody::Full(bytes) => Body::full(bytes),
         ResponseBody::Stream(stream) => Body::Stream(stream),
     };
+    response_of(response.status, response.headers, body)
+}
+
+/// A response with a function's status and headers (those the HTTP layer cannot carry are
+/// dropped) and `body`.
+pub(super) fn response_of(status: u16, headers: Vec<(String, String)>, body: Body) -> HttpResponse {
     let mut out = Response::new(body);
-    *out.status_mut() =
-        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in response.headers {
+    *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
             && name != header::CONTENT_LENGTH
             && name != header::TRANSFER_ENCODING
@@ -243,7 +314,7 @@ mod tests {
     fn the_function_sees_its_own_path_on_the_requests_host() {
         let listen = LISTEN.parse().unwrap();
         let request = function_request(
-            "hello",
+            "/fn/hello",
             &parts("/fn/hello/a/b?x=1", Some("example.com:8080")),
             Vec::new(),
             listen,
@@ -254,7 +325,7 @@ mod tests {
                 .headers
                 .contains(&("x-forwarded-prefix".into(), "/fn/hello".into()))
         );
-        let bare = function_request("hello", &parts("/fn/hello", None), Vec::new(), listen);
+        let bare = function_request("/fn/hello", &parts("/fn/hello", None), Vec::new(), listen);
         assert_eq!(bare.url, "http://127.0.0.1:8787/");
         for (host, url) in [
             ("[::1]:9000", "http://[::1]:9000/x"),
@@ -262,7 +333,7 @@ mod tests {
             ("Example.COM:", "http://example.com/x"),
         ] {
             let request = function_request(
-                "hello",
+                "/fn/hello",
                 &parts("/fn/hello/x", Some(host)),
                 Vec::new(),
                 listen,
@@ -278,7 +349,7 @@ mod tests {
             "1.2.3.999",
         ] {
             let request = function_request(
-                "hello",
+                "/fn/hello",
                 &parts("/fn/hello/x", Some(host)),
                 Vec::new(),
                 listen,
@@ -306,7 +377,7 @@ mod tests {
                 builder = builder.header(header::HOST, value);
             }
             let parts = builder.body(()).unwrap().into_parts().0;
-            let request = function_request("f", &parts, Vec::new(), LISTEN.parse().unwrap());
+            let request = function_request("/fn/f", &parts, Vec::new(), LISTEN.parse().unwrap());
             let url = url::Url::parse(&request.url).expect("a URL");
             let expected = url::Url::parse(&format!("http://x{}", if rest.is_empty() { "/" } else { &rest })).unwrap();
             prop_assert_eq!(url.path(), expected.path());

@@ -6,8 +6,10 @@
 mod api;
 mod auth;
 mod body;
+mod calls;
 mod error;
 mod invoke;
+mod lanes;
 mod registry;
 
 use std::net::SocketAddr;
@@ -28,7 +30,9 @@ use tokio::net::TcpListener;
 
 use crate::store::Store;
 pub use auth::ApiKeys;
+use calls::CallQueue;
 pub use error::ApiError;
+use lanes::Lanes;
 use registry::Registry;
 
 /// The largest invocation payload accepted.
@@ -38,6 +42,9 @@ pub const MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
 /// several megabytes, a third more in a manifest's base64) outgrows a payload.
 pub const MAX_DEPLOY_BYTES: usize = 50 * 1024 * 1024;
 
+/// Calls of one function that may wait for their turn, unless configured otherwise.
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
 /// How the server is set up.
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -46,6 +53,10 @@ pub struct ServerConfig {
     pub log_cap_bytes: u64,
     /// Keys the management API requires (none: it is open).
     pub api_keys: ApiKeys,
+    /// Calls of one function that may wait for their turn (more get 429).
+    pub max_queued: usize,
+    /// Cap on one function's unfetched asynchronous results, in bytes.
+    pub result_cap_bytes: u64,
 }
 
 /// Everything a request handler needs.
@@ -55,6 +66,13 @@ pub(crate) struct AppState {
     pub registry: Registry,
     pub listen: SocketAddr,
     pub api_keys: ApiKeys,
+    /// Each function's FIFO lane: its concurrency limit, for invocations and calls alike.
+    pub lanes: Arc<Lanes>,
+    /// Each API key's FIFO lane: its quota of concurrent asynchronous calls.
+    pub tenant_lanes: Arc<Lanes>,
+    /// Synchronous invocations of one function that may wait for their turn.
+    pub max_queued: usize,
+    pub calls: CallQueue,
 }
 
 type HttpResponse = Response<body::Body>;
@@ -69,7 +87,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     });
     for deployment in store.current_deployments()? {
         match registry::function_of(&deployment, &engine) {
-            Ok(function) => registry.install(function),
+            Ok(deployed) => registry.install(deployed),
             Err(err) => eprintln!(
                 "functions-host: {} version {} cannot be loaded: {err}",
                 deployment.name, deployment.version
@@ -84,7 +102,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         registry,
         listen,
         api_keys: config.api_keys,
+        lanes: Arc::default(),
+        tenant_lanes: Arc::default(),
+        max_queued: config.max_queued,
+        calls: CallQueue::new(config.max_queued, config.result_cap_bytes),
     });
+    calls::recover(&state)?;
     if state.api_keys.count() > 0 {
         eprintln!(
             "functions-host: /api requires one of {} API keys",
@@ -148,11 +171,17 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
-    if segments[0] == "api" && !state.api_keys.admit(request.headers()) {
-        return ApiError::unauthorized().into_response();
-    }
+    let tenant = if segments[0] == "api" {
+        match state.api_keys.admit(request.headers()) {
+            Ok(tenant) => tenant,
+            Err(refusal) => return ApiError::refused(refusal).into_response(),
+        }
+    } else {
+        None
+    };
     let result = match segments.as_slice() {
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
+        ["call", name, token, ..] => invoke::invoke_by_token(state, name, token, request).await,
         ["healthz"] => {
             let wasm = state.engine.wasm_stats();
             Ok(error::json(
@@ -172,6 +201,20 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> HttpRespons
             Method::GET => api::get(state, name),
             Method::DELETE => api::delete(state, name).await,
             _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        },
+        ["api", "functions", name, "calls"] => match method {
+            Method::POST => calls::create(state, name, tenant, request).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        ["api", "functions", name, "token"] => match method {
+            Method::POST => api::rotate_token(state, name),
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        ["api", "calls", id] => match method {
+            Method::GET => {
+                calls::fetch(state, id, api::query_param(request.uri().query(), "wait")).await
+            }
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["api", "functions", name, "logs"] => match method {
             Method::GET => api::logs(state, name, request.uri().query()).await,

@@ -1,6 +1,7 @@
 //! The current version of every deployed function, in memory, ready to invoke.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::RwLock;
 
 use functions_runtime::CompileError;
@@ -8,17 +9,28 @@ use functions_runtime::Engine;
 use functions_runtime::Executor;
 use functions_runtime::Function;
 use functions_runtime::Isolation;
-use functions_runtime::Limits;
 use functions_runtime::Settings;
 use functions_runtime::WasmModule;
 
 use crate::store::Deployment;
 
-/// Maps names to their current [`Function`]. Invocations clone the `Function` they start with,
+/// Maps names to their current [`Deployed`] function. Invocations clone the one they start with,
 /// so a redeploy never disturbs invocations in flight.
 #[derive(Default)]
 pub struct Registry {
-    functions: RwLock<HashMap<String, Function>>,
+    functions: RwLock<HashMap<String, Deployed>>,
+}
+
+/// A deployed function as the server runs it: the engine's [`Function`] and the server's rules.
+#[derive(Clone)]
+pub struct Deployed {
+    pub function: Function,
+    /// How many of its invocations may run at once.
+    pub concurrency: usize,
+    /// Whether `/fn/{name}` answers without an API key.
+    pub public: bool,
+    /// The secret of its key-less address `/call/{name}/{token}`.
+    pub call_token: Arc<str>,
 }
 
 /// How a stored deployment runs.
@@ -29,7 +41,7 @@ fn settings_of(deployment: &Deployment) -> Settings {
         allow_net: deployment.allow_net.clone(),
         // Deployed functions have no `location`, as in Workers and Deno Deploy.
         location: None,
-        limits: Limits::default(),
+        limits: deployment.limits.runtime(),
         executor: Executor::parse(&deployment.executor).unwrap_or_default(),
     }
 }
@@ -37,12 +49,22 @@ fn settings_of(deployment: &Deployment) -> Settings {
 /// The runnable form of a stored deployment. JavaScript modules are compiled already; a
 /// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
 /// load it).
-pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Function, CompileError> {
+pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Deployed, CompileError> {
     let wasm = match &deployment.wasm {
         Some(wasm) => Some(engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?),
         None => None,
     };
-    Ok(function_with(deployment, wasm))
+    Ok(deployed_with(deployment, wasm))
+}
+
+/// `deployment` as the server runs it, its WebAssembly (if it is a WebAssembly function) `wasm`.
+pub fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Deployed {
+    Deployed {
+        function: function_with(deployment, wasm),
+        concurrency: deployment.limits.concurrency(),
+        public: deployment.public,
+        call_token: deployment.call_token.as_str().into(),
+    }
 }
 
 /// `deployment` as a [`Function`] whose WebAssembly, if it is a WebAssembly function, is `wasm`.
@@ -61,18 +83,27 @@ pub fn function_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Funct
 }
 
 impl Registry {
-    /// Makes `function` current unless a newer version already is.
-    pub fn install(&self, function: Function) {
+    /// Makes `deployed` current unless a newer version already is.
+    pub fn install(&self, deployed: Deployed) {
         let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
+        let function = &deployed.function;
         let newer_installed = functions
             .get(function.name())
-            .is_some_and(|f| f.version() > function.version());
+            .is_some_and(|f| f.function.version() > function.version());
         if !newer_installed {
-            functions.insert(function.name().to_owned(), function);
+            functions.insert(function.name().to_owned(), deployed);
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<Function> {
+    /// Gives function `name` a new call token.
+    pub fn set_call_token(&self, name: &str, token: &str) {
+        let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(deployed) = functions.get_mut(name) {
+            deployed.call_token = token.into();
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Deployed> {
         self.functions
             .read()
             .unwrap_or_else(|p| p.into_inner())

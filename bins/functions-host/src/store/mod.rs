@@ -1,5 +1,14 @@
-//! Deployments and logs in embedded SQLite (WAL): versions survive restarts, a redeploy swaps the
-//! current version in one transaction, and each function's logs are capped, oldest out first.
+//! Deployments, logs and asynchronous calls in embedded SQLite (WAL): versions survive restarts,
+//! a redeploy swaps the current version in one transaction, each function's logs are capped,
+//! oldest out first, and queued calls and unfetched results outlive the process (see `calls.rs`).
+
+mod calls;
+
+pub use calls::CallInput;
+pub use calls::CallResult;
+pub use calls::DEFAULT_RESULT_CAP_BYTES;
+pub use calls::Fetched;
+pub use calls::QueuedCall;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +23,8 @@ use functions_runtime::ModuleKind;
 use rusqlite::Connection;
 use rusqlite::OptionalExtension;
 use rusqlite::params;
+
+use crate::deploy::FunctionLimits;
 
 /// Default cap on one function's stored logs.
 pub const DEFAULT_LOG_CAP_BYTES: u64 = 50 * 1024 * 1024;
@@ -65,6 +76,8 @@ CREATE TABLE IF NOT EXISTS modules (
 /// Version 1 stored one JavaScript file per version in `versions.source`; since version 2 the
 /// compiled modules are in `modules` (a version without rows there is still that one file).
 /// Version 3 adds WebAssembly functions: the binary and its compiled artifact per version.
+/// Version 4 adds per-version limits and visibility, each function's call token, and the
+/// asynchronous calls with the ids of results rotated out of the result cache.
 const MIGRATIONS: &[&str] = &[
     "ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'",
     "ALTER TABLE versions ADD COLUMN executor TEXT NOT NULL DEFAULT 'command';
@@ -74,6 +87,30 @@ const MIGRATIONS: &[&str] = &[
        binary BLOB NOT NULL,
        artifact BLOB NOT NULL,
        PRIMARY KEY (name, version)
+     );",
+    "ALTER TABLE versions ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE versions ADD COLUMN public INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE functions ADD COLUMN call_token TEXT;
+     CREATE TABLE calls (
+       seq INTEGER PRIMARY KEY AUTOINCREMENT,
+       id TEXT NOT NULL UNIQUE,
+       name TEXT NOT NULL,
+       tenant TEXT,
+       state TEXT NOT NULL,
+       content_type TEXT,
+       payload BLOB NOT NULL,
+       created_at INTEGER NOT NULL,
+       status INTEGER,
+       headers TEXT,
+       body BLOB,
+       result_bytes INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX calls_by_state ON calls (state, seq);
+     CREATE INDEX calls_by_function ON calls (name, state, seq);
+     CREATE TABLE rotated_calls (
+       id TEXT PRIMARY KEY,
+       name TEXT NOT NULL,
+       rotated_at INTEGER NOT NULL
      );",
 ];
 
@@ -100,6 +137,10 @@ pub struct NewDeployment {
     pub wasm: Option<StoredWasm>,
     /// How a WebAssembly guest's stdout becomes the response: `command` or `wagi`.
     pub executor: String,
+    /// Limits set at deploy (unset ones are the defaults).
+    pub limits: FunctionLimits,
+    /// Whether `/fn/{name}` answers without an API key when the server has keys.
+    pub public: bool,
 }
 
 /// One stored version of a function.
@@ -117,6 +158,13 @@ pub struct Deployment {
     pub wasm: Option<StoredWasm>,
     /// How a WebAssembly guest's stdout becomes the response: `command` or `wagi`.
     pub executor: String,
+    /// Limits set at deploy (unset ones are the defaults).
+    pub limits: FunctionLimits,
+    /// Whether `/fn/{name}` answers without an API key when the server has keys.
+    pub public: bool,
+    /// The secret of the function's key-less address `/call/{name}/{token}` (kept across
+    /// versions, replaced by [`Store::rotate_call_token`]).
+    pub call_token: String,
     /// When this version was deployed (Unix milliseconds).
     pub deployed_at: i64,
     /// When the function was first deployed (Unix milliseconds).
@@ -179,6 +227,17 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        // Functions deployed before call tokens existed get theirs.
+        let untokened: Vec<String> = conn
+            .prepare("SELECT name FROM functions WHERE call_token IS NULL")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for name in untokened {
+            conn.execute(
+                "UPDATE functions SET call_token = ?2 WHERE name = ?1",
+                params![name, random_hex(CALL_TOKEN_BYTES)],
+            )?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             log_cap_bytes,
@@ -196,6 +255,7 @@ impl Store {
         let now = unix_millis(SystemTime::now());
         let env = serde_json::to_string(&new.env)?;
         let allow_net = serde_json::to_string(&new.allow_net)?;
+        let limits = serde_json::to_string(&new.limits)?;
         let entry_source = new
             .modules
             .get(&new.entry)
@@ -208,9 +268,9 @@ impl Store {
             |row| row.get(0),
         )?;
         tx.execute(
-      "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net, executor, created_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-      params![new.name, version, new.language, new.entry, entry_source, env, new.isolation, allow_net, new.executor, now],
+      "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net, executor, created_at, limits, public)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+      params![new.name, version, new.language, new.entry, entry_source, env, new.isolation, allow_net, new.executor, now, limits, new.public],
     )?;
         if let Some(wasm) = &new.wasm {
             tx.execute(
@@ -242,14 +302,14 @@ impl Store {
             }
         }
         tx.execute(
-      "INSERT INTO functions (name, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+      "INSERT INTO functions (name, current_version, created_at, updated_at, call_token) VALUES (?1, ?2, ?3, ?3, ?4)
        ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version, updated_at = excluded.updated_at",
-      params![new.name, version, now],
+      params![new.name, version, now, random_hex(CALL_TOKEN_BYTES)],
     )?;
-        let created_at: i64 = tx.query_row(
-            "SELECT created_at FROM functions WHERE name = ?1",
+        let (created_at, call_token): (i64, String) = tx.query_row(
+            "SELECT created_at, call_token FROM functions WHERE name = ?1",
             [&new.name],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         tx.commit()?;
         Ok(Deployment {
@@ -263,6 +323,9 @@ impl Store {
             allow_net: new.allow_net,
             wasm: new.wasm,
             executor: new.executor,
+            limits: new.limits,
+            public: new.public,
+            call_token,
             deployed_at: now,
             created_at,
         })
@@ -282,7 +345,8 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
       "SELECT v.name, v.version, v.language, v.entry, v.source, v.env, v.isolation, v.allow_net,
-              v.created_at, f.created_at, v.executor, w.binary, w.artifact
+              v.created_at, f.created_at, v.executor, w.binary, w.artifact, v.limits, v.public,
+              f.call_token
        FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
        LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
        WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name",
@@ -294,6 +358,7 @@ impl Store {
             let source: String = row.get(4)?;
             let binary: Option<Vec<u8>> = row.get(11)?;
             let artifact: Option<Vec<u8>> = row.get(12)?;
+            let limits: String = row.get(13)?;
             let wasm = binary.zip(artifact).map(|(binary, artifact)| StoredWasm {
                 binary: binary.into(),
                 artifact: artifact.into(),
@@ -314,6 +379,9 @@ impl Store {
                 env: serde_json::from_str(&env).unwrap_or_default(),
                 isolation: row.get(6)?,
                 allow_net: serde_json::from_str(&allow_net).unwrap_or_default(),
+                limits: serde_json::from_str(&limits).unwrap_or_default(),
+                public: row.get(14)?,
+                call_token: row.get(15)?,
                 deployed_at: row.get(8)?,
                 created_at: row.get(9)?,
             })
@@ -339,6 +407,17 @@ impl Store {
         tx.execute("DELETE FROM logs WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(deleted)
+    }
+
+    /// Gives function `name` a new call token (the old address stops working); `None` when
+    /// there is no such function.
+    pub fn rotate_call_token(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let token = random_hex(CALL_TOKEN_BYTES);
+        let changed = self.conn().execute(
+            "UPDATE functions SET call_token = ?2 WHERE name = ?1",
+            params![name, token],
+        )?;
+        Ok((changed > 0).then_some(token))
     }
 
     /// Appends log lines to `name`'s logs, then drops the oldest lines past the cap.
@@ -415,6 +494,16 @@ impl Store {
     }
 }
 
+/// Bytes of randomness in a call token.
+const CALL_TOKEN_BYTES: usize = 24;
+
+/// `bytes` random bytes from the operating system, in hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Brings tables created by an older functions-host up to date.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -470,6 +559,8 @@ mod tests {
             wasm: None,
             executor: "command".into(),
             allow_net: vec!["example.com".into()],
+            limits: FunctionLimits::default(),
+            public: true,
         }
     }
 
