@@ -118,9 +118,13 @@ fn run_cli(
     args: &[&str],
     server: Option<&str>,
     env: &[(&str, &str)],
+    stdin: Option<&Path>,
     expect_success: bool,
 ) -> Output {
     let mut command = Command::new(BINARY);
+    if let Some(path) = stdin {
+        command.stdin(std::fs::File::open(path).unwrap());
+    }
     command
         .args(args)
         .env_remove("FUNCTIONS_HOST_URL")
@@ -144,9 +148,15 @@ fn run_cli(
     output
 }
 
+/// Runs a CLI command against the server at `base` with the file at `stdin` as its standard
+/// input; it must succeed. Returns its stdout.
+pub fn cli_with_stdin(base: &str, args: &[&str], stdin: &Path) -> String {
+    run_cli(args, Some(base), &[], Some(stdin), true).stdout
+}
+
 /// Runs a CLI command that needs no server; it must succeed.
 pub fn cli_without_server(args: &[&str]) -> Output {
-    run_cli(args, None, &[], true)
+    run_cli(args, None, &[], None, true)
 }
 
 /// A running server with its data directory.
@@ -253,12 +263,12 @@ impl Server {
 
     /// Like [`Server::cli`], with these environment variables (e.g. `FUNCTIONS_HOST_API_KEY`).
     pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        run_cli(args, Some(&self.base), env, true).stdout
+        run_cli(args, Some(&self.base), env, None, true).stdout
     }
 
     /// Runs a CLI command against this server; it must fail. Returns its stderr.
     pub fn cli_fails(&self, args: &[&str]) -> String {
-        run_cli(args, Some(&self.base), &[], false).stderr
+        run_cli(args, Some(&self.base), &[], None, false).stderr
     }
 
     /// The messages of function `name`'s stored log lines, oldest first.

@@ -2,6 +2,7 @@
 //! HTTP and through its CLI.
 
 mod apps;
+mod calls;
 mod harness;
 mod typescript;
 mod wasm;

@@ -50,6 +50,12 @@ pub struct CallQueue {
     waiting: Mutex<HashMap<String, usize>>,
     /// Bumped whenever a call ends: fetches waiting for a result watch it.
     ended: watch::Sender<u64>,
+    /// Per function, without API keys: (the number the next queued call gets, the number of the
+    /// next call to start). Calls get their places in number order, and start (are marked
+    /// running and logged) in it too, though their tasks may wake in another.
+    turns: Mutex<HashMap<String, (u64, u64)>>,
+    /// Notified whenever a numbered call has started.
+    started: tokio::sync::Notify,
     /// The most calls of one function that may wait.
     max_queued: usize,
     /// The cap on one function's unfetched results, in bytes.
@@ -61,6 +67,8 @@ impl CallQueue {
         Self {
             waiting: Mutex::default(),
             ended: watch::Sender::new(0),
+            turns: Mutex::default(),
+            started: tokio::sync::Notify::new(),
             max_queued,
             result_cap,
         }
@@ -68,6 +76,43 @@ impl CallQueue {
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn turns(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
+        self.turns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Numbers a call of `name` that takes its place in line now.
+    fn number(&self, name: &str) -> u64 {
+        let mut turns = self.turns();
+        let (next, _) = turns.entry(name.to_owned()).or_default();
+        *next += 1;
+        *next - 1
+    }
+
+    /// Waits until call `number` of `name` is the next to start.
+    async fn await_turn(&self, name: &str, number: u64) {
+        loop {
+            let started = self.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if self
+                .turns()
+                .get(name)
+                .is_some_and(|(_, turn)| *turn == number)
+            {
+                return;
+            }
+            started.await;
+        }
+    }
+
+    /// Lets the call after the one that just started start.
+    fn pass_turn(&self, name: &str) {
+        if let Some((_, turn)) = self.turns().get_mut(name) {
+            *turn += 1;
+        }
+        self.started.notify_waiters();
     }
 }
 
@@ -132,9 +177,13 @@ fn schedule(state: &Arc<AppState>, call: QueuedCall, tenant_concurrency: usize) 
         .registry
         .get(&call.name)
         .map_or(1, |deployed| deployed.concurrency);
-    // Without a tenant lane, the function's place is taken now, to keep arrival order.
+    // Without a tenant lane, the function's place is taken now, to keep arrival order, and the
+    // call is numbered to start in it.
     let mut function_ticket =
         (tenant_ticket.is_none()).then(|| state.lanes.enqueue(&call.name, concurrency));
+    let number = function_ticket
+        .is_some()
+        .then(|| state.calls.number(&call.name));
     let state = state.clone();
     tokio::spawn(async move {
         let waits = tenant_ticket.as_ref().is_some_and(|t| !t.is_ready())
@@ -160,14 +209,30 @@ fn schedule(state: &Arc<AppState>, call: QueuedCall, tenant_concurrency: usize) 
         if let Some(count) = state.calls.waiting().get_mut(&call.name) {
             *count = count.saturating_sub(1);
         }
-        run(&state, &call, permit).await;
+        if let Some(number) = number {
+            state.calls.await_turn(&call.name, number).await;
+        }
+        run(&state, &call, permit, number.is_some()).await;
         drop(tenant_permit);
     });
 }
 
-/// Runs a call whose turn it is, stores its result and tells waiting fetches.
-async fn run(state: &Arc<AppState>, call: &QueuedCall, permit: super::lanes::Permit) {
-    let input = match tokio::task::block_in_place(|| state.store.start_call(&call.id)) {
+/// Runs a call whose turn it is, stores its result and tells waiting fetches; `numbered` when
+/// the next numbered call waits for this one to start.
+async fn run(
+    state: &Arc<AppState>,
+    call: &QueuedCall,
+    permit: super::lanes::Permit,
+    numbered: bool,
+) {
+    let started = tokio::task::block_in_place(|| state.store.start_call(&call.id));
+    if matches!(started, Ok(Some(_))) {
+        log(state, &call.name, format!("RUNNING {}", call.id));
+    }
+    if numbered {
+        state.calls.pass_turn(&call.name);
+    }
+    let input = match started {
         Ok(Some(input)) => input,
         // Not pending any more: it ran already.
         Ok(None) => return,
@@ -176,7 +241,6 @@ async fn run(state: &Arc<AppState>, call: &QueuedCall, permit: super::lanes::Per
             return;
         }
     };
-    log(state, &call.name, format!("RUNNING {}", call.id));
     let outcome = match state.registry.get(&call.name) {
         None => Err(ApiError::not_found(&call.name)),
         Some(deployed) => {
