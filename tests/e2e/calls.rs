@@ -232,3 +232,79 @@ fn the_cli_calls_and_gets_results() {
     let again = server.cli_fails(&["get", id]);
     assert!(again.contains("404"), "{again}");
 }
+
+#[test]
+fn private_functions_call_addresses_and_request_quotas() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        &[],
+        &[(
+            "FUNCTIONS_HOST_API_KEYS",
+            "owner, metered requests=3/minute",
+        )],
+    );
+    let owner = [("authorization", "Bearer owner")];
+    let as_owner = |method: &str, path: &str, body: Option<&[u8]>| {
+        let mut headers = owner.to_vec();
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        crate::harness::request_with_headers_and_body(&server.base, method, path, &headers, body)
+    };
+    let manifest = json!({
+        "files": { "index.js": "export default (e) => ({ hi: e.name ?? 'nobody' })" },
+        "public": false,
+    });
+    let deployed = as_owner(
+        "PUT",
+        "/api/functions/secret",
+        Some(manifest.to_string().as_bytes()),
+    );
+    assert_eq!(deployed.status, 201, "{}", deployed.text());
+    assert_eq!(deployed.json()["public"], false);
+    let call_url = deployed.json()["call_url"].as_str().unwrap().to_owned();
+    let call_path = call_url.strip_prefix(&server.base).unwrap().to_owned();
+
+    // A private function needs a key at /fn/, but not at its call address.
+    assert_eq!(server.post("/fn/secret/", "{}").status, 401);
+    assert_eq!(
+        as_owner("POST", "/fn/secret/", Some(b"{}")).text(),
+        r#"{"hi":"nobody"}"#
+    );
+    assert_eq!(
+        server.post(&call_path, r#"{"name":"Ada"}"#).text(),
+        r#"{"hi":"Ada"}"#
+    );
+    let wrong = call_path.replace("/secret/", "/secret/0");
+    assert_eq!(server.post(&wrong, "{}").status, 404);
+
+    // Rotating the token retires the old address.
+    let rotated = as_owner("POST", "/api/functions/secret/token", None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let new_url = rotated.json()["call_url"].as_str().unwrap().to_owned();
+    assert_ne!(new_url, call_url);
+    assert_eq!(server.post(&call_path, "{}").status, 404);
+    let new_path = new_url.strip_prefix(&server.base).unwrap();
+    assert_eq!(server.post(new_path, "{}").status, 200);
+    // It survives a restart.
+    let server = server.restart();
+    assert_eq!(server.post(new_path, "{}").status, 200);
+
+    // A key's request quota: three a minute, then 429 with Retry-After.
+    let metered = [("authorization", "Bearer metered")];
+    for _ in 0..3 {
+        let reply =
+            crate::harness::request_with_headers(&server.base, "GET", "/api/functions", &metered);
+        assert_eq!(reply.status, 200);
+    }
+    let spent =
+        crate::harness::request_with_headers(&server.base, "GET", "/api/functions", &metered);
+    assert_eq!(spent.status, 429, "{}", spent.text());
+    assert_eq!(spent.json()["error"]["code"], "quota_exceeded");
+    let retry_after: u64 = spent.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Other keys are not affected.
+    let other = crate::harness::request_with_headers(&server.base, "GET", "/api/functions", &owner);
+    assert_eq!(other.status, 200);
+}

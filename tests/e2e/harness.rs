@@ -70,18 +70,33 @@ pub fn request(base: &str, method: &str, path: &str, body: Option<(&str, &[u8])>
     reply_of(method, path, result)
 }
 
-/// One bodiless HTTP request to `base` with extra headers.
+/// One HTTP request to `base` with extra headers.
 pub fn request_with_headers(
     base: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Reply {
+    request_with_headers_and_body(base, method, path, headers, None)
+}
+
+/// One HTTP request to `base` with extra headers and, if given, a body.
+pub fn request_with_headers_and_body(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
     let mut request = ureq::request(method, &format!("{base}{path}"));
     for (name, value) in headers {
         request = request.set(name, value);
     }
-    reply_of(method, path, request.call())
+    let result = match body {
+        Some(bytes) => request.send_bytes(bytes),
+        None => request.call(),
+    };
+    reply_of(method, path, result)
 }
 
 fn reply_of(method: &str, path: &str, result: Result<ureq::Response, ureq::Error>) -> Reply {

@@ -4,6 +4,7 @@
 mod apps;
 mod calls;
 mod harness;
+mod limits;
 mod typescript;
 mod wasm;
 
