@@ -351,6 +351,7 @@ fn log(state: &AppState, name: &str, line: String) {
 /// The start of `bytes` as text, for a log line.
 fn quote(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
     let mut quoted: String = text
         .chars()
         .take(LOG_PREFIX_CHARS)
