@@ -15,6 +15,7 @@ use functions_ext::runtime::INTERNALS_GLOBAL;
 
 use crate::Request;
 use crate::Response;
+use crate::allocator::BufferBudget;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
@@ -38,16 +39,16 @@ pub(crate) struct Internals {
 }
 
 /// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot), or,
-/// with `None`, by running every extension's JavaScript from scratch (only for comparison). Its
-/// heap is capped at `heap_limit` bytes, if given.
+/// with `None`, by running every extension's JavaScript from scratch (only for comparison). The
+/// isolate is created with `create_params` (its memory limits), if given.
 pub(crate) fn new_runtime(
     snapshot: Option<&'static [u8]>,
     loader: Option<Rc<dyn ModuleLoader>>,
-    heap_limit: Option<usize>,
+    create_params: Option<v8::CreateParams>,
 ) -> (JsRuntime, Internals) {
     let mut runtime = JsRuntime::new(RuntimeOptions {
         module_loader: loader,
-        create_params: heap_limit.map(|limit| v8::CreateParams::default().heap_limits(0, limit)),
+        create_params,
         startup_snapshot: snapshot,
         // The snapshot already holds the op bindings.
         skip_op_registration: snapshot.is_some(),
@@ -131,10 +132,16 @@ impl FunctionIsolate {
         watchdog: &Watchdog,
     ) -> Result<Self, InvokeError> {
         let limits = function.settings().limits.clone();
-        let (mut runtime, dispatch, id) =
-            load_graph(function, snapshot, Some(heap_limit(&limits))).await?;
+        let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let verdict = Arc::new(Verdict::default());
+        let buffers = BufferBudget::new(memory_limit, verdict.clone());
+        let create_params = v8::CreateParams::default()
+            .heap_limits(0, memory_limit)
+            .array_buffer_allocator(buffers.allocator().make_shared());
+        let (mut runtime, dispatch, id) =
+            load_graph(function, snapshot, Some(create_params)).await?;
         let handle = runtime.v8_isolate().thread_safe_handle();
+        buffers.watch(handle.clone());
         runtime.add_near_heap_limit_callback(verdict.on_near_heap_limit(handle.clone()));
         let mut watch = watchdog.watch(handle, verdict);
         watch.start(&limits);
@@ -273,11 +280,11 @@ impl FunctionIsolate {
 async fn load_graph(
     function: &Function,
     snapshot: Option<&'static [u8]>,
-    heap_limit: Option<usize>,
+    create_params: Option<v8::CreateParams>,
 ) -> Result<(JsRuntime, v8::Global<v8::Function>, ModuleId), InvokeError> {
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
-    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)), heap_limit);
+    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)), create_params);
     if let Some(location) = &function.settings().location {
         set_location(&mut runtime, &internals.set_location, location.as_str());
     }
@@ -317,11 +324,6 @@ pub(crate) async fn check(
             column: 0,
         }),
     }
-}
-
-/// The heap limit of an isolate running a function with `limits`.
-fn heap_limit(limits: &Limits) -> usize {
-    usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)
 }
 
 /// Runs the event loop future `work` until it completes or the wall-clock `deadline` passes

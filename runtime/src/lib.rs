@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod allocator;
 mod engine;
 mod error;
 mod function;

@@ -13,7 +13,8 @@
 //!
 //! Memory is the other limit: an isolate's heap is capped when it is created, and V8's
 //! near-heap-limit callback (see [`Verdict::on_near_heap_limit`]) terminates it instead of
-//! letting V8 abort the process.
+//! letting V8 abort the process; its ArrayBuffers are counted by its own allocator (see
+//! `allocator.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +53,8 @@ pub(crate) enum Stop {
 pub(crate) struct Verdict(AtomicU8);
 
 impl Verdict {
-    fn set(&self, stop: Stop) {
+    /// Records why the isolate is stopped (the first reason stands).
+    pub fn set(&self, stop: Stop) {
         let code = match stop {
             Stop::CpuTime => 1,
             Stop::WallClock => 2,

@@ -161,6 +161,14 @@ async fn a_memory_bomb_is_stopped_at_its_memory_limit() {
             "export default () => { const keep = []; for (;;) keep.push(new Array(100000).fill(keep.length)); }",
         ),
         (
+            "typed-arrays",
+            "export default () => { const keep = []; for (;;) keep.push(new Uint8Array(8 * 1024 * 1024).fill(1)); }",
+        ),
+        (
+            "one-huge-buffer",
+            "export default () => new ArrayBuffer(256 * 1024 * 1024).byteLength",
+        ),
+        (
             "one-huge-array",
             "export default () => new Array(20_000_000).fill(1.5).length",
         ),

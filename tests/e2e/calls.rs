@@ -308,3 +308,61 @@ fn private_functions_call_addresses_and_request_quotas() {
     let other = crate::harness::request_with_headers(&server.base, "GET", "/api/functions", &owner);
     assert_eq!(other.status, 200);
 }
+
+#[test]
+fn a_keys_concurrency_quota_spans_its_functions() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        &[],
+        &[("FUNCTIONS_HOST_API_KEYS", "tenant concurrency=1")],
+    );
+    let key = [
+        ("authorization", "Bearer tenant"),
+        ("content-type", "application/json"),
+    ];
+    let send = |method: &str, path: &str, body: &[u8]| {
+        crate::harness::request_with_headers_and_body(&server.base, method, path, &key, Some(body))
+    };
+    let nap =
+        "export default async () => { await new Promise((r) => setTimeout(r, 200)); return 'ok'; }";
+    for name in ["a", "b"] {
+        let manifest = json!({ "files": { "index.js": nap } });
+        let reply = send(
+            "PUT",
+            &format!("/api/functions/{name}"),
+            manifest.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    let ids: Vec<(&str, String)> = ["a", "b", "a"]
+        .into_iter()
+        .map(|name| {
+            let reply = send("POST", &format!("/api/functions/{name}/calls"), b"{}");
+            assert_eq!(reply.status, 202, "{}", reply.text());
+            (name, reply.json()["call_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for (_, id) in &ids {
+        let reply = send("GET", &format!("/api/calls/{id}?wait=60"), b"");
+        assert_eq!(reply.text(), "\"ok\"");
+    }
+    // One at a time, across both functions, in arrival order: each starts after the one before
+    // it finished (log line ids are global).
+    let line_id = |name: &str, prefix: String| -> i64 {
+        let logs = send("GET", &format!("/api/functions/{name}/logs"), b"").json();
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["message"].as_str().unwrap().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    for pair in ids.windows(2) {
+        let finished = line_id(pair[0].0, format!("FINISHED {}", pair[0].1));
+        let started = line_id(pair[1].0, format!("RUNNING {}", pair[1].1));
+        assert!(started > finished, "{pair:?} overlapped");
+    }
+}

@@ -321,6 +321,14 @@ fn bad_input_gets_the_right_status() {
         status(server.put("/api/functions/x", "application/json", b"{not json")),
         (400, "bad_request".into())
     );
+    assert_eq!(
+        status(server.put(
+            "/api/functions/",
+            "application/javascript",
+            b"export default () => 1"
+        )),
+        (400, "bad_request".into())
+    );
     let long = format!("/api/functions/{}", "a".repeat(300));
     assert_eq!(
         status(server.put(&long, "application/javascript", b"export default () => 1")),
