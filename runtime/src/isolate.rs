@@ -146,8 +146,8 @@ impl FunctionIsolate {
         let mut watch = watchdog.watch(handle, verdict);
         watch.start(&limits);
         let evaluation = runtime.mod_evaluate(id);
-        let evaluated = within(
-            watch.deadline(),
+        let evaluated = watched(
+            &watch,
             &limits,
             runtime.with_event_loop_future(evaluation, PollEventLoopOptions::default()),
         )
@@ -189,17 +189,13 @@ impl FunctionIsolate {
         let call = self
             .runtime
             .call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
-        let value = within(
-            self.watch.deadline(),
+        let value = watched(
+            &self.watch,
             &self.limits,
             self.runtime
                 .with_event_loop_promise(call, PollEventLoopOptions::default()),
         )
-        .await;
-        let value = match value {
-            Ok(value) => value,
-            Err(err) => return Err(stopped(&self.watch, &self.limits, err)),
-        };
+        .await?;
         let response = op_state.borrow_mut().try_take::<Response>();
         let response = response.expect("the dispatcher resolved without responding");
         let tail = {
@@ -217,17 +213,13 @@ impl FunctionIsolate {
     /// Runs the event loop until `tail` (what an invocation does after its response) settles.
     pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
         let settled = self.runtime.resolve(tail.0);
-        let failure = within(
-            self.watch.deadline(),
+        let failure = watched(
+            &self.watch,
             &self.limits,
             self.runtime
                 .with_event_loop_promise(settled, PollEventLoopOptions::default()),
         )
-        .await;
-        let failure = match failure {
-            Ok(failure) => failure,
-            Err(err) => return Err(stopped(&self.watch, &self.limits, err)),
-        };
+        .await?;
         deno_core::scope!(scope, self.runtime);
         let failure = v8::Local::new(scope, failure);
         if failure.is_null_or_undefined() {
@@ -326,22 +318,24 @@ pub(crate) async fn check(
     }
 }
 
-/// Runs the event loop future `work` until it completes or the wall-clock `deadline` passes
-/// (while it waits: running JavaScript past it is the watchdog's to stop).
-async fn within<T>(
-    deadline: Option<std::time::Instant>,
+/// Runs the event loop future `work` under the isolate's limits: until it completes, or until
+/// the wall-clock deadline passes while it waits (running JavaScript past a limit is the
+/// watchdog's to stop). A failure is reported as the limit the isolate was stopped at, if any.
+async fn watched<T>(
+    watch: &Watch,
     limits: &Limits,
     work: impl Future<Output = Result<T, deno_core::error::CoreError>>,
 ) -> Result<T, InvokeError> {
-    let Some(deadline) = deadline else {
-        return work.await.map_err(InvokeError::from_core);
+    let result = match watch.deadline() {
+        None => work.await.map_err(InvokeError::from_core),
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(result) => result.map_err(InvokeError::from_core),
+            Err(_) => Err(InvokeError::TimeLimit {
+                limit: limits.wall_clock,
+            }),
+        },
     };
-    match tokio::time::timeout_at(deadline.into(), work).await {
-        Ok(result) => result.map_err(InvokeError::from_core),
-        Err(_) => Err(InvokeError::TimeLimit {
-            limit: limits.wall_clock,
-        }),
-    }
+    result.map_err(|err| stopped(watch, limits, err))
 }
 
 /// `err`, or the limit the watchdog stopped the isolate for if it did.

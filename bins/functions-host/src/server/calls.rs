@@ -56,8 +56,8 @@ pub struct CallQueue {
     turns: Mutex<HashMap<String, (u64, u64)>>,
     /// Notified whenever a numbered call has started.
     started: tokio::sync::Notify,
-    /// The most calls of one function that may wait.
-    max_queued: usize,
+    /// The most calls (and synchronous invocations) of one function that may wait.
+    pub max_queued: usize,
     /// The cap on one function's unfetched results, in bytes.
     result_cap: u64,
 }
@@ -189,7 +189,7 @@ fn schedule(state: &Arc<AppState>, call: QueuedCall, tenant_concurrency: usize) 
         let waits = tenant_ticket.as_ref().is_some_and(|t| !t.is_ready())
             || function_ticket.as_ref().is_some_and(|t| !t.is_ready());
         if waits {
-            log(&state, &call.name, format!("PENDING {}", call.id));
+            log(&state, &call.name, "info", format!("PENDING {}", call.id));
         }
         let tenant_permit = match tenant_ticket {
             Some(ticket) => Some(ticket.await),
@@ -200,7 +200,7 @@ fn schedule(state: &Arc<AppState>, call: QueuedCall, tenant_concurrency: usize) 
             None => {
                 let ticket = state.lanes.enqueue(&call.name, concurrency);
                 if !ticket.is_ready() && !waits {
-                    log(&state, &call.name, format!("PENDING {}", call.id));
+                    log(&state, &call.name, "info", format!("PENDING {}", call.id));
                 }
                 ticket
             }
@@ -227,7 +227,7 @@ async fn run(
 ) {
     let started = tokio::task::block_in_place(|| state.store.start_call(&call.id));
     if matches!(started, Ok(Some(_))) {
-        log(state, &call.name, format!("RUNNING {}", call.id));
+        log(state, &call.name, "info", format!("RUNNING {}", call.id));
     }
     if numbered {
         state.calls.pass_turn(&call.name);
@@ -324,24 +324,24 @@ fn finish(state: &AppState, call: &QueuedCall, result: &CallResult, failed: bool
     let stored = tokio::task::block_in_place(|| {
         state
             .store
-            .finish_call(&call.id, result, failed, state.calls.result_cap)?;
-        let level = if failed { "error" } else { "info" };
-        state
-            .store
-            .append_logs(&call.name, &[LogEntry::now(level, line)])
+            .finish_call(&call.id, result, failed, state.calls.result_cap)
     });
     if let Err(err) = stored {
         eprintln!("storing the result of call {}: {err:#}", call.id);
     }
+    log(
+        state,
+        &call.name,
+        if failed { "error" } else { "info" },
+        line,
+    );
     state.calls.ended.send_modify(|n| *n += 1);
 }
 
 /// Appends one lifecycle line to `name`'s logs.
-fn log(state: &AppState, name: &str, line: String) {
+fn log(state: &AppState, name: &str, level: &'static str, line: String) {
     let stored = tokio::task::block_in_place(|| {
-        state
-            .store
-            .append_logs(name, &[LogEntry::now("info", line)])
+        state.store.append_logs(name, &[LogEntry::now(level, line)])
     });
     if let Err(err) = stored {
         eprintln!("storing the logs of {name}: {err:#}");

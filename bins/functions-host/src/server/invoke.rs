@@ -151,8 +151,9 @@ async fn serve(
 /// A place in the function's FIFO lane (its concurrency limit); 429 when its queue is full.
 pub(super) fn queue_ticket(state: &AppState, deployed: &Deployed) -> Result<Ticket, ApiError> {
     let name = deployed.function.name();
-    if state.lanes.waiting(name) >= state.max_queued {
-        return Err(ApiError::queue_full(name, state.max_queued));
+    let max_queued = state.calls.max_queued;
+    if state.lanes.waiting(name) >= max_queued {
+        return Err(ApiError::queue_full(name, max_queued));
     }
     Ok(state.lanes.enqueue(name, deployed.concurrency))
 }

@@ -1,7 +1,8 @@
 //! `functions-host serve`: the HTTP server (hyper 1) in front of the engine and the store.
 //!
-//! Routes (DESIGN.md): `ANY /fn/{name}/{path...}` invokes; `/api/...` manages; `GET /healthz`
-//! answers once the server is ready.
+//! Routes (DESIGN.md): `ANY /fn/{name}/{path...}` and `ANY /call/{name}/{token}/{path...}`
+//! invoke; `/api/...` manages (and queues asynchronous calls); `GET /healthz` answers once the
+//! server is ready.
 
 mod api;
 mod auth;
@@ -70,8 +71,6 @@ pub(crate) struct AppState {
     pub lanes: Arc<Lanes>,
     /// Each API key's FIFO lane: its quota of concurrent asynchronous calls.
     pub tenant_lanes: Arc<Lanes>,
-    /// Synchronous invocations of one function that may wait for their turn.
-    pub max_queued: usize,
     pub calls: CallQueue,
 }
 
@@ -104,7 +103,6 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         api_keys: config.api_keys,
         lanes: Arc::default(),
         tenant_lanes: Arc::default(),
-        max_queued: config.max_queued,
         calls: CallQueue::new(config.max_queued, config.result_cap_bytes),
     });
     calls::recover(&state)?;

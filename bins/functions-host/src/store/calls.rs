@@ -217,25 +217,19 @@ impl Store {
 
     /// Calls still pending, in arrival order.
     pub fn pending_calls(&self) -> anyhow::Result<Vec<QueuedCall>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, name, tenant FROM calls WHERE state = 'pending' ORDER BY seq")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(QueuedCall {
-                id: row.get(0)?,
-                name: row.get(1)?,
-                tenant: row.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.calls_in_state("pending")
     }
 
     /// Calls that were running (when the host stopped), in arrival order.
     pub fn running_calls(&self) -> anyhow::Result<Vec<QueuedCall>> {
+        self.calls_in_state("running")
+    }
+
+    fn calls_in_state(&self, state: &str) -> anyhow::Result<Vec<QueuedCall>> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, name, tenant FROM calls WHERE state = 'running' ORDER BY seq")?;
-        let rows = stmt.query_map([], |row| {
+        let mut stmt =
+            conn.prepare("SELECT id, name, tenant FROM calls WHERE state = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([state], |row| {
             Ok(QueuedCall {
                 id: row.get(0)?,
                 name: row.get(1)?,
