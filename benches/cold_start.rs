@@ -28,6 +28,9 @@ fn engine_path(c: &mut Criterion, name: &str, use_snapshot: bool) {
     let engine = Engine::new(EngineConfig {
         workers: 1,
         use_snapshot,
+        // Every invocation creates its isolate: this measures creation.
+        prepared_per_worker: 0,
+        ..EngineConfig::default()
     });
     let function = Function::javascript("bench", HANDLER);
     let runtime = tokio::runtime::Builder::new_current_thread()

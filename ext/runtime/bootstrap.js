@@ -21,6 +21,7 @@ const {
   ObjectFromEntries,
   ObjectPrototypeIsPrototypeOf,
   ObjectSetPrototypeOf,
+  Promise,
   PromisePrototypeThen,
   SafePromiseAll,
   SafePromiseAllSettled,
@@ -78,6 +79,33 @@ for (
 consoleScript.setNoColorFns(() => true, () => true);
 const console = new consoleScript.Console(op_console_write);
 
+/**
+ * `scheduler`, as in Workers: `await scheduler.wait(ms)` resolves after `ms` milliseconds (an
+ * awaitable `setTimeout`); `{ signal }` rejects it with the signal's reason when aborted.
+ */
+class Scheduler {
+  wait(delay, options = undefined) {
+    const ms = webidl.converters["unsigned long long"](delay ?? 0, "Failed to execute 'wait' on 'Scheduler'", "Argument 1");
+    const signal = options?.signal;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
+const scheduler = new Scheduler();
+
 /** `navigator`: who is running the function, as in Workers and Deno. */
 class Navigator {
   get userAgent() {
@@ -130,6 +158,8 @@ core.defineGlobalProperties(globalThis, {
   clearInterval: writable(timers.clearInterval),
   structuredClone: writable(messagePort.structuredClone),
   performance: writable(performance.performance),
+  scheduler: writable(scheduler),
+  Scheduler: nonEnumerable(Scheduler),
   Performance: nonEnumerable(performance.Performance),
   // DOM: events, aborting, exceptions
   DOMException: nonEnumerable(domException.DOMException),
@@ -172,6 +202,25 @@ ObjectSetPrototypeOf(globalThis, event.EventTarget.prototype);
 globalThis[webidl.brand] = webidl.brand;
 event.setEventTargetData(globalThis);
 event.saveGlobalThisReference(globalThis);
+
+// An unhandled promise rejection is dispatched as an "unhandledrejection" event on the global
+// scope and, unless a listener calls preventDefault(), logged as an error; it never fails the
+// invocation (as in Workers). A rejection handled later dispatches "rejectionhandled".
+core.setUnhandledPromiseRejectionHandler((promise, reason) => {
+  const rejection = new event.PromiseRejectionEvent("unhandledrejection", {
+    cancelable: true,
+    promise,
+    reason,
+  });
+  globalThis.dispatchEvent(rejection);
+  if (!rejection.defaultPrevented) console.error("Uncaught (in promise)", reason);
+  return true;
+});
+core.setHandledPromiseRejectionHandler((promise, reason) => {
+  globalThis.dispatchEvent(
+    new event.PromiseRejectionEvent("rejectionhandled", { promise, reason }),
+  );
+});
 
 /** The `ctx` argument of a handler, as in Workers: `waitUntil` and `passThroughOnException`. */
 class ExecutionContext {

@@ -16,7 +16,7 @@ use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::pool::Pool;
-use crate::pool::Task;
+use crate::pool::PoolConfig;
 use crate::wasm::WasmEngine;
 use crate::wasm::WasmModule;
 use crate::wasm::WasmStats;
@@ -24,11 +24,20 @@ use crate::wasm::WasmStats;
 /// How an [`Engine`] is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Worker threads, each running one invocation at a time (default: the number of cores).
+    /// Worker threads (default: the number of cores). Each runs the event loops of many
+    /// isolates; an invocation holds a thread only while its JavaScript runs.
     pub workers: usize,
     /// Create isolates from the base startup snapshot (the default). `false` runs all of the
     /// host's JavaScript bootstrap in every isolate instead: only useful to measure the difference.
     pub use_snapshot: bool,
+    /// The most JavaScript invocations that run at once, host-wide (each in an isolate of its
+    /// own); more wait their turn in arrival order. Default: one per 16 MiB of half the
+    /// machine's memory ([`default_max_isolates`]).
+    pub max_isolates: usize,
+    /// Isolates each worker keeps pre-created (module evaluated, each for one invocation) for
+    /// recently invoked fresh-isolate functions (default 32; 0 keeps none, so every invocation
+    /// creates its isolate).
+    pub prepared_per_worker: usize,
 }
 
 impl Default for EngineConfig {
@@ -38,8 +47,162 @@ impl Default for EngineConfig {
                 .map(usize::from)
                 .unwrap_or(1),
             use_snapshot: true,
+            max_isolates: default_max_isolates(),
+            prepared_per_worker: 32,
         }
     }
+}
+
+/// The default cap on invocations running at once: half the machine's memory, at 16 MiB an
+/// isolate (an idle one from the snapshot takes a few MiB; most invocations allocate a little
+/// more), at least 64.
+pub fn default_max_isolates() -> usize {
+    const PER_ISOLATE: u64 = 16 * 1024 * 1024;
+    let memory = physical_memory().unwrap_or(4 * 1024 * 1024 * 1024);
+    usize::try_from(memory / 2 / PER_ISOLATE)
+        .unwrap_or(usize::MAX)
+        .max(64)
+}
+
+/// The machine's physical memory, in bytes.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && page_size > 0).then(|| pages as u64 * page_size as u64)
+}
+
+/// Cancels an invocation: [`Cancel::cancel`] stops it (its isolate is dropped; WebAssembly
+/// guests stop) and it ends with [`InvokeError::Cancelled`]. Cloned handles cancel the same
+/// invocation; work already past the response (a streamed body, `ctx.waitUntil`) is not
+/// cancelled.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<CancelInner>);
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    reason: std::sync::Mutex<Option<String>>,
+    cancelled: tokio::sync::Notify,
+}
+
+impl Cancel {
+    /// A handle that has not cancelled anything yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels the invocation, saying why (the first reason stands).
+    pub fn cancel(&self, reason: impl Into<String>) {
+        let mut slot = self.0.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason.into());
+        }
+        drop(slot);
+        self.0.cancelled.notify_waiters();
+    }
+
+    /// A guard that cancels with `reason` when dropped, unless [`CancelOnDrop::disarm`]ed: for a
+    /// caller whose own future may be dropped (a server whose client disconnects).
+    pub fn on_drop(&self, reason: impl Into<String>) -> CancelOnDrop {
+        CancelOnDrop(Some((self.clone(), reason.into())))
+    }
+
+    /// Resolves, with the reason, once the invocation is cancelled.
+    pub async fn cancelled(&self) -> String {
+        loop {
+            let notified = self.0.cancelled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self
+                .0
+                .reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Cancels an invocation when dropped (see [`Cancel::on_drop`]).
+#[derive(Debug)]
+pub struct CancelOnDrop(Option<(Cancel, String)>);
+
+impl CancelOnDrop {
+    /// Drops the guard without cancelling.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some((cancel, reason)) = self.0.take() {
+            cancel.cancel(reason);
+        }
+    }
+}
+
+/// Holds a JavaScript invocation at its start: the engine says when the isolate is about to run
+/// the handler, and runs it once the caller lets it (after it recorded that the invocation
+/// started, say). Made by [`start_gate`].
+#[derive(Debug)]
+pub struct StartGate(oneshot::Sender<oneshot::Sender<()>>);
+
+impl StartGate {
+    /// Tells the caller the handler is about to run and waits until it says go (or went away).
+    pub(crate) async fn open(self) {
+        let (go, gone) = oneshot::channel();
+        if self.0.send(go).is_ok() {
+            let _ = gone.await;
+        }
+    }
+}
+
+/// The caller's side of a [`StartGate`].
+#[derive(Debug)]
+pub struct Starting(oneshot::Receiver<oneshot::Sender<()>>);
+
+impl Starting {
+    /// Resolves when the handler is about to run, with the [`Go`] that lets it; `None` when the
+    /// invocation ended before (its isolate failed to load, or it was cancelled).
+    pub async fn ready(self) -> Option<Go> {
+        self.0.await.ok().map(Go)
+    }
+}
+
+/// Lets a held invocation start (dropping it does too).
+#[derive(Debug)]
+pub struct Go(oneshot::Sender<()>);
+
+impl Go {
+    /// Lets the handler run.
+    pub fn go(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A [`StartGate`] for [`Controls::start`] and the caller's side of it.
+pub fn start_gate() -> (StartGate, Starting) {
+    let (ready, starting) = oneshot::channel();
+    (StartGate(ready), Starting(starting))
+}
+
+/// What a caller may do to one invocation besides giving its function and request.
+#[derive(Debug, Default)]
+pub struct Controls {
+    /// Cancels it (see [`Cancel`]).
+    pub cancel: Option<Cancel>,
+    /// Holds the invocation before its handler (or WebAssembly guest) runs (see
+    /// [`start_gate`]).
+    pub start: Option<StartGate>,
 }
 
 /// What one invocation produced by the time its handler responded: the response or error, and
@@ -128,7 +291,12 @@ impl Engine {
             .use_snapshot
             .then_some(functions_snapshots::BASE_SNAPSHOT);
         Self {
-            pool: Pool::new(config.workers, snapshot),
+            pool: Pool::new(PoolConfig {
+                workers: config.workers,
+                snapshot,
+                max_isolates: config.max_isolates,
+                prepared_per_worker: config.prepared_per_worker,
+            }),
             wasm: Arc::new(OnceLock::new()),
         }
     }
@@ -191,36 +359,51 @@ impl Engine {
             return Ok(());
         }
         let (reply, result) = oneshot::channel();
-        let task = Task::Check {
-            function: function.clone(),
-            reply,
-        };
-        if self.pool.submit(task).is_err() {
-            return Err(stopped_compile_error(function));
-        }
+        self.pool.check(function.clone(), reply);
         result
             .await
             .unwrap_or_else(|_| Err(stopped_compile_error(function)))
     }
 
-    /// Runs one invocation of `function` with `request`: JavaScript on a worker thread,
-    /// WebAssembly as part of this future (which needs a tokio runtime with its timer enabled,
-    /// for the wall-clock limit).
+    /// Runs one invocation of `function` with `request`: JavaScript on a worker thread (in an
+    /// isolate that holds the thread only while its JavaScript runs), WebAssembly as part of
+    /// this future (which needs a tokio runtime with its timer enabled, for the wall-clock
+    /// limit). Dropping the future cancels the invocation.
     pub async fn invoke(&self, function: &Function, request: Request) -> Outcome {
+        self.invoke_with(function, request, Controls::default())
+            .await
+    }
+
+    /// [`Engine::invoke`] with [`Controls`]: a way to cancel it, and a gate before its start.
+    pub async fn invoke_with(
+        &self,
+        function: &Function,
+        request: Request,
+        controls: Controls,
+    ) -> Outcome {
         if let Some(module) = function.wasm_module() {
-            return self.wasm().invoke(function, module, request).await;
+            let run = async {
+                if let Some(gate) = controls.start {
+                    gate.open().await;
+                }
+                self.wasm().invoke(function, module, request).await
+            };
+            return match controls.cancel {
+                None => run.await,
+                Some(cancel) => tokio::select! {
+                    outcome = run => outcome,
+                    reason = cancel.cancelled() => Outcome::new(
+                        Err(InvokeError::Cancelled { reason }),
+                        ConsoleOutput::default(),
+                    ),
+                },
+            };
         }
         let (reply, outcome) = oneshot::channel();
-        let task = Task::Invoke {
-            function: function.clone(),
-            request,
-            reply,
-        };
-        let stopped = || Outcome::new(Err(InvokeError::EngineStopped), ConsoleOutput::default());
-        if self.pool.submit(task).is_err() {
-            return stopped();
-        }
-        outcome.await.unwrap_or_else(|_| stopped())
+        self.pool.invoke(function.clone(), request, controls, reply);
+        outcome
+            .await
+            .unwrap_or_else(|_| crate::pool::stopped_outcome())
     }
 }
 

@@ -58,6 +58,19 @@ pub enum InvokeError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The handler's promise can never settle: nothing it could wait for is left (no timer,
+    /// fetch or other work pending), so the function would never respond.
+    #[error(
+        "the function hung: its handler returned a promise that can never settle (nothing is left for it to wait on: no timer, fetch or other pending work), so it would never respond"
+    )]
+    Hung,
+    /// The invocation was cancelled by its caller (for instance, the client disconnected) and
+    /// its isolate stopped.
+    #[error("the invocation was cancelled: {reason}")]
+    Cancelled {
+        /// Why, as the caller said.
+        reason: String,
+    },
     /// The engine's workers are gone (the engine was dropped or a worker died).
     #[error("the engine is not running")]
     EngineStopped,

@@ -1,7 +1,20 @@
 //! One function module loaded in one V8 isolate: the per-invocation path.
+//!
+//! A worker thread keeps many isolates alive at once (see `worker.rs`) and runs their event loops
+//! as tasks of one local executor. V8 wants the isolate whose JavaScript runs to be the thread's
+//! *entered* one, and rusty_v8 wants isolates entered and exited in LIFO order; so every isolate
+//! here stays exited while it waits, and is entered only for as long as one of its futures is
+//! polled or its runtime is used ([`Entered`], [`Slices`]). Each such poll of an invocation is a
+//! *slice*, charged to the invocation's CPU budget (see `watchdog.rs`).
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
 
 use deno_core::JsRuntime;
 use deno_core::ModuleId;
@@ -9,6 +22,7 @@ use deno_core::ModuleLoader;
 use deno_core::PollEventLoopOptions;
 use deno_core::RuntimeOptions;
 use deno_core::SharedArrayBufferStore;
+use deno_core::error::CoreErrorKind;
 use deno_core::v8;
 use functions_ext::console::ConsoleOutput;
 use functions_ext::runtime::INTERNALS_GLOBAL;
@@ -21,10 +35,10 @@ use crate::error::InvokeError;
 use crate::function::Function;
 use crate::function::Limits;
 use crate::loader::FunctionLoader;
+use crate::watchdog::Budget;
 use crate::watchdog::Stop;
+use crate::watchdog::ThreadWatch;
 use crate::watchdog::Verdict;
-use crate::watchdog::Watch;
-use crate::watchdog::Watchdog;
 
 /// Globals that the snapshot needs while it is built and at isolate creation, but that a
 /// function must not see.
@@ -38,34 +52,91 @@ pub(crate) struct Internals {
     pub set_location: v8::Global<v8::Function>,
 }
 
-/// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot), or,
-/// with `None`, by running every extension's JavaScript from scratch (only for comparison). The
-/// isolate is created with `create_params` (its memory limits), if given.
-pub(crate) fn new_runtime(
-    snapshot: Option<&'static [u8]>,
-    loader: Option<Rc<dyn ModuleLoader>>,
-    create_params: Option<v8::CreateParams>,
-) -> (JsRuntime, Internals) {
-    let mut runtime = JsRuntime::new(RuntimeOptions {
-        module_loader: loader,
-        create_params,
-        startup_snapshot: snapshot,
-        // The snapshot already holds the op bindings.
-        skip_op_registration: snapshot.is_some(),
-        residual_lazy_js_sources: if snapshot.is_some() {
-            functions_snapshots::RESIDUAL_LAZY_JS
-        } else {
-            &[]
-        },
-        extensions: functions_ext::extensions(),
-        // Where `structuredClone` and `postMessage` keep transferred ArrayBuffers (which also
-        // detaches them) and SharedArrayBuffers between serializing and deserializing; one per
-        // isolate, so nothing outlives it.
-        shared_array_buffer_store: Some(SharedArrayBufferStore::default()),
-        ..Default::default()
-    });
-    let internals = take_internals(&mut runtime);
-    (runtime, internals)
+/// Makes an isolate the thread's entered one until dropped.
+struct Entered(v8::UnsafeRawIsolatePtr);
+
+impl Entered {
+    /// # Safety
+    /// `isolate` must be alive until the guard is dropped, on this thread, and any isolate
+    /// entered meanwhile must be exited before the guard is dropped.
+    unsafe fn new(isolate: v8::UnsafeRawIsolatePtr) -> Self {
+        // SAFETY: per this function's contract.
+        unsafe { v8::Isolate::from_raw_isolate_ptr(isolate).enter() };
+        Self(isolate)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: entered in `new`; LIFO per `new`'s contract.
+        unsafe { v8::Isolate::from_raw_isolate_ptr(self.0).exit() };
+    }
+}
+
+/// A `JsRuntime` that stays exited except while it is used, and is entered again to be dropped.
+pub(crate) struct Runtime {
+    js: ManuallyDrop<JsRuntime>,
+    raw: v8::UnsafeRawIsolatePtr,
+}
+
+impl Runtime {
+    /// Creates a runtime ready to load a function module: from `snapshot` (the base snapshot),
+    /// or, with `None`, by running every extension's JavaScript from scratch (only for
+    /// comparison). The isolate is created with `create_params` (its memory limits), if given.
+    pub fn new(
+        snapshot: Option<&'static [u8]>,
+        loader: Option<Rc<dyn ModuleLoader>>,
+        create_params: Option<v8::CreateParams>,
+    ) -> (Self, Internals) {
+        let mut js = JsRuntime::new(RuntimeOptions {
+            module_loader: loader,
+            create_params,
+            startup_snapshot: snapshot,
+            // The snapshot already holds the op bindings.
+            skip_op_registration: snapshot.is_some(),
+            residual_lazy_js_sources: if snapshot.is_some() {
+                functions_snapshots::RESIDUAL_LAZY_JS
+            } else {
+                &[]
+            },
+            extensions: functions_ext::extensions(),
+            // Where `structuredClone` and `postMessage` keep transferred ArrayBuffers (which
+            // also detaches them) and SharedArrayBuffers between serializing and deserializing;
+            // one per isolate, so nothing outlives it.
+            shared_array_buffer_store: Some(SharedArrayBufferStore::default()),
+            ..Default::default()
+        });
+        let internals = take_internals(&mut js);
+        // SAFETY: the isolate is alive; the pointer is only used while `js` is.
+        let raw = unsafe { js.v8_isolate().as_raw_isolate_ptr() };
+        // Created entered: exited until used (see the module docs).
+        // SAFETY: just created, so it is the thread's current isolate.
+        unsafe { js.v8_isolate().exit() };
+        (
+            Self {
+                js: ManuallyDrop::new(js),
+                raw,
+            },
+            internals,
+        )
+    }
+
+    /// Runs `f` with the runtime, its isolate entered.
+    pub fn with<T>(&mut self, f: impl FnOnce(&mut JsRuntime) -> T) -> T {
+        // SAFETY: the isolate lives as long as `self`; the guard ends before `with` returns.
+        let _entered = unsafe { Entered::new(self.raw) };
+        f(&mut self.js)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Dropping an isolate exits it, so it must be the current one.
+        // SAFETY: alive until the drop below, which exits it.
+        unsafe { v8::Isolate::from_raw_isolate_ptr(self.raw).enter() };
+        // SAFETY: not used again.
+        unsafe { ManuallyDrop::drop(&mut self.js) };
+    }
 }
 
 /// Takes the host's entry points `bootstrap.js` left on the global object and hides the
@@ -110,26 +181,90 @@ fn set_location(runtime: &mut JsRuntime, set_location: &v8::Global<v8::Function>
 /// The promise of an invocation's work after its response (see `bootstrap.js`'s dispatcher).
 pub(crate) struct Tail(v8::Global<v8::Value>);
 
+/// What a function isolate needs to run slices: its isolate, the reason it was stopped, and the
+/// worker thread's watch.
+struct Control {
+    raw: v8::UnsafeRawIsolatePtr,
+    handle: v8::IsolateHandle,
+    verdict: Arc<Verdict>,
+    thread: Rc<ThreadWatch>,
+}
+
+/// Polls a future of an isolate's work as slices: each poll enters the isolate and, with a
+/// budget, runs under the watchdog's watch and is charged to it.
+struct Slices<'a, T> {
+    control: &'a Control,
+    budget: Option<&'a RefCell<Budget>>,
+    work: ManuallyDrop<Pin<Box<dyn Future<Output = T> + 'a>>>,
+}
+
+impl<'a, T> Slices<'a, T> {
+    fn new(
+        control: &'a Control,
+        budget: Option<&'a RefCell<Budget>>,
+        work: impl Future<Output = T> + 'a,
+    ) -> Self {
+        Self {
+            control,
+            budget,
+            work: ManuallyDrop::new(Box::pin(work)),
+        }
+    }
+}
+
+impl<T> Future for Slices<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = &mut *self;
+        // SAFETY: the isolate outlives `control`; exited again when the guard drops, below.
+        let _entered = unsafe { Entered::new(this.control.raw) };
+        let work = this.work.as_mut();
+        match this.budget {
+            None => work.poll(cx),
+            Some(budget) => this.control.thread.slice(
+                &this.control.handle,
+                &this.control.verdict,
+                &mut budget.borrow_mut(),
+                || work.poll(cx),
+            ),
+        }
+    }
+}
+
+impl<T> Drop for Slices<'_, T> {
+    fn drop(&mut self) {
+        // The work may hold V8 handles: drop it with its isolate entered.
+        // SAFETY: as in `poll`.
+        let _entered = unsafe { Entered::new(self.control.raw) };
+        // SAFETY: not used again.
+        unsafe { ManuallyDrop::drop(&mut self.work) };
+    }
+}
+
 /// A function's module, evaluated in its own isolate, ready for invocations.
 ///
-/// While it runs an invocation the isolate is under the [`Watchdog`]'s watch: from the start of
-/// its module's evaluation (a fresh isolate's top-level code) and again from the start of the
-/// handler, each with the function's whole CPU budget, until [`FunctionIsolate::end_invocation`].
+/// Its work runs in slices charged to a [`Budget`]: the module's evaluation (a fresh isolate's
+/// top-level code) to one, each invocation to another, given to [`FunctionIsolate::invoke`].
 pub(crate) struct FunctionIsolate {
-    runtime: JsRuntime,
+    // Before `runtime`, which drops the isolate these handles are of.
     dispatch: v8::Global<v8::Function>,
     namespace: v8::Global<v8::Value>,
-    watch: Watch,
+    runtime: Runtime,
+    control: Control,
+    budget: RefCell<Budget>,
     limits: Limits,
 }
 
 impl FunctionIsolate {
     /// Creates an isolate from the snapshot, with the function's memory limit, then loads and
-    /// evaluates the function's module (awaiting top-level `await`) under `watchdog`'s watch.
+    /// evaluates the function's module (awaiting top-level `await`) in slices charged to
+    /// `budget` (a fresh budget for the top-level code; the invocation gets its own).
     pub async fn load(
         function: &Function,
         snapshot: Option<&'static [u8]>,
-        watchdog: &Watchdog,
+        thread: Rc<ThreadWatch>,
+        budget: Budget,
     ) -> Result<Self, InvokeError> {
         let limits = function.settings().limits.clone();
         let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
@@ -138,218 +273,241 @@ impl FunctionIsolate {
         let create_params = v8::CreateParams::default()
             .heap_limits(0, memory_limit)
             .array_buffer_allocator(buffers.allocator().make_shared());
-        let (mut runtime, dispatch, id) =
-            load_graph(function, snapshot, Some(create_params)).await?;
-        let handle = runtime.v8_isolate().thread_safe_handle();
-        buffers.watch(handle.clone());
-        runtime.add_near_heap_limit_callback(verdict.on_near_heap_limit(handle.clone()));
-        let mut watch = watchdog.watch(handle, verdict);
-        watch.start(&limits);
-        let evaluation = runtime.mod_evaluate(id);
-        let evaluated = watched(
-            &watch,
-            &limits,
-            runtime.with_event_loop_future(evaluation, PollEventLoopOptions::default()),
-        )
-        .await;
-        let namespace = evaluated.and_then(|()| {
-            runtime
-                .get_module_namespace(id)
-                .map_err(InvokeError::from_core)
+        let (mut runtime, dispatch, failures) =
+            new_function_runtime(function, snapshot, Some(create_params))?;
+        let handle = runtime.with(|js| {
+            let handle = js.v8_isolate().thread_safe_handle();
+            js.add_near_heap_limit_callback(verdict.on_near_heap_limit(handle.clone()));
+            handle
         });
-        let namespace = match namespace {
-            Ok(namespace) => namespace,
-            Err(err) => return Err(stopped(&watch, &limits, err)),
+        buffers.watch(handle.clone());
+        let control = Control {
+            raw: runtime.raw,
+            handle,
+            verdict,
+            thread,
         };
-        let namespace = {
-            deno_core::scope!(scope, runtime);
+        let budget = RefCell::new(budget);
+        let loading = load_module(&mut runtime.js, function, failures);
+        let id = Slices::new(&control, None, loading).await?;
+        let evaluated = {
+            let js = &mut *runtime.js;
+            let evaluation = async move {
+                let evaluation = js.mod_evaluate(id);
+                js.with_event_loop_future(evaluation, PollEventLoopOptions::default())
+                    .await?;
+                js.get_module_namespace(id)
+            };
+            watched(&control, &budget, &limits, evaluation).await
+        };
+        let namespace = runtime.with(|js| {
+            let namespace = evaluated?;
+            deno_core::scope!(scope, js);
             let local = v8::Local::new(scope, namespace);
-            v8::Global::new(scope, v8::Local::<v8::Value>::from(local))
-        };
+            Ok::<_, InvokeError>(v8::Global::new(scope, v8::Local::<v8::Value>::from(local)))
+        });
         Ok(Self {
-            runtime,
             dispatch,
-            namespace,
-            watch,
+            namespace: namespace?,
+            runtime,
+            control,
+            budget,
             limits,
         })
     }
 
-    /// Runs one invocation until the handler has responded: the handler gets `request`; the
-    /// result is its response and, when work remains after the response (a streamed body,
-    /// `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`]. Call
-    /// [`FunctionIsolate::end_invocation`] once the invocation is done.
+    /// Runs one invocation until the handler has responded, in slices charged to `budget`: the
+    /// handler gets `request`; the result is its response and, when work remains after the
+    /// response (a streamed body, `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`]
+    /// (which draws on the same budget).
     pub async fn invoke(
         &mut self,
         request: Request,
+        budget: Budget,
     ) -> Result<(Response, Option<Tail>), InvokeError> {
-        let op_state = self.runtime.op_state();
+        *self.budget.get_mut() = budget;
+        let op_state = self.runtime.js.op_state();
         op_state.borrow_mut().put(request);
-        self.watch.start(&self.limits);
-        let call = self
-            .runtime
-            .call_with_args(&self.dispatch, std::slice::from_ref(&self.namespace));
-        let value = watched(
-            &self.watch,
-            &self.limits,
-            self.runtime
-                .with_event_loop_promise(call, PollEventLoopOptions::default()),
-        )
-        .await?;
+        let js = &mut *self.runtime.js;
+        let dispatch = &self.dispatch;
+        let namespace = &self.namespace;
+        let run = async move {
+            let call = js.call_with_args(dispatch, std::slice::from_ref(namespace));
+            let value = js
+                .with_event_loop_promise(call, PollEventLoopOptions::default())
+                .await?;
+            let tail = {
+                deno_core::scope!(scope, js);
+                let value = v8::Local::new(scope, value);
+                v8::Local::<v8::Object>::try_from(value).ok().map(|object| {
+                    let key = v8::String::new(scope, "tail").unwrap();
+                    let promise = object.get(scope, key.into()).unwrap();
+                    Tail(v8::Global::new(scope, promise))
+                })
+            };
+            Ok(tail)
+        };
+        let tail = watched(&self.control, &self.budget, &self.limits, run).await?;
         let response = op_state.borrow_mut().try_take::<Response>();
         let response = response.expect("the dispatcher resolved without responding");
-        let tail = {
-            deno_core::scope!(scope, self.runtime);
-            let value = v8::Local::new(scope, value);
-            v8::Local::<v8::Object>::try_from(value).ok().map(|object| {
-                let key = v8::String::new(scope, "tail").unwrap();
-                let promise = object.get(scope, key.into()).unwrap();
-                Tail(v8::Global::new(scope, promise))
-            })
-        };
         Ok((response, tail))
     }
 
     /// Runs the event loop until `tail` (what an invocation does after its response) settles.
     pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
-        let settled = self.runtime.resolve(tail.0);
-        let failure = watched(
-            &self.watch,
-            &self.limits,
-            self.runtime
-                .with_event_loop_promise(settled, PollEventLoopOptions::default()),
-        )
-        .await?;
-        deno_core::scope!(scope, self.runtime);
-        let failure = v8::Local::new(scope, failure);
-        if failure.is_null_or_undefined() {
-            return Ok(());
+        let js = &mut *self.runtime.js;
+        let run = async move {
+            let settled = js.resolve(tail.0);
+            let failure = js
+                .with_event_loop_promise(settled, PollEventLoopOptions::default())
+                .await?;
+            deno_core::scope!(scope, js);
+            let failure = v8::Local::new(scope, failure);
+            if failure.is_null_or_undefined() {
+                return Ok(None);
+            }
+            // The dispatcher resolves `tail` to the failure's stack (see bootstrap.js).
+            Ok(Some(failure.to_rust_string_lossy(scope)))
+        };
+        match watched(&self.control, &self.budget, &self.limits, run).await? {
+            None => Ok(()),
+            Some(stack) => Err(InvokeError::Threw {
+                message: format!("Uncaught {}", stack.lines().next().unwrap_or_default()),
+                stack,
+            }),
         }
-        // The dispatcher resolves `tail` to the failure's stack (see bootstrap.js).
-        let stack = failure.to_rust_string_lossy(scope);
-        Err(InvokeError::Threw {
-            message: format!("Uncaught {}", stack.lines().next().unwrap_or_default()),
-            stack,
-        })
     }
 
-    /// Takes the isolate off the watchdog's watch; returns why it was stopped during the
-    /// invocation, if it was (then it must not run another one).
-    pub fn end_invocation(&mut self) -> Option<Stop> {
-        self.watch.stop()
+    /// Why the isolate was stopped at a limit, if it was (then it must not run again).
+    pub fn stopped(&self) -> Option<Stop> {
+        self.control.verdict.get()
     }
 
     /// Takes the console output written since the last call.
     pub fn take_console_output(&mut self) -> ConsoleOutput {
         std::mem::take(
             self.runtime
+                .js
                 .op_state()
                 .borrow_mut()
                 .borrow_mut::<ConsoleOutput>(),
         )
     }
-
-    /// Makes this isolate the current one of the thread (see [`crate::pool`]'s warm isolates).
-    ///
-    /// # Safety
-    /// Must be paired with [`FunctionIsolate::exit`] on the same thread, in LIFO order with any
-    /// other isolate entered meanwhile.
-    pub unsafe fn enter(&mut self) {
-        unsafe { self.runtime.v8_isolate().enter() }
-    }
-
-    /// Undoes [`FunctionIsolate::enter`], or the implicit enter of creation.
-    ///
-    /// # Safety
-    /// This isolate must be the thread's current isolate.
-    pub unsafe fn exit(&mut self) {
-        unsafe { self.runtime.v8_isolate().exit() }
-    }
 }
 
-/// Creates a runtime and loads `function`'s module graph into it (resolved, compiled, linked, not
-/// yet evaluated).
-async fn load_graph(
+/// Creates a runtime for `function` (from `snapshot`, with `create_params`), with its location
+/// and network access installed; its module graph is not loaded yet.
+fn new_function_runtime(
     function: &Function,
     snapshot: Option<&'static [u8]>,
     create_params: Option<v8::CreateParams>,
-) -> Result<(JsRuntime, v8::Global<v8::Function>, ModuleId), InvokeError> {
-    let loader = FunctionLoader::new(function.clone());
-    let failures = loader.failures();
-    let (mut runtime, internals) = new_runtime(snapshot, Some(Rc::new(loader)), create_params);
-    if let Some(location) = &function.settings().location {
-        set_location(&mut runtime, &internals.set_location, location.as_str());
-    }
-    let dispatch = internals.dispatch;
+) -> Result<(Runtime, v8::Global<v8::Function>, ImportFailures), InvokeError> {
     let net = function
         .net_access()
         .map_err(|message| InvokeError::Threw {
             message: message.clone(),
             stack: String::new(),
         })?;
-    net.install(&mut runtime.op_state().borrow_mut());
+    let loader = FunctionLoader::new(function.clone());
+    let failures = loader.failures();
+    let (mut runtime, internals) = Runtime::new(snapshot, Some(Rc::new(loader)), create_params);
+    runtime.with(|js| {
+        if let Some(location) = &function.settings().location {
+            set_location(js, &internals.set_location, location.as_str());
+        }
+        net.install(&mut js.op_state().borrow_mut());
+        drop(internals.set_location);
+    });
+    Ok((runtime, internals.dispatch, failures))
+}
+
+/// Where the loader leaves why an import failed.
+type ImportFailures = Rc<RefCell<Option<crate::loader::ImportFailure>>>;
+
+/// Loads `function`'s module graph into `js` (resolved, compiled, linked, not yet evaluated).
+async fn load_module(
+    js: &mut JsRuntime,
+    function: &Function,
+    failures: ImportFailures,
+) -> Result<ModuleId, InvokeError> {
     let specifier = &function.inner().specifier;
-    match runtime.load_main_es_module(specifier).await {
-        Ok(id) => Ok((runtime, dispatch, id)),
-        Err(err) => Err(match failures.take() {
-            Some(failure) => InvokeError::Compile(failure.into_compile_error(function)),
-            None => match CompileError::from_core(&err, specifier.as_str()) {
-                Some(compile) => InvokeError::Compile(compile),
-                None => InvokeError::from_core(err),
-            },
-        }),
-    }
+    let loaded = js.load_main_es_module(specifier).await;
+    loaded.map_err(|err| match failures.take() {
+        Some(failure) => InvokeError::Compile(failure.into_compile_error(function)),
+        None => match CompileError::from_core(&err, specifier.as_str()) {
+            Some(compile) => InvokeError::Compile(compile),
+            None => InvokeError::from_core(err),
+        },
+    })
 }
 
 /// Checks that `function`'s modules compile and link, without evaluating them.
 pub(crate) async fn check(
     function: &Function,
     snapshot: Option<&'static [u8]>,
+    thread: Rc<ThreadWatch>,
 ) -> Result<(), CompileError> {
-    match load_graph(function, snapshot, None).await {
-        Ok(_) => Ok(()),
-        Err(InvokeError::Compile(err)) => Err(err),
-        Err(err) => Err(CompileError {
+    let to_compile_error = |err: InvokeError| match err {
+        InvokeError::Compile(err) => err,
+        err => CompileError {
             message: err.to_string(),
             file: function.inner().specifier.to_string(),
             line: 0,
             column: 0,
-        }),
-    }
+        },
+    };
+    let (mut runtime, _dispatch, failures) =
+        new_function_runtime(function, snapshot, None).map_err(to_compile_error)?;
+    let control = Control {
+        raw: runtime.raw,
+        handle: runtime.with(|js| js.v8_isolate().thread_safe_handle()),
+        verdict: Arc::default(),
+        thread,
+    };
+    let loading = load_module(&mut runtime.js, function, failures);
+    let loaded = Slices::new(&control, None, loading).await;
+    loaded.map(drop).map_err(to_compile_error)
 }
 
-/// Runs the event loop future `work` under the isolate's limits: until it completes, or until
-/// the wall-clock deadline passes while it waits (running JavaScript past a limit is the
-/// watchdog's to stop). A failure is reported as the limit the isolate was stopped at, if any.
+/// Runs `work` (an isolate's event loop until something settles) in slices charged to
+/// `budget`, until it completes, or until the wall-clock deadline passes while it waits (running
+/// JavaScript past a limit is the watchdog's to stop). A failure is reported as the limit the
+/// isolate was stopped at, if any, and a handler that can never settle as
+/// [`InvokeError::Hung`].
 async fn watched<T>(
-    watch: &Watch,
+    control: &Control,
+    budget: &RefCell<Budget>,
     limits: &Limits,
     work: impl Future<Output = Result<T, deno_core::error::CoreError>>,
 ) -> Result<T, InvokeError> {
-    let result = match watch.deadline() {
-        None => work.await.map_err(InvokeError::from_core),
-        Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
-            Ok(result) => result.map_err(InvokeError::from_core),
-            Err(_) => Err(InvokeError::TimeLimit {
+    let deadline = budget.borrow().deadline;
+    let work = Slices::new(control, Some(budget), work);
+    let result = match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(match &*err.0 {
+            CoreErrorKind::PendingPromiseResolution => InvokeError::Hung,
+            _ => InvokeError::from_core(err),
+        }),
+        Err(_) => {
+            control.verdict.set(Stop::WallClock);
+            Err(InvokeError::TimeLimit {
                 limit: limits.wall_clock,
-            }),
-        },
+            })
+        }
     };
-    result.map_err(|err| stopped(watch, limits, err))
-}
-
-/// `err`, or the limit the watchdog stopped the isolate for if it did.
-fn stopped(watch: &Watch, limits: &Limits, err: InvokeError) -> InvokeError {
-    match watch.verdict() {
-        Some(Stop::CpuTime) => InvokeError::TimeLimit {
-            limit: limits.cpu_time,
-        },
-        Some(Stop::WallClock) => InvokeError::TimeLimit {
-            limit: limits.wall_clock,
-        },
-        Some(Stop::Memory) => InvokeError::MemoryLimit {
-            limit: limits.memory_bytes,
-        },
-        None => err,
+    // A slice that overran its CPU budget fails the invocation even if it completed it.
+    match (control.verdict.get(), result) {
+        (None, result) => result,
+        (Some(stop), _) => Err(match stop {
+            Stop::CpuTime => InvokeError::TimeLimit {
+                limit: budget.borrow().cpu_time,
+            },
+            Stop::WallClock => InvokeError::TimeLimit {
+                limit: limits.wall_clock,
+            },
+            Stop::Memory => InvokeError::MemoryLimit {
+                limit: limits.memory_bytes,
+            },
+        }),
     }
 }

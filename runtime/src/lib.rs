@@ -1,9 +1,12 @@
 //! functions-runtime: the functions-host engine as a library.
 //!
-//! An [`Engine`] owns a pool of worker threads. Each invocation of a JavaScript [`Function`] runs in
-//! a new V8 isolate created from the base startup snapshot (`functions-snapshots`) and destroyed
-//! afterwards, so nothing leaks between invocations; a function deployed with
-//! [`Isolation::Function`] instead keeps one warm isolate for its sequential invocations.
+//! An [`Engine`] owns one worker thread per core. Each invocation of a JavaScript [`Function`]
+//! runs in a new V8 isolate created from the base startup snapshot (`functions-snapshots`) and
+//! destroyed afterwards, so nothing leaks between invocations; a function deployed with
+//! [`Isolation::Function`] instead reuses warm isolates for its invocations. A worker runs the
+//! event loops of all its isolates, entering each only while its JavaScript runs, so an
+//! invocation that waits holds no thread; isolates of recently invoked functions are prepared
+//! (module evaluated) before their invocations arrive.
 //!
 //! ```no_run
 //! use functions_runtime::{Engine, EngineConfig, Function, Request};
@@ -27,12 +30,21 @@ mod module;
 mod pool;
 mod wasm;
 mod watchdog;
+mod worker;
 
 pub use engine::AfterResponse;
+pub use engine::Cancel;
+pub use engine::CancelOnDrop;
+pub use engine::Controls;
 pub use engine::Engine;
 pub use engine::EngineConfig;
 pub use engine::Finished;
+pub use engine::Go;
 pub use engine::Outcome;
+pub use engine::StartGate;
+pub use engine::Starting;
+pub use engine::default_max_isolates;
+pub use engine::start_gate;
 pub use error::CompileError;
 pub use error::InvokeError;
 pub use function::Function;

@@ -1,56 +1,55 @@
-//! Worker threads, each owning the isolates it creates.
+//! The worker threads, and how work reaches them.
 //!
-//! Invocations of fresh-isolate functions go to one shared queue that every idle worker pulls
-//! from, so a worker busy with a long invocation never holds up another function. Invocations of
-//! [`Isolation::Function`] functions go to the private queue of the one worker that keeps the
-//! function's warm isolate, so they run in order against the same module state.
+//! There are as many workers as cores, whatever the number of invocations: each runs the event
+//! loops of all the isolates it owns (see `worker.rs`), so an invocation that waits holds no
+//! thread. Work reaches a worker in one of two ways:
 //!
-//! V8 shares its read-only heap (and starts its compiler threads) once for all the isolates alive
-//! in a process, but tears them down whenever the last isolate goes away — which, with one
-//! short-lived isolate per invocation, would be every invocation. The first worker therefore keeps
-//! one idle isolate from the snapshot for as long as the pool runs (the *anchor*), so that every
-//! new isolate attaches to the existing read-only heap instead of deserializing its own.
+//! - through the shared *intake*, a FIFO queue from which each worker takes one task whenever it
+//!   has nothing more urgent to run, so the workers share new work by how busy they are;
+//! - through its private queue, when it holds a *prepared* isolate for the task's function: a
+//!   pre-created isolate of a fresh-isolate function (module already evaluated, used for one
+//!   invocation) or an idle warm isolate of an [`crate::Isolation::Function`] function. The
+//!   [`Prepared`] table says which worker holds how many; routing to one claims it.
 //!
-//! rusty_v8 enters an isolate when it is created and exits it when dropped, and requires that in
-//! LIFO order per thread. Warm isolates outlive the fresh ones created around them, so they are
-//! exited right after each use and entered again before the next one (and before being dropped).
+//! Admission is bounded by a host-wide cap on isolates running invocations
+//! ([`crate::EngineConfig::max_isolates`]); invocations past it wait in arrival order and are
+//! let in as others end.
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::hash::Hasher;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Receiver;
-use crossbeam_channel::Sender;
-use functions_ext::console::ConsoleOutput;
+use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::Request;
-use crate::ResponseBody;
-use crate::engine::AfterResponse;
-use crate::engine::Finished;
+use crate::engine::Controls;
 use crate::engine::Outcome;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
-use crate::function::Isolation;
-use crate::function::MAX_RESPONSE_BYTES;
-use crate::isolate;
-use crate::isolate::FunctionIsolate;
 use crate::watchdog::Watchdog;
+use crate::worker::Worker;
 
-/// Warm isolates one worker keeps at most; the least recently used is dropped past it.
-const MAX_WARM_ISOLATES: usize = 64;
+/// One invocation on its way to a worker.
+pub(crate) struct Job {
+    pub function: Function,
+    pub request: Request,
+    pub reply: oneshot::Sender<Outcome>,
+    pub controls: Controls,
+    /// Its place under the cap on running isolates, given back when dropped.
+    pub admitted: Admitted,
+    /// Whether routing claimed one of the receiving worker's prepared isolates for it.
+    pub claimed: bool,
+}
 
 /// Work for a worker thread.
 pub(crate) enum Task {
     /// Run one invocation.
-    Invoke {
-        function: Function,
-        request: Request,
-        reply: oneshot::Sender<Outcome>,
-    },
+    Invoke(Box<Job>),
     /// Compile and link a module without running it.
     Check {
         function: Function,
@@ -58,35 +57,256 @@ pub(crate) enum Task {
     },
 }
 
+/// The shared FIFO queue of new work.
+#[derive(Default)]
+pub(crate) struct Intake {
+    queue: Mutex<IntakeQueue>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct IntakeQueue {
+    tasks: VecDeque<Task>,
+    /// The pool is stopping: no more work will come.
+    closed: bool,
+}
+
+impl Intake {
+    fn push(&self, task: Task) {
+        lock(&self.queue).tasks.push_back(task);
+        self.ready.notify_one();
+    }
+
+    /// The next task when there is one, `None` once the pool stops (cancel-safe: a task is
+    /// taken only when returned).
+    pub async fn pop(&self) -> Option<Task> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut queue = lock(&self.queue);
+                if let Some(task) = queue.tasks.pop_front() {
+                    return Some(task);
+                }
+                if queue.closed {
+                    return None;
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Tells the workers to stop once the queued work is done.
+    fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.ready.notify_waiters();
+    }
+
+    /// Drops whatever is still queued (after the workers stopped).
+    fn clear(&self) {
+        let tasks = std::mem::take(&mut lock(&self.queue).tasks);
+        drop(tasks);
+    }
+}
+
+/// Which worker holds how many prepared isolates of which function.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    by_function: Mutex<HashMap<String, PreparedCounts>>,
+}
+
+struct PreparedCounts {
+    version: u64,
+    /// Unclaimed prepared isolates, by worker.
+    per_worker: Vec<usize>,
+}
+
+impl Prepared {
+    /// Claims a prepared isolate of `function`'s version, returning the worker that holds it.
+    fn claim(&self, function: &Function) -> Option<usize> {
+        let mut table = lock(&self.by_function);
+        let counts = table.get_mut(function.name())?;
+        if counts.version != function.version() {
+            return None;
+        }
+        let (worker, count) = counts
+            .per_worker
+            .iter_mut()
+            .enumerate()
+            .max_by_key(|(_, count)| **count)?;
+        if *count == 0 {
+            return None;
+        }
+        *count -= 1;
+        Some(worker)
+    }
+
+    /// Records that `worker` holds one more unclaimed prepared isolate of `function`. A newer
+    /// version replaces the older one's entry (its isolates are then never claimed again).
+    pub fn add(&self, function: &Function, worker: usize, workers: usize) {
+        let mut table = lock(&self.by_function);
+        let counts = table
+            .entry(function.name().to_owned())
+            .or_insert_with(|| PreparedCounts {
+                version: function.version(),
+                per_worker: vec![0; workers],
+            });
+        if counts.version < function.version() {
+            counts.version = function.version();
+            counts.per_worker.fill(0);
+        }
+        if counts.version == function.version() {
+            counts.per_worker[worker] += 1;
+        }
+    }
+
+    /// Takes up to `count` of `worker`'s unclaimed isolates of `name` version `version` off the
+    /// table (to drop them); returns how many it took.
+    pub fn remove(&self, name: &str, version: u64, worker: usize, count: usize) -> usize {
+        let mut table = lock(&self.by_function);
+        let Some(counts) = table.get_mut(name) else {
+            return 0;
+        };
+        if counts.version != version {
+            return 0;
+        }
+        let taken = counts.per_worker[worker].min(count);
+        counts.per_worker[worker] -= taken;
+        if counts.per_worker.iter().all(|count| *count == 0) {
+            table.remove(name);
+        }
+        taken
+    }
+
+    /// The version whose isolates are claimable for `name`, if any.
+    pub fn version(&self, name: &str) -> Option<u64> {
+        lock(&self.by_function)
+            .get(name)
+            .map(|counts| counts.version)
+    }
+}
+
+/// The cap on isolates running invocations, and the invocations waiting for a place under it.
+struct Admission {
+    running: usize,
+    max: usize,
+    waiting: VecDeque<Box<Job>>,
+}
+
+/// What the workers and the submitting side share.
+pub(crate) struct Shared {
+    pub intake: Intake,
+    pub prepared: Prepared,
+    private: Vec<mpsc::UnboundedSender<Task>>,
+    admission: Mutex<Admission>,
+    pub workers: usize,
+}
+
+impl Shared {
+    /// Sends an admitted invocation to a worker holding a prepared isolate for it, or to the
+    /// intake.
+    fn route(&self, mut job: Box<Job>) {
+        match self.prepared.claim(&job.function) {
+            Some(worker) => {
+                job.claimed = true;
+                if let Err(mpsc::error::SendError(task)) =
+                    self.private[worker].send(Task::Invoke(job))
+                {
+                    // The worker is gone: the job's reply is dropped with it, which reports
+                    // the engine stopped.
+                    drop(task);
+                }
+            }
+            None => self.intake.push(Task::Invoke(job)),
+        }
+    }
+
+    /// Gives back a place under the cap: the longest-waiting invocation takes it.
+    fn release(self: &Arc<Self>) {
+        let next = {
+            let mut admission = lock(&self.admission);
+            match admission.waiting.pop_front() {
+                Some(job) => Some(job),
+                None => {
+                    admission.running -= 1;
+                    None
+                }
+            }
+        };
+        if let Some(mut job) = next {
+            job.admitted = Admitted(Some(self.clone()));
+            self.route(job);
+        }
+    }
+}
+
+/// A place under the cap on running isolates, given back when dropped.
+pub(crate) struct Admitted(Option<Arc<Shared>>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.release();
+        }
+    }
+}
+
 pub(crate) struct Pool {
-    shared: Option<Sender<Task>>,
-    pinned: Vec<Sender<Task>>,
+    shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     /// Stops isolates past their limits; dropped after the workers.
     _watchdog: Arc<Watchdog>,
 }
 
+/// How the workers are set up.
+pub(crate) struct PoolConfig {
+    pub workers: usize,
+    pub snapshot: Option<&'static [u8]>,
+    pub max_isolates: usize,
+    pub prepared_per_worker: usize,
+}
+
 impl Pool {
-    pub fn new(workers: usize, snapshot: Option<&'static [u8]>) -> Self {
-        let workers = workers.max(1);
+    pub fn new(config: PoolConfig) -> Self {
+        let workers = config.workers.max(1);
         let watchdog = Arc::new(Watchdog::start());
-        let (shared, shared_rx) = crossbeam_channel::unbounded();
-        let mut pinned = Vec::with_capacity(workers);
-        let mut threads = Vec::with_capacity(workers);
-        for index in 0..workers {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            pinned.push(tx);
-            let shared_rx = shared_rx.clone();
-            let watchdog = watchdog.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("functions-worker-{index}"))
-                .spawn(move || Worker::new(snapshot, watchdog).run(index == 0, shared_rx, rx))
-                .expect("spawning a worker thread");
-            threads.push(thread);
+        let mut private = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            private.push(sender);
+            receivers.push(receiver);
         }
+        let shared = Arc::new(Shared {
+            intake: Intake::default(),
+            prepared: Prepared::default(),
+            private,
+            admission: Mutex::new(Admission {
+                running: 0,
+                max: config.max_isolates.max(1),
+                waiting: VecDeque::new(),
+            }),
+            workers,
+        });
+        let threads = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(index, receiver)| {
+                let shared = shared.clone();
+                let watchdog = watchdog.clone();
+                let snapshot = config.snapshot;
+                let prepared = config.prepared_per_worker;
+                std::thread::Builder::new()
+                    .name(format!("functions-worker-{index}"))
+                    .spawn(move || {
+                        Worker::run(index, snapshot, prepared, shared, &watchdog, receiver)
+                    })
+                    .expect("spawning a worker thread")
+            })
+            .collect();
         Self {
-            shared: Some(shared),
-            pinned,
+            shared,
             threads,
             _watchdog: watchdog,
         }
@@ -96,240 +316,60 @@ impl Pool {
         self.threads.len()
     }
 
-    /// Queues a task; fails when the workers are gone.
-    pub fn submit(&self, task: Task) -> Result<(), InvokeError> {
-        let queue = match &task {
-            Task::Invoke { function, .. } if function.isolation() == Isolation::Function => {
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                function.name().hash(&mut hasher);
-                &self.pinned[(hasher.finish() % self.pinned.len() as u64) as usize]
+    /// Queues an invocation: to a worker now if it is under the cap on running isolates,
+    /// otherwise once a place frees up, in arrival order.
+    pub fn invoke(
+        &self,
+        function: Function,
+        request: Request,
+        controls: Controls,
+        reply: oneshot::Sender<Outcome>,
+    ) {
+        let job = Box::new(Job {
+            function,
+            request,
+            reply,
+            controls,
+            admitted: Admitted(None),
+            claimed: false,
+        });
+        {
+            let mut admission = lock(&self.shared.admission);
+            if admission.running >= admission.max {
+                admission.waiting.push_back(job);
+                return;
             }
-            _ => self.shared.as_ref().expect("pool is running"),
-        };
-        queue.send(task).map_err(|_| InvokeError::EngineStopped)
+            admission.running += 1;
+        }
+        let mut job = job;
+        job.admitted = Admitted(Some(self.shared.clone()));
+        self.shared.route(job);
+    }
+
+    /// Queues a check (compile and link).
+    pub fn check(&self, function: Function, reply: oneshot::Sender<Result<(), CompileError>>) {
+        self.shared.intake.push(Task::Check { function, reply });
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.shared = None;
-        self.pinned.clear();
+        // Waiting invocations are told the engine stopped (their replies are dropped).
+        lock(&self.shared.admission).waiting.clear();
+        self.shared.intake.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        self.shared.intake.clear();
+        lock(&self.shared.admission).waiting.clear();
     }
 }
 
-/// A warm isolate and its version, exited while idle.
-struct WarmIsolate {
-    version: u64,
-    last_used: u64,
-    isolate: FunctionIsolate,
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Drop for WarmIsolate {
-    fn drop(&mut self) {
-        // SAFETY: idle warm isolates are exited; dropping requires being the current isolate.
-        unsafe { self.isolate.enter() }
-    }
-}
-
-struct Worker {
-    snapshot: Option<&'static [u8]>,
-    watchdog: Arc<Watchdog>,
-    warm: HashMap<String, WarmIsolate>,
-    uses: u64,
-}
-
-impl Worker {
-    fn new(snapshot: Option<&'static [u8]>, watchdog: Arc<Watchdog>) -> Self {
-        Self {
-            snapshot,
-            watchdog,
-            warm: HashMap::new(),
-            uses: 0,
-        }
-    }
-
-    /// Serves tasks until the pool is dropped; `anchor` makes this worker keep the anchor isolate.
-    fn run(mut self, anchor: bool, shared: Receiver<Task>, pinned: Receiver<Task>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building a worker's tokio runtime");
-        // Created first and dropped last, so it stays below every other isolate of this thread.
-        let anchor = match self.snapshot {
-            Some(snapshot) if anchor => {
-                let _context = runtime.enter();
-                Some(isolate::new_runtime(Some(snapshot), None, None))
-            }
-            _ => None,
-        };
-        loop {
-            let task = crossbeam_channel::select_biased! {
-              recv(pinned) -> task => task,
-              recv(shared) -> task => task,
-            };
-            let Ok(task) = task else { break };
-            match task {
-                Task::Invoke {
-                    function,
-                    request,
-                    reply,
-                } => {
-                    let spent = runtime.block_on(self.invoke(&function, request, reply));
-                    // Torn down after the caller has its answer, not before.
-                    drop(spent);
-                }
-                Task::Check { function, reply } => {
-                    let _ = reply.send(runtime.block_on(isolate::check(&function, self.snapshot)));
-                }
-            }
-        }
-        runtime.block_on(async { self.warm.clear() });
-        drop(anchor);
-    }
-
-    /// Runs one invocation, replying as soon as the handler has responded; returns the fresh
-    /// isolate it used, if any, for the caller to drop once everything is delivered.
-    async fn invoke(
-        &mut self,
-        function: &Function,
-        mut request: Request,
-        reply: oneshot::Sender<Outcome>,
-    ) -> Option<FunctionIsolate> {
-        request.env = function.settings().env.clone();
-        match function.isolation() {
-            Isolation::Invocation => {
-                match FunctionIsolate::load(function, self.snapshot, &self.watchdog).await {
-                    Ok(mut isolate) => {
-                        run(&mut isolate, request, reply).await;
-                        Some(isolate)
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
-                        None
-                    }
-                }
-            }
-            Isolation::Function => {
-                self.invoke_warm(function, request, reply).await;
-                None
-            }
-        }
-    }
-
-    async fn invoke_warm(
-        &mut self,
-        function: &Function,
-        request: Request,
-        reply: oneshot::Sender<Outcome>,
-    ) {
-        self.uses += 1;
-        let name = function.name();
-        let stale = self
-            .warm
-            .get(name)
-            .is_some_and(|warm| warm.version != function.version());
-        if stale {
-            self.warm.remove(name);
-        }
-        if !self.warm.contains_key(name) {
-            self.evict_if_full();
-            match FunctionIsolate::load(function, self.snapshot, &self.watchdog).await {
-                Ok(mut isolate) => {
-                    // SAFETY: just created, so entered and current; idle warm isolates stay exited.
-                    unsafe { isolate.exit() };
-                    let warm = WarmIsolate {
-                        version: function.version(),
-                        last_used: 0,
-                        isolate,
-                    };
-                    self.warm.insert(name.to_owned(), warm);
-                }
-                Err(err) => {
-                    let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
-                    return;
-                }
-            }
-        }
-        let warm = self.warm.get_mut(name).expect("inserted above");
-        warm.last_used = self.uses;
-        // SAFETY: paired with the exit below; nothing else is entered on this thread meanwhile.
-        unsafe { warm.isolate.enter() };
-        let failed = run(&mut warm.isolate, request, reply).await;
-        // SAFETY: entered above.
-        unsafe { warm.isolate.exit() };
-        if failed {
-            // A failed invocation may have left the module half-updated; start over next time.
-            self.warm.remove(name);
-        }
-    }
-
-    fn evict_if_full(&mut self) {
-        if self.warm.len() < MAX_WARM_ISOLATES {
-            return;
-        }
-        let oldest = self
-            .warm
-            .iter()
-            .min_by_key(|(_, warm)| warm.last_used)
-            .map(|(name, _)| name.clone());
-        if let Some(name) = oldest {
-            self.warm.remove(&name);
-        }
-    }
-}
-
-/// Runs one invocation in `isolate`: replies with the [`Outcome`] once the handler has responded,
-/// then runs what remains after the response (a streamed body, `ctx.waitUntil`) and reports it
-/// through the outcome's [`crate::AfterResponse`]. True when the function threw or was stopped
-/// at a limit (then the isolate must not be used again).
-async fn run(
-    isolate: &mut FunctionIsolate,
-    request: Request,
-    reply: oneshot::Sender<Outcome>,
-) -> bool {
-    let failed = respond(isolate, request, reply).await;
-    isolate.end_invocation().is_some() || failed
-}
-
-/// [`run`] until the invocation is done; true when the function threw.
-async fn respond(
-    isolate: &mut FunctionIsolate,
-    request: Request,
-    reply: oneshot::Sender<Outcome>,
-) -> bool {
-    let result = isolate
-        .invoke(request)
-        .await
-        .and_then(|(response, tail)| match &response.body {
-            ResponseBody::Full(body) if body.len() > MAX_RESPONSE_BYTES => {
-                Err(InvokeError::OutputTooLarge {
-                    limit: MAX_RESPONSE_BYTES,
-                })
-            }
-            _ => Ok((response, tail)),
-        });
-    match result {
-        Err(err) => {
-            let threw = matches!(err, InvokeError::Threw { .. });
-            let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
-            threw
-        }
-        Ok((response, None)) => {
-            let _ = reply.send(Outcome::new(Ok(response), isolate.take_console_output()));
-            false
-        }
-        Ok((response, Some(tail))) => {
-            let (done, after_response) = AfterResponse::channel();
-            let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
-            outcome.after_response = Some(after_response);
-            let _ = reply.send(outcome);
-            let error = isolate.finish(tail).await.err();
-            let threw = error.is_some();
-            let _ = done.send(Finished::new(error, isolate.take_console_output()));
-            threw
-        }
-    }
+/// The error a caller sees when the engine is gone.
+pub(crate) fn stopped_outcome() -> Outcome {
+    Outcome::new(Err(InvokeError::EngineStopped), Default::default())
 }

@@ -1,15 +1,21 @@
 //! Stops JavaScript that runs past its limits.
 //!
-//! One watchdog thread per [`crate::Engine`] watches the isolates that are running an invocation.
-//! Each watched isolate has a CPU budget, measured on the CPU clock of the worker thread that
-//! runs it (so time the thread spends descheduled does not count), and a wall-clock deadline. The
-//! first one passed makes the watchdog record why ([`Stop`]) and call V8's `terminate_execution`,
-//! which unwinds the running script at its next interrupt check; the worker then reports the
-//! [`crate::InvokeError`] for that reason and goes on to its next task.
+//! A worker thread runs the event loops of many isolates, entering one at a time: each entry is a
+//! *slice*. One watchdog thread per [`crate::Engine`] watches the slice each worker is running.
+//! An isolate's CPU time is the sum of its slices, measured on the worker thread's CPU clock (so
+//! time the thread spends descheduled does not count, and neither does the time other isolates
+//! on the same thread run). A slice begins with what is left of the isolate's CPU budget
+//! ([`Budget`]); the watchdog stops the isolate when the slice has used it up, or when the
+//! invocation's wall-clock deadline passes while it runs, by recording why ([`Stop`]) and calling
+//! V8's `terminate_execution`, which unwinds the running script at its next interrupt check. The
+//! worker then reports the [`crate::InvokeError`] for that reason, and goes on with its other
+//! isolates meanwhile: they wait at most one slice. A deadline that passes while an isolate
+//! waits (on a timer, a fetch) is the worker's to notice; no JavaScript is running then.
 //!
-//! The watchdog sleeps while nothing is watched, and otherwise until the earliest moment a
-//! budget could run out: a thread's CPU clock never advances faster than real time, so the
-//! remaining CPU budget is also the shortest wall time in which it can be spent.
+//! The watchdog sleeps while no slice runs, and otherwise until the earliest moment a slice could
+//! run out: a thread's CPU clock never advances faster than real time, so the remaining CPU budget
+//! is also the shortest wall time in which it can be spent. A slice that starts with less time
+//! left than the watchdog's planned nap wakes it.
 //!
 //! Memory is the other limit: an isolate's heap is capped when it is created, and V8's
 //! near-heap-limit callback (see [`Verdict::on_near_heap_limit`]) terminates it instead of
@@ -30,8 +36,8 @@ use deno_core::v8;
 
 use crate::function::Limits;
 
-/// The longest the watchdog sleeps while watching: a bound on how late it notices a clock that
-/// misbehaves (e.g. a CPU clock it could not read).
+/// The longest the watchdog sleeps while a slice runs: a bound on how late it notices a clock
+/// that misbehaves (e.g. a CPU clock it could not read).
 const MAX_NAP: Duration = Duration::from_millis(100);
 /// The shortest it sleeps, so a budget about to run out is not polled in a tight loop.
 const MIN_NAP: Duration = Duration::from_millis(1);
@@ -47,8 +53,8 @@ pub(crate) enum Stop {
     Memory,
 }
 
-/// The reason an isolate was stopped, if it was: written by the watchdog or the near-heap-limit
-/// callback, read by the worker when the invocation ends.
+/// The reason an isolate was stopped, if it was: written by the watchdog, the worker or the
+/// near-heap-limit callback, read by the worker when the invocation ends.
 #[derive(Debug, Default)]
 pub(crate) struct Verdict(AtomicU8);
 
@@ -74,10 +80,6 @@ impl Verdict {
             3 => Some(Stop::Memory),
             _ => None,
         }
-    }
-
-    fn clear(&self) {
-        self.0.store(0, Ordering::SeqCst);
     }
 
     /// V8's near-heap-limit callback for an isolate: terminates it, and raises the limit enough
@@ -117,7 +119,7 @@ impl ThreadCpuClock {
 
     /// The CPU time the thread has used; `None` if it cannot be read (then only wall-clock
     /// time is measured).
-    fn now(self) -> Option<Duration> {
+    pub fn now(self) -> Option<Duration> {
         #[cfg(target_os = "linux")]
         {
             let mut time = libc::timespec {
@@ -125,7 +127,7 @@ impl ThreadCpuClock {
                 tv_nsec: 0,
             };
             // SAFETY: `time` is a valid out pointer; a clock of a live thread is valid, and the
-            // worker that owns it stops being watched before it exits.
+            // worker that owns it leaves the watchdog before it exits.
             let status = unsafe { libc::clock_gettime(self.0, &mut time) };
             (status == 0).then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
         }
@@ -134,28 +136,61 @@ impl ThreadCpuClock {
     }
 }
 
-/// One watched isolate.
-struct Watched {
+/// What one phase of an invocation (a fresh isolate's top-level code, or the invocation itself)
+/// may still use: CPU time left and the wall-clock deadline. Slices draw on it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    /// CPU time not yet spent.
+    pub cpu_left: Duration,
+    /// The CPU time the budget started with (what a [`Stop::CpuTime`] reports).
+    pub cpu_time: Duration,
+    /// When the wall-clock time runs out.
+    pub deadline: Instant,
+}
+
+impl Budget {
+    /// A full budget of `limits`, its wall clock starting now.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            cpu_left: limits.cpu_time,
+            cpu_time: limits.cpu_time,
+            deadline: Instant::now() + limits.wall_clock,
+        }
+    }
+
+    /// A full CPU budget of `limits` that keeps `self`'s deadline: restarting the CPU budget
+    /// (at the handler's start, after the module's top-level code) never extends the wall clock.
+    pub fn renewed(self, limits: &Limits) -> Self {
+        Self {
+            cpu_left: limits.cpu_time,
+            cpu_time: limits.cpu_time,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// The slice a worker is running, as the watchdog sees it.
+struct Running {
     isolate: v8::IsolateHandle,
     clock: ThreadCpuClock,
     verdict: Arc<Verdict>,
-    /// The thread's CPU clock when the budget started.
+    /// The thread's CPU clock when the slice began.
     cpu_start: Option<Duration>,
-    cpu_time: Duration,
+    cpu_left: Duration,
     deadline: Instant,
 }
 
-impl Watched {
+impl Running {
     /// Terminates the isolate if it is past a limit; otherwise how long until it could be.
     fn check(&self, now: Instant) -> Option<Duration> {
         let cpu_left = match (self.cpu_start, self.clock.now()) {
             (Some(start), Some(used)) => {
                 let used = used.saturating_sub(start);
-                if used >= self.cpu_time {
+                if used >= self.cpu_left {
                     self.stop(Stop::CpuTime);
                     return None;
                 }
-                self.cpu_time - used
+                self.cpu_left - used
             }
             _ => MAX_NAP,
         };
@@ -174,8 +209,11 @@ impl Watched {
 
 #[derive(Default)]
 struct State {
-    watched: HashMap<u64, Watched>,
-    next_id: u64,
+    /// The slice each worker thread runs, by thread.
+    running: HashMap<u64, Running>,
+    next_thread: u64,
+    /// When the watchdog will look next, if it is napping with slices to watch.
+    next_look: Option<Instant>,
     stopping: bool,
 }
 
@@ -214,18 +252,14 @@ impl Watchdog {
         }
     }
 
-    /// A handle with which the calling thread (a worker) puts `isolate` under watch while it
-    /// runs an invocation; `verdict` receives the reason it is stopped.
-    pub fn watch(&self, isolate: v8::IsolateHandle, verdict: Arc<Verdict>) -> Watch {
+    /// The calling thread's (a worker's) handle, with which it reports the slices it runs.
+    pub fn thread(&self) -> ThreadWatch {
         let mut state = self.shared.lock();
-        state.next_id += 1;
-        Watch {
+        state.next_thread += 1;
+        ThreadWatch {
             shared: self.shared.clone(),
-            id: state.next_id,
-            isolate,
+            id: state.next_thread,
             clock: ThreadCpuClock::current(),
-            verdict,
-            deadline: None,
         }
     }
 }
@@ -240,61 +274,64 @@ impl Drop for Watchdog {
     }
 }
 
-/// One isolate's registration with the [`Watchdog`]: [`Watch::start`] puts it under watch with
-/// fresh budgets, [`Watch::stop`] (or dropping) takes it off.
-pub(crate) struct Watch {
+/// One worker thread's registration with the [`Watchdog`].
+pub(crate) struct ThreadWatch {
     shared: Arc<Shared>,
     id: u64,
-    isolate: v8::IsolateHandle,
     clock: ThreadCpuClock,
-    verdict: Arc<Verdict>,
-    deadline: Option<Instant>,
 }
 
-impl Watch {
-    /// Starts the CPU budget from now; the wall-clock deadline starts from the first `start`
-    /// after a [`Watch::stop`], so restarting the CPU budget (e.g. at the handler's start, after
-    /// the module's top-level code) never extends the invocation's wall-clock time.
-    pub fn start(&mut self, limits: &Limits) {
-        let deadline = *self
-            .deadline
-            .get_or_insert_with(|| Instant::now() + limits.wall_clock);
-        let watched = Watched {
-            isolate: self.isolate.clone(),
-            clock: self.clock,
-            verdict: self.verdict.clone(),
-            cpu_start: self.clock.now(),
-            cpu_time: limits.cpu_time,
-            deadline,
-        };
-        self.shared.lock().watched.insert(self.id, watched);
-        self.shared.changed.notify_all();
-    }
-
-    /// When the invocation's wall-clock time runs out (`None` while not watched).
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Takes the isolate off watch; returns why it was stopped, if it was, and clears that for
-    /// the next invocation.
-    pub fn stop(&mut self) -> Option<Stop> {
-        self.shared.lock().watched.remove(&self.id);
-        self.deadline = None;
-        let stop = self.verdict.get();
-        self.verdict.clear();
-        stop
-    }
-
-    /// Why the isolate was stopped during this invocation, if it was.
-    pub fn verdict(&self) -> Option<Stop> {
-        self.verdict.get()
+impl ThreadWatch {
+    /// Runs `slice` (which enters `isolate` and runs its JavaScript) under the watchdog's watch
+    /// with what is left of `budget`, and charges the CPU time it took to the budget. A slice
+    /// that used more than was left records [`Stop::CpuTime`] in `verdict` even if it ended
+    /// before the watchdog noticed, so the invocation fails exactly at its limit.
+    pub fn slice<T>(
+        &self,
+        isolate: &v8::IsolateHandle,
+        verdict: &Arc<Verdict>,
+        budget: &mut Budget,
+        slice: impl FnOnce() -> T,
+    ) -> T {
+        let cpu_start = self.clock.now();
+        {
+            let mut state = self.shared.lock();
+            let earliest_stop = (Instant::now() + budget.cpu_left).min(budget.deadline);
+            let wake = state.next_look.is_none_or(|look| earliest_stop < look);
+            state.running.insert(
+                self.id,
+                Running {
+                    isolate: isolate.clone(),
+                    clock: self.clock,
+                    verdict: verdict.clone(),
+                    cpu_start,
+                    cpu_left: budget.cpu_left,
+                    deadline: budget.deadline,
+                },
+            );
+            if wake {
+                self.shared.changed.notify_all();
+            }
+        }
+        let result = slice();
+        self.shared.lock().running.remove(&self.id);
+        if let (Some(start), Some(end)) = (cpu_start, self.clock.now()) {
+            let used = end.saturating_sub(start);
+            match budget.cpu_left.checked_sub(used) {
+                Some(left) if !left.is_zero() => budget.cpu_left = left,
+                _ => {
+                    budget.cpu_left = Duration::ZERO;
+                    verdict.set(Stop::CpuTime);
+                }
+            }
+        }
+        result
     }
 }
 
-impl Drop for Watch {
+impl Drop for ThreadWatch {
     fn drop(&mut self) {
-        self.shared.lock().watched.remove(&self.id);
+        self.shared.lock().running.remove(&self.id);
     }
 }
 
@@ -305,7 +342,8 @@ fn watch(shared: &Shared) {
         if state.stopping {
             return;
         }
-        if state.watched.is_empty() {
+        if state.running.is_empty() {
+            state.next_look = None;
             state = shared
                 .changed
                 .wait(state)
@@ -314,12 +352,13 @@ fn watch(shared: &Shared) {
         }
         let now = Instant::now();
         let nap = state
-            .watched
+            .running
             .values()
-            .filter_map(|watched| watched.check(now))
+            .filter_map(|running| running.check(now))
             .min()
             .unwrap_or(MAX_NAP)
             .clamp(MIN_NAP, MAX_NAP);
+        state.next_look = Some(now + nap);
         state = shared
             .changed
             .wait_timeout(state, nap)

@@ -219,6 +219,7 @@ async fn isolates_without_the_snapshot_behave_the_same() {
     let engine = Engine::new(EngineConfig {
         workers: 1,
         use_snapshot: false,
+        ..EngineConfig::default()
     });
     let f = Function::javascript(
         "hello",

@@ -366,3 +366,44 @@ fn a_keys_concurrency_quota_spans_its_functions() {
         assert!(started > finished, "{pair:?} overlapped");
     }
 }
+
+#[test]
+fn after_a_sigkill_only_the_calls_that_had_started_fail() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    deploy(
+        &server,
+        "busy",
+        "export default async (e) => {
+           console.log('ran', e.n);
+           await new Promise((r) => setTimeout(r, e.after ? 10 : 2000));
+           return { n: e.n };
+         }",
+        json!({ "concurrency": 2, "wall_clock_ms": 60000 }),
+    );
+    let ids: Vec<String> = (0..10)
+        .map(|n| call(&server, "busy", &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    wait_for_log(&server, "busy", &format!("RUNNING {}", ids[1]));
+    let lines = all_log_lines(&server, "busy");
+    assert_eq!(ids_of(&lines, "RUNNING"), ids[..2], "only two started");
+    let server = server.restart();
+
+    for (n, id) in ids.iter().enumerate() {
+        let reply = server.get(&format!("/api/calls/{id}?wait=60"));
+        if n < 2 {
+            assert_eq!(reply.status, 500, "call {n}: {}", reply.text());
+            assert_eq!(reply.json()["error"]["code"], "host_restarted");
+        } else {
+            assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+            assert_eq!(reply.json(), json!({ "n": n }));
+        }
+    }
+    let lines = all_log_lines(&server, "busy");
+    for n in 0..10 {
+        let runs = lines.iter().filter(|l| **l == format!("ran {n}")).count();
+        assert_eq!(runs, 1, "call {n} ran {runs} times");
+    }
+    let restarted: Vec<String> = ids_of(&lines, "FAILED");
+    assert_eq!(restarted, ids[..2]);
+}

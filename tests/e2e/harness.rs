@@ -296,6 +296,12 @@ impl Server {
             .collect()
     }
 
+    /// The server process's id.
+    #[allow(dead_code, reason = "used by the benches")]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server process's peak resident memory so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

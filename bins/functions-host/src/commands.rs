@@ -364,6 +364,8 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let body = payload_bytes(payload)?;
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: 1,
+        // One invocation, then the process ends: nothing to prepare for.
+        prepared_per_worker: 0,
         ..Default::default()
     });
     let runtime = tokio::runtime::Builder::new_current_thread()

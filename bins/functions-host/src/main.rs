@@ -49,9 +49,18 @@ enum Command {
         /// Directory of the embedded SQLite database.
         #[arg(long, default_value = ".functions")]
         data: PathBuf,
-        /// Worker threads running invocations (default: the number of cores).
+        /// Worker threads running invocations (default: the number of cores); each runs the
+        /// event loops of many isolates.
         #[arg(long)]
         workers: Option<usize>,
+        /// Most JavaScript invocations running at once, host-wide; more wait in arrival order
+        /// (default: one per 16 MiB of half the machine's memory).
+        #[arg(long)]
+        max_isolates: Option<usize>,
+        /// Isolates each worker keeps pre-created (module evaluated) for recently invoked
+        /// fresh-isolate functions; 0 creates every isolate on arrival.
+        #[arg(long, default_value_t = 32)]
+        prepared_isolates: usize,
         /// Cap on each function's stored logs, in bytes; the oldest lines go first.
         #[arg(long, default_value_t = store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
@@ -133,17 +142,24 @@ fn main() -> std::process::ExitCode {
             listen,
             data,
             workers,
+            max_isolates,
+            prepared_isolates,
             log_cap_bytes,
             api_keys_file,
             max_queued,
             result_cap_bytes,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
-            let workers =
-                workers.unwrap_or_else(|| functions_runtime::EngineConfig::default().workers);
+            let defaults = functions_runtime::EngineConfig::default();
+            let engine = functions_runtime::EngineConfig {
+                workers: workers.unwrap_or(defaults.workers),
+                max_isolates: max_isolates.unwrap_or(defaults.max_isolates),
+                prepared_per_worker: prepared_isolates,
+                ..defaults
+            };
             let config = server::ServerConfig {
                 listen,
                 data_dir: data,
-                workers,
+                engine,
                 log_cap_bytes,
                 api_keys,
                 max_queued,

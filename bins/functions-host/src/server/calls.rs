@@ -218,50 +218,72 @@ fn schedule(state: &Arc<AppState>, call: QueuedCall, tenant_concurrency: usize) 
 }
 
 /// Runs a call whose turn it is, stores its result and tells waiting fetches; `numbered` when
-/// the next numbered call waits for this one to start.
+/// the next numbered call waits for this one to start. The call is marked running (and logged
+/// so) only when its function is about to run it: until then it is pending, and a host that
+/// stops runs it after its restart.
 async fn run(
     state: &Arc<AppState>,
     call: &QueuedCall,
     permit: super::lanes::Permit,
     numbered: bool,
 ) {
-    let started = tokio::task::block_in_place(|| state.store.start_call(&call.id));
-    if matches!(started, Ok(Some(_))) {
-        log(state, &call.name, "info", format!("RUNNING {}", call.id));
-    }
-    if numbered {
-        state.calls.pass_turn(&call.name);
-    }
-    let input = match started {
+    let pass_turn = || {
+        if numbered {
+            state.calls.pass_turn(&call.name);
+        }
+    };
+    let input = match tokio::task::block_in_place(|| state.store.call_input(&call.id)) {
         Ok(Some(input)) => input,
         // Not pending any more: it ran already.
-        Ok(None) => return,
+        Ok(None) => return pass_turn(),
         Err(err) => {
-            eprintln!("starting call {}: {err:#}", call.id);
-            return;
+            eprintln!("reading call {}: {err:#}", call.id);
+            return pass_turn();
         }
     };
-    let outcome = match state.registry.get(&call.name) {
-        None => Err(ApiError::not_found(&call.name)),
-        Some(deployed) => {
-            let mut headers = vec![("x-call-id".to_owned(), call.id.clone())];
-            if let Some(content_type) = input.content_type {
-                headers.push(("content-type".to_owned(), content_type));
-            }
-            let request = functions_runtime::Request {
-                method: "POST".to_owned(),
-                url: format!("http://{}/", state.listen),
-                headers,
-                body: input.payload,
-                env: Default::default(),
-            };
-            // The call holds its place until its result is stored.
-            match invoke::execute(state, &deployed.function, request, ()).await {
-                Ok(response) => collect(response).await,
-                Err(err) => Err(err),
-            }
+    let Some(deployed) = state.registry.get(&call.name) else {
+        pass_turn();
+        let result = error_result(&ApiError::not_found(&call.name));
+        return finish(state, call, &result, true);
+    };
+    let mut headers = vec![("x-call-id".to_owned(), call.id.clone())];
+    if let Some(content_type) = input.content_type {
+        headers.push(("content-type".to_owned(), content_type));
+    }
+    let request = functions_runtime::Request {
+        method: "POST".to_owned(),
+        url: format!("http://{}/", state.listen),
+        headers,
+        body: input.payload,
+        env: Default::default(),
+    };
+    let (gate, starting) = functions_runtime::start_gate();
+    let controls = functions_runtime::Controls {
+        cancel: None,
+        start: Some(gate),
+    };
+    let start = async {
+        let Some(go) = starting.ready().await else {
+            // It ended before it could start (its module failed to load).
+            return pass_turn();
+        };
+        let started = tokio::task::block_in_place(|| state.store.start_call(&call.id));
+        match started {
+            Ok(true) => log(state, &call.name, "info", format!("RUNNING {}", call.id)),
+            Ok(false) => {}
+            Err(err) => eprintln!("starting call {}: {err:#}", call.id),
+        }
+        pass_turn();
+        go.go();
+    };
+    // The call holds its place until its result is stored.
+    let execute = async {
+        match invoke::execute(state, &deployed.function, request, controls, ()).await {
+            Ok(response) => collect(response).await,
+            Err(err) => Err(err),
         }
     };
+    let ((), outcome) = tokio::join!(start, execute);
     let (result, failed) = match outcome {
         Ok(result) => (result, false),
         Err(err) => (error_result(&err), true),

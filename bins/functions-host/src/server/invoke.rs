@@ -21,6 +21,8 @@ use super::lanes::Ticket;
 use super::read_body;
 use super::registry::Deployed;
 use crate::store::LogEntry;
+use functions_runtime::Cancel;
+use functions_runtime::Controls;
 use functions_runtime::InvokeError;
 use functions_runtime::ResponseBody;
 
@@ -144,8 +146,23 @@ async fn serve(
     let body = read_body(body, super::MAX_PAYLOAD_BYTES).await?;
     let request = function_request(prefix, &parts, body.to_vec(), state.listen);
     let permit = queue_ticket(state, deployed)?.await;
-    let response = execute(state, &deployed.function, request, permit).await?;
-    Ok(function_response(response))
+    // The invocation runs as a task of its own, holding the function's place until it is over:
+    // if the client disconnects first (this future is dropped), it is cancelled, and its
+    // logs still stored, before the place is given back.
+    let cancel = Cancel::new();
+    let disconnected = cancel.on_drop("the client disconnected");
+    let controls = Controls {
+        cancel: Some(cancel),
+        start: None,
+    };
+    let invocation = {
+        let state = state.clone();
+        let function = deployed.function.clone();
+        tokio::spawn(async move { execute(&state, &function, request, controls, permit).await })
+    };
+    let result = invocation.await.map_err(ApiError::internal)?;
+    disconnected.disarm();
+    Ok(function_response(result?))
 }
 
 /// A place in the function's FIFO lane (its concurrency limit); 429 when its queue is full.
@@ -158,17 +175,18 @@ pub(super) fn queue_ticket(state: &AppState, deployed: &Deployed) -> Result<Tick
     Ok(state.lanes.enqueue(name, deployed.concurrency))
 }
 
-/// Runs one invocation holding `permit` (a place in line, kept until a streamed body or
-/// `ctx.waitUntil` is done too), stores its console output, and returns its response or the
-/// error to answer.
+/// Runs one invocation with `controls`, holding `permit` (a place in line, kept until a
+/// streamed body or `ctx.waitUntil` is done too), stores its console output, and returns its
+/// response or the error to answer.
 pub(super) async fn execute(
     state: &Arc<AppState>,
     function: &functions_runtime::Function,
     request: functions_runtime::Request,
+    controls: Controls,
     permit: impl Send + 'static,
 ) -> Result<functions_runtime::Response, ApiError> {
     let name = function.name();
-    let outcome = state.engine.invoke(function, request).await;
+    let outcome = state.engine.invoke_with(function, request, controls).await;
     let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
     if let Some(after_response) = outcome.after_response {
         // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are
@@ -260,6 +278,16 @@ fn error_response(err: InvokeError) -> ApiError {
         err @ InvokeError::OutputTooLarge { .. } => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "output_too_large",
+            err.to_string(),
+        ),
+        err @ InvokeError::Hung => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "function_hung",
+            err.to_string(),
+        ),
+        err @ InvokeError::Cancelled { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cancelled",
             err.to_string(),
         ),
         err @ InvokeError::EngineStopped => ApiError::new(

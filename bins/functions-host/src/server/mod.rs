@@ -50,7 +50,8 @@ pub const DEFAULT_MAX_QUEUED: usize = 10_000;
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub workers: usize,
+    /// How the engine runs functions (workers, isolate caps).
+    pub engine: functions_runtime::EngineConfig,
     pub log_cap_bytes: u64,
     /// Keys the management API requires (none: it is open).
     pub api_keys: ApiKeys,
@@ -80,10 +81,7 @@ type HttpResponse = Response<body::Body>;
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir, config.log_cap_bytes)?;
     let registry = Registry::default();
-    let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
-        workers: config.workers,
-        ..Default::default()
-    });
+    let engine = functions_runtime::Engine::new(config.engine);
     for deployment in store.current_deployments()? {
         match registry::function_of(&deployment, &engine) {
             Ok(deployed) => registry.install(deployed),

@@ -71,12 +71,10 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a pending call running and returns its input; `None` if it is not pending (so a
-    /// call never runs twice).
-    pub fn start_call(&self, id: &str) -> anyhow::Result<Option<CallInput>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let input = tx
+    /// The input of a pending call; `None` if it is not pending (it ran already).
+    pub fn call_input(&self, id: &str) -> anyhow::Result<Option<CallInput>> {
+        let input = self
+            .conn()
             .query_row(
                 "SELECT content_type, payload FROM calls WHERE id = ?1 AND state = 'pending'",
                 [id],
@@ -88,19 +86,23 @@ impl Store {
                 },
             )
             .optional()?;
-        if input.is_some() {
-            // The payload is not needed again: a call that was running is never run again.
-            tx.execute(
-                "UPDATE calls SET state = 'running', payload = x'' WHERE id = ?1",
-                [id],
-            )?;
-        }
-        tx.commit()?;
         Ok(input)
     }
 
-    /// Stores a running call's result, then rotates the oldest unfetched results of its
-    /// function out past `cap` bytes. Returns the ids rotated out.
+    /// Marks a pending call running, as its function is about to run it; false if it is not
+    /// pending (so a call never runs twice).
+    pub fn start_call(&self, id: &str) -> anyhow::Result<bool> {
+        // The payload is not needed again: a call that was running is never run again.
+        let changed = self.conn().execute(
+            "UPDATE calls SET state = 'running', payload = x'' WHERE id = ?1 AND state = 'pending'",
+            [id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Stores the result of a running call (or of a pending one that failed before it could
+    /// start), then rotates the oldest unfetched results of its function out past `cap` bytes.
+    /// Returns the ids rotated out.
     pub fn finish_call(
         &self,
         id: &str,
@@ -115,7 +117,7 @@ impl Store {
         let name: Option<String> = tx
             .query_row(
                 "UPDATE calls SET state = ?2, status = ?3, headers = ?4, body = ?5, result_bytes = ?6
-                 WHERE id = ?1 AND state = 'running' RETURNING name",
+                 WHERE id = ?1 AND state IN ('pending', 'running') RETURNING name",
                 params![
                     id,
                     if failed { "failed" } else { "finished" },
@@ -279,8 +281,13 @@ mod tests {
             store.fetch_call("a").unwrap(),
             Fetched::NotYet("pending".into())
         );
-        assert_eq!(store.start_call("a").unwrap().unwrap().payload, b"1");
-        assert!(store.start_call("a").unwrap().is_none(), "started twice");
+        assert_eq!(store.call_input("a").unwrap().unwrap().payload, b"1");
+        assert!(store.start_call("a").unwrap());
+        assert!(!store.start_call("a").unwrap(), "started twice");
+        assert!(
+            store.call_input("a").unwrap().is_none(),
+            "its input is gone"
+        );
         assert_eq!(store.running_calls().unwrap(), vec![call("a")]);
         store
             .finish_call("a", &result("one"), false, DEFAULT_RESULT_CAP_BYTES)
@@ -304,7 +311,7 @@ mod tests {
         for i in 0..5 {
             let id = format!("c{i}");
             store.add_call(&call(&id), &input("")).unwrap();
-            store.start_call(&id).unwrap().unwrap();
+            assert!(store.start_call(&id).unwrap());
             let rotated = store.finish_call(&id, &result(&body), false, 3500).unwrap();
             if i == 3 {
                 assert_eq!(rotated, ["c0"]);

@@ -1,0 +1,477 @@
+//! One worker thread: the event loops of all the isolates it owns, on one local executor.
+//!
+//! Each invocation is a task of the thread's `LocalSet`; its isolate is entered only while the
+//! task is polled (see `isolate.rs`), so an invocation that waits — on a timer, a fetch, a slow
+//! reader of its streamed body, `ctx.waitUntil` — costs memory but no thread. The thread's main
+//! loop takes one new task at a time, from its private queue first, then from the shared intake
+//! (see `pool.rs`), and yields between tasks so that isolates woken meanwhile run before more
+//! work is taken on. When there is no new work at all, it prepares isolates for recently invoked
+//! fresh-isolate functions (module loaded and evaluated, ready for one invocation each), so that
+//! their next invocations skip isolate creation; their number follows each function's recent
+//! rate on this worker. The isolates a worker keeps prepared, pre-created ones and idle warm
+//! ones of [`Isolation::Function`] functions, are capped, least recently used first out.
+
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use functions_ext::console::ConsoleOutput;
+use tokio::sync::Notify;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::Request;
+use crate::ResponseBody;
+use crate::engine::AfterResponse;
+use crate::engine::Controls;
+use crate::engine::Finished;
+use crate::engine::Outcome;
+use crate::error::InvokeError;
+use crate::function::Function;
+use crate::function::Isolation;
+use crate::function::MAX_RESPONSE_BYTES;
+use crate::isolate;
+use crate::isolate::FunctionIsolate;
+use crate::isolate::Runtime;
+use crate::isolate::Tail;
+use crate::pool::Job;
+use crate::pool::Shared;
+use crate::pool::Task;
+use crate::watchdog::Budget;
+use crate::watchdog::ThreadWatch;
+use crate::watchdog::Watchdog;
+
+/// Idle warm isolates one worker keeps at most; the least recently used is dropped past it.
+const MAX_WARM_ISOLATES: usize = 64;
+/// How long a function's pre-created isolates are kept after its last invocation here.
+const PREPARED_IDLE: Duration = Duration::from_secs(60);
+/// Pre-created isolates of one function per worker, at most.
+const MAX_PREPARED_PER_FUNCTION: usize = 8;
+/// How far ahead the pre-created isolates of a function should cover its recent rate: at 100
+/// invocations a second on this worker, two are kept ready.
+const PREPARED_HORIZON: Duration = Duration::from_millis(20);
+/// The weight of the newest interval in a function's arrival rate estimate.
+const RATE_WEIGHT: f64 = 0.2;
+
+/// The isolates this worker keeps ready for one function.
+struct Ready {
+    /// The latest version invoked here; the isolates below are of `isolates_version`.
+    function: Function,
+    isolates_version: u64,
+    isolates: VecDeque<FunctionIsolate>,
+    last_used: Instant,
+    /// Invocations a second on this worker, recently (fresh-isolate functions only).
+    rate: f64,
+    /// Pre-creating failed for `function`'s version (its top-level code threw or ran out of
+    /// time): invocations report it instead.
+    broken: bool,
+}
+
+impl Ready {
+    fn new(function: &Function) -> Self {
+        Self {
+            function: function.clone(),
+            isolates_version: function.version(),
+            isolates: VecDeque::new(),
+            last_used: Instant::now(),
+            rate: 0.0,
+            broken: false,
+        }
+    }
+
+    /// How many pre-created isolates to keep, at most `max` (0 for warm functions, which are
+    /// not pre-created).
+    fn target(&self, max: usize) -> usize {
+        if self.function.isolation() != Isolation::Invocation || self.broken {
+            return 0;
+        }
+        let wanted = (self.rate * PREPARED_HORIZON.as_secs_f64()).ceil() as usize;
+        wanted.clamp(1, MAX_PREPARED_PER_FUNCTION).min(max)
+    }
+
+    fn is_warm(&self) -> bool {
+        self.function.isolation() == Isolation::Function
+    }
+}
+
+pub(crate) struct Worker {
+    index: usize,
+    snapshot: Option<&'static [u8]>,
+    shared: Arc<Shared>,
+    thread: Rc<ThreadWatch>,
+    ready: RefCell<HashMap<String, Ready>>,
+    /// Pre-created isolates this worker keeps at most.
+    max_prepared: usize,
+    /// Invocations and checks under way.
+    in_flight: Cell<usize>,
+    /// Notified when `in_flight` drops to 0.
+    drained: Notify,
+    /// Notified when a function may want more pre-created isolates.
+    refill: Notify,
+}
+
+impl Worker {
+    /// The worker thread's body: serves tasks until the pool stops, then lets the invocations
+    /// under way finish.
+    pub fn run(
+        index: usize,
+        snapshot: Option<&'static [u8]>,
+        max_prepared: usize,
+        shared: Arc<Shared>,
+        watchdog: &Watchdog,
+        private: mpsc::UnboundedReceiver<Task>,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a worker's tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        let worker = Rc::new(Self {
+            index,
+            snapshot,
+            shared,
+            thread: Rc::new(watchdog.thread()),
+            ready: RefCell::default(),
+            max_prepared,
+            in_flight: Cell::new(0),
+            drained: Notify::new(),
+            refill: Notify::new(),
+        });
+        local.block_on(&runtime, async {
+            // V8 shares its read-only heap (and starts its compiler threads) once for all the
+            // isolates alive in the process, and tears them down when the last one goes: the
+            // first worker keeps one idle isolate (the anchor) so that never happens between
+            // invocations.
+            let anchor = snapshot
+                .filter(|_| index == 0)
+                .map(|snapshot| Runtime::new(Some(snapshot), None, None).0);
+            worker.serve(private).await;
+            while worker.in_flight.get() > 0 {
+                worker.drained.notified().await;
+            }
+            worker.ready.borrow_mut().clear();
+            drop(anchor);
+        });
+    }
+
+    /// Takes tasks one at a time until the intake closes; pre-creates isolates when idle.
+    async fn serve(self: &Rc<Self>, mut private: mpsc::UnboundedReceiver<Task>) {
+        let mut maintenance = tokio::time::interval(Duration::from_secs(1));
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                Some(task) = private.recv() => self.start(task),
+                task = self.shared.intake.pop() => match task {
+                    Some(task) => self.start(task),
+                    None => return,
+                },
+                _ = maintenance.tick() => self.trim(),
+                () = self.refill.notified() => self.prepare_one().await,
+            }
+            // Isolates woken meanwhile run before more work is taken on.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn start(self: &Rc<Self>, task: Task) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        let worker = self.clone();
+        tokio::task::spawn_local(async move {
+            match task {
+                Task::Invoke(job) => worker.clone().invoke(job).await,
+                Task::Check { function, reply } => {
+                    let checked = isolate::check(&function, worker.snapshot, worker.thread.clone());
+                    let _ = reply.send(checked.await);
+                }
+            }
+            worker.in_flight.set(worker.in_flight.get() - 1);
+            if worker.in_flight.get() == 0 {
+                worker.drained.notify_waiters();
+            }
+        });
+    }
+
+    /// Runs one invocation: on a prepared isolate when routing claimed one here, otherwise on
+    /// one created now; replies as soon as the handler has responded, then runs what remains
+    /// (a streamed body, `ctx.waitUntil`) and reports it through the outcome's
+    /// [`AfterResponse`].
+    async fn invoke(self: Rc<Self>, job: Box<Job>) {
+        let Job {
+            function,
+            mut request,
+            mut reply,
+            controls,
+            admitted,
+            claimed,
+        } = *job;
+        request.env = function.settings().env.clone();
+        self.arrived(&function);
+        let Controls { cancel, start } = controls;
+        let limits = &function.settings().limits;
+        let prepared = claimed.then(|| self.take(&function)).flatten();
+        let (mut isolate, budget) = match prepared {
+            Some(isolate) => (isolate, Budget::new(limits)),
+            None => {
+                let budget = Budget::new(limits);
+                let load =
+                    FunctionIsolate::load(&function, self.snapshot, self.thread.clone(), budget);
+                let loaded = tokio::select! {
+                    loaded = load => loaded,
+                    reason = cancelled(&cancel, &mut reply) => Err(reason),
+                };
+                match loaded {
+                    Ok(isolate) => (isolate, budget.renewed(limits)),
+                    Err(err) => {
+                        let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(gate) = start {
+            let opened = tokio::select! {
+                () = gate.open() => None,
+                reason = cancelled(&cancel, &mut reply) => Some(reason),
+            };
+            if let Some(err) = opened {
+                let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
+                return;
+            }
+        }
+        let result = tokio::select! {
+            result = respond(&mut isolate, request, budget) => result,
+            reason = cancelled(&cancel, &mut reply) => Err(reason),
+        };
+        let failed = match result {
+            Err(err) => {
+                let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
+                true
+            }
+            Ok((response, None)) => {
+                let outcome = Outcome::new(Ok(response), isolate.take_console_output());
+                let _ = reply.send(outcome);
+                false
+            }
+            Ok((response, Some(tail))) => {
+                let (done, after_response) = AfterResponse::channel();
+                let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
+                outcome.after_response = Some(after_response);
+                let _ = reply.send(outcome);
+                let error = finish(&mut isolate, tail).await;
+                let failed = error.is_some();
+                let _ = done.send(Finished::new(error, isolate.take_console_output()));
+                failed
+            }
+        };
+        let reusable =
+            function.isolation() == Isolation::Function && !failed && isolate.stopped().is_none();
+        if reusable {
+            self.put_back(&function, isolate);
+        } else {
+            // Torn down after the caller has its answer, not before.
+            drop(isolate);
+        }
+        drop(admitted);
+    }
+
+    /// Notes an invocation of `function` arriving here: its rate, and whether it wants more
+    /// pre-created isolates.
+    fn arrived(&self, function: &Function) {
+        let mut ready = self.ready.borrow_mut();
+        let entry = ready
+            .entry(function.name().to_owned())
+            .or_insert_with(|| Ready::new(function));
+        if entry.function.version() < function.version() {
+            entry.function = function.clone();
+            entry.broken = false;
+        }
+        let now = Instant::now();
+        let interval = now.duration_since(entry.last_used).as_secs_f64().max(1e-4);
+        entry.rate = entry.rate * (1.0 - RATE_WEIGHT) + RATE_WEIGHT / interval;
+        entry.last_used = now;
+        if entry.isolates.len() < entry.target(self.max_prepared) {
+            self.refill.notify_one();
+        }
+    }
+
+    /// A prepared isolate of `function`'s version, if this worker holds one.
+    fn take(&self, function: &Function) -> Option<FunctionIsolate> {
+        let mut ready = self.ready.borrow_mut();
+        let entry = ready.get_mut(function.name())?;
+        if entry.isolates_version != function.version() {
+            return None;
+        }
+        entry.isolates.pop_front()
+    }
+
+    /// Keeps `isolate` (of `function`) ready for a later invocation, and says so to routing.
+    fn put_back(&self, function: &Function, isolate: FunctionIsolate) {
+        {
+            let mut ready = self.ready.borrow_mut();
+            let entry = ready
+                .entry(function.name().to_owned())
+                .or_insert_with(|| Ready::new(function));
+            if entry.isolates_version != function.version() {
+                // Isolates of another version are never claimed again.
+                entry.isolates.clear();
+                entry.isolates_version = function.version();
+            }
+            entry.isolates.push_back(isolate);
+        }
+        self.shared
+            .prepared
+            .add(function, self.index, self.shared.workers);
+        self.evict_over_cap();
+    }
+
+    /// Pre-creates one isolate for the function that lacks the most, if any does.
+    async fn prepare_one(self: &Rc<Self>) {
+        let function = {
+            let ready = self.ready.borrow();
+            ready
+                .values()
+                .filter(|entry| {
+                    let current = entry.isolates_version == entry.function.version();
+                    let have = if current { entry.isolates.len() } else { 0 };
+                    have < entry.target(self.max_prepared)
+                })
+                .max_by_key(|entry| entry.last_used)
+                .map(|entry| entry.function.clone())
+        };
+        let Some(function) = function else {
+            return;
+        };
+        let budget = Budget::new(&function.settings().limits);
+        let loaded =
+            FunctionIsolate::load(&function, self.snapshot, self.thread.clone(), budget).await;
+        match loaded {
+            Ok(isolate) => self.put_back(&function, isolate),
+            Err(_) => {
+                // Its invocations will report why, each on an isolate of its own.
+                if let Some(entry) = self.ready.borrow_mut().get_mut(function.name()) {
+                    entry.broken = true;
+                }
+            }
+        }
+        // More may be wanted: look again once other work had its turn.
+        self.refill.notify_one();
+    }
+
+    /// Drops the isolates of functions not invoked here for a while, and isolates of versions
+    /// that can no longer be claimed.
+    fn trim(&self) {
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        {
+            let mut ready = self.ready.borrow_mut();
+            ready.retain(|name, entry| {
+                let idle = now.duration_since(entry.last_used) > PREPARED_IDLE;
+                let claimable = self.shared.prepared.version(name) == Some(entry.isolates_version);
+                if idle || !claimable {
+                    let unclaimed = self.shared.prepared.remove(
+                        name,
+                        entry.isolates_version,
+                        self.index,
+                        entry.isolates.len(),
+                    );
+                    let keep = if claimable {
+                        entry.isolates.len() - unclaimed
+                    } else {
+                        0
+                    };
+                    dropped.extend(entry.isolates.drain(keep..));
+                }
+                !(idle && entry.isolates.is_empty())
+            });
+        }
+        drop(dropped);
+    }
+
+    /// Drops least recently used prepared isolates past the caps: [`MAX_WARM_ISOLATES`] for
+    /// warm ones, the configured one for pre-created ones.
+    fn evict_over_cap(&self) {
+        for (warm, cap) in [(true, MAX_WARM_ISOLATES), (false, self.max_prepared)] {
+            self.evict(warm, cap);
+        }
+    }
+
+    fn evict(&self, warm: bool, cap: usize) {
+        let mut dropped = Vec::new();
+        {
+            let mut ready = self.ready.borrow_mut();
+            let mut total: usize = ready
+                .values()
+                .filter(|entry| entry.is_warm() == warm)
+                .map(|entry| entry.isolates.len())
+                .sum();
+            while total > cap {
+                let Some((name, entry)) = ready
+                    .iter_mut()
+                    .filter(|(_, entry)| entry.is_warm() == warm && !entry.isolates.is_empty())
+                    .min_by_key(|(_, entry)| entry.last_used)
+                else {
+                    break;
+                };
+                let taken =
+                    self.shared
+                        .prepared
+                        .remove(name, entry.isolates_version, self.index, 1);
+                if taken == 0 {
+                    // All claimed by invocations on their way here.
+                    break;
+                }
+                dropped.extend(entry.isolates.pop_back());
+                total -= 1;
+            }
+        }
+        drop(dropped);
+    }
+}
+
+/// Resolves when the invocation should stop: its caller cancelled it, or went away (dropped its
+/// outcome's receiver).
+async fn cancelled(
+    cancel: &Option<crate::engine::Cancel>,
+    reply: &mut oneshot::Sender<Outcome>,
+) -> InvokeError {
+    let reason = match cancel {
+        Some(cancel) => tokio::select! {
+            reason = cancel.cancelled() => reason,
+            () = reply.closed() => "the caller went away".to_owned(),
+        },
+        None => {
+            reply.closed().await;
+            "the caller went away".to_owned()
+        }
+    };
+    InvokeError::Cancelled { reason }
+}
+
+/// Runs the invocation in `isolate` until the handler has responded; a whole body over the
+/// response limit is an error.
+async fn respond(
+    isolate: &mut FunctionIsolate,
+    request: Request,
+    budget: Budget,
+) -> Result<(crate::Response, Option<Tail>), InvokeError> {
+    let (response, tail) = isolate.invoke(request, budget).await?;
+    match &response.body {
+        ResponseBody::Full(body) if body.len() > MAX_RESPONSE_BYTES => {
+            Err(InvokeError::OutputTooLarge {
+                limit: MAX_RESPONSE_BYTES,
+            })
+        }
+        _ => Ok((response, tail)),
+    }
+}
+
+/// Runs what remains after the response; the error it ended with, if any.
+async fn finish(isolate: &mut FunctionIsolate, tail: Tail) -> Option<InvokeError> {
+    isolate.finish(tail).await.err()
+}
