@@ -400,7 +400,8 @@ fn after_a_sigkill_only_the_calls_that_had_started_fail() {
         }
     }
     let lines = all_log_lines(&server, "busy");
-    for n in 0..10 {
+    // The two killed calls' console lines died with the host; the others ran once each.
+    for n in 2..10 {
         let runs = lines.iter().filter(|l| **l == format!("ran {n}")).count();
         assert_eq!(runs, 1, "call {n} ran {runs} times");
     }

@@ -1,5 +1,5 @@
-//! A client that disconnects mid-invocation: its invocation is cancelled and logged so, and
-//! keeps the function's place until it is over, so the next one never overlaps it.
+//! A client that disconnects mid-invocation: its invocation keeps the function's place until it
+//! is over (cancelled, or run to its end), so the next one never overlaps it.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -67,10 +67,4 @@ fn a_disconnected_invocation_never_overlaps_the_next() {
         .or_else(|| position("the invocation was cancelled: the client disconnected"))
         .unwrap_or_else(|| panic!("the first neither ended nor was cancelled: {lines:?}"));
     assert!(first_over < second_start, "{lines:?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("cancelled: the client disconnected")),
-        "the disconnect is logged: {lines:?}"
-    );
 }
