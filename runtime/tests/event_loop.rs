@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::limited;
 use common::run;
 use common::text;
 use functions_runtime::Cancel;
@@ -17,11 +17,10 @@ use functions_runtime::Engine;
 use functions_runtime::EngineConfig;
 use functions_runtime::Function;
 use functions_runtime::InvokeError;
+use functions_runtime::Isolation;
 use functions_runtime::Limits;
 use functions_runtime::LogLevel;
-use functions_runtime::Module;
 use functions_runtime::Request;
-use functions_runtime::Settings;
 use futures::future::join_all;
 
 /// One worker: every isolate of the test shares its thread.
@@ -32,19 +31,6 @@ fn one_worker() -> Engine {
     })
 }
 
-fn with_limits(name: &str, source: &str, limits: Limits) -> Function {
-    Function::new(
-        name,
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            limits,
-            ..Settings::default()
-        },
-    )
-}
-
 const SLEEPER: &str = "export default async (event) => {
   await new Promise((resolve) => setTimeout(resolve, 300));
   return event.n;
@@ -53,13 +39,14 @@ const SLEEPER: &str = "export default async (event) => {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_loop_is_stopped_at_its_cpu_time_while_fifty_sleepers_on_its_thread_answer() {
     let engine = one_worker();
-    let spin = with_limits(
+    let spin = limited(
         "spin",
         "export default () => { for (;;) {} }",
         Limits {
             cpu_time: Duration::from_millis(200),
             ..Limits::default()
         },
+        Isolation::Invocation,
     );
     let sleeper = Function::javascript("sleeper", SLEEPER);
     let started = Instant::now();
@@ -90,7 +77,7 @@ async fn cpu_time_is_charged_only_for_the_isolates_own_slices() {
     let engine = one_worker();
     // 150 ms of work in three slices, with waits between them, under a 250 ms budget, while
     // other isolates burn CPU on the same thread between its slices.
-    let worker = with_limits(
+    let worker = limited(
         "worker",
         "const busy = (ms) => { const end = Date.now() + ms; while (Date.now() < end) {} };
          export default async () => {
@@ -104,6 +91,7 @@ async fn cpu_time_is_charged_only_for_the_isolates_own_slices() {
             cpu_time: Duration::from_millis(250),
             ..Limits::default()
         },
+        Isolation::Invocation,
     );
     let burner = Function::javascript(
         "burner",

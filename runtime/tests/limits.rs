@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
 use common::engine;
+use common::limited;
 use common::run;
 use common::text;
 use functions_runtime::Engine;
@@ -16,24 +16,8 @@ use functions_runtime::Function;
 use functions_runtime::InvokeError;
 use functions_runtime::Isolation;
 use functions_runtime::Limits;
-use functions_runtime::Module;
 use functions_runtime::Outcome;
 use functions_runtime::Request;
-use functions_runtime::Settings;
-
-fn limited(name: &str, source: &str, limits: Limits, isolation: Isolation) -> Function {
-    Function::new(
-        name,
-        1,
-        "index.js",
-        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
-        Settings {
-            limits,
-            isolation,
-            ..Settings::default()
-        },
-    )
-}
 
 fn hello() -> Function {
     Function::javascript("hello", "export default (e) => ({ hi: e.name })")

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use functions_runtime::Engine;
 use functions_runtime::EngineConfig;
 use functions_runtime::Function;
+use functions_runtime::Isolation;
+use functions_runtime::Limits;
 use functions_runtime::Module;
 use functions_runtime::Request;
 use functions_runtime::Response;
@@ -51,6 +53,21 @@ pub fn with_net(name: &str, source: &str, allow_net: &[String]) -> Function {
         BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
         Settings {
             allow_net: allow_net.to_vec(),
+            ..Settings::default()
+        },
+    )
+}
+
+/// A one-module function (`index.js` = `source`) with `limits` and `isolation`.
+pub fn limited(name: &str, source: &str, limits: Limits, isolation: Isolation) -> Function {
+    Function::new(
+        name,
+        1,
+        "index.js",
+        BTreeMap::from([("index.js".to_owned(), Module::javascript(source))]),
+        Settings {
+            limits,
+            isolation,
             ..Settings::default()
         },
     )
