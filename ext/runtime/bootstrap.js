@@ -35,7 +35,6 @@ const {
 const load = core.loadExtScript;
 const webidl = load("ext:deno_webidl/00_webidl.js");
 const url = load("ext:deno_web/00_url.js");
-const urlPattern = load("ext:deno_web/01_urlpattern.js");
 const consoleScript = load("ext:deno_web/01_console.js");
 const domException = load("ext:deno_web/01_dom_exception.js");
 const event = load("ext:deno_web/02_event.js");
@@ -45,9 +44,6 @@ const base64 = load("ext:deno_web/05_base64.js");
 const streams = load("ext:deno_web/06_streams.js");
 const encoding = load("ext:deno_web/08_text_encoding.js");
 const file = load("ext:deno_web/09_file.js");
-const locationScript = load("ext:deno_web/12_location.js");
-const messagePort = load("ext:deno_web/13_message_port.js");
-const compression = load("ext:deno_web/14_compression.js");
 const performance = load("ext:deno_web/15_performance.js");
 const headers = load("ext:fetch/20_headers.js");
 const formData = load("ext:fetch/21_formdata.js");
@@ -55,10 +51,15 @@ const request = load("ext:fetch/23_request.js");
 const response = load("ext:fetch/23_response.js");
 const { Request } = request;
 const { Response, ResponsePrototype, toInnerResponse } = response;
-// Loaded on first use, in the isolate that uses them: most functions never fetch or sign, and a
-// smaller snapshot starts faster.
+// Loaded on first use, in the isolate that uses them: most functions never fetch, sign, match
+// URL patterns, compress, post messages or set a location, and a smaller snapshot starts faster
+// (every isolate deserializes all of it).
 const fetchScript = () => load("ext:fetch/26_fetch.js");
 const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
+const urlPatternScript = () => load("ext:deno_web/01_urlpattern.js");
+const messagePortScript = () => load("ext:deno_web/13_message_port.js");
+const compressionScript = () => load("ext:deno_web/14_compression.js");
+const locationScript = () => load("ext:deno_web/12_location.js");
 
 // Errors the Rust side of the web APIs (Web Crypto, fetch, ...) raises as DOMExceptions, by name.
 for (
@@ -137,7 +138,7 @@ core.defineGlobalProperties(globalThis, {
   // URL
   URL: nonEnumerable(url.URL),
   URLSearchParams: nonEnumerable(url.URLSearchParams),
-  URLPattern: nonEnumerable(urlPattern.URLPattern),
+  URLPattern: core.propNonEnumerableLazyLoaded((m) => m.URLPattern, urlPatternScript),
   // Encoding
   TextEncoder: nonEnumerable(encoding.TextEncoder),
   TextDecoder: nonEnumerable(encoding.TextDecoder),
@@ -156,7 +157,7 @@ core.defineGlobalProperties(globalThis, {
   clearTimeout: writable(timers.clearTimeout),
   setInterval: writable(timers.setInterval),
   clearInterval: writable(timers.clearInterval),
-  structuredClone: writable(messagePort.structuredClone),
+  structuredClone: core.propWritableLazyLoaded((m) => m.structuredClone, messagePortScript),
   performance: writable(performance.performance),
   scheduler: writable(scheduler),
   Scheduler: nonEnumerable(Scheduler),
@@ -167,8 +168,8 @@ core.defineGlobalProperties(globalThis, {
   EventTarget: nonEnumerable(event.EventTarget),
   CustomEvent: nonEnumerable(event.CustomEvent),
   MessageEvent: nonEnumerable(event.MessageEvent),
-  MessageChannel: nonEnumerable(messagePort.MessageChannel),
-  MessagePort: nonEnumerable(messagePort.MessagePort),
+  MessageChannel: core.propNonEnumerableLazyLoaded((m) => m.MessageChannel, messagePortScript),
+  MessagePort: core.propNonEnumerableLazyLoaded((m) => m.MessagePort, messagePortScript),
   ErrorEvent: nonEnumerable(event.ErrorEvent),
   PromiseRejectionEvent: nonEnumerable(event.PromiseRejectionEvent),
   reportError: writable(event.reportError),
@@ -190,8 +191,11 @@ core.defineGlobalProperties(globalThis, {
   CountQueuingStrategy: nonEnumerable(streams.CountQueuingStrategy),
   Blob: nonEnumerable(file.Blob),
   File: nonEnumerable(file.File),
-  CompressionStream: nonEnumerable(compression.CompressionStream),
-  DecompressionStream: nonEnumerable(compression.DecompressionStream),
+  CompressionStream: core.propNonEnumerableLazyLoaded((m) => m.CompressionStream, compressionScript),
+  DecompressionStream: core.propNonEnumerableLazyLoaded(
+    (m) => m.DecompressionStream,
+    compressionScript,
+  ),
   Navigator: nonEnumerable(Navigator),
   navigator: core.propGetterOnly(() => navigator),
   self: { value: globalThis, writable: true, enumerable: false, configurable: true },
@@ -390,12 +394,13 @@ async function dispatch(ns) {
  * undefined, as in Workers and Deno Deploy.
  */
 function setLocation(href) {
-  locationScript.setLocationHref(href);
-  ObjectDefineProperty(globalThis, "location", locationScript.workerLocationDescriptor);
+  const location = locationScript();
+  location.setLocationHref(href);
+  ObjectDefineProperty(globalThis, "location", location.workerLocationDescriptor);
   ObjectDefineProperty(
     globalThis,
     "WorkerLocation",
-    locationScript.workerLocationConstructorDescriptor,
+    location.workerLocationConstructorDescriptor,
   );
 }
 

@@ -5,7 +5,8 @@
 //! reader of its streamed body, `ctx.waitUntil` — costs memory but no thread. The thread's main
 //! loop takes one new task at a time, from its private queue first, then from the shared intake
 //! (see `pool.rs`), and yields between tasks so that isolates woken meanwhile run before more
-//! work is taken on. When there is no new work at all, it prepares isolates for recently invoked
+//! work is taken on. When there is no new work at all, it tears down the isolates of finished
+//! invocations (off their request path), then prepares isolates for recently invoked
 //! fresh-isolate functions (module loaded and evaluated, ready for one invocation each), so that
 //! their next invocations skip isolate creation; their number follows each function's recent
 //! rate on this worker. The isolates a worker keeps prepared, pre-created ones and idle warm
@@ -55,6 +56,9 @@ const MAX_PREPARED_PER_FUNCTION: usize = 8;
 /// How far ahead the pre-created isolates of a function should cover its recent rate: at 100
 /// invocations a second on this worker, two are kept ready.
 const PREPARED_HORIZON: Duration = Duration::from_millis(20);
+/// Spent isolates a worker may leave to tear down when it has nothing else to do; past this it
+/// tears them down at once.
+const MAX_SPENT: usize = 64;
 /// The weight of the newest interval in a function's arrival rate estimate.
 const RATE_WEIGHT: f64 = 0.2;
 
@@ -113,6 +117,9 @@ pub(crate) struct Worker {
     drained: Notify,
     /// Notified when a function may want more pre-created isolates.
     refill: Notify,
+    /// Isolates whose invocations are over, torn down when the worker has nothing else to do
+    /// (tearing one down takes about as long as running a small invocation).
+    spent: RefCell<Vec<FunctionIsolate>>,
 }
 
 impl Worker {
@@ -141,6 +148,7 @@ impl Worker {
             in_flight: Cell::new(0),
             drained: Notify::new(),
             refill: Notify::new(),
+            spent: RefCell::default(),
         });
         local.block_on(&runtime, async {
             // V8 shares its read-only heap (and starts its compiler threads) once for all the
@@ -155,6 +163,7 @@ impl Worker {
                 worker.drained.notified().await;
             }
             worker.ready.borrow_mut().clear();
+            worker.spent.borrow_mut().clear();
             drop(anchor);
         });
     }
@@ -172,6 +181,7 @@ impl Worker {
                     None => return,
                 },
                 _ = maintenance.tick() => self.trim(),
+                Some(spent) = async { self.spent.borrow_mut().pop() } => drop(spent),
                 () = self.refill.notified() => self.prepare_one().await,
             }
             // Isolates woken meanwhile run before more work is taken on.
@@ -273,8 +283,12 @@ impl Worker {
             function.isolation() == Isolation::Function && !failed && isolate.stopped().is_none();
         if reusable {
             self.put_back(&function, isolate);
+        } else if self.spent.borrow().len() < MAX_SPENT {
+            // Torn down after the caller has its answer, once nothing else waits.
+            self.spent.borrow_mut().push(isolate);
+            // Wakes the main loop, which tears spent isolates down before preparing more.
+            self.refill.notify_one();
         } else {
-            // Torn down after the caller has its answer, not before.
             drop(isolate);
         }
         drop(admitted);

@@ -2,7 +2,10 @@
 //! response, and its logs.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Context;
+use std::task::Poll;
 
 use http::HeaderName;
 use http::HeaderValue;
@@ -146,23 +149,57 @@ async fn serve(
     let body = read_body(body, super::MAX_PAYLOAD_BYTES).await?;
     let request = function_request(prefix, &parts, body.to_vec(), state.listen);
     let permit = queue_ticket(state, deployed)?.await;
-    // The invocation runs as a task of its own, holding the function's place until it is over:
-    // if the client disconnects first (this future is dropped), it is cancelled, and its
-    // logs still stored, before the place is given back.
     let cancel = Cancel::new();
-    let disconnected = cancel.on_drop("the client disconnected");
     let controls = Controls {
-        cancel: Some(cancel),
+        cancel: Some(cancel.clone()),
         start: None,
     };
     let invocation = {
         let state = state.clone();
         let function = deployed.function.clone();
-        tokio::spawn(async move { execute(&state, &function, request, controls, permit).await })
+        async move { execute(&state, &function, request, controls, permit).await }
     };
-    let result = invocation.await.map_err(ApiError::internal)?;
-    disconnected.disarm();
+    let result = RunToEnd::new(invocation, cancel).await;
     Ok(function_response(result?))
+}
+
+/// Runs an invocation in place; if it is dropped first (the client disconnected, so hyper drops
+/// the request), the invocation is cancelled and finished in a task of its own, which stores its
+/// logs and keeps the function's place until the isolate is gone.
+struct RunToEnd<T: 'static> {
+    invocation: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+    cancel: Cancel,
+}
+
+impl<T: 'static> RunToEnd<T> {
+    fn new(invocation: impl Future<Output = T> + Send + 'static, cancel: Cancel) -> Self {
+        Self {
+            invocation: Some(Box::pin(invocation)),
+            cancel,
+        }
+    }
+}
+
+impl<T: 'static> Future for RunToEnd<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let invocation = self.invocation.as_mut().expect("polled after completion");
+        let output = std::task::ready!(invocation.as_mut().poll(cx));
+        self.invocation = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: 'static> Drop for RunToEnd<T> {
+    fn drop(&mut self) {
+        if let Some(invocation) = self.invocation.take() {
+            self.cancel.cancel("the client disconnected");
+            tokio::spawn(async move {
+                invocation.await;
+            });
+        }
+    }
 }
 
 /// A place in the function's FIFO lane (its concurrency limit); 429 when its queue is full.
