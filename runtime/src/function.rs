@@ -95,6 +95,9 @@ pub struct Function(Arc<FunctionInner>);
 
 #[derive(Debug)]
 pub(crate) struct FunctionInner {
+    /// Tells this value (and its clones) from every other `Function` made in the process, even
+    /// of the same name and version: prepared isolates are matched to their function by it.
+    pub id: u64,
     pub name: String,
     pub version: u64,
     /// `file:///{name}/`: every module's URL is this joined with its path.
@@ -136,6 +139,7 @@ impl Function {
             .join(entry)
             .unwrap_or_else(|_| root.join("index.js").unwrap());
         Self(Arc::new(FunctionInner {
+            id: next_id(),
             name: name.to_owned(),
             version,
             root,
@@ -152,6 +156,7 @@ impl Function {
     pub fn wasm(name: &str, version: u64, module: WasmModule, settings: Settings) -> Self {
         let root = root_of(name);
         Self(Arc::new(FunctionInner {
+            id: next_id(),
             name: name.to_owned(),
             version,
             specifier: root.join("main.wasm").unwrap(),
@@ -166,6 +171,12 @@ impl Function {
     /// The function's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// What tells this function value (and its clones) from any other, whatever its name and
+    /// version.
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
     }
 
     /// The deployment version this value holds.
@@ -217,6 +228,12 @@ impl Function {
     pub(crate) fn inner(&self) -> &FunctionInner {
         &self.0
     }
+}
+
+/// A new [`FunctionInner::id`].
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `file:///{name}/`, the URL under which a function's modules live.

@@ -117,17 +117,19 @@ pub(crate) struct Prepared {
 }
 
 struct PreparedCounts {
-    version: u64,
+    /// The function value (see `Function::id`) whose isolates these are.
+    function: u64,
     /// Unclaimed prepared isolates, by worker.
     per_worker: Vec<usize>,
 }
 
 impl Prepared {
-    /// Claims a prepared isolate of `function`'s version, returning the worker that holds it.
+    /// Claims a prepared isolate of `function` (this very value: not another of the same name,
+    /// or of the same version), returning the worker that holds it.
     fn claim(&self, function: &Function) -> Option<usize> {
         let mut table = lock(&self.by_function);
         let counts = table.get_mut(function.name())?;
-        if counts.version != function.version() {
+        if counts.function != function.id() {
             return None;
         }
         let (worker, count) = counts
@@ -142,33 +144,32 @@ impl Prepared {
         Some(worker)
     }
 
-    /// Records that `worker` holds one more unclaimed prepared isolate of `function`. A newer
-    /// version replaces the older one's entry (its isolates are then never claimed again).
+    /// Records that `worker` holds one more unclaimed prepared isolate of `function`. Another
+    /// function of the same name (a new version) replaces the entry: the isolates of the one
+    /// before are never claimed again.
     pub fn add(&self, function: &Function, worker: usize, workers: usize) {
         let mut table = lock(&self.by_function);
         let counts = table
             .entry(function.name().to_owned())
             .or_insert_with(|| PreparedCounts {
-                version: function.version(),
+                function: function.id(),
                 per_worker: vec![0; workers],
             });
-        if counts.version < function.version() {
-            counts.version = function.version();
+        if counts.function != function.id() {
+            counts.function = function.id();
             counts.per_worker.fill(0);
         }
-        if counts.version == function.version() {
-            counts.per_worker[worker] += 1;
-        }
+        counts.per_worker[worker] += 1;
     }
 
-    /// Takes up to `count` of `worker`'s unclaimed isolates of `name` version `version` off the
-    /// table (to drop them); returns how many it took.
-    pub fn remove(&self, name: &str, version: u64, worker: usize, count: usize) -> usize {
+    /// Takes up to `count` of `worker`'s unclaimed isolates of `name` (of the function value
+    /// `function`) off the table, to drop them; returns how many it took.
+    pub fn remove(&self, name: &str, function: u64, worker: usize, count: usize) -> usize {
         let mut table = lock(&self.by_function);
         let Some(counts) = table.get_mut(name) else {
             return 0;
         };
-        if counts.version != version {
+        if counts.function != function {
             return 0;
         }
         let taken = counts.per_worker[worker].min(count);
@@ -179,11 +180,11 @@ impl Prepared {
         taken
     }
 
-    /// The version whose isolates are claimable for `name`, if any.
-    pub fn version(&self, name: &str) -> Option<u64> {
+    /// The function value (see `Function::id`) whose isolates are claimable for `name`, if any.
+    pub fn function(&self, name: &str) -> Option<u64> {
         lock(&self.by_function)
             .get(name)
-            .map(|counts| counts.version)
+            .map(|counts| counts.function)
     }
 }
 

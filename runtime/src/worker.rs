@@ -64,15 +64,16 @@ const RATE_WEIGHT: f64 = 0.2;
 
 /// The isolates this worker keeps ready for one function.
 struct Ready {
-    /// The latest version invoked here; the isolates below are of `isolates_version`.
+    /// The function last invoked here under this name; the isolates below are of the function
+    /// value `isolates_of` (see `Function::id`).
     function: Function,
-    isolates_version: u64,
+    isolates_of: u64,
     isolates: VecDeque<FunctionIsolate>,
     last_used: Instant,
     /// Invocations a second on this worker, recently (fresh-isolate functions only).
     rate: f64,
-    /// Pre-creating failed for `function`'s version (its top-level code threw or ran out of
-    /// time): invocations report it instead.
+    /// Pre-creating failed for `function` (its top-level code threw or ran out of time):
+    /// invocations report it instead.
     broken: bool,
 }
 
@@ -80,7 +81,7 @@ impl Ready {
     fn new(function: &Function) -> Self {
         Self {
             function: function.clone(),
-            isolates_version: function.version(),
+            isolates_of: function.id(),
             isolates: VecDeque::new(),
             last_used: Instant::now(),
             rate: 0.0,
@@ -301,7 +302,7 @@ impl Worker {
         let entry = ready
             .entry(function.name().to_owned())
             .or_insert_with(|| Ready::new(function));
-        if entry.function.version() < function.version() {
+        if entry.function.id() != function.id() {
             entry.function = function.clone();
             entry.broken = false;
         }
@@ -314,11 +315,11 @@ impl Worker {
         }
     }
 
-    /// A prepared isolate of `function`'s version, if this worker holds one.
+    /// A prepared isolate of `function`, if this worker holds one.
     fn take(&self, function: &Function) -> Option<FunctionIsolate> {
         let mut ready = self.ready.borrow_mut();
         let entry = ready.get_mut(function.name())?;
-        if entry.isolates_version != function.version() {
+        if entry.isolates_of != function.id() {
             return None;
         }
         entry.isolates.pop_front()
@@ -331,10 +332,10 @@ impl Worker {
             let entry = ready
                 .entry(function.name().to_owned())
                 .or_insert_with(|| Ready::new(function));
-            if entry.isolates_version != function.version() {
-                // Isolates of another version are never claimed again.
+            if entry.isolates_of != function.id() {
+                // Isolates of another function (version) are never claimed again.
                 entry.isolates.clear();
-                entry.isolates_version = function.version();
+                entry.isolates_of = function.id();
             }
             entry.isolates.push_back(isolate);
         }
@@ -351,7 +352,7 @@ impl Worker {
             ready
                 .values()
                 .filter(|entry| {
-                    let current = entry.isolates_version == entry.function.version();
+                    let current = entry.isolates_of == entry.function.id();
                     let have = if current { entry.isolates.len() } else { 0 };
                     have < entry.target(self.max_prepared)
                 })
@@ -377,8 +378,8 @@ impl Worker {
         self.refill.notify_one();
     }
 
-    /// Drops the isolates of functions not invoked here for a while, and isolates of versions
-    /// that can no longer be claimed.
+    /// Drops the isolates of functions not invoked here for a while, and isolates that can no
+    /// longer be claimed (of a version since replaced).
     fn trim(&self) {
         let now = Instant::now();
         let mut dropped = Vec::new();
@@ -386,11 +387,11 @@ impl Worker {
             let mut ready = self.ready.borrow_mut();
             ready.retain(|name, entry| {
                 let idle = now.duration_since(entry.last_used) > PREPARED_IDLE;
-                let claimable = self.shared.prepared.version(name) == Some(entry.isolates_version);
+                let claimable = self.shared.prepared.function(name) == Some(entry.isolates_of);
                 if idle || !claimable {
                     let unclaimed = self.shared.prepared.remove(
                         name,
-                        entry.isolates_version,
+                        entry.isolates_of,
                         self.index,
                         entry.isolates.len(),
                     );
@@ -432,10 +433,10 @@ impl Worker {
                 else {
                     break;
                 };
-                let taken =
-                    self.shared
-                        .prepared
-                        .remove(name, entry.isolates_version, self.index, 1);
+                let taken = self
+                    .shared
+                    .prepared
+                    .remove(name, entry.isolates_of, self.index, 1);
                 if taken == 0 {
                     // All claimed by invocations on their way here.
                     break;

@@ -275,3 +275,18 @@ async fn fresh_isolates_are_prepared_before_their_invocations_and_used_once() {
         "module ages at invocation: {ages:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_of_the_same_name_and_version_never_share_prepared_isolates() {
+    let engine = one_worker();
+    let one = Function::javascript("same", "export default () => 1");
+    let two = Function::javascript("same", "export default () => 2");
+    for _ in 0..3 {
+        for (function, answer) in [(&one, "1"), (&two, "2")] {
+            let response = run(&engine, function, Request::json("{}")).await;
+            assert_eq!(text(&response), answer);
+            // Time for the worker to prepare an isolate of the function it just ran.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
