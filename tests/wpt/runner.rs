@@ -78,6 +78,9 @@ fn main() {
     }
     let engine = Engine::new(EngineConfig {
         workers: 2,
+        // Each file's function runs once: an isolate prepared for a next invocation would run
+        // the whole file's top-level code (its tests) again, beside the next files.
+        prepared_per_worker: 0,
         ..EngineConfig::default()
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
