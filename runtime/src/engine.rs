@@ -105,12 +105,6 @@ impl Cancel {
         self.0.cancelled.notify_waiters();
     }
 
-    /// A guard that cancels with `reason` when dropped, unless [`CancelOnDrop::disarm`]ed: for a
-    /// caller whose own future may be dropped (a server whose client disconnects).
-    pub fn on_drop(&self, reason: impl Into<String>) -> CancelOnDrop {
-        CancelOnDrop(Some((self.clone(), reason.into())))
-    }
-
     /// Resolves, with the reason, once the invocation is cancelled.
     pub async fn cancelled(&self) -> String {
         loop {
@@ -127,25 +121,6 @@ impl Cancel {
                 return reason;
             }
             notified.await;
-        }
-    }
-}
-
-/// Cancels an invocation when dropped (see [`Cancel::on_drop`]).
-#[derive(Debug)]
-pub struct CancelOnDrop(Option<(Cancel, String)>);
-
-impl CancelOnDrop {
-    /// Drops the guard without cancelling.
-    pub fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some((cancel, reason)) = self.0.take() {
-            cancel.cancel(reason);
         }
     }
 }
@@ -276,8 +251,8 @@ impl Future for AfterResponse {
     }
 }
 
-/// Runs functions: JavaScript on a pool of worker threads (dropping the engine stops them after
-/// the invocations already queued), WebAssembly on the caller's task.
+/// Runs functions: JavaScript on its worker threads (dropping the engine lets the invocations
+/// under way finish, then stops them), WebAssembly on the caller's task.
 pub struct Engine {
     pool: Pool,
     /// The wasmtime engine, created when the first WebAssembly function is compiled or loaded.

@@ -34,7 +34,6 @@ mod worker;
 
 pub use engine::AfterResponse;
 pub use engine::Cancel;
-pub use engine::CancelOnDrop;
 pub use engine::Controls;
 pub use engine::Engine;
 pub use engine::EngineConfig;
