@@ -26,6 +26,8 @@ const {
   SafePromiseAll,
   SafePromiseAllSettled,
   SafePromiseRace,
+  SafeSet,
+  SetPrototypeHas,
   Symbol,
   TypeError,
   TypedArrayPrototypeGetByteLength,
@@ -49,7 +51,8 @@ const headers = load("ext:fetch/20_headers.js");
 const formData = load("ext:fetch/21_formdata.js");
 const request = load("ext:fetch/23_request.js");
 const response = load("ext:fetch/23_response.js");
-const { Request } = request;
+const { Request, fromInnerRequest, newInnerRequest } = request;
+const { extractBody } = load("ext:fetch/22_body.js");
 const { Response, ResponsePrototype, toInnerResponse } = response;
 // Loaded on first use, in the isolate that uses them: most functions never fetch, sign, match
 // URL patterns, compress, post messages or set a location, and a smaller snapshot starts faster
@@ -254,6 +257,33 @@ function eventOf(head) {
   return JSONParse(text);
 }
 
+/** Methods the `Request` constructor would keep as they are. */
+const NORMALIZED_METHODS = new SafeSet(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]);
+
+/**
+ * The `Request` of a fetch handler. The HTTP layer has already parsed the URL, header names and
+ * values, so a request with a common method skips the constructor's checks; its URL is
+ * serialized when first read.
+ */
+function requestOf(head) {
+  const body = head.has_body ? op_invocation_request_body() : null;
+  if (!SetPrototypeHas(NORMALIZED_METHODS, head.method)) {
+    const init = { method: head.method, headers: head.headers };
+    if (body !== null) init.body = body;
+    return new Request(head.url, init);
+  }
+  const href = head.url;
+  const headerList = head.headers;
+  const inner = newInnerRequest(
+    head.method,
+    () => new url.URL(href).href,
+    () => headerList,
+    body === null ? null : extractBody(body).body,
+    false,
+  );
+  return fromInnerRequest(inner, "request");
+}
+
 const { setTimeout, clearTimeout } = timers;
 
 /** How long `ctx.waitUntil` promises may keep an isolate alive after its response. */
@@ -266,16 +296,22 @@ const TIMED_OUT = Symbol("timed out");
  * promise that settles when the body has ended. Otherwise the whole body goes with the head.
  */
 async function respond(res) {
-  const list = [];
-  for (const entry of res.headers) ArrayPrototypePush(list, entry);
   const inner = toInnerResponse(res);
+  const list = inner.headerList;
   const stream = inner.body?.streamOrStatic;
   if (!ObjectPrototypeIsPrototypeOf(streams.ReadableStreamPrototype, stream)) {
-    const body = inner.body === null ? null : new Uint8Array(await res.arrayBuffer());
-    op_invocation_respond(res.status, list, body, false);
+    let body = null;
+    if (inner.body !== null && !stream.consumed) {
+      // A body made from a string or bytes: taken as it is.
+      stream.consumed = true;
+      body = typeof stream.body === "string" ? core.encode(stream.body) : stream.body;
+    } else if (inner.body !== null) {
+      body = new Uint8Array(await res.arrayBuffer());
+    }
+    op_invocation_respond(inner.status, list, body, false);
     return null;
   }
-  op_invocation_respond(res.status, list, null, true);
+  op_invocation_respond(inner.status, list, null, true);
   // Wrapped: an async function returning a promise would wait for it.
   return { pumping: pump(res.body.getReader()) };
 }
@@ -361,10 +397,7 @@ async function dispatch(ns) {
       res = Response.json(result);
     }
   } else if (handler !== null && typeof handler === "object" && typeof handler.fetch === "function") {
-    const init = { method: head.method, headers: head.headers };
-    if (head.has_body) init.body = op_invocation_request_body();
-    const req = new Request(head.url, init);
-    res = await handler.fetch(req, env, ctx);
+    res = await handler.fetch(requestOf(head), env, ctx);
     if (!ObjectPrototypeIsPrototypeOf(ResponsePrototype, res)) {
       throw new TypeError(`fetch() must return a Response, but it returned ${typeof res === "object" ? (res === null ? "null" : "an object") : typeof res}`);
     }

@@ -168,10 +168,14 @@ fn op_invocation_request_body(state: &mut OpState) -> Vec<u8> {
 fn op_invocation_respond(
     state: &mut OpState,
     #[smi] status: u32,
-    #[serde] headers: Vec<(String, String)>,
+    #[serde] mut headers: Vec<(String, String)>,
     #[buffer] body: Option<JsBuffer>,
     streaming: bool,
 ) {
+    // The response's own header list keeps names as written; `Headers` shows them lowercase.
+    for (name, _) in &mut headers {
+        name.make_ascii_lowercase();
+    }
     let body = if streaming {
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
         state.put(BodySender(sender));

@@ -332,10 +332,8 @@ impl FunctionIsolate {
         let dispatch = &self.dispatch;
         let namespace = &self.namespace;
         let run = async move {
-            let call = js.call_with_args(dispatch, std::slice::from_ref(namespace));
-            let value = js
-                .with_event_loop_promise(call, PollEventLoopOptions::default())
-                .await?;
+            let promise = call(js, dispatch, namespace)?;
+            let value = until_settled(js, promise).await?;
             let tail = {
                 deno_core::scope!(scope, js);
                 let value = v8::Local::new(scope, value);
@@ -357,10 +355,7 @@ impl FunctionIsolate {
     pub async fn finish(&mut self, tail: Tail) -> Result<(), InvokeError> {
         let js = &mut *self.runtime.js;
         let run = async move {
-            let settled = js.resolve(tail.0);
-            let failure = js
-                .with_event_loop_promise(settled, PollEventLoopOptions::default())
-                .await?;
+            let failure = until_settled(js, tail.0).await?;
             deno_core::scope!(scope, js);
             let failure = v8::Local::new(scope, failure);
             if failure.is_null_or_undefined() {
@@ -393,6 +388,83 @@ impl FunctionIsolate {
                 .borrow_mut::<ConsoleOutput>(),
         )
     }
+}
+
+/// Calls `function` with `argument`: what it returned, or what it threw.
+fn call(
+    js: &mut JsRuntime,
+    function: &v8::Global<v8::Function>,
+    argument: &v8::Global<v8::Value>,
+) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
+    deno_core::scope!(scope, js);
+    v8::tc_scope!(let scope, scope);
+    let function = v8::Local::new(scope, function);
+    let argument = v8::Local::new(scope, argument);
+    let undefined = v8::undefined(scope);
+    match function.call(scope, undefined.into(), &[argument]) {
+        Some(value) => Ok(v8::Global::new(scope, value)),
+        None => {
+            let exception = match scope.exception() {
+                Some(exception) if !scope.is_execution_terminating() => exception,
+                _ => v8::undefined(scope).into(),
+            };
+            Err(deno_core::error::exception_to_err(scope, exception, false, true).into())
+        }
+    }
+}
+
+/// Runs the event loop until `value` (a promise, or any other value, which is settled already)
+/// settles: its value, or the error it was rejected with. Unlike deno_core's
+/// `with_event_loop_promise`, this attaches no reactions to the promise (deno_core creates two
+/// functions from templates per promise it watches, a noticeable share of a small invocation);
+/// it marks the promise handled and looks at its state whenever the event loop has run.
+async fn until_settled(
+    js: &mut JsRuntime,
+    value: v8::Global<v8::Value>,
+) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
+    let promise = {
+        deno_core::scope!(scope, js);
+        let value = v8::Local::new(scope, &value);
+        match v8::Local::<v8::Promise>::try_from(value) {
+            Ok(promise) => {
+                promise.mark_as_handled();
+                v8::Global::new(scope, promise)
+            }
+            Err(_) => return Ok(v8::Global::new(scope, value)),
+        }
+    };
+    let settled = |js: &mut JsRuntime| {
+        deno_core::scope!(scope, js);
+        let promise = v8::Local::new(scope, &promise);
+        match promise.state() {
+            v8::PromiseState::Pending => None,
+            v8::PromiseState::Fulfilled => Some(Ok(v8::Global::new(scope, promise.result(scope)))),
+            v8::PromiseState::Rejected => {
+                let exception = promise.result(scope);
+                Some(Err(deno_core::error::exception_to_err(
+                    scope, exception, true, true,
+                )
+                .into()))
+            }
+        }
+    };
+    std::future::poll_fn(|cx| {
+        if let Some(settled) = settled(js) {
+            return Poll::Ready(settled);
+        }
+        let polled = js.poll_event_loop(cx, PollEventLoopOptions::default());
+        if let Poll::Ready(Err(err)) = polled {
+            return Poll::Ready(Err(err));
+        }
+        match settled(js) {
+            Some(settled) => Poll::Ready(settled),
+            None if polled.is_ready() => {
+                Poll::Ready(Err(CoreErrorKind::PendingPromiseResolution.into_box()))
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Creates a runtime for `function` (from `snapshot`, with `create_params`), with its location

@@ -144,6 +144,20 @@ impl Prepared {
         Some(worker)
     }
 
+    /// Claims one of `worker`'s own prepared isolates of `function`, if the table shows one
+    /// unclaimed there (the worker then takes it itself).
+    pub fn claim_at(&self, function: &Function, worker: usize) -> bool {
+        let mut table = lock(&self.by_function);
+        let Some(counts) = table.get_mut(function.name()) else {
+            return false;
+        };
+        if counts.function != function.id() || counts.per_worker[worker] == 0 {
+            return false;
+        }
+        counts.per_worker[worker] -= 1;
+        true
+    }
+
     /// Records that `worker` holds one more unclaimed prepared isolate of `function`. Another
     /// function of the same name (a new version) replaces the entry: the isolates of the one
     /// before are never claimed again.

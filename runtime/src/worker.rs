@@ -225,6 +225,9 @@ impl Worker {
         self.arrived(&function);
         let Controls { cancel, start } = controls;
         let limits = &function.settings().limits;
+        // A job that routing could not claim an isolate for may find one here anyway: one
+        // freed (or prepared) while the job was on its way.
+        let claimed = claimed || self.shared.prepared.claim_at(&function, self.index);
         let prepared = claimed.then(|| self.take(&function)).flatten();
         let (mut isolate, budget) = match prepared {
             Some(isolate) => (isolate, Budget::new(limits)),
@@ -315,14 +318,15 @@ impl Worker {
         }
     }
 
-    /// A prepared isolate of `function`, if this worker holds one.
+    /// A prepared isolate of `function`, if this worker holds one: the one put back last, whose
+    /// heap and compiled code are likeliest still in the core's caches.
     fn take(&self, function: &Function) -> Option<FunctionIsolate> {
         let mut ready = self.ready.borrow_mut();
         let entry = ready.get_mut(function.name())?;
         if entry.isolates_of != function.id() {
             return None;
         }
-        entry.isolates.pop_front()
+        entry.isolates.pop_back()
     }
 
     /// Keeps `isolate` (of `function`) ready for a later invocation, and says so to routing.
@@ -400,7 +404,9 @@ impl Worker {
                     } else {
                         0
                     };
-                    dropped.extend(entry.isolates.drain(keep..));
+                    let unwanted = entry.isolates.len() - keep;
+                    // The least recently put back (see `take`).
+                    dropped.extend(entry.isolates.drain(..unwanted));
                 }
                 !(idle && entry.isolates.is_empty())
             });
@@ -441,7 +447,8 @@ impl Worker {
                     // All claimed by invocations on their way here.
                     break;
                 }
-                dropped.extend(entry.isolates.pop_back());
+                // The least recently put back (see `take`).
+                dropped.extend(entry.isolates.pop_front());
                 total -= 1;
             }
         }

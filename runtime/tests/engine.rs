@@ -60,6 +60,74 @@ async fn fetch_handler_sees_method_url_headers_and_body() {
     assert_eq!(header(&response, "x-reply"), Some("yes"));
 }
 
+/// The dispatcher builds a handler's `Request` without the constructor's checks for common
+/// methods, and hands a string body over as it is: what the handler sees and answers must not
+/// change.
+#[tokio::test]
+async fn requests_and_responses_keep_web_semantics() {
+    let engine = engine();
+    let f = Function::javascript(
+        "shape",
+        r#"export default {
+      async fetch(request) {
+        request.headers.set("x-added", "1");
+        const text = await request.text();
+        const response = new Response(JSON.stringify({
+          method: request.method, url: request.url, text, used: request.bodyUsed,
+          added: request.headers.get("x-added"),
+        }), { headers: [["set-cookie", "a=1"], ["x-many", "1"], ["set-cookie", "b=2"], ["x-many", "2"]] });
+        return response;
+      }
+    }"#,
+    );
+    let cases = [
+        (
+            "POST",
+            "http://example.com/a/../b/%7e?q=1 2",
+            "body",
+            r#"{"method":"POST","url":"http://example.com/b/%7e?q=1%202","text":"body","used":true,"added":"1"}"#,
+        ),
+        (
+            "get",
+            "http://example.com/",
+            "",
+            r#"{"method":"GET","url":"http://example.com/","text":"","used":false,"added":"1"}"#,
+        ),
+        (
+            "patch",
+            "http://example.com/x",
+            "",
+            r#"{"method":"patch","url":"http://example.com/x","text":"","used":false,"added":"1"}"#,
+        ),
+    ];
+    for (method, url, body, expected) in cases {
+        let request = Request {
+            method: method.into(),
+            url: url.into(),
+            body: body.as_bytes().to_vec(),
+            ..Request::default()
+        };
+        let response = run(&engine, &f, request).await;
+        assert_eq!(text(&response), expected, "{method} {url}");
+        let headers: Vec<_> = response
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "content-type")
+            .map(|(name, value)| format!("{name}: {value}"))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                "set-cookie: a=1",
+                "x-many: 1",
+                "set-cookie: b=2",
+                "x-many: 2"
+            ],
+            "every header the function set, in its order"
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_invocation_gets_a_fresh_isolate_by_default() {
     let engine = engine();
