@@ -1,41 +1,12 @@
 //! Real Workers apps, unmodified: a Hono app and an itty-router app from npm, bundled with
 //! esbuild into one module each (`tests/apps`, installed by `npm ci --prefix tests/apps`).
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
 use serde_json::json;
 
 use crate::harness;
 use crate::harness::Reply;
 use crate::harness::Server;
-
-/// Bundles `tests/apps/{app}/index.ts` with esbuild, as a Workers project's build would.
-fn bundle(app: &str, out_dir: &Path) -> Vec<u8> {
-    let apps = harness::fixtures().join("../apps");
-    let esbuild = apps.join("node_modules/.bin/esbuild");
-    assert!(
-        esbuild.exists(),
-        "{} is missing: install the test apps' packages with `npm ci --prefix tests/apps` (.ci/run does)",
-        esbuild.display()
-    );
-    let out = out_dir.join(format!("{app}.js"));
-    let status = Command::new(&esbuild)
-        .arg(apps.join(app).join("index.ts"))
-        .args([
-            "--bundle",
-            "--format=esm",
-            "--platform=neutral",
-            "--target=es2022",
-            "--log-level=warning",
-        ])
-        .arg(format!("--outfile={}", out.display()))
-        .status()
-        .unwrap();
-    assert!(status.success(), "esbuild failed for {app}");
-    std::fs::read(out).unwrap()
-}
 
 fn json_of(reply: &Reply) -> Value {
     assert!(
@@ -53,7 +24,7 @@ fn json_of(reply: &Reply) -> Value {
 fn a_hono_app_answers_every_route() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    server.deploy("hono", &bundle("hono", data.path()));
+    server.deploy("hono", &harness::bundle("hono", data.path()));
     let base = "/fn/hono";
 
     assert_eq!(
@@ -139,7 +110,7 @@ fn a_hono_app_answers_every_route() {
 fn an_itty_router_app_answers_every_route() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    server.deploy("itty", &bundle("itty", data.path()));
+    server.deploy("itty", &harness::bundle("itty", data.path()));
     let base = "/fn/itty";
 
     assert_eq!(

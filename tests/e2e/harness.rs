@@ -19,6 +19,32 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// Bundles `tests/apps/{app}/index.ts` with esbuild, as a Workers project's build would.
+pub fn bundle(app: &str, out_dir: &Path) -> Vec<u8> {
+    let apps = fixtures().join("../apps");
+    let esbuild = apps.join("node_modules/.bin/esbuild");
+    assert!(
+        esbuild.exists(),
+        "{} is missing: install the test apps' packages with `npm ci --prefix tests/apps` (.ci/run does)",
+        esbuild.display()
+    );
+    let out = out_dir.join(format!("{app}.js"));
+    let status = Command::new(&esbuild)
+        .arg(apps.join(app).join("index.ts"))
+        .args([
+            "--bundle",
+            "--format=esm",
+            "--platform=neutral",
+            "--target=es2022",
+            "--log-level=warning",
+        ])
+        .arg(format!("--outfile={}", out.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "esbuild failed for {app}");
+    std::fs::read(out).unwrap()
+}
+
 /// A JavaScript fixture, `tests/fixtures/js/{name}`.
 pub fn fixture_path(name: &str) -> PathBuf {
     fixtures().join("js").join(name)
