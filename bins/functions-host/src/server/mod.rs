@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 
 use crate::store::Store;
 pub use auth::ApiKeys;
@@ -91,7 +92,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             ),
         }
     }
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = listen_on(config.listen)?;
     let listen = listener.local_addr()?;
     let state = Arc::new(AppState {
         engine,
@@ -132,6 +133,24 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Connections the kernel may hold for the server before it accepts them (capped by
+/// `net.core.somaxconn`). With tokio's default of 128, a burst of a few hundred clients
+/// overflowed the queue and the dropped handshakes were retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `address`, with a backlog for bursts of new connections.
+fn listen_on(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can listen at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Reads a whole request body, up to `limit` bytes. A larger body is read on (and discarded) up
