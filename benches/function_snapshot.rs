@@ -66,33 +66,29 @@ fn function_snapshot(
     let id = Rc::new(std::cell::Cell::new(None));
     let (specifier, source, evaluated) =
         (module.specifier.clone(), module.source.clone(), id.clone());
+    let evaluate_module = move |runtime: &mut deno_core::JsRuntimeForSnapshot| {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        evaluated.set(Some(tokio.block_on(async {
+            let loaded = runtime
+                .load_main_es_module_from_code(&specifier, source.clone())
+                .await
+                .unwrap();
+            let evaluation = runtime.mod_evaluate(loaded);
+            runtime
+                .with_event_loop_future(evaluation, Default::default())
+                .await
+                .unwrap();
+            loaded
+        })));
+    };
     let output = deno_core::snapshot::create_snapshot(
-        deno_core::snapshot::CreateSnapshotOptions {
-            cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
-            startup_snapshot: None,
-            skip_op_registration: false,
-            extensions: functions_ext::extensions(),
-            extension_transpiler: None,
-            with_runtime_cb: Some(Box::new(move |runtime| {
-                functions_ext::runtime::warm_up(runtime);
-                let tokio = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                evaluated.set(Some(tokio.block_on(async {
-                    let loaded = runtime
-                        .load_main_es_module_from_code(&specifier, source.clone())
-                        .await
-                        .unwrap();
-                    let evaluation = runtime.mod_evaluate(loaded);
-                    runtime
-                        .with_event_loop_future(evaluation, Default::default())
-                        .await
-                        .unwrap();
-                    loaded
-                })));
-            })),
-        },
+        functions_ext::snapshot_options(
+            env!("CARGO_MANIFEST_DIR"),
+            Some(Box::new(evaluate_module)),
+        ),
         None,
     )
     .unwrap();

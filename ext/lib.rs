@@ -15,6 +15,8 @@ pub mod runtime;
 use std::sync::Arc;
 
 use deno_core::Extension;
+use deno_core::JsRuntimeForSnapshot;
+use deno_core::snapshot::CreateSnapshotOptions;
 
 /// Every extension of a function isolate, in dependency order.
 pub fn extensions() -> Vec<Extension> {
@@ -31,4 +33,29 @@ pub fn extensions() -> Vec<Extension> {
         console::console::init(),
         runtime::host::init(),
     ]
+}
+
+/// Work done on the runtime a snapshot is taken of, before it is taken.
+pub type SnapshotStep = dyn Fn(&mut JsRuntimeForSnapshot);
+
+/// How a snapshot of a function isolate is built: from scratch, with [`extensions`], the dispatch
+/// path warmed up (see [`runtime::warm_up`]), then `then` run on the runtime, if given, before
+/// it is snapshotted. `cargo_manifest_dir` is the building crate's, for deno_core's file paths.
+pub fn snapshot_options(
+    cargo_manifest_dir: &'static str,
+    then: Option<Box<SnapshotStep>>,
+) -> CreateSnapshotOptions {
+    CreateSnapshotOptions {
+        cargo_manifest_dir,
+        startup_snapshot: None,
+        skip_op_registration: false,
+        extensions: extensions(),
+        extension_transpiler: None,
+        with_runtime_cb: Some(Box::new(move |runtime| {
+            runtime::warm_up(runtime);
+            if let Some(then) = &then {
+                then(runtime);
+            }
+        })),
+    }
 }

@@ -10,14 +10,7 @@ use deno_core::ExtensionFileSourceCode;
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let output = deno_core::snapshot::create_snapshot(
-        deno_core::snapshot::CreateSnapshotOptions {
-            cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
-            startup_snapshot: None,
-            skip_op_registration: false,
-            extensions: functions_ext::extensions(),
-            extension_transpiler: None,
-            with_runtime_cb: Some(Box::new(|runtime| functions_ext::runtime::warm_up(runtime))),
-        },
+        functions_ext::snapshot_options(env!("CARGO_MANIFEST_DIR"), None),
         None,
     )
     .expect("building the base snapshot");

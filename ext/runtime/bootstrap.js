@@ -301,12 +301,13 @@ async function respond(res) {
   const stream = inner.body?.streamOrStatic;
   if (!ObjectPrototypeIsPrototypeOf(streams.ReadableStreamPrototype, stream)) {
     let body = null;
-    if (inner.body !== null && !stream.consumed) {
+    if (inner.body !== null && stream.consumed) {
+      // Fails as reading a used body does.
+      body = new Uint8Array(await res.arrayBuffer());
+    } else if (inner.body !== null) {
       // A body made from a string or bytes: taken as it is.
       stream.consumed = true;
       body = typeof stream.body === "string" ? core.encode(stream.body) : stream.body;
-    } else if (inner.body !== null) {
-      body = new Uint8Array(await res.arrayBuffer());
     }
     op_invocation_respond(inner.status, list, body, false);
     return null;

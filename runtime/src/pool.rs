@@ -128,10 +128,7 @@ impl Prepared {
     /// or of the same version), returning the worker that holds it.
     fn claim(&self, function: &Function) -> Option<usize> {
         let mut table = lock(&self.by_function);
-        let counts = table.get_mut(function.name())?;
-        if counts.function != function.id() {
-            return None;
-        }
+        let counts = counts_of(&mut table, function)?;
         let (worker, count) = counts
             .per_worker
             .iter_mut()
@@ -148,14 +145,13 @@ impl Prepared {
     /// unclaimed there (the worker then takes it itself).
     pub fn claim_at(&self, function: &Function, worker: usize) -> bool {
         let mut table = lock(&self.by_function);
-        let Some(counts) = table.get_mut(function.name()) else {
-            return false;
-        };
-        if counts.function != function.id() || counts.per_worker[worker] == 0 {
-            return false;
+        match counts_of(&mut table, function) {
+            Some(counts) if counts.per_worker[worker] > 0 => {
+                counts.per_worker[worker] -= 1;
+                true
+            }
+            _ => false,
         }
-        counts.per_worker[worker] -= 1;
-        true
     }
 
     /// Records that `worker` holds one more unclaimed prepared isolate of `function`. Another
@@ -200,6 +196,16 @@ impl Prepared {
             .get(name)
             .map(|counts| counts.function)
     }
+}
+
+/// The counts of `function`'s own isolates (this very value, see `Function::id`), if any.
+fn counts_of<'a>(
+    table: &'a mut HashMap<String, PreparedCounts>,
+    function: &Function,
+) -> Option<&'a mut PreparedCounts> {
+    table
+        .get_mut(function.name())
+        .filter(|counts| counts.function == function.id())
 }
 
 /// The cap on isolates running invocations, and the invocations waiting for a place under it.
