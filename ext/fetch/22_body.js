@@ -16,6 +16,8 @@ const {
   DataViewPrototypeGetByteOffset,
   JSONParse,
   ObjectDefineProperties,
+  ObjectGetPrototypeOf,
+  ObjectPrototype,
   ObjectPrototypeIsPrototypeOf,
   PromisePrototypeCatch,
   SafeWeakMap,
@@ -35,29 +37,37 @@ const {
   parseUrlEncoded,
   URLSearchParamsPrototype,
 } = core.loadExtScript("ext:deno_web/00_url.js");
-const {
-  formDataFromEntries,
-  FormDataPrototype,
-  formDataToBlob,
-  parseFormData,
-} = core.loadExtScript("ext:fetch/21_formdata.js");
-const mimesniff = core.loadExtScript("ext:deno_web/01_mimesniff.js");
-const { BlobPrototype } = core.loadExtScript("ext:deno_web/09_file.js");
-const {
-  createProxy,
-  createReadableStream,
-  errorReadableStream,
-  isReadableStreamDisturbed,
-  readableStreamClose,
-  readableStreamCollectIntoUint8Array,
-  readableStreamDisturb,
-  ReadableStreamPrototype,
-  readableStreamTee,
-  readableStreamThrowIfErrored,
-} = core.loadExtScript("ext:deno_web/06_streams.js");
 const { TextDecoderStream } = core.loadExtScript(
   "ext:deno_web/08_text_encoding.js",
 );
+
+// functions-host: streams, form data, blobs and MIME type parsing are loaded on first use, not
+// with this script, so that an isolate whose bodies are strings and bytes never loads them (a
+// smaller base snapshot starts faster). `core.loadExtScript` loads a script once.
+const streams = () => core.loadExtScript("ext:deno_web/06_streams.js");
+const formData = () => core.loadExtScript("ext:fetch/21_formdata.js");
+const file = () => core.loadExtScript("ext:deno_web/09_file.js");
+const mimesniff = () => core.loadExtScript("ext:deno_web/01_mimesniff.js");
+
+/**
+ * functions-host: whether an `InnerBody`'s `streamOrStatic` is the static kind (`{ body,
+ * consumed }`, a plain object made here) rather than a `ReadableStream`; telling them apart this
+ * way needs no streams.
+ */
+function isStaticBody(streamOrStatic) {
+  return ObjectGetPrototypeOf(streamOrStatic) === ObjectPrototype;
+}
+
+/**
+ * functions-host: whether `value`, a body given by a user, is a `ReadableStream`, a `Blob` or a
+ * `FormData`: objects only, which load their scripts to be told apart.
+ */
+const isReadableStream = (value) =>
+  ObjectPrototypeIsPrototypeOf(streams().ReadableStreamPrototype, value);
+const isBlob = (value) =>
+  ObjectPrototypeIsPrototypeOf(file().BlobPrototype, value);
+const isFormData = (value) =>
+  ObjectPrototypeIsPrototypeOf(formData().FormDataPrototype, value);
 
 const noop = () => {};
 const noopAsync = async () => {};
@@ -105,17 +115,14 @@ class InnerBody {
 
   get stream() {
     if (
-      !ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      isStaticBody(this.streamOrStatic)
     ) {
       const { body, consumed } = this.streamOrStatic;
       if (consumed) {
         this.streamOrStatic = new ReadableStream();
         this.streamOrStatic.getReader();
-        readableStreamDisturb(this.streamOrStatic);
-        readableStreamClose(this.streamOrStatic);
+        streams().readableStreamDisturb(this.streamOrStatic);
+        streams().readableStreamClose(this.streamOrStatic);
       } else {
         const length = this.length;
         // Materialize the static body into a stream lazily. With a high water
@@ -130,7 +137,7 @@ class InnerBody {
         // calls `.then` on it directly); the pull algorithm returns undefined,
         // the synchronous completion sentinel understood by the controller's
         // pull machinery (see `createReadableStream`).
-        const stream = createReadableStream(
+        const stream = streams().createReadableStream(
           noop,
           (controller) => {
             controller.enqueue(chunkToU8(body));
@@ -155,13 +162,10 @@ class InnerBody {
    */
   unusable() {
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
       return this.streamOrStatic.locked ||
-        isReadableStreamDisturbed(this.streamOrStatic);
+        streams().isReadableStreamDisturbed(this.streamOrStatic);
     }
     return this.streamOrStatic.consumed;
   }
@@ -171,12 +175,9 @@ class InnerBody {
    */
   consumed() {
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
-      return isReadableStreamDisturbed(this.streamOrStatic);
+      return streams().isReadableStreamDisturbed(this.streamOrStatic);
     }
     return this.streamOrStatic.consumed;
   }
@@ -188,14 +189,11 @@ class InnerBody {
   consume() {
     if (this.unusable()) throw new TypeError("Body already consumed");
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
-      readableStreamThrowIfErrored(this.stream);
+      streams().readableStreamThrowIfErrored(this.stream);
       return PromisePrototypeCatch(
-        readableStreamCollectIntoUint8Array(this.stream),
+        streams().readableStreamCollectIntoUint8Array(this.stream),
         (e) => {
           if (ObjectPrototypeIsPrototypeOf(BadResourcePrototype, e)) {
             // TODO(kt3k): We probably like to pass e as `cause` if BadResource supports it.
@@ -214,10 +212,7 @@ class InnerBody {
 
   cancel(error) {
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
       this.streamOrStatic.cancel(error);
     } else {
@@ -227,12 +222,9 @@ class InnerBody {
 
   error(error) {
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
-      errorReadableStream(this.streamOrStatic, error);
+      streams().errorReadableStream(this.streamOrStatic, error);
     } else {
       this.streamOrStatic.consumed = true;
     }
@@ -244,17 +236,14 @@ class InnerBody {
   clone() {
     let second;
     if (
-      !ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      ) && !this.streamOrStatic.consumed
+      isStaticBody(this.streamOrStatic) && !this.streamOrStatic.consumed
     ) {
       second = new InnerBody({
         body: this.streamOrStatic.body,
         consumed: false,
       });
     } else {
-      const { 0: out1, 1: out2 } = readableStreamTee(this.stream, true);
+      const { 0: out1, 1: out2 } = streams().readableStreamTee(this.stream, true);
       this.streamOrStatic = out1;
       second = new InnerBody(out2);
     }
@@ -269,12 +258,9 @@ class InnerBody {
   createProxy() {
     let proxyStreamOrStatic;
     if (
-      ObjectPrototypeIsPrototypeOf(
-        ReadableStreamPrototype,
-        this.streamOrStatic,
-      )
+      !isStaticBody(this.streamOrStatic)
     ) {
-      proxyStreamOrStatic = createProxy(this.streamOrStatic);
+      proxyStreamOrStatic = streams().createProxy(this.streamOrStatic);
     } else {
       proxyStreamOrStatic = { ...this.streamOrStatic };
       this.streamOrStatic.consumed = true;
@@ -417,7 +403,7 @@ function mixinBody(prototype, bodySymbol, mimeTypeSymbol) {
           // A null body yields an empty, already-closed stream. Per the spec
           // this is returned as-is; no decoder is set up for it.
           const emptyStream = new ReadableStream();
-          readableStreamClose(emptyStream);
+          streams().readableStreamClose(emptyStream);
           return emptyStream;
         }
         return inner.stream.pipeThrough(new TextDecoderStream());
@@ -442,13 +428,13 @@ function packageData(bytes, type, mimeType) {
       return TypedArrayPrototypeGetBuffer(chunkToU8(bytes));
     case "Blob":
       return new Blob([bytes], {
-        type: mimeType !== null ? mimesniff.serializeMimeType(mimeType) : "",
+        type: mimeType !== null ? mimesniff().serializeMimeType(mimeType) : "",
       });
     case "bytes":
       return chunkToU8(bytes);
     case "FormData": {
       if (mimeType !== null) {
-        const essence = mimesniff.essence(mimeType);
+        const essence = mimesniff().essence(mimeType);
         if (essence === "multipart/form-data") {
           const boundary = mimeType.parameters.get("boundary");
           if (boundary === null) {
@@ -456,11 +442,11 @@ function packageData(bytes, type, mimeType) {
               "Cannot turn into form data: missing boundary parameter in mime type of multipart form data",
             );
           }
-          return parseFormData(chunkToU8(bytes), boundary);
+          return formData().parseFormData(chunkToU8(bytes), boundary);
         } else if (essence === "application/x-www-form-urlencoded") {
           // TODO(@AaronO): pass as-is with StringOrBuffer in op-layer
           const entries = parseUrlEncoded(chunkToU8(bytes));
-          return formDataFromEntries(
+          return formData().formDataFromEntries(
             ArrayPrototypeMap(
               entries,
               (x) => ({ name: x[0], value: x[1] }),
@@ -491,13 +477,6 @@ function extractBody(object) {
   if (typeof object === "string") {
     source = object;
     contentType = "text/plain;charset=UTF-8";
-  } else if (ObjectPrototypeIsPrototypeOf(BlobPrototype, object)) {
-    stream = object.stream();
-    source = object;
-    length = object.size;
-    if (object.type.length !== 0) {
-      contentType = object.type;
-    }
   } else if (ArrayBufferIsView(object)) {
     const tag = TypedArrayPrototypeGetSymbolToStringTag(object);
     if (tag !== undefined) {
@@ -521,12 +500,6 @@ function extractBody(object) {
     source = TypedArrayPrototypeSlice(object);
   } else if (isArrayBuffer(object)) {
     source = TypedArrayPrototypeSlice(new Uint8Array(object));
-  } else if (ObjectPrototypeIsPrototypeOf(FormDataPrototype, object)) {
-    const res = formDataToBlob(object);
-    stream = res.stream();
-    source = res;
-    length = res.size;
-    contentType = res.type;
   } else if (
     ObjectPrototypeIsPrototypeOf(URLSearchParamsPrototype, object)
   ) {
@@ -534,8 +507,21 @@ function extractBody(object) {
     // deno-lint-ignore deno-internal/prefer-primordials
     source = object.toString();
     contentType = "application/x-www-form-urlencoded;charset=UTF-8";
-  } else if (ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, object)) {
-    if (object.locked || isReadableStreamDisturbed(object)) {
+  } else if (isBlob(object)) {
+    stream = object.stream();
+    source = object;
+    length = object.size;
+    if (object.type.length !== 0) {
+      contentType = object.type;
+    }
+  } else if (isFormData(object)) {
+    const res = formData().formDataToBlob(object);
+    stream = res.stream();
+    source = res;
+    length = res.size;
+    contentType = res.type;
+  } else if (isReadableStream(object)) {
+    if (object.locked || streams().isReadableStreamDisturbed(object)) {
       throw new TypeError("ReadableStream is locked or disturbed");
     }
     // Fast path: this stream was materialized from a static body and has not
@@ -626,21 +612,24 @@ webidl.converters["BodyInit_DOMString"] = (V, prefix, context, opts) => {
   // returns strings as-is).
   if (typeof V === "string") return V;
   // Union for (ReadableStream or Blob or ArrayBufferView or ArrayBuffer or FormData or URLSearchParams or USVString)
-  if (ObjectPrototypeIsPrototypeOf(ReadableStreamPrototype, V)) {
-    return webidl.converters["ReadableStream"](V, prefix, context, opts);
-  } else if (ObjectPrototypeIsPrototypeOf(BlobPrototype, V)) {
-    return webidl.converters["Blob"](V, prefix, context, opts);
-  } else if (ObjectPrototypeIsPrototypeOf(FormDataPrototype, V)) {
-    return webidl.converters["FormData"](V, prefix, context, opts);
-  } else if (ObjectPrototypeIsPrototypeOf(URLSearchParamsPrototype, V)) {
+  // functions-host: the types whose scripts are always loaded are tried first; the others are
+  // loaded only for an object body that is none of those.
+  if (ObjectPrototypeIsPrototypeOf(URLSearchParamsPrototype, V)) {
     return webidl.converters["URLSearchParams"](V, prefix, context, opts);
   }
-  if (typeof V === "object") {
+  if (typeof V === "object" && V !== null) {
     if (isAnyArrayBuffer(V)) {
       return webidl.converters["ArrayBuffer"](V, prefix, context, opts);
     }
     if (ArrayBufferIsView(V)) {
       return webidl.converters["ArrayBufferView"](V, prefix, context, opts);
+    }
+    if (isReadableStream(V)) {
+      return webidl.converters["ReadableStream"](V, prefix, context, opts);
+    } else if (isBlob(V)) {
+      return webidl.converters["Blob"](V, prefix, context, opts);
+    } else if (isFormData(V)) {
+      return webidl.converters["FormData"](V, prefix, context, opts);
     }
     if (webidl.isAsyncSequence(V) && !isStringObject(V)) {
       return webidl.converters["async_sequence<Uint8Array>"](
@@ -660,5 +649,5 @@ webidl.converters["BodyInit_DOMString?"] = webidl.createNullableConverter(
   webidl.converters["BodyInit_DOMString"],
 );
 
-return { extractBody, InnerBody, mixinBody, packageData };
+return { extractBody, InnerBody, isStaticBody, mixinBody, packageData };
 })();

@@ -32,9 +32,13 @@ const { URL } = core.loadExtScript("ext:deno_web/00_url.js");
 const { extractBody, mixinBody } = core.loadExtScript(
   "ext:fetch/22_body.js",
 );
-const { getLocationHref } = core.loadExtScript("ext:deno_web/12_location.js");
-const { extractMimeType } = core.loadExtScript("ext:deno_web/01_mimesniff.js");
-const { blobFromObjectUrl } = core.loadExtScript("ext:deno_web/09_file.js");
+// functions-host: loaded on first use, not with this script (see 22_body.js).
+const getLocationHref = () =>
+  core.loadExtScript("ext:deno_web/12_location.js").getLocationHref();
+const extractMimeType = (values) =>
+  core.loadExtScript("ext:deno_web/01_mimesniff.js").extractMimeType(values);
+const blobFromObjectUrl = (url) =>
+  core.loadExtScript("ext:deno_web/09_file.js").blobFromObjectUrl(url);
 const {
   fillHeaders,
   getDecodeSplitHeader,

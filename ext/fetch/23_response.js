@@ -19,8 +19,11 @@ const {
 const { extractBody, mixinBody } = core.loadExtScript(
   "ext:fetch/22_body.js",
 );
-const { getLocationHref } = core.loadExtScript("ext:deno_web/12_location.js");
-const { extractMimeType } = core.loadExtScript("ext:deno_web/01_mimesniff.js");
+// functions-host: loaded on first use, not with this script (see 22_body.js).
+const getLocationHref = () =>
+  core.loadExtScript("ext:deno_web/12_location.js").getLocationHref();
+const extractMimeType = (values) =>
+  core.loadExtScript("ext:deno_web/01_mimesniff.js").extractMimeType(values);
 const { URL } = core.loadExtScript("ext:deno_web/00_url.js");
 const {
   fillHeaderList,

@@ -43,21 +43,29 @@ const event = load("ext:deno_web/02_event.js");
 const timers = load("ext:deno_web/02_timers.js");
 const abortSignal = load("ext:deno_web/03_abort_signal.js");
 const base64 = load("ext:deno_web/05_base64.js");
-const streams = load("ext:deno_web/06_streams.js");
 const encoding = load("ext:deno_web/08_text_encoding.js");
-const file = load("ext:deno_web/09_file.js");
-const performance = load("ext:deno_web/15_performance.js");
 const headers = load("ext:fetch/20_headers.js");
-const formData = load("ext:fetch/21_formdata.js");
 const request = load("ext:fetch/23_request.js");
 const response = load("ext:fetch/23_response.js");
 const { Request, fromInnerRequest, newInnerRequest } = request;
-const { extractBody } = load("ext:fetch/22_body.js");
+const { extractBody, isStaticBody } = load("ext:fetch/22_body.js");
 const { Response, ResponsePrototype, toInnerResponse } = response;
-// Loaded on first use, in the isolate that uses them: most functions never fetch, sign, match
-// URL patterns, compress, post messages or set a location, and a smaller snapshot starts faster
-// (every isolate deserializes all of it).
+// Loaded on first use, in the isolate that uses them: most functions never stream, fetch, sign,
+// make blobs or forms, time themselves, match URL patterns, compress, post messages or set a
+// location, and a smaller snapshot starts faster (every isolate deserializes all of it).
 const fetchScript = () => load("ext:fetch/26_fetch.js");
+const streamsScript = () => load("ext:deno_web/06_streams.js");
+const fileScript = () => load("ext:deno_web/09_file.js");
+const formDataScript = () => load("ext:fetch/21_formdata.js");
+let performanceScriptLoaded = null;
+/** The performance timeline: `performance.timeOrigin` is when the isolate was created. */
+const performanceScript = () => {
+  if (performanceScriptLoaded === null) {
+    performanceScriptLoaded = load("ext:deno_web/15_performance.js");
+    performanceScriptLoaded.setTimeOrigin();
+  }
+  return performanceScriptLoaded;
+};
 const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
 const urlPatternScript = () => load("ext:deno_web/01_urlpattern.js");
 const messagePortScript = () => load("ext:deno_web/13_message_port.js");
@@ -137,7 +145,7 @@ core.defineGlobalProperties(globalThis, {
   Headers: nonEnumerable(headers.Headers),
   Request: nonEnumerable(Request),
   Response: nonEnumerable(Response),
-  FormData: nonEnumerable(formData.FormData),
+  FormData: core.propNonEnumerableLazyLoaded((m) => m.FormData, formDataScript),
   // URL
   URL: nonEnumerable(url.URL),
   URLSearchParams: nonEnumerable(url.URLSearchParams),
@@ -161,10 +169,10 @@ core.defineGlobalProperties(globalThis, {
   setInterval: writable(timers.setInterval),
   clearInterval: writable(timers.clearInterval),
   structuredClone: core.propWritableLazyLoaded((m) => m.structuredClone, messagePortScript),
-  performance: writable(performance.performance),
+  performance: core.propWritableLazyLoaded((m) => m.performance, performanceScript),
   scheduler: writable(scheduler),
   Scheduler: nonEnumerable(Scheduler),
-  Performance: nonEnumerable(performance.Performance),
+  Performance: core.propNonEnumerableLazyLoaded((m) => m.Performance, performanceScript),
   // DOM: events, aborting, exceptions
   DOMException: nonEnumerable(domException.DOMException),
   Event: nonEnumerable(event.Event),
@@ -179,21 +187,21 @@ core.defineGlobalProperties(globalThis, {
   AbortController: nonEnumerable(abortSignal.AbortController),
   AbortSignal: nonEnumerable(abortSignal.AbortSignal),
   // Streams, files, compression
-  ReadableStream: nonEnumerable(streams.ReadableStream),
-  ReadableStreamDefaultReader: nonEnumerable(streams.ReadableStreamDefaultReader),
-  ReadableStreamBYOBReader: nonEnumerable(streams.ReadableStreamBYOBReader),
-  ReadableStreamBYOBRequest: nonEnumerable(streams.ReadableStreamBYOBRequest),
-  ReadableByteStreamController: nonEnumerable(streams.ReadableByteStreamController),
-  ReadableStreamDefaultController: nonEnumerable(streams.ReadableStreamDefaultController),
-  WritableStream: nonEnumerable(streams.WritableStream),
-  WritableStreamDefaultWriter: nonEnumerable(streams.WritableStreamDefaultWriter),
-  WritableStreamDefaultController: nonEnumerable(streams.WritableStreamDefaultController),
-  TransformStream: nonEnumerable(streams.TransformStream),
-  TransformStreamDefaultController: nonEnumerable(streams.TransformStreamDefaultController),
-  ByteLengthQueuingStrategy: nonEnumerable(streams.ByteLengthQueuingStrategy),
-  CountQueuingStrategy: nonEnumerable(streams.CountQueuingStrategy),
-  Blob: nonEnumerable(file.Blob),
-  File: nonEnumerable(file.File),
+  ReadableStream: core.propNonEnumerableLazyLoaded((m) => m.ReadableStream, streamsScript),
+  ReadableStreamDefaultReader: core.propNonEnumerableLazyLoaded((m) => m.ReadableStreamDefaultReader, streamsScript),
+  ReadableStreamBYOBReader: core.propNonEnumerableLazyLoaded((m) => m.ReadableStreamBYOBReader, streamsScript),
+  ReadableStreamBYOBRequest: core.propNonEnumerableLazyLoaded((m) => m.ReadableStreamBYOBRequest, streamsScript),
+  ReadableByteStreamController: core.propNonEnumerableLazyLoaded((m) => m.ReadableByteStreamController, streamsScript),
+  ReadableStreamDefaultController: core.propNonEnumerableLazyLoaded((m) => m.ReadableStreamDefaultController, streamsScript),
+  WritableStream: core.propNonEnumerableLazyLoaded((m) => m.WritableStream, streamsScript),
+  WritableStreamDefaultWriter: core.propNonEnumerableLazyLoaded((m) => m.WritableStreamDefaultWriter, streamsScript),
+  WritableStreamDefaultController: core.propNonEnumerableLazyLoaded((m) => m.WritableStreamDefaultController, streamsScript),
+  TransformStream: core.propNonEnumerableLazyLoaded((m) => m.TransformStream, streamsScript),
+  TransformStreamDefaultController: core.propNonEnumerableLazyLoaded((m) => m.TransformStreamDefaultController, streamsScript),
+  ByteLengthQueuingStrategy: core.propNonEnumerableLazyLoaded((m) => m.ByteLengthQueuingStrategy, streamsScript),
+  CountQueuingStrategy: core.propNonEnumerableLazyLoaded((m) => m.CountQueuingStrategy, streamsScript),
+  Blob: core.propNonEnumerableLazyLoaded((m) => m.Blob, fileScript),
+  File: core.propNonEnumerableLazyLoaded((m) => m.File, fileScript),
   CompressionStream: core.propNonEnumerableLazyLoaded((m) => m.CompressionStream, compressionScript),
   DecompressionStream: core.propNonEnumerableLazyLoaded(
     (m) => m.DecompressionStream,
@@ -299,7 +307,7 @@ async function respond(res) {
   const inner = toInnerResponse(res);
   const list = inner.headerList;
   const stream = inner.body?.streamOrStatic;
-  if (!ObjectPrototypeIsPrototypeOf(streams.ReadableStreamPrototype, stream)) {
+  if (inner.body === null || isStaticBody(stream)) {
     let body = null;
     if (inner.body !== null && stream.consumed) {
       // Fails as reading a used body does.
@@ -374,7 +382,6 @@ async function settleWaitUntil(pending) {
  * response (see below).
  */
 async function dispatch(ns) {
-  performance.setTimeOrigin();
   const head = op_invocation_request();
   const handler = ns.default;
   const pending = [];

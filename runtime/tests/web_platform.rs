@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use functions_runtime::Function;
 use functions_runtime::Module;
 use functions_runtime::Request;
+use functions_runtime::ResponseBody;
 
 mod common;
 use common::engine;
+use common::header;
 use common::run;
 use common::text;
 use common::with_net;
@@ -258,6 +260,45 @@ async fn the_minimum_common_web_api_is_there() {
             "domException": 8,
         })
     );
+}
+
+/// Streams, blobs, forms and the performance timeline are loaded on first use (not held in the
+/// base snapshot): a stream made by a blob before any stream global was touched is still a stream
+/// to `Response` and to the host, and the time origin is the isolate's.
+#[tokio::test]
+async fn scripts_loaded_on_first_use_behave_as_if_always_there() {
+    let engine = engine();
+    let f = Function::javascript(
+        "lazy",
+        r#"export default {
+      async fetch() {
+        const before = Date.now();
+        const elapsed = performance.now();
+        const origin = performance.timeOrigin;
+        const stream = new Blob(["streamed ", "body"]).stream();
+        return new Response(stream, {
+          headers: {
+            "x-time": String(elapsed >= 0 && Math.abs(origin + elapsed - before) < 1000),
+            "x-form": String(await new Response(new URLSearchParams("a=1")).formData().then((f) => f.get("a"))),
+            "x-blob": String(await new Response(new Blob(["blob"])).text()),
+          },
+        });
+      },
+    }"#,
+    );
+    let outcome = engine.invoke(&f, Request::get("http://localhost/")).await;
+    let response = outcome.result.unwrap();
+    assert_eq!(header(&response, "x-time"), Some("true"));
+    assert_eq!(header(&response, "x-form"), Some("1"));
+    assert_eq!(header(&response, "x-blob"), Some("blob"));
+    let ResponseBody::Stream(mut stream) = response.body else {
+        panic!("the blob's stream was not streamed");
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend(chunk.unwrap());
+    }
+    assert_eq!(body, b"streamed body");
 }
 
 #[tokio::test]
