@@ -222,8 +222,9 @@ async fn op_invocation_body_end(state: Rc<RefCell<OpState>>, #[string] error: Op
 }
 
 /// Runs `warmup.js` on the runtime that builds the base snapshot: one sample invocation of each
-/// handler shape, so that V8 compiles the dispatch path and the web APIs it touches there and keeps
-/// their bytecode in the snapshot, instead of compiling them lazily in every new isolate.
+/// handler shape, one of them awaiting a timer, so that V8 compiles the dispatch path and the web
+/// APIs it touches there and keeps their bytecode in the snapshot, instead of compiling them lazily
+/// in every new isolate.
 ///
 /// # Panics
 /// When a sample invocation does not answer 200: the dispatcher is broken.
@@ -237,27 +238,32 @@ pub fn warm_up(runtime: &mut JsRuntime) {
             body: b"warm".to_vec(),
             env: BTreeMap::new(),
         },
+        InvocationRequest::get("http://localhost/timer"),
     ];
+    let event_loop = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime for the warm-up's timer");
+    // Timers are scheduled (on tokio's clock) by the call itself, before the loop runs.
+    let _entered = event_loop.enter();
     let warm = runtime
         .execute_script("ext:host/warmup.js", include_str!("warmup.js"))
         .expect("warmup.js evaluates to a function");
     for (round, request) in (0..).zip(rounds) {
         runtime.op_state().borrow_mut().put(request);
-        {
+        let promise = {
             deno_core::scope!(scope, runtime);
             let warm = v8::Local::<v8::Function>::try_from(v8::Local::new(scope, &warm))
                 .expect("warmup.js evaluates to a function");
             let undefined = v8::undefined(scope).into();
             let argument = v8::Integer::new(scope, round).into();
             let promise = warm.call(scope, undefined, &[argument]).unwrap();
-            scope.perform_microtask_checkpoint();
-            let promise = v8::Local::<v8::Promise>::try_from(promise).unwrap();
-            assert_eq!(
-                promise.state(),
-                v8::PromiseState::Fulfilled,
-                "warm-up round {round} did not settle"
-            );
-        }
+            v8::Global::new(scope, promise)
+        };
+        let settled = runtime.resolve(promise);
+        event_loop
+            .block_on(runtime.with_event_loop_promise(Box::pin(settled), Default::default()))
+            .unwrap_or_else(|error| panic!("warm-up round {round} failed: {error}"));
         let response = runtime.op_state().borrow_mut().take::<InvocationResponse>();
         assert_eq!(
             response.status, 200,
