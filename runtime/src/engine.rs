@@ -262,6 +262,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker threads.
     pub fn new(config: EngineConfig) -> Self {
+        use_fast_entropy();
         let snapshot = config
             .use_snapshot
             .then_some(functions_snapshots::BASE_SNAPSHOT);
@@ -389,4 +390,16 @@ fn stopped_compile_error(function: &Function) -> CompileError {
         line: 0,
         column: 0,
     }
+}
+
+/// Seeds V8's random number generators (`Math.random`, hash seeds, address-space layout) from
+/// a thread-local CSPRNG that the operating system reseeds, instead of V8's default of opening and
+/// reading `/dev/urandom` three times for every isolate created.
+fn use_fast_entropy() {
+    fn fill(buffer: &mut [u8]) -> bool {
+        rand::fill(buffer);
+        true
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| deno_core::v8::V8::set_entropy_source(fill));
 }

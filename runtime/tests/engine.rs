@@ -410,3 +410,23 @@ async fn typescript_syntax_errors_are_compile_errors() {
     let missing_entry = functions_runtime::compile_files("syntax", "b.ts", &BTreeMap::new());
     assert!(missing_entry.unwrap_err().message.contains("'b.ts'"));
 }
+
+/// Every fresh isolate seeds its own random number generators: `Math.random` and
+/// `crypto.getRandomValues` never repeat another isolate's sequence.
+#[tokio::test]
+async fn fresh_isolates_do_not_share_random_sequences() {
+    let engine = engine();
+    let f = Function::javascript(
+        "random",
+        "export default () => ({ math: [Math.random(), Math.random()], crypto: Array.from(crypto.getRandomValues(new Uint32Array(4))) })",
+    );
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let response = run(&engine, &f, Request::json("{}")).await;
+        assert!(
+            seen.insert(text(&response).to_owned()),
+            "an isolate repeated another's random values: {}",
+            text(&response)
+        );
+    }
+}
