@@ -89,6 +89,13 @@ fn snapshot_with(scripts: Vec<&'static str>) -> &'static [u8] {
     Box::leak(output.output)
 }
 
+/// Benchmarks `parts/{name}`: creating a runtime with `options()` and dropping it.
+fn bench_creation(c: &mut Criterion, name: &str, options: impl Fn() -> RuntimeOptions) {
+    c.bench_function(&format!("parts/{name}"), |b| {
+        b.iter(|| drop(JsRuntime::new(options())))
+    });
+}
+
 fn parts(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -106,29 +113,21 @@ fn parts(c: &mut Criterion) {
         "parts/deno_core: snapshot {} KiB",
         deno_core_only.len() / 1024
     );
-    c.bench_function("parts/deno_core", |b| {
-        b.iter(|| {
-            drop(JsRuntime::new(RuntimeOptions {
-                startup_snapshot: Some(deno_core_only),
-                skip_op_registration: true,
-                ..Default::default()
-            }))
-        })
+    bench_creation(c, "deno_core", || RuntimeOptions {
+        startup_snapshot: Some(deno_core_only),
+        skip_op_registration: true,
+        ..Default::default()
     });
     let mut scripts = Vec::new();
     for (name, added) in STEPS {
         scripts.extend_from_slice(added);
         let snapshot = snapshot_with(scripts.clone());
         println!("parts/{name}: snapshot {} KiB", snapshot.len() / 1024);
-        c.bench_function(&format!("parts/{name}"), |b| {
-            b.iter(|| {
-                drop(JsRuntime::new(RuntimeOptions {
-                    startup_snapshot: Some(snapshot),
-                    skip_op_registration: true,
-                    extensions: extensions_without_global_scope(),
-                    ..Default::default()
-                }))
-            })
+        bench_creation(c, name, || RuntimeOptions {
+            startup_snapshot: Some(snapshot),
+            skip_op_registration: true,
+            extensions: extensions_without_global_scope(),
+            ..Default::default()
         });
     }
     let base = deno_core::snapshot::create_snapshot(
@@ -138,16 +137,12 @@ fn parts(c: &mut Criterion) {
     .unwrap();
     let base: &'static [u8] = Box::leak(base.output);
     println!("parts/base: snapshot {} KiB", base.len() / 1024);
-    c.bench_function("parts/base", |b| {
-        b.iter(|| {
-            drop(JsRuntime::new(RuntimeOptions {
-                startup_snapshot: Some(base),
-                skip_op_registration: true,
-                residual_lazy_js_sources: functions_snapshots::RESIDUAL_LAZY_JS,
-                extensions: functions_ext::extensions(),
-                ..Default::default()
-            }))
-        })
+    bench_creation(c, "base", || RuntimeOptions {
+        startup_snapshot: Some(base),
+        skip_op_registration: true,
+        residual_lazy_js_sources: functions_snapshots::RESIDUAL_LAZY_JS,
+        extensions: functions_ext::extensions(),
+        ..Default::default()
     });
 }
 

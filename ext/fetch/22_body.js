@@ -114,9 +114,7 @@ class InnerBody {
   }
 
   get stream() {
-    if (
-      isStaticBody(this.streamOrStatic)
-    ) {
+    if (isStaticBody(this.streamOrStatic)) {
       const { body, consumed } = this.streamOrStatic;
       if (consumed) {
         this.streamOrStatic = new ReadableStream();
@@ -161,9 +159,7 @@ class InnerBody {
    * @returns {boolean}
    */
   unusable() {
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       return this.streamOrStatic.locked ||
         streams().isReadableStreamDisturbed(this.streamOrStatic);
     }
@@ -174,9 +170,7 @@ class InnerBody {
    * @returns {boolean}
    */
   consumed() {
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       return streams().isReadableStreamDisturbed(this.streamOrStatic);
     }
     return this.streamOrStatic.consumed;
@@ -188,9 +182,7 @@ class InnerBody {
    */
   consume() {
     if (this.unusable()) throw new TypeError("Body already consumed");
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       streams().readableStreamThrowIfErrored(this.stream);
       return PromisePrototypeCatch(
         streams().readableStreamCollectIntoUint8Array(this.stream),
@@ -211,9 +203,7 @@ class InnerBody {
   }
 
   cancel(error) {
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       this.streamOrStatic.cancel(error);
     } else {
       this.streamOrStatic.consumed = true;
@@ -221,9 +211,7 @@ class InnerBody {
   }
 
   error(error) {
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       streams().errorReadableStream(this.streamOrStatic, error);
     } else {
       this.streamOrStatic.consumed = true;
@@ -235,9 +223,7 @@ class InnerBody {
    */
   clone() {
     let second;
-    if (
-      isStaticBody(this.streamOrStatic) && !this.streamOrStatic.consumed
-    ) {
+    if (isStaticBody(this.streamOrStatic) && !this.streamOrStatic.consumed) {
       second = new InnerBody({
         body: this.streamOrStatic.body,
         consumed: false,
@@ -257,9 +243,7 @@ class InnerBody {
    */
   createProxy() {
     let proxyStreamOrStatic;
-    if (
-      !isStaticBody(this.streamOrStatic)
-    ) {
+    if (!isStaticBody(this.streamOrStatic)) {
       proxyStreamOrStatic = streams().createProxy(this.streamOrStatic);
     } else {
       proxyStreamOrStatic = { ...this.streamOrStatic };
