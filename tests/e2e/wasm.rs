@@ -1,8 +1,6 @@
 //! WebAssembly functions end to end: real guests built with their language's toolchain
 //! (`.ci/run` installs them), deployed with the CLI, called over HTTP.
 
-use std::process::Command;
-
 use crate::harness::Server;
 use crate::harness::build_c;
 use crate::harness::fixtures;
@@ -174,7 +172,7 @@ fn the_cli_compiles_a_source_file_with_the_local_toolchain_or_says_what_to_insta
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
     let source = repository().join("examples/c/hello.c");
-    let output = Command::new(crate::harness::BINARY)
+    let output = crate::harness::command(crate::harness::BINARY)
         .args(["deploy", source.to_str().unwrap(), "--name", "from-source"])
         .env("FUNCTIONS_HOST_URL", &server.base)
         .output()
@@ -202,7 +200,7 @@ fn the_cli_compiles_a_source_file_with_the_local_toolchain_or_says_what_to_insta
     ] {
         let path = empty.path().join(file);
         std::fs::write(&path, "// a guest\n").unwrap();
-        let mut command = Command::new(crate::harness::BINARY);
+        let mut command = crate::harness::command(crate::harness::BINARY);
         command
             .args(["deploy", path.to_str().unwrap()])
             .env("FUNCTIONS_HOST_URL", &server.base)
@@ -368,7 +366,7 @@ fn guest_libraries_turn_json_events_into_arguments_and_results_into_json() {
 #[test]
 fn a_new_rust_project_is_also_a_cargo_package() {
     let work = tempfile::tempdir().unwrap();
-    let output = Command::new(crate::harness::BINARY)
+    let output = crate::harness::command(crate::harness::BINARY)
         .args(["new", "greeter", "--lang", "rust"])
         .current_dir(work.path())
         .output()
@@ -381,7 +379,7 @@ fn a_new_rust_project_is_also_a_cargo_package() {
     // Built natively here (cargo cannot drive Debian's rustc 1.63 for wasm): the manifest and
     // the copy of functions-guest it carries are a package cargo builds offline.
     let project = work.path().join("greeter");
-    let build = Command::new(env!("CARGO"))
+    let build = crate::harness::command(env!("CARGO"))
         .args(["build", "--offline", "--quiet"])
         .env("CARGO_TARGET_DIR", work.path().join("target"))
         .current_dir(&project)
@@ -392,7 +390,7 @@ fn a_new_rust_project_is_also_a_cargo_package() {
         "{}",
         String::from_utf8_lossy(&build.stderr)
     );
-    let mut run = Command::new(work.path().join("target/debug/greeter"))
+    let mut run = crate::harness::command(work.path().join("target/debug/greeter"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -409,7 +407,7 @@ fn new_projects_deploy_as_they_are() {
     let work = tempfile::tempdir().unwrap();
     for lang in ["c", "rust", "go", "zig", "typescript"] {
         let name = format!("new-{lang}");
-        let output = Command::new(crate::harness::BINARY)
+        let output = crate::harness::command(crate::harness::BINARY)
             .args(["new", &name, "--lang", lang])
             .current_dir(work.path())
             .output()
@@ -444,7 +442,7 @@ fn new_projects_deploy_as_they_are() {
         );
     }
     // A name that is taken, or a language without a template, is refused.
-    let again = Command::new(crate::harness::BINARY)
+    let again = crate::harness::command(crate::harness::BINARY)
         .args(["new", "new-c", "--lang", "c"])
         .current_dir(work.path())
         .output()
@@ -456,7 +454,7 @@ fn new_projects_deploy_as_they_are() {
 #[test]
 fn the_go_guest_package_passes_its_own_tests() {
     // Native `go test`: the binding rules, as the Rust crate's tests check its own.
-    let output = Command::new("go")
+    let output = crate::harness::command("go")
         .args(["test", "./..."])
         .current_dir(repository().join("guest/go"))
         .output()
