@@ -114,23 +114,14 @@ fn http_cold_invocation(c: &mut Criterion) {
     let data = tempfile::tempdir().unwrap();
     let server = harness::Server::start(data.path());
     let base = server.base.clone();
-    let agent = ureq::AgentBuilder::new().build();
-    agent
-        .put(&format!("{base}/api/functions/bench"))
-        .set("content-type", "application/javascript")
-        .send_string(HANDLER)
+    let client = functions_host_client::Client::new(&base, None);
+    client
+        .deploy_source("bench", "application/javascript", HANDLER.as_bytes())
         .unwrap();
-    let url = format!("{base}/fn/bench/");
     c.bench_function("http/cold_invocation", |b| {
         b.iter(|| {
-            let body = agent
-                .post(&url)
-                .set("content-type", "application/json")
-                .send_string(r#"{"ok":true}"#)
-                .unwrap()
-                .into_string()
-                .unwrap();
-            assert_eq!(body, r#"{"ok":true}"#);
+            let reply = client.invoke("bench", br#"{"ok":true}"#).unwrap();
+            assert_eq!(reply.body, br#"{"ok":true}"#);
         })
     });
     drop(server);

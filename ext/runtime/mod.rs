@@ -90,12 +90,28 @@ impl Default for ResponseBody {
 impl ResponseBody {
     /// The whole body, reading a stream to its end; `Err` with the reason if the stream failed.
     pub async fn bytes(self) -> Result<Vec<u8>, String> {
+        self.bytes_within(usize::MAX)
+            .await
+            .map_err(|err| match err {
+                BodyError::Failed(reason) => reason,
+                BodyError::TooLarge => unreachable!("no body is larger than usize::MAX bytes"),
+            })
+    }
+
+    /// The whole body if it is at most `limit` bytes. A stream is read until it ends or passes
+    /// the limit, then dropped (cancelling it): a body without end costs `limit` bytes at most.
+    pub async fn bytes_within(self, limit: usize) -> Result<Vec<u8>, BodyError> {
         match self {
+            Self::Full(bytes) if bytes.len() > limit => Err(BodyError::TooLarge),
             Self::Full(bytes) => Ok(bytes),
             Self::Stream(mut stream) => {
                 let mut bytes = Vec::new();
                 while let Some(chunk) = stream.next().await {
-                    bytes.extend_from_slice(&chunk?);
+                    let chunk = chunk.map_err(BodyError::Failed)?;
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    bytes.extend_from_slice(&chunk);
                 }
                 Ok(bytes)
             }
@@ -109,6 +125,15 @@ impl ResponseBody {
             Self::Stream(_) => None,
         }
     }
+}
+
+/// Why [`ResponseBody::bytes_within`] has no body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The function's stream failed, for this reason.
+    Failed(String),
+    /// The body is larger than the limit.
+    TooLarge,
 }
 
 /// The chunks of a streamed response body. Dropping it tells the function its reader is gone

@@ -53,6 +53,7 @@ pub use function::MAX_RESPONSE_BYTES;
 pub use function::Settings;
 pub use functions_ext::console::LogLevel;
 pub use functions_ext::console::LogLine;
+pub use functions_ext::runtime::BodyError;
 pub use functions_ext::runtime::BodyStream;
 pub use functions_ext::runtime::InvocationRequest as Request;
 pub use functions_ext::runtime::InvocationResponse as Response;

@@ -89,7 +89,7 @@ fn a_thousand_calls_with_concurrency_four_run_once_in_order() {
         let reply = server.get(&format!("/api/calls/{id}?wait=120"));
         assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
         assert_eq!(reply.json(), json!({ "n": n * 2 }));
-        assert_eq!(reply.header("x-call-state").as_deref(), Some("finished"));
+        assert_eq!(reply.header("x-call-state"), Some("finished"));
         // Fetched once: then it is gone.
         assert_eq!(server.get(&format!("/api/calls/{id}")).status, 404);
     }
@@ -153,7 +153,7 @@ fn a_sigkill_loses_no_queued_call_and_fails_the_running_one() {
     let failed = server.get(&format!("/api/calls/{}?wait=60", ids[0]));
     assert_eq!(failed.status, 500, "{}", failed.text());
     assert_eq!(failed.json()["error"]["code"], "host_restarted");
-    assert_eq!(failed.header("x-call-state").as_deref(), Some("failed"));
+    assert_eq!(failed.header("x-call-state"), Some("failed"));
     for (n, id) in ids.iter().enumerate().skip(1) {
         let reply = server.get(&format!("/api/calls/{id}?wait=60"));
         assert_eq!(reply.status, 200, "call {n}: {}", reply.text());

@@ -2,7 +2,6 @@
 
 use std::io::BufRead;
 use std::io::BufReader;
-use std::io::Read;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
@@ -76,18 +75,19 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture_path(name)).unwrap()
 }
 
-/// A response, whatever its status.
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+/// A response, whatever its status: the client's, with assertions' shortcuts.
+pub struct Reply(functions_host_client::Reply);
+
+impl std::ops::Deref for Reply {
+    type Target = functions_host_client::Reply;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
+    /// The body as JSON; not JSON fails the test.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.text()))
     }
@@ -99,23 +99,14 @@ impl Reply {
             .unwrap_or_else(|| panic!("no error message in {}", self.text()))
             .to_owned()
     }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    }
 }
 
 /// One HTTP request to `base`.
 pub fn request(base: &str, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Reply {
-    let request = ureq::request(method, &format!("{base}{path}"));
-    let result = match body {
-        Some((content_type, bytes)) => request.set("content-type", content_type).send_bytes(bytes),
-        None => request.call(),
-    };
-    reply_of(method, path, result)
+    let reply = functions_host_client::Client::new(base, None)
+        .send(method, path, body)
+        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+    Reply(reply)
 }
 
 /// One HTTP request to `base` with extra headers.
@@ -136,39 +127,10 @@ pub fn request_with_headers_and_body(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Reply {
-    let mut request = ureq::request(method, &format!("{base}{path}"));
-    for (name, value) in headers {
-        request = request.set(name, value);
-    }
-    let result = match body {
-        Some(bytes) => request.send_bytes(bytes),
-        None => request.call(),
-    };
-    reply_of(method, path, result)
-}
-
-fn reply_of(method: &str, path: &str, result: Result<ureq::Response, ureq::Error>) -> Reply {
-    let response = match result {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
-        Err(err) => panic!("{method} {path}: {err}"),
-    };
-    let status = response.status();
-    let headers = response
-        .headers_names()
-        .into_iter()
-        .filter_map(|name| {
-            response
-                .header(&name)
-                .map(|value| (name.clone(), value.to_owned()))
-        })
-        .collect();
-    let mut body = Vec::new();
-    response.into_reader().read_to_end(&mut body).unwrap();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let reply = functions_host_client::Client::new(base, None)
+        .request(method, path, headers, body)
+        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+    Reply(reply)
 }
 
 /// What a CLI run printed.

@@ -10,8 +10,8 @@ use anyhow::Context;
 use anyhow::bail;
 use serde_json::json;
 
-use crate::client::Client;
 use crate::toolchain;
+use functions_host_client::Client;
 
 /// How often `logs --follow` asks for new lines.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -225,13 +225,7 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
     if args.private {
         manifest["public"] = false.into();
     }
-    let body = serde_json::to_vec(&manifest)?;
-    let reply = client.expect(
-        "PUT",
-        &format!("/api/functions/{name}"),
-        Some(("application/json", &body)),
-    )?;
-    let v = reply.json()?;
+    let v = client.deploy_manifest(&name, &manifest)?;
     println!(
         "Deployed {} version {} ({}): {}",
         v["name"].as_str().unwrap_or(&name),
@@ -249,12 +243,7 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
 /// `call NAME`: queues an asynchronous call with stdin as the payload; prints its id.
 pub fn call(client: &Client, name: &str) -> anyhow::Result<()> {
     let payload = payload_bytes(Some("-"))?;
-    let reply = client.expect(
-        "POST",
-        &format!("/api/functions/{name}/calls"),
-        Some(("application/json", &payload)),
-    )?;
-    println!("{}", reply.json()?["call_id"].as_str().unwrap_or(""));
+    println!("{}", client.call(name, &payload)?);
     Ok(())
 }
 
@@ -281,9 +270,7 @@ pub fn get(client: &Client, id: &str, wait: bool) -> anyhow::Result<()> {
 
 /// `invoke NAME [JSON|-]`: prints the response body; a non-2xx status fails.
 pub fn invoke(client: &Client, name: &str, payload: Option<&str>) -> anyhow::Result<()> {
-    let body = payload_bytes(payload)?;
-    let body = (!body.is_empty()).then_some(("application/json", body.as_slice()));
-    let reply = client.send("POST", &format!("/fn/{name}/"), body)?;
+    let reply = client.invoke(name, &payload_bytes(payload)?)?;
     if !reply.is_success() {
         bail!(reply.error_message());
     }
@@ -297,8 +284,7 @@ pub fn invoke(client: &Client, name: &str, payload: Option<&str>) -> anyhow::Res
 
 /// `ls`: one line per function.
 pub fn list(client: &Client) -> anyhow::Result<()> {
-    let v = client.expect("GET", "/api/functions", None)?.json()?;
-    let functions = v["functions"].as_array().cloned().unwrap_or_default();
+    let functions = client.list()?;
     println!(
         "{:<24} {:>7}  {:<10}  {:<24}  URL",
         "NAME", "VERSION", "LANGUAGE", "DEPLOYED"
@@ -318,7 +304,7 @@ pub fn list(client: &Client) -> anyhow::Result<()> {
 
 /// `rm NAME`
 pub fn remove(client: &Client, name: &str) -> anyhow::Result<()> {
-    client.expect("DELETE", &format!("/api/functions/{name}"), None)?;
+    client.delete(name)?;
     println!("Deleted {name}");
     Ok(())
 }
@@ -327,14 +313,7 @@ pub fn remove(client: &Client, name: &str) -> anyhow::Result<()> {
 pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
-        let v = client
-            .expect(
-                "GET",
-                &format!("/api/functions/{name}/logs?after={after}&limit=10000"),
-                None,
-            )?
-            .json()?;
-        let lines = v["logs"].as_array().cloned().unwrap_or_default();
+        let lines = client.logs(name, after, 10_000)?;
         let mut stdout = std::io::stdout().lock();
         for line in &lines {
             after = line["id"].as_i64().unwrap_or(after);
@@ -357,10 +336,37 @@ pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
     }
 }
 
+/// `serve`: opens the host, binds, and serves until Ctrl-C.
+pub async fn serve(
+    host: functions_host::HostBuilder,
+    listen: std::net::SocketAddr,
+    public_url: Option<String>,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let host = host.open().await?;
+    let keys = host.api_keys().count();
+    let server = functions_host_http::Server::bind(host, listen, public_url)?;
+    if keys > 0 {
+        eprintln!("functions-host: /api requires one of {keys} API keys");
+    }
+    // Tests and scripts wait for this line: the server accepts connections from here on.
+    println!(
+        "functions-host listening on http://{} (data in {})",
+        server.local_addr()?,
+        data.display()
+    );
+    server
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
 /// `run PATH [JSON]`: checks and runs the function once in-process; console output goes to stderr.
 pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let name = default_name(path)?;
-    crate::deploy::validate_name(&name)?;
+    functions_host::validate_name(&name)?;
     let body = payload_bytes(payload)?;
     let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
         workers: 1,

@@ -1,12 +1,8 @@
 //! `functions-host`: the server (`serve`) and the CLI that talks to it.
 
-mod client;
 mod commands;
-mod deploy;
 mod guest_libraries;
 mod scaffold;
-mod server;
-mod store;
 mod toolchain;
 
 use std::net::SocketAddr;
@@ -46,6 +42,10 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: SocketAddr,
+        /// The URL clients reach the server at, when not `http://` and the listen address (as
+        /// behind a proxy): the base of the URLs it answers.
+        #[arg(long)]
+        public_url: Option<String>,
         /// Directory of the embedded SQLite database.
         #[arg(long, default_value = ".functions")]
         data: PathBuf,
@@ -62,7 +62,7 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         prepared_isolates: usize,
         /// Cap on each function's stored logs, in bytes; the oldest lines go first.
-        #[arg(long, default_value_t = store::DEFAULT_LOG_CAP_BYTES)]
+        #[arg(long, default_value_t = functions_host::store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
         /// A file of API keys, one per line, that `/api` requests must carry (as
         /// `Authorization: Bearer KEY`), each optionally followed by its quotas
@@ -71,10 +71,10 @@ enum Command {
         #[arg(long)]
         api_keys_file: Option<PathBuf>,
         /// Calls of one function that may wait in its queue; more are refused with 429.
-        #[arg(long, default_value_t = server::DEFAULT_MAX_QUEUED)]
+        #[arg(long, default_value_t = functions_host::DEFAULT_MAX_QUEUED)]
         max_queued: usize,
         /// Cap on each function's unfetched asynchronous results, in bytes; the oldest go first.
-        #[arg(long, default_value_t = store::DEFAULT_RESULT_CAP_BYTES)]
+        #[arg(long, default_value_t = functions_host::store::DEFAULT_RESULT_CAP_BYTES)]
         result_cap_bytes: u64,
     },
     /// Deploy a function from a source file, or a directory of them.
@@ -98,6 +98,8 @@ enum Command {
     Ls,
     /// Delete a function, its versions and its logs.
     Rm { name: String },
+    /// Give a function a new call address (its key-less URL); the old one stops working.
+    Token { name: String },
     /// Print a function's logs.
     Logs {
         name: String,
@@ -121,25 +123,26 @@ enum Command {
 }
 
 /// The keys `serve` requires: from `--api-keys-file` and `FUNCTIONS_HOST_API_KEYS`.
-fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<server::ApiKeys> {
+fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<functions_host::ApiKeys> {
     let from_file = match file {
-        Some(path) => server::ApiKeys::parse(
+        Some(path) => functions_host::ApiKeys::parse(
             &std::fs::read_to_string(path)
                 .map_err(|err| anyhow::anyhow!("reading {}: {err}", path.display()))?,
         )?,
-        None => server::ApiKeys::default(),
+        None => functions_host::ApiKeys::default(),
     };
     let from_env = std::env::var("FUNCTIONS_HOST_API_KEYS").unwrap_or_default();
-    Ok(from_file.merge(server::ApiKeys::parse(&from_env)?))
+    Ok(from_file.merge(functions_host::ApiKeys::parse(&from_env)?))
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The server the client commands talk to.
-    let client = client::Client::new(&cli.server, cli.api_key.as_deref());
+    let client = functions_host_client::Client::new(&cli.server, cli.api_key.as_deref());
     let result = match cli.command {
         Command::Serve {
             listen,
+            public_url,
             data,
             workers,
             max_isolates,
@@ -156,20 +159,17 @@ fn main() -> std::process::ExitCode {
                 prepared_per_worker: prepared_isolates,
                 ..defaults
             };
-            let config = server::ServerConfig {
-                listen,
-                data_dir: data,
-                engine,
-                log_cap_bytes,
-                api_keys,
-                max_queued,
-                result_cap_bytes,
-            };
+            let host = functions_host::Host::builder()
+                .sqlite_with_log_cap(&data, log_cap_bytes)
+                .engine(engine)
+                .api_keys(api_keys)
+                .max_queued(max_queued)
+                .result_cap_bytes(result_cap_bytes);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(server::serve(config)))
+                .and_then(|rt| rt.block_on(commands::serve(host, listen, public_url, &data)))
         }),
         Command::Deploy(args) => commands::deploy(&client, &args),
         Command::Invoke { name, payload } => commands::invoke(&client, &name, payload.as_deref()),
@@ -177,6 +177,7 @@ fn main() -> std::process::ExitCode {
         Command::Get { call_id, wait } => commands::get(&client, &call_id, wait),
         Command::Ls => commands::list(&client),
         Command::Rm { name } => commands::remove(&client, &name),
+        Command::Token { name } => client.rotate_token(&name).map(|url| println!("{url}")),
         Command::Logs { name, follow } => commands::logs(&client, &name, follow),
         Command::Run { path, payload } => commands::run(&path, payload.as_deref()),
         Command::New { name, lang } => scaffold::new(&name, &lang),

@@ -79,7 +79,7 @@ fn files(name: &str, lang: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Creates the project directory `name` (which must not exist) and prints how to deploy it.
 pub fn new(name: &str, lang: &str) -> anyhow::Result<()> {
-    crate::deploy::validate_name(name)?;
+    functions_host::validate_name(name)?;
     let files = files(name, lang)?;
     let dir = Path::new(name);
     if dir.exists() {

@@ -1,4 +1,6 @@
-//! What a `PUT /api/functions/{name}` body means: a single source file or a JSON manifest.
+//! What a deploy means: a [`Manifest`], or the body of a `PUT /api/functions/{name}` (a single
+//! source file, a `.wasm` binary or a JSON manifest), checked and compiled into what a store
+//! keeps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,13 +16,61 @@ use functions_runtime::CompileError;
 use crate::store::NewDeployment;
 use crate::store::StoredWasm;
 
-/// Languages a deploy may name, and whether this server runs them yet.
-const LANGUAGES: &[(&str, &[&str], bool)] = &[
-    ("javascript", &["javascript", "js", "mjs", "jsx"], true),
-    ("typescript", &["typescript", "ts", "tsx", "mts"], true),
-    ("wasm", &["wasm", "webassembly"], true),
-    ("python", &["python", "py"], false),
+/// The language a function is deployed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// ES modules.
+    JavaScript,
+    /// TypeScript, transpiled to JavaScript at deploy.
+    TypeScript,
+    /// A WebAssembly guest.
+    Wasm,
+    /// Python (not run by this host yet).
+    Python,
+}
+
+/// Each language with the names and file extensions that mean it.
+const LANGUAGES: &[(Language, &[&str])] = &[
+    (Language::JavaScript, &["javascript", "js", "mjs", "jsx"]),
+    (Language::TypeScript, &["typescript", "ts", "tsx", "mts"]),
+    (Language::Wasm, &["wasm", "webassembly"]),
+    (Language::Python, &["python", "py"]),
 ];
+
+impl Language {
+    /// The canonical name, as stored and shown: `javascript`, `typescript`, `wasm`, `python`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JavaScript => "javascript",
+            Self::TypeScript => "typescript",
+            Self::Wasm => "wasm",
+            Self::Python => "python",
+        }
+    }
+
+    /// The language of a canonical name.
+    pub fn parse(name: &str) -> Option<Self> {
+        LANGUAGES
+            .iter()
+            .map(|(language, _)| *language)
+            .find(|language| language.as_str() == name)
+    }
+
+    /// The language a name or file extension (`ts`, `webassembly`, ...) means, in any case.
+    pub fn of_alias(value: &str) -> Option<Self> {
+        let value = value.to_ascii_lowercase();
+        LANGUAGES
+            .iter()
+            .find(|(_, aliases)| aliases.contains(&value.as_str()))
+            .map(|(language, _)| *language)
+    }
+
+    /// Whether this host runs it.
+    pub fn is_supported(self) -> bool {
+        self != Self::Python
+    }
+}
 
 /// Why a deploy was rejected (always a 400).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,21 +88,28 @@ fn bad(message: impl Into<String>) -> DeployError {
 }
 
 /// The JSON manifest form of a deploy.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// `javascript`, `typescript` or `wasm` (default: from the entry's extension).
     pub language: Option<String>,
+    /// The entry file's path (default: the only file).
     pub entry: Option<String>,
+    /// Files by path: sources as text, a `.wasm` binary as base64.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `invocation` (default: a fresh isolate each time) or `function` (warm isolates).
     pub isolation: Option<String>,
     /// Hosts (`host` or `host:port`) the function's `fetch` may reach.
     #[serde(default)]
     pub allow_net: Vec<String>,
+    /// Capabilities to other functions (not supported yet).
     #[serde(default)]
     pub bindings: BTreeMap<String, serde_json::Value>,
+    /// Limits (unset ones are the defaults).
     #[serde(default)]
     pub limits: FunctionLimits,
     /// Whether invoking it at `/fn/{name}` needs no API key (default true; a server without
@@ -122,30 +179,21 @@ impl FunctionLimits {
 }
 
 /// What the request said besides its body.
-#[derive(Debug, Default)]
-pub struct DeployHints<'a> {
+#[derive(Clone, Debug, Default)]
+pub struct DeployHints {
     /// `?lang=`
-    pub lang: Option<&'a str>,
+    pub lang: Option<String>,
     /// `?entry=` (a file name, also used to guess the language)
-    pub entry: Option<&'a str>,
+    pub entry: Option<String>,
     /// `?isolation=`
-    pub isolation: Option<&'a str>,
+    pub isolation: Option<String>,
     /// `?executor=` (WebAssembly)
-    pub executor: Option<&'a str>,
+    pub executor: Option<String>,
     /// The `Content-Type` header.
-    pub content_type: Option<&'a str>,
+    pub content_type: Option<String>,
 }
 
-/// The canonical name of a language name or file extension, if it is one.
-fn canonical_language(value: &str) -> Option<(&'static str, bool)> {
-    let value = value.to_ascii_lowercase();
-    LANGUAGES
-        .iter()
-        .find(|(_, aliases, _)| aliases.contains(&value.as_str()))
-        .map(|(name, _, supported)| (*name, *supported))
-}
-
-fn language_of_content_type(content_type: &str) -> Option<&'static str> {
+fn language_of_content_type(content_type: &str) -> Option<Language> {
     let essence = content_type
         .split(';')
         .next()
@@ -154,11 +202,11 @@ fn language_of_content_type(content_type: &str) -> Option<&'static str> {
         .to_ascii_lowercase();
     match essence.as_str() {
         "application/javascript" | "text/javascript" | "application/ecmascript" => {
-            Some("javascript")
+            Some(Language::JavaScript)
         }
-        "application/typescript" | "text/typescript" | "video/mp2t" => Some("typescript"),
-        "application/wasm" => Some("wasm"),
-        "text/x-python" | "application/x-python" => Some("python"),
+        "application/typescript" | "text/typescript" | "video/mp2t" => Some(Language::TypeScript),
+        "application/wasm" => Some(Language::Wasm),
+        "text/x-python" | "application/x-python" => Some(Language::Python),
         _ => None,
     }
 }
@@ -236,31 +284,31 @@ fn validate_host(entry: &str) -> Result<(), DeployError> {
 }
 
 fn is_manifest(hints: &DeployHints) -> bool {
-    let json = hints.content_type.is_some_and(|ct| {
+    let json = hints.content_type.as_deref().is_some_and(|ct| {
         ct.split(';')
             .next()
             .unwrap_or("")
             .trim()
             .eq_ignore_ascii_case("application/json")
     });
-    json || hints.lang == Some("manifest")
+    json || hints.lang.as_deref() == Some("manifest")
 }
 
 /// The language a deploy names (`?lang=`, the manifest's `language`, the `Content-Type`), if any.
 fn named_language(
     manifest_language: Option<&str>,
     hints: &DeployHints,
-) -> Result<Option<(&'static str, bool)>, DeployError> {
-    match manifest_language.or(hints.lang) {
-        Some(value) => canonical_language(value).map(Some).ok_or_else(|| {
+) -> Result<Option<Language>, DeployError> {
+    match manifest_language.or(hints.lang.as_deref()) {
+        Some(value) => Language::of_alias(value).map(Some).ok_or_else(|| {
             bad(format!(
                 "unknown language {value:?}: use javascript, typescript, wasm or python"
             ))
         }),
         None => Ok(hints
             .content_type
-            .and_then(language_of_content_type)
-            .and_then(canonical_language)),
+            .as_deref()
+            .and_then(language_of_content_type)),
     }
 }
 
@@ -274,19 +322,25 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
         ));
     }
     let raw_wasm = !is_manifest(hints)
-        && (named_language(None, hints)? == Some(("wasm", true))
-            || hints.entry.and_then(extension) == Some("wasm"));
+        && (named_language(None, hints)? == Some(Language::Wasm)
+            || hints.entry.as_deref().and_then(extension) == Some("wasm"));
     if raw_wasm {
-        return wasm_deployment(name, hints.executor, None, BTreeMap::new(), body.to_vec());
+        return wasm_deployment(
+            name,
+            hints.executor.as_deref(),
+            None,
+            BTreeMap::new(),
+            body.to_vec(),
+        );
     }
     let manifest = if is_manifest(hints) {
         serde_json::from_slice::<Manifest>(body)
             .map_err(|err| bad(format!("invalid manifest: {err}")))?
     } else {
         let source = std::str::from_utf8(body).map_err(|_| bad("the source is not UTF-8 text"))?;
-        let entry = match (hints.entry, named_language(None, hints)?) {
+        let entry = match (hints.entry.as_deref(), named_language(None, hints)?) {
             (Some(entry), _) => entry.to_owned(),
-            (None, Some(("typescript", _))) => "index.ts".to_owned(),
+            (None, Some(Language::TypeScript)) => "index.ts".to_owned(),
             (None, _) => "index.js".to_owned(),
         };
         Manifest {
@@ -295,6 +349,27 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             ..Manifest::default()
         }
     };
+    resolve(name, manifest, hints)
+}
+
+/// Checks a manifest for function `name` and compiles its files.
+pub fn from_manifest(name: &str, manifest: Manifest) -> Result<NewDeployment, DeployError> {
+    validate_name(name)?;
+    resolve(name, manifest, &DeployHints::default())
+}
+
+/// A WebAssembly binary as function `name` (the `command` executor, no environment).
+pub fn from_wasm(name: &str, binary: Vec<u8>) -> Result<NewDeployment, DeployError> {
+    validate_name(name)?;
+    wasm_deployment(name, None, None, BTreeMap::new(), binary)
+}
+
+/// Checks a manifest (with what the request said besides) and compiles its files.
+fn resolve(
+    name: &str,
+    manifest: Manifest,
+    hints: &DeployHints,
+) -> Result<NewDeployment, DeployError> {
     manifest.limits.validate()?;
     let entry = match (&manifest.entry, manifest.files.len()) {
         (Some(entry), _) => entry.clone(),
@@ -322,16 +397,16 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
     let language = match named_language(manifest.language.as_deref(), hints)? {
         Some(language) => language,
         None => extension(&entry)
-            .and_then(canonical_language)
-            .unwrap_or(("javascript", true)),
+            .and_then(Language::of_alias)
+            .unwrap_or(Language::JavaScript),
     };
-    if !language.1 {
+    if !language.is_supported() {
         return Err(bad(format!(
             "language {:?} is not supported by this server yet",
-            language.0
+            language.as_str()
         )));
     }
-    if language.0 == "wasm" {
+    if language == Language::Wasm {
         if manifest.files.len() > 1 {
             return Err(bad("a WebAssembly function is one .wasm file"));
         }
@@ -350,7 +425,7 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
                 "the WebAssembly file {entry:?} is not base64 (a manifest carries binaries as base64): {err}"
             ))
         })?;
-        let executor = manifest.executor.as_deref().or(hints.executor);
+        let executor = manifest.executor.as_deref().or(hints.executor.as_deref());
         let mut deployment = wasm_deployment(name, executor, Some(entry), manifest.env, binary)?;
         deployment.limits = manifest.limits;
         deployment.public = manifest.public.unwrap_or(true);
@@ -363,13 +438,13 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
     let isolation = manifest
         .isolation
         .as_deref()
-        .or(hints.isolation)
+        .or(hints.isolation.as_deref())
         .unwrap_or("invocation");
-    if functions_runtime::Isolation::parse(isolation).is_none() {
-        return Err(bad(format!(
+    let isolation = functions_runtime::Isolation::parse(isolation).ok_or_else(|| {
+        bad(format!(
             "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
-        )));
-    }
+        ))
+    })?;
     for host in &manifest.allow_net {
         validate_host(host)?;
     }
@@ -379,14 +454,14 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
     let modules = functions_runtime::compile_files(name, &entry, &manifest.files)?;
     Ok(NewDeployment {
         name: name.to_owned(),
-        language: language.0.to_owned(),
+        language,
         entry,
         modules,
         env: manifest.env,
-        isolation: isolation.to_owned(),
+        isolation,
         allow_net: manifest.allow_net,
         wasm: None,
-        executor: "command".to_owned(),
+        executor: functions_runtime::Executor::Command,
         limits: manifest.limits,
         public: manifest.public.unwrap_or(true),
     })
@@ -401,11 +476,11 @@ fn wasm_deployment(
     binary: Vec<u8>,
 ) -> Result<NewDeployment, DeployError> {
     let executor = executor.unwrap_or("command");
-    if functions_runtime::Executor::parse(executor).is_none() {
-        return Err(bad(format!(
+    let executor = functions_runtime::Executor::parse(executor).ok_or_else(|| {
+        bad(format!(
             "invalid executor {executor:?}: use \"command\" or \"wagi\""
-        )));
-    }
+        ))
+    })?;
     if functions_runtime::WasmKind::of(&binary).is_none() {
         return Err(bad(
             "not a WebAssembly binary (it does not start with \\0asm): send the compiled .wasm",
@@ -413,17 +488,17 @@ fn wasm_deployment(
     }
     Ok(NewDeployment {
         name: name.to_owned(),
-        language: "wasm".to_owned(),
+        language: Language::Wasm,
         entry: entry.unwrap_or_else(|| "main.wasm".to_owned()),
         modules: BTreeMap::new(),
         env,
-        isolation: "invocation".to_owned(),
+        isolation: functions_runtime::Isolation::Invocation,
         allow_net: Vec::new(),
         wasm: Some(StoredWasm {
             binary: binary.into(),
             artifact: Arc::from([]),
         }),
-        executor: executor.to_owned(),
+        executor,
         limits: FunctionLimits::default(),
         public: true,
     })
@@ -441,7 +516,7 @@ mod tests {
             let body =
                 format!(r#"{{"files":{{"a.js":"export default () => 1"}},"limits":{limits}}}"#);
             let hints = DeployHints {
-                content_type: Some("application/json"),
+                content_type: Some("application/json".into()),
                 ..DeployHints::default()
             };
             parse("f", &hints, body.as_bytes())
@@ -495,7 +570,7 @@ mod tests {
             ("javascript", "index.js")
         );
         let hints = DeployHints {
-            lang: Some("ts"),
+            lang: Some("ts".into()),
             ..DeployHints::default()
         };
         let d = parse("f", &hints, b"export default (e: unknown) => e").unwrap();
@@ -505,7 +580,7 @@ mod tests {
         );
         assert!(!d.modules["index.ts"].code.contains("unknown"));
         let hints = DeployHints {
-            lang: Some("wasm"),
+            lang: Some("wasm".into()),
             ..DeployHints::default()
         };
         assert!(
@@ -521,8 +596,8 @@ mod tests {
         );
         assert_eq!(&*d.wasm.unwrap().binary, b"\0asm\x01\0\0\0");
         let hints = DeployHints {
-            content_type: Some("application/wasm"),
-            executor: Some("cgi"),
+            content_type: Some("application/wasm".into()),
+            executor: Some("cgi".into()),
             ..DeployHints::default()
         };
         assert!(
@@ -532,7 +607,7 @@ mod tests {
                 .contains("invalid executor")
         );
         let hints = DeployHints {
-            lang: Some("cobol"),
+            lang: Some("cobol".into()),
             ..DeployHints::default()
         };
         assert!(
@@ -542,7 +617,7 @@ mod tests {
                 .contains("unknown language")
         );
         let hints = DeployHints {
-            entry: Some("main.py"),
+            entry: Some("main.py".into()),
             ..DeployHints::default()
         };
         assert!(
@@ -556,7 +631,7 @@ mod tests {
     #[test]
     fn manifests_carry_env_and_isolation() {
         let hints = DeployHints {
-            content_type: Some("application/json"),
+            content_type: Some("application/json".into()),
             ..DeployHints::default()
         };
         let body = br#"{"language":"javascript","entry":"main.js","files":{"main.js":"export default () => 1"},
@@ -570,7 +645,7 @@ mod tests {
         let body = br#"{"entry":"src/main.ts","files":{"src/main.ts":"import d from './d.json' with {type:'json'}; export default () => d",
       "src/d.json":"{}"},"allow_net":["api.example.com","localhost:8080","[::1]:80","10.0.0.1"]}"#;
         let d = parse("f", &hints, body).unwrap();
-        assert_eq!(d.language, "typescript");
+        assert_eq!(d.language, Language::TypeScript);
         assert_eq!(d.modules.len(), 2);
         assert_eq!(d.allow_net.len(), 4);
         for (body, expected) in [
@@ -655,8 +730,8 @@ mod tests {
             lang in proptest::option::of(prop_oneof!["javascript", "ts", "wasm", "python", "x"]),
         ) {
             let hints = DeployHints {
-                lang: lang.as_deref(),
-                content_type: content_type.as_deref(),
+                lang: lang.clone(),
+                content_type: content_type.clone(),
                 ..DeployHints::default()
             };
             let _ = parse("f", &hints, &body);
@@ -676,7 +751,7 @@ mod tests {
         ) {
             let manifest = serde_json::Value::Object(members.into_iter().collect());
             let hints = DeployHints {
-                content_type: Some("application/json"),
+                content_type: Some("application/json".into()),
                 ..DeployHints::default()
             };
             if let Ok(d) = parse("f", &hints, manifest.to_string().as_bytes()) {

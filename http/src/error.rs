@@ -1,4 +1,7 @@
-//! JSON errors: `{"error": {"code", "message", ...}}` with the right HTTP status.
+//! JSON errors: `{"error": {"code", "message", ...}}` with the right HTTP status, from the
+//! host's domain errors and the HTTP layer's own (no route, wrong method).
+
+use functions_host::ErrorKind;
 
 use super::body::Body;
 use http::HeaderValue;
@@ -11,6 +14,30 @@ use serde_json::json;
 /// An error answered to the client (boxed: handlers return it on every path).
 #[derive(Debug)]
 pub struct ApiError(Box<ErrorBody>);
+
+/// The status each kind of host error is answered with.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest | ErrorKind::CompileError => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::QueueFull | ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TimeLimit => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Cancelled | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<functions_host::Error> for ApiError {
+    fn from(err: functions_host::Error) -> Self {
+        let mut api = Self::new(status_of(err.kind()), err.kind().code(), err.message());
+        api.0.details = err.details().clone();
+        api.0.retry_after = err.retry_after().map(|after| after.as_secs());
+        api
+    }
+}
 
 #[derive(Debug)]
 struct ErrorBody {
@@ -26,6 +53,7 @@ struct ErrorBody {
 }
 
 impl ApiError {
+    /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self(Box::new(ErrorBody {
             status,
@@ -37,26 +65,12 @@ impl ApiError {
         }))
     }
 
+    /// A 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    pub fn not_found(name: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no function named {name:?}"),
-        )
-    }
-
-    pub fn internal(err: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            err.to_string(),
-        )
-    }
-
+    /// A 405 naming the methods allowed.
     pub fn method_not_allowed(allow: &'static str) -> Self {
         let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -65,45 +79,6 @@ impl ApiError {
         );
         err.0.allow = Some(allow);
         err
-    }
-
-    /// A management request without a valid `Authorization: Bearer` key.
-    pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this server requires an API key: Authorization: Bearer KEY \
-             (the CLI sends FUNCTIONS_HOST_API_KEY)",
-        )
-    }
-
-    /// A function whose queue holds `max` waiting calls already.
-    pub fn queue_full(name: &str, max: usize) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "queue_full",
-            format!("{max} calls of {name:?} are waiting already: try again later"),
-        )
-    }
-
-    /// A request whose key's request quota is spent for the next `retry_after`.
-    pub fn quota_spent(retry_after: std::time::Duration) -> Self {
-        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        let mut err = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            format!("this API key's request quota is spent: retry in {seconds} s"),
-        );
-        err.0.retry_after = Some(seconds.max(1));
-        err
-    }
-
-    /// The refusal of a request without a valid key, or over its quota.
-    pub fn refused(refusal: super::auth::Refusal) -> Self {
-        match refusal {
-            super::auth::Refusal::Unauthorized => Self::unauthorized(),
-            super::auth::Refusal::QuotaSpent { retry_after } => Self::quota_spent(retry_after),
-        }
     }
 
     /// The HTTP status.
@@ -126,7 +101,8 @@ impl ApiError {
         self
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    /// The response: the status, the JSON body, and the headers the status calls for.
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = json(self.0.status, &self.body());
         let body = *self.0;
         if body.status == StatusCode::UNAUTHORIZED {
@@ -149,7 +125,7 @@ impl ApiError {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Body::full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(

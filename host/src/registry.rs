@@ -6,9 +6,7 @@ use std::sync::RwLock;
 
 use functions_runtime::CompileError;
 use functions_runtime::Engine;
-use functions_runtime::Executor;
 use functions_runtime::Function;
-use functions_runtime::Isolation;
 use functions_runtime::Settings;
 use functions_runtime::WasmModule;
 
@@ -17,13 +15,13 @@ use crate::store::Deployment;
 /// Maps names to their current [`Deployed`] function. Invocations clone the one they start with,
 /// so a redeploy never disturbs invocations in flight.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     functions: RwLock<HashMap<String, Deployed>>,
 }
 
-/// A deployed function as the server runs it: the engine's [`Function`] and the server's rules.
+/// A deployed function as the host runs it: the engine's [`Function`] and the host's rules.
 #[derive(Clone)]
-pub struct Deployed {
+pub(crate) struct Deployed {
     pub function: Function,
     /// How many of its invocations may run at once.
     pub concurrency: usize,
@@ -37,19 +35,22 @@ pub struct Deployed {
 fn settings_of(deployment: &Deployment) -> Settings {
     Settings {
         env: deployment.env.clone(),
-        isolation: Isolation::parse(&deployment.isolation).unwrap_or_default(),
+        isolation: deployment.summary.isolation,
         allow_net: deployment.allow_net.clone(),
         // Deployed functions have no `location`, as in Workers and Deno Deploy.
         location: None,
-        limits: deployment.limits.runtime(),
-        executor: Executor::parse(&deployment.executor).unwrap_or_default(),
+        limits: deployment.summary.limits.runtime(),
+        executor: deployment.executor,
     }
 }
 
 /// The runnable form of a stored deployment. JavaScript modules are compiled already; a
 /// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
 /// load it).
-pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Deployed, CompileError> {
+pub(crate) fn function_of(
+    deployment: &Deployment,
+    engine: &Engine,
+) -> Result<Deployed, CompileError> {
     let wasm = match &deployment.wasm {
         Some(wasm) => Some(engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?),
         None => None,
@@ -58,24 +59,25 @@ pub fn function_of(deployment: &Deployment, engine: &Engine) -> Result<Deployed,
 }
 
 /// `deployment` as the server runs it, its WebAssembly (if it is a WebAssembly function) `wasm`.
-pub fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Deployed {
+pub(crate) fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Deployed {
     Deployed {
         function: function_with(deployment, wasm),
-        concurrency: deployment.limits.concurrency(),
-        public: deployment.public,
-        call_token: deployment.call_token.as_str().into(),
+        concurrency: deployment.summary.limits.concurrency(),
+        public: deployment.summary.public,
+        call_token: deployment.summary.call_token.as_str().into(),
     }
 }
 
 /// `deployment` as a [`Function`] whose WebAssembly, if it is a WebAssembly function, is `wasm`.
-pub fn function_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Function {
+pub(crate) fn function_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Function {
     let settings = settings_of(deployment);
+    let (name, version) = (deployment.name(), deployment.version());
     match wasm {
-        Some(module) => Function::wasm(&deployment.name, deployment.version, module, settings),
+        Some(module) => Function::wasm(name, version, module, settings),
         None => Function::new(
-            &deployment.name,
-            deployment.version,
-            &deployment.entry,
+            name,
+            version,
+            &deployment.summary.entry,
             deployment.modules.clone(),
             settings,
         ),

@@ -1,6 +1,7 @@
-//! API keys: with any configured, every `/api` request (and invoking a function deployed with
-//! `"public": false`) must carry one as `Authorization: Bearer KEY`. Keys are compared in constant
-//! time and never logged or stored: a key's tenant is known by a fingerprint of it.
+//! API keys: with any configured, every management request (and invoking a function deployed
+//! with `"public": false`) must present one (over HTTP, as `Authorization: Bearer KEY`). Keys are
+//! compared in constant time and never logged or stored: a key's tenant is known by a
+//! fingerprint of it (its SHA-256), the same in every process and release.
 //!
 //! Each key is a tenant with quotas, written after the key in its entry (`KEY concurrency=20
 //! requests=1000/day`): at most `concurrency` of its asynchronous calls run at once (default
@@ -8,19 +9,18 @@
 //! admitted (default unlimited); past that a request gets 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::hash::Hasher;
 use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
-use http::HeaderMap;
-use http::header;
+use sha2::Digest;
+
+use crate::Error;
 
 /// Asynchronous calls of one key that run at once, unless its entry says otherwise.
 pub const DEFAULT_TENANT_CONCURRENCY: usize = 100;
 
-/// The server's API keys (none: the management API is open, as for a local server).
+/// The host's API keys (none: management is open, as for a local server).
 #[derive(Default)]
 pub struct ApiKeys {
     keys: Vec<Key>,
@@ -39,19 +39,10 @@ struct Key {
 /// Who made a request: a key's fingerprint (safe to store and show) and quota.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant {
-    /// `key-` and 16 hex digits of a hash of the key.
+    /// `key-` and the first 16 hex digits of the key's SHA-256.
     pub id: String,
     /// Its asynchronous calls that may run at once.
     pub concurrency: usize,
-}
-
-/// Why a request was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No valid key: 401.
-    Unauthorized,
-    /// The key's request quota is spent until the window ends: 429 with `Retry-After`.
-    QuotaSpent { retry_after: Duration },
 }
 
 impl ApiKeys {
@@ -124,16 +115,14 @@ impl ApiKeys {
             .find(|tenant| tenant.id == id)
     }
 
-    /// Who a request with `headers` is, counting it against that key's request quota: `None`
-    /// when the server has no keys.
-    pub fn admit(&self, headers: &HeaderMap) -> Result<Option<Tenant>, Refusal> {
+    /// Who presents key `presented`, counting the request against that key's request quota:
+    /// `None` when the host has no keys; [`crate::ErrorKind::Unauthorized`] for no key or a
+    /// wrong one, [`crate::ErrorKind::QuotaExceeded`] when its quota is spent.
+    pub fn admit(&self, presented: Option<&[u8]>) -> Result<Option<Tenant>, Error> {
         if self.keys.is_empty() {
             return Ok(None);
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-            .ok_or(Refusal::Unauthorized)?;
+        let presented = presented.ok_or_else(Error::unauthorized)?;
         // Every key is compared, each in time independent of where it differs.
         let found = self
             .keys
@@ -146,7 +135,7 @@ impl ApiKeys {
                     found
                 }
             });
-        let index = found.ok_or(Refusal::Unauthorized)?;
+        let index = found.ok_or_else(Error::unauthorized)?;
         let key = &self.keys[index];
         if let Some((quota, window)) = key.requests {
             let now = Instant::now();
@@ -156,9 +145,9 @@ impl ApiKeys {
                 (*start, *used) = (now, 0);
             }
             if *used >= quota {
-                return Err(Refusal::QuotaSpent {
-                    retry_after: window.saturating_sub(now.duration_since(*start)),
-                });
+                return Err(Error::quota_spent(
+                    window.saturating_sub(now.duration_since(*start)),
+                ));
             }
             *used += 1;
         }
@@ -166,11 +155,12 @@ impl ApiKeys {
     }
 }
 
-/// A name for a key that does not reveal it.
+/// A name for a key that does not reveal it, stable across processes and releases (tenants
+/// are stored with their calls).
 fn fingerprint(secret: &str) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    secret.hash(&mut hasher);
-    format!("key-{:016x}", hasher.finish())
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("key-{hex}")
 }
 
 /// Whether `a == b`, in time that depends on their lengths only.
@@ -183,62 +173,51 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
+    use crate::ErrorKind;
 
-    fn bearer(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-        headers
+    fn kind(result: Result<Option<Tenant>, Error>) -> ErrorKind {
+        result.unwrap_err().kind()
     }
 
     #[test]
     fn only_a_configured_key_is_admitted_once_there_are_keys() {
-        assert_eq!(ApiKeys::default().admit(&HeaderMap::new()), Ok(None));
+        assert_eq!(ApiKeys::default().admit(None), Ok(None));
         let keys = ApiKeys::parse(" alpha, ,beta\ngamma\n")
             .unwrap()
             .merge(ApiKeys::parse("delta concurrency=3").unwrap());
         assert_eq!(keys.count(), 4);
-        let beta = keys.admit(&bearer("Bearer beta")).unwrap().unwrap();
+        let beta = keys.admit(Some(b"beta")).unwrap().unwrap();
         assert_eq!(beta.concurrency, DEFAULT_TENANT_CONCURRENCY);
-        assert!(beta.id.starts_with("key-") && !beta.id.contains("beta"));
-        let delta = keys.admit(&bearer("Bearer delta")).unwrap().unwrap();
+        // The SHA-256 of "beta" begins f44e64e75f3948e9: the same fingerprint in every process.
+        assert_eq!(beta.id, "key-f44e64e75f3948e9");
+        let delta = keys.admit(Some(b"delta")).unwrap().unwrap();
         assert_eq!(delta.concurrency, 3);
         assert_ne!(beta.id, delta.id);
-        for refused in [
-            "Bearer bet",
-            "Bearer betaa",
-            "Bearer ",
-            "beta",
-            "Basic beta",
-        ] {
+        assert_eq!(keys.tenant(&delta.id), Some(&delta));
+        for refused in [&b"bet"[..], b"betaa", b"", b"Bearer beta"] {
             assert_eq!(
-                keys.admit(&bearer(refused)),
-                Err(Refusal::Unauthorized),
-                "{refused}"
+                kind(keys.admit(Some(refused))),
+                ErrorKind::Unauthorized,
+                "{refused:?}"
             );
         }
-        assert_eq!(keys.admit(&HeaderMap::new()), Err(Refusal::Unauthorized));
+        assert_eq!(kind(keys.admit(None)), ErrorKind::Unauthorized);
     }
 
     #[test]
     fn a_spent_request_quota_says_when_to_retry() {
         let keys = ApiKeys::parse("a requests=2/minute, b").unwrap();
         for _ in 0..2 {
-            keys.admit(&bearer("Bearer a")).unwrap();
+            keys.admit(Some(b"a")).unwrap();
         }
-        match keys.admit(&bearer("Bearer a")) {
-            Err(Refusal::QuotaSpent { retry_after }) => {
-                assert!(
-                    retry_after <= Duration::from_secs(60) && retry_after > Duration::from_secs(50)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let err = keys.admit(Some(b"a")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+        let retry_after = err.retry_after().unwrap();
+        assert!(retry_after <= Duration::from_secs(60) && retry_after > Duration::from_secs(50));
         // Other keys have their own quotas.
         for _ in 0..10 {
-            keys.admit(&bearer("Bearer b")).unwrap();
+            keys.admit(Some(b"b")).unwrap();
         }
         for bad in [
             "a requests=2",

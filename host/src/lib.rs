@@ -1,0 +1,561 @@
+//! functions-host as a library: a [`Host`] deploys functions, invokes them, queues asynchronous
+//! calls and keeps their results and logs, on a [`Store`] of your choice — the same host that
+//! `functions-host serve` puts behind HTTP, without HTTP.
+//!
+//! ```
+//! use functions_host::{DeploySource, Host, Manifest, Request};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), functions_host::Error> {
+//! let host = Host::builder().open().await?; // an in-memory store; `.sqlite(dir)` persists
+//! let manifest = Manifest {
+//!     files: [("index.ts".into(), "export default (e: { name: string }) => ({ hi: e.name })".into())]
+//!         .into(),
+//!     ..Manifest::default()
+//! };
+//! host.deploy("hello", DeploySource::Manifest(manifest)).await?;
+//! let response = host.invoke("hello", Request::json(r#"{"name":"Ada"}"#)).await?;
+//! assert_eq!(response.body.bytes().await.unwrap(), br#"{"hi":"Ada"}"#);
+//! # Ok(()) }
+//! ```
+//!
+//! The host owns the engine ([`functions_runtime::Engine`]), the registry of deployed functions
+//! (a redeploy swaps versions atomically; invocations in flight finish on theirs), each
+//! function's FIFO lane (its `concurrency`, shared by invocations and calls), the call
+//! scheduler, batched log writing, and tenants (API keys with quotas). Its errors are
+//! [`Error`]s of an [`ErrorKind`]; what they mean in HTTP is the HTTP layer's business.
+
+#![warn(missing_docs)]
+
+mod calls;
+mod deploy;
+mod error;
+mod invoke;
+mod lanes;
+mod logs;
+mod registry;
+pub mod store;
+mod tenants;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::time::Duration;
+
+pub use deploy::DeployError;
+pub use deploy::DeployHints;
+pub use deploy::FunctionLimits;
+pub use deploy::Language;
+pub use deploy::Manifest;
+pub use deploy::validate_name;
+pub use error::Error;
+pub use error::ErrorKind;
+pub use functions_runtime::EngineConfig;
+pub use functions_runtime::Request;
+pub use functions_runtime::Response;
+pub use invoke::Caller;
+pub use store::CallOutcome;
+pub use store::CallResult;
+pub use store::CallState;
+pub use store::Deployment;
+pub use store::DeploymentSummary;
+pub use store::MemoryStore;
+pub use store::SqliteStore;
+pub use store::Store;
+pub use store::StoredLog;
+pub use tenants::ApiKeys;
+pub use tenants::DEFAULT_TENANT_CONCURRENCY;
+pub use tenants::Tenant;
+
+use store::CallInput;
+use store::Fetched;
+use store::StoreEvent;
+
+/// The largest invocation payload (request body) accepted.
+pub const MAX_PAYLOAD_BYTES: usize = 5 * 1024 * 1024;
+
+/// The largest deploy accepted: a function's code, which for a WebAssembly guest (a Go binary is
+/// several megabytes, a third more in a manifest's base64) outgrows a payload.
+pub const MAX_DEPLOY_BYTES: usize = 50 * 1024 * 1024;
+
+/// Calls of one function that may wait for their turn, unless configured otherwise.
+pub const DEFAULT_MAX_QUEUED: usize = 10_000;
+
+/// The longest wait for a call's result that [`Host::result`] honours.
+pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
+
+/// A functions host. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Host(Arc<Inner>);
+
+/// What a host holds.
+pub(crate) struct Inner {
+    engine: functions_runtime::Engine,
+    store: Arc<dyn Store>,
+    registry: registry::Registry,
+    api_keys: ApiKeys,
+    /// Each function's FIFO lane: its concurrency limit, for invocations and calls alike.
+    lanes: Arc<lanes::Lanes>,
+    /// Each API key's FIFO lane: its quota of concurrent asynchronous calls.
+    tenant_lanes: Arc<lanes::Lanes>,
+    calls: calls::CallQueue,
+    logs: logs::LogWriter,
+    /// The most calls (and synchronous invocations) of one function that may wait.
+    max_queued: usize,
+    /// The cap on one function's unfetched results, in bytes.
+    result_cap_bytes: u64,
+    /// Where the host is reached from outside (no trailing `/`): the origin of the URL a
+    /// called function sees.
+    public_url: RwLock<String>,
+}
+
+/// How to open a [`Host`]: [`Host::builder`], then settings, then [`HostBuilder::open`].
+pub struct HostBuilder {
+    store: Option<Arc<dyn Store>>,
+    sqlite: Option<(std::path::PathBuf, u64)>,
+    engine: EngineConfig,
+    api_keys: ApiKeys,
+    max_queued: usize,
+    result_cap_bytes: u64,
+    public_url: String,
+}
+
+impl HostBuilder {
+    /// Keeps everything in `store`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Keeps everything in SQLite in directory `dir` (created if needed), each function's logs
+    /// capped at [`store::DEFAULT_LOG_CAP_BYTES`].
+    pub fn sqlite(self, dir: impl AsRef<Path>) -> Self {
+        self.sqlite_with_log_cap(dir, store::DEFAULT_LOG_CAP_BYTES)
+    }
+
+    /// Like [`HostBuilder::sqlite`], with each function's logs capped at `log_cap_bytes`.
+    pub fn sqlite_with_log_cap(mut self, dir: impl AsRef<Path>, log_cap_bytes: u64) -> Self {
+        self.sqlite = Some((dir.as_ref().to_owned(), log_cap_bytes));
+        self
+    }
+
+    /// How the engine runs functions (worker threads, isolate caps, prepared isolates).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
+        self
+    }
+
+    /// The API keys management and private functions require (default: none, all open).
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Calls of one function that may wait for their turn (default [`DEFAULT_MAX_QUEUED`]).
+    pub fn max_queued(mut self, max: usize) -> Self {
+        self.max_queued = max;
+        self
+    }
+
+    /// Cap on one function's unfetched results, in bytes (default
+    /// [`store::DEFAULT_RESULT_CAP_BYTES`]); the oldest are rotated out past it.
+    pub fn result_cap_bytes(mut self, cap: u64) -> Self {
+        self.result_cap_bytes = cap;
+        self
+    }
+
+    /// Where the host is reached from outside, e.g. `https://fn.example.com`: the origin of the
+    /// URL an asynchronously called function sees (default `http://localhost`).
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = url.into();
+        self
+    }
+
+    /// Opens the store, starts the engine, loads every deployed function, and queues again the
+    /// calls a previous host on this store left pending (failing those it left running). Needs
+    /// a tokio runtime (any flavour).
+    pub async fn open(self) -> Result<Host, Error> {
+        let store: Arc<dyn Store> = match (self.store, self.sqlite) {
+            (Some(store), _) => store,
+            (None, Some((dir, log_cap))) => {
+                Arc::new(SqliteStore::open(&dir, log_cap).map_err(Error::internal)?)
+            }
+            (None, None) => Arc::new(MemoryStore::new(store::DEFAULT_LOG_CAP_BYTES)),
+        };
+        let engine = functions_runtime::Engine::new(self.engine);
+        let registry = registry::Registry::default();
+        let deployments = store.current_deployments().await.map_err(Error::internal)?;
+        for deployment in deployments {
+            match registry::function_of(&deployment, &engine) {
+                Ok(deployed) => registry.install(deployed),
+                Err(err) => eprintln!(
+                    "functions-host: {} version {} cannot be loaded: {err}",
+                    deployment.name(),
+                    deployment.version()
+                ),
+            }
+        }
+        let inner = Arc::new(Inner {
+            engine,
+            logs: logs::LogWriter::spawn(store.clone()),
+            store,
+            registry,
+            api_keys: self.api_keys,
+            lanes: Arc::default(),
+            tenant_lanes: Arc::default(),
+            calls: calls::CallQueue::default(),
+            max_queued: self.max_queued,
+            result_cap_bytes: self.result_cap_bytes,
+            public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
+        });
+        calls::recover(&inner).await?;
+        Ok(Host(inner))
+    }
+}
+
+/// What to deploy.
+#[derive(Clone, Debug)]
+pub enum DeploySource<'a> {
+    /// A manifest: files (TypeScript or JavaScript modules, or one base64 `.wasm`), env,
+    /// limits, isolation, network permissions.
+    Manifest(Manifest),
+    /// A WebAssembly binary (a WASI command module or component).
+    Wasm(Vec<u8>),
+    /// The body of an HTTP deploy: a source file, a `.wasm` binary or a JSON manifest, told
+    /// apart by `hints` (content type, `?lang=`, ...).
+    Body {
+        /// The body.
+        body: &'a [u8],
+        /// What the request said besides.
+        hints: DeployHints,
+    },
+}
+
+/// An asynchronous call's input.
+#[derive(Clone, Debug, Default)]
+pub struct CallRequest {
+    /// The payload's `Content-Type`.
+    pub content_type: Option<String>,
+    /// A query string (without `?`) the function sees in its URL.
+    pub query: Option<String>,
+    /// The payload: the request body the function gets.
+    pub payload: Vec<u8>,
+}
+
+/// Where an asynchronous call is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CallStatus {
+    /// Not done yet: pending or running.
+    Waiting(CallState),
+    /// Done; the host has forgotten it (a second fetch finds nothing).
+    Done(CallOutcome),
+}
+
+impl Host {
+    /// A builder: an in-memory store and the default engine unless told otherwise.
+    pub fn builder() -> HostBuilder {
+        HostBuilder {
+            store: None,
+            sqlite: None,
+            engine: EngineConfig::default(),
+            api_keys: ApiKeys::default(),
+            max_queued: DEFAULT_MAX_QUEUED,
+            result_cap_bytes: store::DEFAULT_RESULT_CAP_BYTES,
+            public_url: "http://localhost".to_owned(),
+        }
+    }
+
+    /// The engine that runs the functions.
+    pub fn engine(&self) -> &functions_runtime::Engine {
+        &self.0.engine
+    }
+
+    /// The API keys the host requires.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.0.api_keys
+    }
+
+    /// Where the host is reached from outside (no trailing `/`).
+    pub fn public_url(&self) -> String {
+        self.0
+            .public_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets where the host is reached from outside, e.g. once a server knows the port it got.
+    pub fn set_public_url(&self, url: &str) {
+        *self.0.public_url.write().unwrap_or_else(|p| p.into_inner()) =
+            url.trim_end_matches('/').to_owned();
+    }
+
+    /// Who presents API key `key`, counting the request against its quota (`None` when the
+    /// host has no keys).
+    pub fn admit(&self, key: Option<&[u8]>) -> Result<Option<Tenant>, Error> {
+        self.0.api_keys.admit(key)
+    }
+
+    /// Deploys a new version of function `name`: its code is checked and compiled first (bad
+    /// code never replaces good code), then stored, then made current.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        source: DeploySource<'_>,
+    ) -> Result<DeploymentSummary, Error> {
+        let inner = &self.0;
+        let parsed = match source {
+            DeploySource::Manifest(manifest) => deploy::from_manifest(name, manifest),
+            DeploySource::Wasm(binary) => deploy::from_wasm(name, binary),
+            // Transpiling is CPU work: keep it off the threads that serve other requests.
+            DeploySource::Body { body, hints } => {
+                let (name, body) = (name.to_owned(), body.to_vec());
+                tokio::task::spawn_blocking(move || deploy::parse(&name, &hints, &body))
+                    .await
+                    .map_err(Error::internal)?
+            }
+        };
+        let mut new = parsed.map_err(|err| match err {
+            DeployError::Invalid(message) => Error::bad_request(message),
+            DeployError::Compile(err) => Error::compile(name, err),
+        })?;
+        let compiled = match &mut new.wasm {
+            Some(wasm) => {
+                let module = inner
+                    .engine
+                    .compile_wasm(wasm.binary.clone())
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                wasm.artifact = module.artifact().clone();
+                Some(module)
+            }
+            None => {
+                let function = functions_runtime::Function::new(
+                    name,
+                    0,
+                    &new.entry,
+                    new.modules.clone(),
+                    functions_runtime::Settings {
+                        env: new.env.clone(),
+                        isolation: new.isolation,
+                        allow_net: new.allow_net.clone(),
+                        location: None,
+                        limits: new.limits.runtime(),
+                        executor: new.executor,
+                    },
+                );
+                inner
+                    .engine
+                    .check(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                None
+            }
+        };
+        let deployment = inner.store.deploy(new).await.map_err(Error::internal)?;
+        inner
+            .registry
+            .install(registry::deployed_with(&deployment, compiled));
+        Ok(deployment.summary)
+    }
+
+    /// Invokes function `name` with `request`, as the program embedding the host (no key
+    /// needed), in its turn; its response, whose body may still be streaming.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        request: Request,
+    ) -> Result<functions_runtime::Response, Error> {
+        self.invoke_as(name, Caller::Embedder, request).await
+    }
+
+    /// Invokes function `name` as `caller` (which decides whether it may). Dropping the future
+    /// cancels the invocation, but its place in the function's lane is held until it ends.
+    pub async fn invoke_as(
+        &self,
+        name: &str,
+        caller: Caller<'_>,
+        request: Request,
+    ) -> Result<functions_runtime::Response, Error> {
+        let deployed = self.0.admitted(name, caller)?;
+        invoke::invoke(&self.0, &deployed, request).await
+    }
+
+    /// Queues an asynchronous call of `name` for `tenant` (who made it, when the host has keys);
+    /// its id. The call is stored before this returns: it runs even if the host restarts first.
+    pub async fn call(
+        &self,
+        name: &str,
+        request: CallRequest,
+        tenant: Option<Tenant>,
+    ) -> Result<String, Error> {
+        let input = CallInput {
+            content_type: request.content_type,
+            query: request.query,
+            payload: request.payload,
+        };
+        calls::create(&self.0, name, input, tenant).await
+    }
+
+    /// The outcome of call `id`, waiting up to `wait` (at most [`MAX_RESULT_WAIT`]) for it to
+    /// end. Once returned as done, it is forgotten. [`ErrorKind::NotFound`] for an unknown (or
+    /// already fetched) call, [`ErrorKind::Gone`] for one rotated out of its function's result
+    /// cache.
+    pub async fn result(&self, id: &str, wait: Duration) -> Result<CallStatus, Error> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_RESULT_WAIT);
+        let mut events = self.0.store.events();
+        loop {
+            match self.0.store.fetch_call(id).await.map_err(Error::internal)? {
+                Fetched::Done(outcome) => return Ok(CallStatus::Done(outcome)),
+                Fetched::RotatedOut => {
+                    return Err(Error::new(
+                        ErrorKind::Gone,
+                        format!(
+                            "the result of call {id} was rotated out of its function's result \
+                             cache before it was fetched"
+                        ),
+                    ));
+                }
+                Fetched::Unknown => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no call {id:?} (a result is kept until it is fetched once)"),
+                    ));
+                }
+                Fetched::NotYet(state) => loop {
+                    match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Err(_) => return Ok(CallStatus::Waiting(state)),
+                        Ok(Ok(StoreEvent::CallEnded { id: ended })) if ended == id => break,
+                        // Missed events might have been this call's: look again.
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                            return Ok(CallStatus::Waiting(state));
+                        }
+                        Ok(Ok(_)) => {}
+                    }
+                },
+            }
+        }
+    }
+
+    /// Up to `limit` of function `name`'s log lines with ids above `after`, oldest first.
+    pub async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<StoredLog>, Error> {
+        if self.0.registry.get(name).is_none() {
+            return Err(Error::function_not_found(name));
+        }
+        self.0
+            .store
+            .logs(name, after, limit)
+            .await
+            .map_err(Error::internal)
+    }
+
+    /// Function `name`'s log lines with ids above `after`, then each new line as it is stored.
+    pub fn follow_logs(&self, name: &str, after: i64) -> LogFollower {
+        LogFollower {
+            host: self.clone(),
+            events: self.0.store.events(),
+            name: name.to_owned(),
+            after,
+        }
+    }
+
+    /// Every deployed function's current version (no code).
+    pub async fn list(&self) -> Result<Vec<DeploymentSummary>, Error> {
+        self.0.store.list().await.map_err(Error::internal)
+    }
+
+    /// Function `name`'s current version, code included.
+    pub async fn get(&self, name: &str) -> Result<Deployment, Error> {
+        self.0
+            .store
+            .get(name)
+            .await
+            .map_err(Error::internal)?
+            .ok_or_else(|| Error::function_not_found(name))
+    }
+
+    /// Deletes function `name`, its versions and its logs.
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        if !self.0.store.delete(name).await.map_err(Error::internal)? {
+            return Err(Error::function_not_found(name));
+        }
+        self.0.registry.remove(name);
+        Ok(())
+    }
+
+    /// Gives function `name` a new call token (its key-less address); the old one stops
+    /// working. The new token.
+    pub async fn rotate_token(&self, name: &str) -> Result<String, Error> {
+        let token = self
+            .0
+            .store
+            .rotate_call_token(name)
+            .await
+            .map_err(Error::internal)?
+            .ok_or_else(|| Error::function_not_found(name))?;
+        self.0.registry.set_call_token(name, &token);
+        Ok(token)
+    }
+}
+
+impl Inner {
+    /// The request an asynchronous call of `name` makes: as a synchronous invocation at the
+    /// function's address with the call's payload, query string and content type, plus its id
+    /// in `X-Call-Id`.
+    fn call_request(&self, name: &str, id: &str, input: CallInput) -> Request {
+        let base = self
+            .public_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let query = input.query.map(|q| format!("?{q}")).unwrap_or_default();
+        let mut headers = vec![
+            ("x-call-id".to_owned(), id.to_owned()),
+            ("x-forwarded-prefix".to_owned(), format!("/fn/{name}")),
+        ];
+        if let Some(content_type) = input.content_type {
+            headers.push(("content-type".to_owned(), content_type));
+        }
+        Request {
+            method: "POST".to_owned(),
+            url: format!("{base}/{query}"),
+            headers,
+            body: input.payload,
+            env: Default::default(),
+        }
+    }
+}
+
+/// A function's log lines as they are stored: [`Host::follow_logs`].
+pub struct LogFollower {
+    host: Host,
+    events: tokio::sync::broadcast::Receiver<StoreEvent>,
+    name: String,
+    after: i64,
+}
+
+impl LogFollower {
+    /// The next lines (at least one), waiting for them to be stored.
+    pub async fn next(&mut self) -> Result<Vec<StoredLog>, Error> {
+        loop {
+            let lines = self.host.logs(&self.name, self.after, 10_000).await?;
+            if let Some(last) = lines.last() {
+                self.after = last.id;
+                return Ok(lines);
+            }
+            loop {
+                match self.events.recv().await {
+                    Ok(StoreEvent::Logged { name }) if name == self.name => break,
+                    Ok(StoreEvent::Deleted { name }) if name == self.name => {
+                        return Err(Error::function_not_found(&self.name));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Error::new(ErrorKind::Unavailable, "the store closed"));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}

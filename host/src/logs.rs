@@ -1,0 +1,72 @@
+//! Log lines on their way to the store, in batches: whatever lines arrive while one batch is
+//! being committed go together in the next (one transaction for many invocations' lines), and a
+//! writer that waits is answered once its lines are stored, so an invocation's lines can be read
+//! as soon as its response is out.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+use crate::store::LogEntry;
+use crate::store::Store;
+
+/// Most writes committed in one batch.
+const MAX_BATCH: usize = 256;
+
+/// One write: a function's lines, and who to tell once they are stored.
+struct Write {
+    name: String,
+    entries: Vec<LogEntry>,
+    stored: Option<oneshot::Sender<()>>,
+}
+
+/// The handle of the task that stores log lines.
+#[derive(Clone)]
+pub(crate) struct LogWriter {
+    writes: mpsc::UnboundedSender<Write>,
+}
+
+impl LogWriter {
+    /// Starts the task that writes to `store` (on the current tokio runtime).
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (writes, mut queue) = mpsc::unbounded_channel::<Write>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let mut lines: Vec<(String, Vec<LogEntry>)> = Vec::new();
+                let mut waiting = Vec::new();
+                for write in batch.drain(..) {
+                    match lines.iter_mut().find(|(name, _)| *name == write.name) {
+                        Some((_, entries)) => entries.extend(write.entries),
+                        None => lines.push((write.name, write.entries)),
+                    }
+                    waiting.extend(write.stored);
+                }
+                if let Err(err) = store.append_logs(lines).await {
+                    eprintln!("functions-host: storing log lines: {err:#}");
+                }
+                for stored in waiting {
+                    let _ = stored.send(());
+                }
+            }
+        });
+        Self { writes }
+    }
+
+    /// Stores `entries` in `name`'s logs and returns once they are (or could not be).
+    pub async fn write(&self, name: &str, entries: Vec<LogEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let (stored, done) = oneshot::channel();
+        let write = Write {
+            name: name.to_owned(),
+            entries,
+            stored: Some(stored),
+        };
+        if self.writes.send(write).is_ok() {
+            let _ = done.await;
+        }
+    }
+}

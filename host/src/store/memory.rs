@@ -1,0 +1,396 @@
+//! A store that keeps everything in the process's memory, gone when it ends: for
+//! `functions-host run`, tests, and embedders that persist nothing. It keeps the same rules as
+//! the SQLite store (versions, capped logs, calls that run once, results fetched once and
+//! rotated out past the cap).
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::broadcast;
+
+use super::CALL_TOKEN_BYTES;
+use super::CallInput;
+use super::CallOutcome;
+use super::CallState;
+use super::Deployment;
+use super::DeploymentSummary;
+use super::EVENT_BUFFER;
+use super::Fetched;
+use super::LOG_LINE_OVERHEAD;
+use super::LogEntry;
+use super::MAX_ROTATED_IDS;
+use super::NewDeployment;
+use super::QueuedCall;
+use super::Store;
+use super::StoreEvent;
+use super::StoreResult;
+use super::StoredLog;
+use super::random_hex;
+use super::unix_millis;
+
+/// Deployments, logs and calls in memory.
+pub struct MemoryStore {
+    state: Mutex<State>,
+    events: broadcast::Sender<StoreEvent>,
+    log_cap_bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    functions: BTreeMap<String, Function>,
+    /// The id of the last log line appended.
+    next_log_id: i64,
+    /// Calls by arrival order.
+    calls: BTreeMap<u64, Call>,
+    call_seq: HashMap<String, u64>,
+    next_seq: u64,
+    /// Ids of results rotated out, oldest first.
+    rotated: VecDeque<String>,
+}
+
+struct Function {
+    current: Deployment,
+    created_at: i64,
+    logs: VecDeque<StoredLog>,
+    log_bytes: u64,
+}
+
+struct Call {
+    call: QueuedCall,
+    state: CallState,
+    input: CallInput,
+    outcome: Option<CallOutcome>,
+    result_bytes: u64,
+}
+
+impl MemoryStore {
+    /// An empty store whose functions' logs are capped at `log_cap_bytes` each.
+    pub fn new(log_cap_bytes: u64) -> Self {
+        Self {
+            state: Mutex::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            log_cap_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn announce(&self, event: StoreEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// The bytes a result takes in its function's result cache.
+fn outcome_bytes(outcome: &CallOutcome) -> u64 {
+    match outcome {
+        CallOutcome::Finished(result) => {
+            let headers: usize = result
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum();
+            (result.body.len() + headers + 2) as u64
+        }
+        CallOutcome::Failed(err) => super::stored_failure(err).len() as u64,
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn deploy(&self, new: NewDeployment) -> StoreResult<Deployment> {
+        let now = unix_millis(std::time::SystemTime::now());
+        let mut state = self.lock();
+        let previous = state.functions.get(&new.name);
+        let version = previous.map_or(1, |f| f.current.version() + 1);
+        let created_at = previous.map_or(now, |f| f.created_at);
+        let call_token = previous.map_or_else(
+            || random_hex(CALL_TOKEN_BYTES),
+            |f| f.current.summary.call_token.clone(),
+        );
+        let deployment = Deployment {
+            summary: DeploymentSummary {
+                name: new.name.clone(),
+                version,
+                language: new.language,
+                entry: new.entry,
+                isolation: new.isolation,
+                limits: new.limits,
+                public: new.public,
+                call_token,
+                deployed_at: now,
+                created_at,
+            },
+            modules: new.modules,
+            env: new.env,
+            allow_net: new.allow_net,
+            wasm: new.wasm,
+            executor: new.executor,
+        };
+        let (logs, log_bytes) = state
+            .functions
+            .remove(&new.name)
+            .map_or_else(Default::default, |f| (f.logs, f.log_bytes));
+        state.functions.insert(
+            new.name.clone(),
+            Function {
+                current: deployment.clone(),
+                created_at,
+                logs,
+                log_bytes,
+            },
+        );
+        drop(state);
+        self.announce(StoreEvent::Deployed {
+            name: new.name,
+            version,
+        });
+        Ok(deployment)
+    }
+
+    async fn current_deployments(&self) -> StoreResult<Vec<Deployment>> {
+        Ok(self
+            .lock()
+            .functions
+            .values()
+            .map(|f| f.current.clone())
+            .collect())
+    }
+
+    async fn list(&self) -> StoreResult<Vec<DeploymentSummary>> {
+        Ok(self
+            .lock()
+            .functions
+            .values()
+            .map(|f| f.current.summary.clone())
+            .collect())
+    }
+
+    async fn get(&self, name: &str) -> StoreResult<Option<Deployment>> {
+        Ok(self.lock().functions.get(name).map(|f| f.current.clone()))
+    }
+
+    async fn delete(&self, name: &str) -> StoreResult<bool> {
+        let deleted = self.lock().functions.remove(name).is_some();
+        if deleted {
+            self.announce(StoreEvent::Deleted {
+                name: name.to_owned(),
+            });
+        }
+        Ok(deleted)
+    }
+
+    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>> {
+        let token = random_hex(CALL_TOKEN_BYTES);
+        let rotated = match self.lock().functions.get_mut(name) {
+            Some(function) => {
+                function.current.summary.call_token = token.clone();
+                true
+            }
+            None => false,
+        };
+        if !rotated {
+            return Ok(None);
+        }
+        self.announce(StoreEvent::TokenRotated {
+            name: name.to_owned(),
+        });
+        Ok(Some(token))
+    }
+
+    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()> {
+        let mut logged = Vec::new();
+        {
+            let mut state = self.lock();
+            for (name, entries) in batch {
+                if entries.is_empty() {
+                    continue;
+                }
+                let mut next_id = state.next_log_id;
+                // Lines of a function that is not (or no longer) deployed have nowhere to go.
+                let Some(function) = state.functions.get_mut(&name) else {
+                    continue;
+                };
+                for entry in entries {
+                    next_id += 1;
+                    function.log_bytes += entry.message.len() as u64 + LOG_LINE_OVERHEAD;
+                    function.logs.push_back(StoredLog {
+                        id: next_id,
+                        timestamp: unix_millis(entry.timestamp),
+                        level: entry.level.to_owned(),
+                        message: entry.message,
+                    });
+                }
+                while function.log_bytes > self.log_cap_bytes {
+                    let Some(oldest) = function.logs.pop_front() else {
+                        break;
+                    };
+                    function.log_bytes -= oldest.message.len() as u64 + LOG_LINE_OVERHEAD;
+                }
+                state.next_log_id = next_id;
+                logged.push(name);
+            }
+        }
+        for name in logged {
+            self.announce(StoreEvent::Logged { name });
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>> {
+        Ok(self.lock().functions.get(name).map_or_else(Vec::new, |f| {
+            f.logs
+                .iter()
+                .filter(|line| line.id > after)
+                .take(limit as usize)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()> {
+        let mut state = self.lock();
+        if state.call_seq.contains_key(&call.id) {
+            anyhow::bail!("call {} exists already", call.id);
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.call_seq.insert(call.id.clone(), seq);
+        state.calls.insert(
+            seq,
+            Call {
+                call: call.clone(),
+                state: CallState::Pending,
+                input,
+                outcome: None,
+                result_bytes: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>> {
+        let state = self.lock();
+        Ok(state
+            .call_seq
+            .get(id)
+            .and_then(|seq| state.calls.get(seq))
+            .filter(|call| call.state == CallState::Pending)
+            .map(|call| call.input.clone()))
+    }
+
+    async fn start_call(&self, id: &str) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let Some(seq) = state.call_seq.get(id).copied() else {
+            return Ok(false);
+        };
+        let Some(call) = state
+            .calls
+            .get_mut(&seq)
+            .filter(|call| call.state == CallState::Pending)
+        else {
+            return Ok(false);
+        };
+        call.state = CallState::Running;
+        call.input.payload = Vec::new();
+        Ok(true)
+    }
+
+    async fn finish_call(
+        &self,
+        id: &str,
+        outcome: &CallOutcome,
+        cap: u64,
+    ) -> StoreResult<Vec<String>> {
+        let mut rotated = Vec::new();
+        {
+            let mut state = self.lock();
+            let Some(seq) = state.call_seq.get(id).copied() else {
+                return Ok(rotated);
+            };
+            let Some(call) = state
+                .calls
+                .get_mut(&seq)
+                .filter(|call| matches!(call.state, CallState::Pending | CallState::Running))
+            else {
+                return Ok(rotated);
+            };
+            call.state = match outcome {
+                CallOutcome::Finished(_) => CallState::Finished,
+                CallOutcome::Failed(_) => CallState::Failed,
+            };
+            call.result_bytes = outcome_bytes(outcome);
+            call.outcome = Some(outcome.clone());
+            let name = call.call.name.clone();
+            let done = |call: &Call| {
+                call.call.name == name
+                    && matches!(call.state, CallState::Finished | CallState::Failed)
+            };
+            let total: u64 = state
+                .calls
+                .values()
+                .filter(|call| done(call))
+                .map(|call| call.result_bytes)
+                .sum();
+            let mut excess = total.saturating_sub(cap);
+            let oldest: Vec<u64> = state
+                .calls
+                .iter()
+                .filter(|(_, call)| done(call))
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in oldest {
+                if excess == 0 {
+                    break;
+                }
+                let call = state.calls.remove(&seq).expect("listed above");
+                state.call_seq.remove(&call.call.id);
+                excess = excess.saturating_sub(call.result_bytes);
+                rotated.push(call.call.id);
+            }
+            for id in &rotated {
+                state.rotated.push_back(id.clone());
+            }
+            while state.rotated.len() > MAX_ROTATED_IDS {
+                state.rotated.pop_front();
+            }
+        }
+        self.announce(StoreEvent::CallEnded { id: id.to_owned() });
+        Ok(rotated)
+    }
+
+    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched> {
+        let mut state = self.lock();
+        if let Some(seq) = state.call_seq.get(id).copied() {
+            let call = &state.calls[&seq];
+            if call.outcome.is_none() {
+                return Ok(Fetched::NotYet(call.state));
+            }
+            state.call_seq.remove(id);
+            let call = state.calls.remove(&seq).expect("indexed");
+            return Ok(Fetched::Done(call.outcome.expect("checked above")));
+        }
+        Ok(if state.rotated.iter().any(|rotated| rotated == id) {
+            Fetched::RotatedOut
+        } else {
+            Fetched::Unknown
+        })
+    }
+
+    async fn calls_in_state(&self, wanted: CallState) -> StoreResult<Vec<QueuedCall>> {
+        Ok(self
+            .lock()
+            .calls
+            .values()
+            .filter(|call| call.state == wanted)
+            .map(|call| call.call.clone())
+            .collect())
+    }
+
+    fn events(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

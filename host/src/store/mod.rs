@@ -1,0 +1,628 @@
+//! Where a host keeps what must outlive it: deployments and their versions, code and compiled
+//! artifacts, capped logs, and asynchronous calls from the moment they are accepted until their
+//! result is fetched.
+//!
+//! [`Store`] is the interface; [`SqliteStore`] (one node, the default) and [`MemoryStore`] (for
+//! `functions-host run`, tests and embedders that keep nothing) implement it. Every method is
+//! async and never blocks the caller's thread. A store announces what changed through
+//! [`Store::events`], so that every host on it (one, or many on a shared database) learns of
+//! deploys, deletes, appended logs and finished calls.
+
+mod memory;
+mod sqlite;
+mod sqlite_calls;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use functions_runtime::Executor;
+use functions_runtime::Isolation;
+use functions_runtime::Module;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::FunctionLimits;
+use crate::Language;
+
+/// What a store's methods fail with: the database's own error, with context.
+pub type StoreResult<T> = anyhow::Result<T>;
+
+/// Default cap on one function's stored logs.
+pub const DEFAULT_LOG_CAP_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Default cap on one function's unfetched results.
+pub const DEFAULT_RESULT_CAP_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Bytes a stored log line counts for besides its message (id, timestamp, level).
+pub(crate) const LOG_LINE_OVERHEAD: u64 = 32;
+
+/// Ids of rotated-out results remembered (the oldest are forgotten past it, then unknown).
+pub(crate) const MAX_ROTATED_IDS: usize = 100_000;
+
+/// Bytes of randomness in a call token.
+pub(crate) const CALL_TOKEN_BYTES: usize = 24;
+
+/// A WebAssembly function's code as stored: the binary as deployed, and the engine's compiled
+/// artifact of it (loaded at startup instead of compiling again).
+#[derive(Clone, Debug)]
+pub struct StoredWasm {
+    /// The `.wasm` binary as deployed.
+    pub binary: Arc<[u8]>,
+    /// The engine's compiled form of it (empty until compiled).
+    pub artifact: Arc<[u8]>,
+}
+
+/// What a deploy stores; the store assigns the version.
+#[derive(Clone, Debug)]
+pub struct NewDeployment {
+    /// The function's name.
+    pub name: String,
+    /// The language it was deployed in.
+    pub language: Language,
+    /// The entry file's path.
+    pub entry: String,
+    /// Compiled modules by path, each with its source as deployed.
+    pub modules: BTreeMap<String, Module>,
+    /// Environment variables (`env` of a handler, a guest's environment).
+    pub env: BTreeMap<String, String>,
+    /// Whether each invocation gets a fresh isolate.
+    pub isolation: Isolation,
+    /// Hosts its `fetch` may reach.
+    pub allow_net: Vec<String>,
+    /// A WebAssembly function's code (it has no `modules` then).
+    pub wasm: Option<StoredWasm>,
+    /// How a WebAssembly guest's stdout becomes the response.
+    pub executor: Executor,
+    /// Limits set at deploy (unset ones are the defaults).
+    pub limits: FunctionLimits,
+    /// Whether `/fn/{name}` answers without an API key when the host has keys.
+    pub public: bool,
+}
+
+/// The facts about a function's current version that need none of its code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeploymentSummary {
+    /// The function's name.
+    pub name: String,
+    /// Its current version (1, 2, ...).
+    pub version: u64,
+    /// The language it was deployed in.
+    pub language: Language,
+    /// The entry file's path.
+    pub entry: String,
+    /// Whether each invocation gets a fresh isolate.
+    pub isolation: Isolation,
+    /// Limits set at deploy.
+    pub limits: FunctionLimits,
+    /// Whether `/fn/{name}` answers without an API key.
+    pub public: bool,
+    /// The secret of the function's key-less address `/call/{name}/{token}` (kept across
+    /// versions, replaced by [`Store::rotate_call_token`]).
+    pub call_token: String,
+    /// When this version was deployed (Unix milliseconds).
+    pub deployed_at: i64,
+    /// When the function was first deployed (Unix milliseconds).
+    pub created_at: i64,
+}
+
+/// One stored version of a function, code included.
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    /// What needs no code.
+    pub summary: DeploymentSummary,
+    /// Compiled modules by path, each with its source as deployed.
+    pub modules: BTreeMap<String, Module>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Hosts its `fetch` may reach.
+    pub allow_net: Vec<String>,
+    /// A WebAssembly function's code (it has no `modules` then).
+    pub wasm: Option<StoredWasm>,
+    /// How a WebAssembly guest's stdout becomes the response.
+    pub executor: Executor,
+}
+
+impl Deployment {
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.summary.name
+    }
+
+    /// This version's number.
+    pub fn version(&self) -> u64 {
+        self.summary.version
+    }
+}
+
+/// One stored log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLog {
+    /// Increasing per store: lines after a given id are the newer ones.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The line.
+    pub message: String,
+}
+
+/// A log line to append.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// When it was written.
+    pub timestamp: SystemTime,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The line.
+    pub message: String,
+}
+
+impl LogEntry {
+    /// A line written now by the host itself (e.g. an uncaught exception).
+    pub fn now(level: &'static str, message: String) -> Self {
+        Self {
+            timestamp: SystemTime::now(),
+            level,
+            message,
+        }
+    }
+}
+
+/// Where an asynchronous call is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// Accepted, waiting for its turn.
+    Pending,
+    /// Its function started running it.
+    Running,
+    /// It ended with a response.
+    Finished,
+    /// It ended with an error.
+    Failed,
+}
+
+impl CallState {
+    /// The name stored and shown (`pending`, `running`, `finished`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The state named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Pending, Self::Running, Self::Finished, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+}
+
+/// A call waiting to run, as the scheduler needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedCall {
+    /// The call's id (32 hex digits).
+    pub id: String,
+    /// The function it calls.
+    pub name: String,
+    /// The tenant (API key) that made it, if the host has keys.
+    pub tenant: Option<String>,
+}
+
+/// A call's input: what a synchronous invocation's request would have carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallInput {
+    /// The payload's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The query string it was made with (without `?`), which the function sees in its URL.
+    pub query: Option<String>,
+    /// The payload: the request body.
+    pub payload: Vec<u8>,
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The function's response.
+    Finished(CallResult),
+    /// Why it produced none.
+    Failed(crate::Error),
+}
+
+/// A finished call's response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallResult {
+    /// The HTTP status the function answered.
+    pub status: u16,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+    /// Its whole body.
+    pub body: Vec<u8>,
+}
+
+/// What fetching a call found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// Done: how it ended, now removed from the store.
+    Done(CallOutcome),
+    /// Still pending or running.
+    NotYet(CallState),
+    /// Its result was rotated out of the function's result cache before it was fetched.
+    RotatedOut,
+    /// No such call (or its result was fetched already).
+    Unknown,
+}
+
+/// A change a store made, announced to every host on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A new version of `name` is current.
+    Deployed {
+        /// The function.
+        name: String,
+        /// Its new current version.
+        version: u64,
+    },
+    /// `name` and everything of it is gone.
+    Deleted {
+        /// The function.
+        name: String,
+    },
+    /// `name` has a new call token.
+    TokenRotated {
+        /// The function.
+        name: String,
+    },
+    /// Lines were appended to `name`'s logs.
+    Logged {
+        /// The function.
+        name: String,
+    },
+    /// Call `id` ended: its result can be fetched.
+    CallEnded {
+        /// The call.
+        id: String,
+    },
+}
+
+/// Persistent state of a host. Implementations must be safe to share between tasks; each
+/// method's change is atomic (all of it is stored, or none).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new version of a function and makes it current.
+    async fn deploy(&self, new: NewDeployment) -> StoreResult<Deployment>;
+
+    /// The current version of every function, code included, by name.
+    async fn current_deployments(&self) -> StoreResult<Vec<Deployment>>;
+
+    /// The current version of every function without its code, by name (one query, no blobs).
+    async fn list(&self) -> StoreResult<Vec<DeploymentSummary>>;
+
+    /// The current version of `name`, code included.
+    async fn get(&self, name: &str) -> StoreResult<Option<Deployment>>;
+
+    /// Deletes a function with all its versions and logs; false when there was none.
+    async fn delete(&self, name: &str) -> StoreResult<bool>;
+
+    /// Gives `name` a new call token (the old address stops working); `None` when there is no
+    /// such function.
+    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// Appends lines to the logs of each named function (one batch, one commit), then drops
+    /// each one's oldest lines past the store's cap.
+    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()>;
+
+    /// Up to `limit` log lines of `name` with ids above `after`, oldest first.
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>>;
+
+    /// Records a new pending call.
+    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()>;
+
+    /// The input of a pending call; `None` if it is not pending (it ran already).
+    async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>>;
+
+    /// Claims a pending call for running (marks it running); false if it is not pending, so a
+    /// call never runs twice.
+    async fn start_call(&self, id: &str) -> StoreResult<bool>;
+
+    /// Stores how a pending or running call ended, then rotates the oldest unfetched results
+    /// of its function out past `cap` bytes. Returns the ids rotated out.
+    async fn finish_call(
+        &self,
+        id: &str,
+        outcome: &CallOutcome,
+        cap: u64,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Takes a finished call's outcome (removing it), or says why there is none.
+    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched>;
+
+    /// Calls in `state`, in arrival order (for recovery: `Pending` ones run again, `Running`
+    /// ones were cut short).
+    async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>>;
+
+    /// What the store changes from now on.
+    fn events(&self) -> broadcast::Receiver<StoreEvent>;
+}
+
+/// Unix milliseconds of `time`.
+pub fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `bytes` random bytes from the operating system, in hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How many events a slow listener may fall behind before it misses some (it then learns it
+/// lagged, and re-reads what it needs).
+pub(crate) const EVENT_BUFFER: usize = 4096;
+
+/// How a failed call's error is stored: its kind, message and details, as JSON.
+pub(crate) fn stored_failure(error: &crate::Error) -> String {
+    serde_json::to_string(error).expect("an error serializes")
+}
+
+/// The error stored by [`stored_failure`].
+pub(crate) fn failure_of(json: &str) -> StoreResult<crate::Error> {
+    serde_json::from_str(json)
+        .map_err(|err| anyhow::anyhow!("a stored call error is corrupt: {err}"))
+}
+
+/// The rules every store keeps, checked against each backend.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A JavaScript deployment of `name` whose `index.js` is `source`.
+    pub(crate) fn new(name: &str, source: &str) -> NewDeployment {
+        NewDeployment {
+            name: name.into(),
+            language: Language::JavaScript,
+            entry: "index.js".into(),
+            modules: BTreeMap::from([("index.js".into(), Module::javascript(source))]),
+            env: BTreeMap::from([("K".into(), "V".into())]),
+            isolation: Isolation::Invocation,
+            wasm: None,
+            executor: Executor::Command,
+            allow_net: vec!["example.com".into()],
+            limits: FunctionLimits::default(),
+            public: true,
+        }
+    }
+
+    fn line(message: &str) -> LogEntry {
+        LogEntry::now("info", message.into())
+    }
+
+    fn call(id: &str) -> QueuedCall {
+        QueuedCall {
+            id: id.into(),
+            name: "f".into(),
+            tenant: None,
+        }
+    }
+
+    fn input(payload: &str) -> CallInput {
+        CallInput {
+            content_type: Some("application/json".into()),
+            query: Some("x=1".into()),
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    fn finished(body: &str) -> CallOutcome {
+        CallOutcome::Finished(CallResult {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    /// Each backend, fresh; `reopen` gives the SQLite one again on the same files.
+    fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>)> {
+        vec![
+            (
+                "sqlite",
+                Box::new(SqliteStore::open(dir, DEFAULT_LOG_CAP_BYTES).unwrap()),
+            ),
+            ("memory", Box::new(MemoryStore::new(DEFAULT_LOG_CAP_BYTES))),
+        ]
+    }
+
+    #[tokio::test]
+    async fn redeploys_replace_the_current_version_and_deletes_forget_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, store) in backends(dir.path()) {
+            let mut events = store.events();
+            assert_eq!(store.deploy(new("a", "v1")).await.unwrap().version(), 1);
+            let second = store.deploy(new("a", "v2")).await.unwrap();
+            assert_eq!(second.version(), 2, "{backend}");
+            store.deploy(new("b", "b1")).await.unwrap();
+            assert_eq!(
+                events.recv().await.unwrap(),
+                StoreEvent::Deployed {
+                    name: "a".into(),
+                    version: 1
+                }
+            );
+            let current = store.current_deployments().await.unwrap();
+            let summary: Vec<_> = current
+                .iter()
+                .map(|d| (d.name(), d.version(), &*d.modules["index.js"].source))
+                .collect();
+            assert_eq!(summary, vec![("a", 2, "v2"), ("b", 1, "b1")], "{backend}");
+            assert_eq!(current[0].env.get("K").map(String::as_str), Some("V"));
+            assert_eq!(current[0].allow_net, ["example.com"]);
+            let listed: Vec<_> = store.list().await.unwrap();
+            assert_eq!(listed[0], second.summary, "{backend}");
+            assert_eq!(listed.len(), 2);
+            let token = store.rotate_call_token("a").await.unwrap().unwrap();
+            assert_ne!(token, second.summary.call_token);
+            assert_eq!(
+                store.get("a").await.unwrap().unwrap().summary.call_token,
+                token
+            );
+            assert_eq!(store.rotate_call_token("zz").await.unwrap(), None);
+            assert!(store.delete("a").await.unwrap());
+            assert!(!store.delete("a").await.unwrap(), "{backend}");
+            assert!(store.get("a").await.unwrap().is_none());
+            assert_eq!(store.deploy(new("a", "again")).await.unwrap().version(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn compiled_modules_come_back_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BTreeMap::from([
+            ("main.ts".to_owned(), "import d from './d.json' with { type: 'json' };\nexport default (): number => d.n;".to_owned()),
+            ("d.json".to_owned(), r#"{"n": 1}"#.to_owned()),
+        ]);
+        let modules = functions_runtime::compile_files("ts", "main.ts", &files).unwrap();
+        for (backend, store) in backends(dir.path()) {
+            let deployment = NewDeployment {
+                entry: "main.ts".into(),
+                language: Language::TypeScript,
+                modules: modules.clone(),
+                ..new("ts", "")
+            };
+            store.deploy(deployment).await.unwrap();
+            let stored = store.get("ts").await.unwrap().unwrap();
+            assert_eq!(stored.modules, modules, "{backend}");
+            assert_eq!(stored.summary.language, Language::TypeScript);
+        }
+        // And from the files, after the process that stored them is gone.
+        let store = SqliteStore::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        assert_eq!(store.get("ts").await.unwrap().unwrap().modules, modules);
+    }
+
+    #[tokio::test]
+    async fn logs_are_capped_oldest_first() {
+        let cap = 10 * (100 + LOG_LINE_OVERHEAD);
+        let dir = tempfile::tempdir().unwrap();
+        let stores: Vec<(&str, Box<dyn Store>)> = vec![
+            (
+                "sqlite",
+                Box::new(SqliteStore::open(dir.path(), cap).unwrap()),
+            ),
+            ("memory", Box::new(MemoryStore::new(cap))),
+        ];
+        for (backend, store) in stores {
+            store.deploy(new("a", "x")).await.unwrap();
+            for i in 0..25 {
+                let message = format!("{i:03}{}", "x".repeat(97));
+                store
+                    .append_logs(vec![("a".into(), vec![line(&message)])])
+                    .await
+                    .unwrap();
+            }
+            let logs = store.logs("a", 0, 1000).await.unwrap();
+            assert_eq!(logs.len(), 10, "{backend}");
+            assert!(logs[0].message.starts_with("015"), "{}", logs[0].message);
+            assert!(logs[9].message.starts_with("024"));
+            let after = store.logs("a", logs[4].id, 1000).await.unwrap();
+            assert_eq!(after.len(), 5, "{backend}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_runs_once_and_its_outcome_is_fetched_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, store) in backends(dir.path()) {
+            store.add_call(&call("a"), input("1")).await.unwrap();
+            store.add_call(&call("b"), input("2")).await.unwrap();
+            assert_eq!(
+                store.calls_in_state(CallState::Pending).await.unwrap(),
+                vec![call("a"), call("b")],
+                "{backend}"
+            );
+            assert_eq!(
+                store.fetch_call("a").await.unwrap(),
+                Fetched::NotYet(CallState::Pending)
+            );
+            assert_eq!(store.call_input("a").await.unwrap(), Some(input("1")));
+            assert!(store.start_call("a").await.unwrap());
+            assert!(
+                !store.start_call("a").await.unwrap(),
+                "{backend}: started twice"
+            );
+            assert!(store.call_input("a").await.unwrap().is_none());
+            assert_eq!(
+                store.calls_in_state(CallState::Running).await.unwrap(),
+                vec![call("a")]
+            );
+            let mut events = store.events();
+            store
+                .finish_call("a", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
+                .await
+                .unwrap();
+            assert_eq!(
+                events.recv().await.unwrap(),
+                StoreEvent::CallEnded { id: "a".into() }
+            );
+            assert_eq!(
+                store.fetch_call("a").await.unwrap(),
+                Fetched::Done(finished("one")),
+                "{backend}"
+            );
+            assert_eq!(store.fetch_call("a").await.unwrap(), Fetched::Unknown);
+            // A failure comes back as the error it was.
+            let failure =
+                crate::Error::new(crate::ErrorKind::TimeLimit, "too slow").with("line", 3);
+            store
+                .finish_call(
+                    "b",
+                    &CallOutcome::Failed(failure.clone()),
+                    DEFAULT_RESULT_CAP_BYTES,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store.fetch_call("b").await.unwrap(),
+                Fetched::Done(CallOutcome::Failed(failure)),
+                "{backend}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_oldest_unfetched_results_are_rotated_out_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "x".repeat(1000);
+        for (backend, store) in backends(dir.path()) {
+            for i in 0..5 {
+                let id = format!("c{i}");
+                store.add_call(&call(&id), input("")).await.unwrap();
+                assert!(store.start_call(&id).await.unwrap());
+                let rotated = store
+                    .finish_call(&id, &finished(&body), 3500)
+                    .await
+                    .unwrap();
+                if i == 3 {
+                    assert_eq!(rotated, ["c0"], "{backend}");
+                }
+            }
+            assert_eq!(store.fetch_call("c0").await.unwrap(), Fetched::RotatedOut);
+            assert_eq!(store.fetch_call("c1").await.unwrap(), Fetched::RotatedOut);
+            assert!(matches!(
+                store.fetch_call("c4").await.unwrap(),
+                Fetched::Done(_)
+            ));
+        }
+    }
+}

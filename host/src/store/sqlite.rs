@@ -1,0 +1,754 @@
+//! The default store: embedded SQLite (WAL) in a data directory. Versions survive restarts, a
+//! redeploy swaps the current version in one transaction, each function's logs are capped
+//! (oldest out first), and queued calls and unfetched results outlive the process (see
+//! `sqlite_calls.rs`).
+//!
+//! The database is used from threads of its own, never from the caller's: one connection
+//! writes, another reads (WAL lets it read while a write is under way), each on its thread,
+//! taking jobs in order. So no async task blocks on SQLite, and reads do not queue behind a large
+//! blob being written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+
+use anyhow::Context;
+use anyhow::anyhow;
+use functions_runtime::Executor;
+use functions_runtime::Isolation;
+use functions_runtime::Module;
+use functions_runtime::ModuleKind;
+use rusqlite::Connection;
+use rusqlite::OptionalExtension;
+use rusqlite::params;
+use tokio::sync::broadcast;
+use tokio::sync::oneshot;
+
+use super::CALL_TOKEN_BYTES;
+use super::CallInput;
+use super::CallOutcome;
+use super::CallState;
+use super::Deployment;
+use super::DeploymentSummary;
+use super::EVENT_BUFFER;
+use super::Fetched;
+use super::LOG_LINE_OVERHEAD;
+use super::LogEntry;
+use super::NewDeployment;
+use super::QueuedCall;
+use super::Store;
+use super::StoreEvent;
+use super::StoreResult;
+use super::StoredLog;
+use super::StoredWasm;
+use super::random_hex;
+use super::unix_millis;
+use crate::Language;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+  name TEXT PRIMARY KEY,
+  current_version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  log_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS versions (
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  language TEXT NOT NULL,
+  entry TEXT NOT NULL,
+  source TEXT NOT NULL,
+  env TEXT NOT NULL,
+  isolation TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS logs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  timestamp INTEGER NOT NULL,
+  level TEXT NOT NULL,
+  message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (name, id);
+CREATE TABLE IF NOT EXISTS modules (
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  code TEXT NOT NULL,
+  source_map TEXT,
+  source TEXT,
+  PRIMARY KEY (name, version, path)
+);
+";
+
+/// Changes to the tables since their first shape, applied in order; `PRAGMA user_version` counts
+/// those applied.
+/// Version 1 stored one JavaScript file per version in `versions.source`; since version 2 the
+/// compiled modules are in `modules` (a version without rows there is still that one file).
+/// Version 3 adds WebAssembly functions: the binary and its compiled artifact per version.
+/// Version 4 adds per-version limits and visibility, each function's call token, and the
+/// asynchronous calls with the ids of results rotated out of the result cache.
+/// Version 5 keeps a call's query string, and a failed call's error as the host's JSON form of
+/// it (`error`) instead of an HTTP response.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE versions ADD COLUMN executor TEXT NOT NULL DEFAULT 'command';
+     CREATE TABLE wasm (
+       name TEXT NOT NULL,
+       version INTEGER NOT NULL,
+       binary BLOB NOT NULL,
+       artifact BLOB NOT NULL,
+       PRIMARY KEY (name, version)
+     );",
+    "ALTER TABLE versions ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE versions ADD COLUMN public INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE functions ADD COLUMN call_token TEXT;
+     CREATE TABLE calls (
+       seq INTEGER PRIMARY KEY AUTOINCREMENT,
+       id TEXT NOT NULL UNIQUE,
+       name TEXT NOT NULL,
+       tenant TEXT,
+       state TEXT NOT NULL,
+       content_type TEXT,
+       payload BLOB NOT NULL,
+       created_at INTEGER NOT NULL,
+       status INTEGER,
+       headers TEXT,
+       body BLOB,
+       result_bytes INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX calls_by_state ON calls (state, seq);
+     CREATE INDEX calls_by_function ON calls (name, state, seq);
+     CREATE TABLE rotated_calls (
+       id TEXT PRIMARY KEY,
+       name TEXT NOT NULL,
+       rotated_at INTEGER NOT NULL
+     );",
+    "ALTER TABLE calls ADD COLUMN query TEXT;
+     ALTER TABLE calls ADD COLUMN error TEXT;",
+];
+
+/// A job for a database thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A connection on a thread of its own, running jobs in the order they are sent. The thread
+/// ends when the handle is dropped.
+struct DbThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl DbThread {
+    fn spawn(name: &str, mut conn: Connection) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                for job in queue {
+                    job(&mut conn);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `job` on the thread and returns what it returns.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = reply.send(job(conn));
+            }))
+            .map_err(|_| anyhow!("the database thread is gone"))?;
+        answer
+            .await
+            .map_err(|_| anyhow!("the database thread stopped during a query"))?
+    }
+}
+
+/// Deployments, logs and calls in `functions.db` of a data directory.
+pub struct SqliteStore {
+    writer: DbThread,
+    reader: DbThread,
+    events: broadcast::Sender<StoreEvent>,
+    log_cap_bytes: u64,
+}
+
+/// Opens a connection to `path` as every connection of the store is set up.
+fn connect(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) `dir/functions.db`. Each function's logs are
+    /// capped at `log_cap_bytes`. Runs on the calling thread (once, at startup).
+    pub fn open(dir: &Path, log_cap_bytes: u64) -> StoreResult<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let path = dir.join("functions.db");
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
+        // Functions deployed before call tokens existed get theirs.
+        let untokened: Vec<String> = writer
+            .prepare("SELECT name FROM functions WHERE call_token IS NULL")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        for name in untokened {
+            writer.execute(
+                "UPDATE functions SET call_token = ?2 WHERE name = ?1",
+                params![name, random_hex(CALL_TOKEN_BYTES)],
+            )?;
+        }
+        let reader = connect(&path)?;
+        Ok(Self {
+            writer: DbThread::spawn("functions-db-write", writer)?,
+            reader: DbThread::spawn("functions-db-read", reader)?,
+            events: broadcast::channel(EVENT_BUFFER).0,
+            log_cap_bytes,
+        })
+    }
+
+    /// Announces `event` (nobody listening is fine).
+    pub(super) fn announce(&self, event: StoreEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Runs `job` on the writing connection.
+    pub(super) async fn write<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.writer.run(job).await
+    }
+
+    /// Runs `job` on the reading connection.
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.reader.run(job).await
+    }
+}
+
+/// A text column that must hold one of an enum's names.
+fn parse_column<T>(value: &str, column: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
+    parse(value).ok_or_else(|| anyhow!("stored {column} {value:?} is not one this host knows"))
+}
+
+/// A JSON column, which must parse.
+fn json_column<T: serde::de::DeserializeOwned>(value: &str, column: &str) -> StoreResult<T> {
+    serde_json::from_str(value).with_context(|| format!("stored {column} is corrupt: {value:?}"))
+}
+
+/// The columns of a summary, in the order [`summary_of`] reads them.
+const SUMMARY_COLUMNS: &str = "v.name, v.version, v.language, v.entry, v.isolation, v.limits, \
+     v.public, f.call_token, v.created_at, f.created_at";
+
+/// A summary from a row whose first columns are [`SUMMARY_COLUMNS`].
+fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
+    let language: String = row.get(2)?;
+    let isolation: String = row.get(4)?;
+    let limits: String = row.get(5)?;
+    Ok(DeploymentSummary {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        language: parse_column(&language, "language", Language::parse)?,
+        entry: row.get(3)?,
+        isolation: parse_column(&isolation, "isolation", Isolation::parse)?,
+        limits: json_column(&limits, "limits")?,
+        public: row.get(6)?,
+        call_token: row.get(7)?,
+        deployed_at: row.get(8)?,
+        created_at: row.get(9)?,
+    })
+}
+
+/// The current versions, code included, of `name` or of every function.
+fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deployment>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SUMMARY_COLUMNS}, v.source, v.env, v.allow_net, v.executor, w.binary, w.artifact
+         FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
+         LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
+         WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name"
+    ))?;
+    let mut rows = stmt.query([name])?;
+    let mut deployments = Vec::new();
+    while let Some(row) = rows.next()? {
+        let summary = summary_of(row)?;
+        let source: String = row.get(10)?;
+        let env: String = row.get(11)?;
+        let allow_net: String = row.get(12)?;
+        let executor: String = row.get(13)?;
+        let binary: Option<Vec<u8>> = row.get(14)?;
+        let artifact: Option<Vec<u8>> = row.get(15)?;
+        let wasm = binary.zip(artifact).map(|(binary, artifact)| StoredWasm {
+            binary: binary.into(),
+            artifact: artifact.into(),
+        });
+        let mut modules = query_modules(conn, &summary.name, summary.version)?;
+        // A version stored before modules were is its entry alone.
+        if modules.is_empty() && wasm.is_none() {
+            modules.insert(summary.entry.clone(), Module::javascript(source));
+        }
+        deployments.push(Deployment {
+            modules,
+            env: json_column(&env, "env")?,
+            allow_net: json_column(&allow_net, "allow_net")?,
+            executor: parse_column(&executor, "executor", Executor::parse)?,
+            wasm,
+            summary,
+        });
+    }
+    Ok(deployments)
+}
+
+/// The stored modules of one version, by path.
+fn query_modules(
+    conn: &Connection,
+    name: &str,
+    version: u64,
+) -> StoreResult<BTreeMap<String, Module>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, kind, code, source_map, source FROM modules WHERE name = ?1 AND version = ?2",
+    )?;
+    let mut rows = stmt.query(params![name, version])?;
+    let mut modules = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let kind: String = row.get(1)?;
+        let code: String = row.get(2)?;
+        let source_map: Option<String> = row.get(3)?;
+        let source: Option<String> = row.get(4)?;
+        let code: std::sync::Arc<str> = code.into();
+        let kind = match kind.as_str() {
+            "javascript" => ModuleKind::JavaScript,
+            "json" => ModuleKind::Json,
+            other => {
+                return Err(anyhow!(
+                    "stored module kind {other:?} is not one this host knows"
+                ));
+            }
+        };
+        modules.insert(
+            row.get::<_, String>(0)?,
+            Module {
+                kind,
+                source: source.map_or_else(|| code.clone(), Into::into),
+                code,
+                source_map: source_map.map(Into::into),
+            },
+        );
+    }
+    Ok(modules)
+}
+
+/// Stores a new version of a function and makes it current, in one transaction.
+fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<Deployment> {
+    let now = unix_millis(std::time::SystemTime::now());
+    let env = serde_json::to_string(&new.env)?;
+    let allow_net = serde_json::to_string(&new.allow_net)?;
+    let limits = serde_json::to_string(&new.limits)?;
+    let entry_source = new
+        .modules
+        .get(&new.entry)
+        .map_or("", |module| &*module.source);
+    let tx = conn.transaction()?;
+    let version: u64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
+        [&new.name],
+        |row| row.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net,
+                               executor, created_at, limits, public)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            new.name,
+            version,
+            new.language.as_str(),
+            new.entry,
+            entry_source,
+            env,
+            new.isolation.as_str(),
+            allow_net,
+            new.executor.as_str(),
+            now,
+            limits,
+            new.public
+        ],
+    )?;
+    if let Some(wasm) = &new.wasm {
+        tx.execute(
+            "INSERT INTO wasm (name, version, binary, artifact) VALUES (?1, ?2, ?3, ?4)",
+            params![new.name, version, &*wasm.binary, &*wasm.artifact],
+        )?;
+    }
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO modules (name, version, path, kind, code, source_map, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (path, module) in &new.modules {
+            let kind = match module.kind {
+                ModuleKind::JavaScript => "javascript",
+                ModuleKind::Json => "json",
+            };
+            // Most modules run as written: their source is their code, stored once.
+            let source = (module.source != module.code).then_some(&*module.source);
+            insert.execute(params![
+                new.name,
+                version,
+                path,
+                kind,
+                &*module.code,
+                module.source_map.as_deref(),
+                source
+            ])?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO functions (name, current_version, created_at, updated_at, call_token)
+         VALUES (?1, ?2, ?3, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version,
+                                          updated_at = excluded.updated_at",
+        params![new.name, version, now, random_hex(CALL_TOKEN_BYTES)],
+    )?;
+    let (created_at, call_token): (i64, String) = tx.query_row(
+        "SELECT created_at, call_token FROM functions WHERE name = ?1",
+        [&new.name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.commit()?;
+    Ok(Deployment {
+        summary: DeploymentSummary {
+            name: new.name,
+            version,
+            language: new.language,
+            entry: new.entry,
+            isolation: new.isolation,
+            limits: new.limits,
+            public: new.public,
+            call_token,
+            deployed_at: now,
+            created_at,
+        },
+        modules: new.modules,
+        env: new.env,
+        allow_net: new.allow_net,
+        wasm: new.wasm,
+        executor: new.executor,
+    })
+}
+
+/// Appends each function's lines, then drops its oldest lines past `cap`; one transaction.
+fn insert_logs(
+    conn: &mut Connection,
+    batch: &[(String, Vec<LogEntry>)],
+    cap: u64,
+) -> StoreResult<()> {
+    let tx = conn.transaction()?;
+    for (name, entries) in batch {
+        let mut added = 0u64;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO logs (name, timestamp, level, message) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for entry in entries {
+                insert.execute(params![
+                    name,
+                    unix_millis(entry.timestamp),
+                    entry.level,
+                    entry.message
+                ])?;
+                added += entry.message.len() as u64 + LOG_LINE_OVERHEAD;
+            }
+        }
+        let total: Option<u64> = tx
+            .query_row(
+                "UPDATE functions SET log_bytes = log_bytes + ?2 WHERE name = ?1
+                 RETURNING log_bytes",
+                params![name, added],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(total) = total.filter(|total| *total > cap) {
+            let excess = total - cap;
+            let (cutoff, freed) = {
+                let mut oldest = tx.prepare_cached(
+                    "SELECT id, length(CAST(message AS BLOB)) FROM logs WHERE name = ?1 ORDER BY id",
+                )?;
+                let mut rows = oldest.query([name])?;
+                let (mut cutoff, mut freed) = (0i64, 0u64);
+                while freed < excess {
+                    let Some(row) = rows.next()? else { break };
+                    cutoff = row.get(0)?;
+                    freed += row.get::<_, u64>(1)? + LOG_LINE_OVERHEAD;
+                }
+                (cutoff, freed)
+            };
+            tx.execute(
+                "DELETE FROM logs WHERE name = ?1 AND id <= ?2",
+                params![name, cutoff],
+            )?;
+            tx.execute(
+                "UPDATE functions SET log_bytes = log_bytes - ?2 WHERE name = ?1",
+                params![name, freed],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn deploy(&self, new: NewDeployment) -> StoreResult<Deployment> {
+        let deployment = self.write(move |conn| insert_deployment(conn, new)).await?;
+        self.announce(StoreEvent::Deployed {
+            name: deployment.name().to_owned(),
+            version: deployment.version(),
+        });
+        Ok(deployment)
+    }
+
+    async fn current_deployments(&self) -> StoreResult<Vec<Deployment>> {
+        self.read(|conn| query_current(conn, None)).await
+    }
+
+    async fn list(&self) -> StoreResult<Vec<DeploymentSummary>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS}
+                 FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
+                 ORDER BY f.name"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut summaries = Vec::new();
+            while let Some(row) = rows.next()? {
+                summaries.push(summary_of(row)?);
+            }
+            Ok(summaries)
+        })
+        .await
+    }
+
+    async fn get(&self, name: &str) -> StoreResult<Option<Deployment>> {
+        let name = name.to_owned();
+        self.read(move |conn| Ok(query_current(conn, Some(&name))?.pop()))
+            .await
+    }
+
+    async fn delete(&self, name: &str) -> StoreResult<bool> {
+        let owned = name.to_owned();
+        let deleted = self
+            .write(move |conn| {
+                let tx = conn.transaction()?;
+                let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [&owned])? > 0;
+                for table in ["versions", "modules", "wasm", "logs"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [&owned])?;
+                }
+                tx.commit()?;
+                Ok(deleted)
+            })
+            .await?;
+        if deleted {
+            self.announce(StoreEvent::Deleted {
+                name: name.to_owned(),
+            });
+        }
+        Ok(deleted)
+    }
+
+    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>> {
+        let token = random_hex(CALL_TOKEN_BYTES);
+        let (owned, new) = (name.to_owned(), token.clone());
+        let changed = self
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE functions SET call_token = ?2 WHERE name = ?1",
+                    params![owned, new],
+                )?)
+            })
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.announce(StoreEvent::TokenRotated {
+            name: name.to_owned(),
+        });
+        Ok(Some(token))
+    }
+
+    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()> {
+        let batch: Vec<_> = batch
+            .into_iter()
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let cap = self.log_cap_bytes;
+        let names: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
+        self.write(move |conn| insert_logs(conn, &batch, cap))
+            .await?;
+        for name in names {
+            self.announce(StoreEvent::Logged { name });
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, timestamp, level, message FROM logs
+                 WHERE name = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![name, after, limit], |row| {
+                Ok(StoredLog {
+                    id: row.get(0)?,
+                    timestamp: row.get(1)?,
+                    level: row.get(2)?,
+                    message: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()> {
+        let call = call.clone();
+        self.write(move |conn| super::sqlite_calls::add(conn, &call, &input))
+            .await
+    }
+
+    async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>> {
+        let id = id.to_owned();
+        self.read(move |conn| super::sqlite_calls::input(conn, &id))
+            .await
+    }
+
+    async fn start_call(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| super::sqlite_calls::start(conn, &id))
+            .await
+    }
+
+    async fn finish_call(
+        &self,
+        id: &str,
+        outcome: &CallOutcome,
+        cap: u64,
+    ) -> StoreResult<Vec<String>> {
+        let (owned, outcome) = (id.to_owned(), outcome.clone());
+        let rotated = self
+            .write(move |conn| super::sqlite_calls::finish(conn, &owned, &outcome, cap))
+            .await?;
+        self.announce(StoreEvent::CallEnded { id: id.to_owned() });
+        Ok(rotated)
+    }
+
+    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched> {
+        let id = id.to_owned();
+        // A fetch removes the result: it writes.
+        self.write(move |conn| super::sqlite_calls::fetch(conn, &id))
+            .await
+    }
+
+    async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>> {
+        self.read(move |conn| super::sqlite_calls::in_state(conn, state))
+            .await
+    }
+
+    fn events(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Brings tables created by an older functions-host up to date.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    // SCHEMA creates tables in their first shape, so a new database takes every migration too.
+    for migration in MIGRATIONS.iter().skip(applied) {
+        conn.execute_batch(migration)?;
+    }
+    conn.pragma_update(None, "user_version", MIGRATIONS.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn databases_of_the_first_schema_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("functions.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute_batch(
+                "DROP TABLE modules;
+                 INSERT INTO functions VALUES ('old', 1, 0, 0, 0);
+                 INSERT INTO versions VALUES ('old', 1, 'javascript', 'index.js',
+                   'export default () => 1', '{}', 'invocation', 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!(&*old.modules["index.js"].code, "export default () => 1");
+        assert!(old.allow_net.is_empty());
+        store
+            .deploy(super::super::tests::new("old", "v2"))
+            .await
+            .unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
+        assert_eq!(store.get("old").await.unwrap().unwrap().version(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_column_is_an_error_not_a_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
+        store
+            .deploy(super::super::tests::new("f", "x"))
+            .await
+            .unwrap();
+        for (column, value) in [
+            ("env", "{not json"),
+            ("isolation", "sometimes"),
+            ("language", "cobol"),
+        ] {
+            store
+                .write(move |conn| {
+                    conn.execute(&format!("UPDATE versions SET {column} = ?1"), [value])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let err = store.get("f").await.unwrap_err().to_string();
+            assert!(err.contains(column), "{column}: {err}");
+            store
+                .write(|conn| {
+                    conn.execute(
+                        "UPDATE versions SET env = '{}', isolation = 'invocation', language = 'javascript'",
+                        [],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        assert!(store.get("f").await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,254 @@
+//! The functions-host HTTP API (hyper 1) over a [`functions_host::Host`]: routing, API keys
+//! from `Authorization` headers, bodies, and each domain error's HTTP status.
+//!
+//! Routes (DESIGN.md): `ANY /fn/{name}/{path...}` and `ANY /call/{name}/{token}/{path...}`
+//! invoke; `/api/...` manages (and queues asynchronous calls); `GET /healthz` answers once the
+//! server is ready.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let host = functions_host::Host::builder().sqlite(".functions").open().await?;
+//! let server = functions_host_http::Server::bind(host, "127.0.0.1:8787".parse()?, None)?;
+//! println!("listening on {}", server.public_url());
+//! server.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod api;
+mod body;
+mod calls;
+mod error;
+mod invoke;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use functions_host::Host;
+use http::Method;
+use http::Request;
+use http::Response;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
+
+pub use error::ApiError;
+
+type HttpResponse = Response<body::Body>;
+
+/// What a request handler needs.
+struct State {
+    host: Host,
+    /// Where clients reach the server (no trailing `/`): the origin of the URLs it answers.
+    public_url: String,
+}
+
+/// A bound HTTP server over a host.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+/// Connections the kernel may hold for the server before it accepts them (capped by
+/// `net.core.somaxconn`). With tokio's default of 128, a burst of a few hundred clients
+/// overflowed the queue and the dropped handshakes were retried a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `address`, with a backlog for bursts of new connections.
+fn listen_on(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can listen at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+impl Server {
+    /// Binds `listen` (port 0 picks a free port) for `host`. URLs the server answers start with
+    /// `public_url` (default: `http://` and the bound address); the host's asynchronously
+    /// called functions see it as their origin too.
+    pub fn bind(
+        host: Host,
+        listen: SocketAddr,
+        public_url: Option<String>,
+    ) -> std::io::Result<Self> {
+        let listener = listen_on(listen)?;
+        let bound = listener.local_addr()?;
+        let public_url = public_url
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned();
+        host.set_public_url(&public_url);
+        Ok(Self {
+            listener,
+            state: Arc::new(State { host, public_url }),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Where clients reach the server.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => accepted?,
+                () = &mut shutdown => break,
+            };
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The key an `Authorization: Bearer KEY` header presents.
+fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+}
+
+/// Reads a whole request body, up to `limit` bytes. A larger body is read on (and discarded) up
+/// to four times the limit, so the client gets its 413 instead of a reset.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            ApiError::bad_request(format!("could not read the request body: {err}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= limit {
+            buf.extend_from_slice(&data);
+        } else if total > 4 * limit {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(functions_host::Error::payload_too_large(limit).into());
+    }
+    Ok(buf.freeze())
+}
+
+/// The value of `key` in a query string.
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then_some(v)
+    })
+}
+
+async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    let tenant = if segments[0] == "api" {
+        match state.host.admit(presented_key(request.headers())) {
+            Ok(tenant) => tenant,
+            Err(refusal) => return ApiError::from(refusal).into_response(),
+        }
+    } else {
+        None
+    };
+    let result = match segments.as_slice() {
+        ["fn", name, ..] => invoke::invoke(state, name, request).await,
+        ["call", name, token, ..] => invoke::invoke_by_token(state, name, token, request).await,
+        ["healthz"] => {
+            let wasm = state.host.engine().wasm_stats();
+            Ok(error::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "status": "ok",
+                    "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
+                }),
+            ))
+        }
+        ["api", "functions"] => match method {
+            Method::GET => api::list(state).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["api", "functions", name] => match method {
+            Method::PUT => api::deploy(state, name, request).await,
+            Method::GET => api::get(state, name).await,
+            Method::DELETE => api::delete(state, name).await,
+            _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
+        },
+        ["api", "functions", name, "calls"] => match method {
+            Method::POST => calls::create(state, name, tenant, request).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        ["api", "functions", name, "token"] => match method {
+            Method::POST => api::rotate_token(state, name).await,
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        ["api", "calls", id] => match method {
+            Method::GET => {
+                calls::fetch(state, id, query_param(request.uri().query(), "wait")).await
+            }
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["api", "functions", name, "logs"] => match method {
+            Method::GET => api::logs(state, name, request.uri().query()).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_header_presents_a_key() {
+        let headers = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+            headers
+        };
+        assert_eq!(presented_key(&headers("Bearer beta")), Some(&b"beta"[..]));
+        assert_eq!(presented_key(&headers("Bearer ")), Some(&b""[..]));
+        assert_eq!(presented_key(&headers("Basic beta")), None);
+        assert_eq!(presented_key(&headers("beta")), None);
+        assert_eq!(presented_key(&http::HeaderMap::new()), None);
+    }
+}
