@@ -191,6 +191,10 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
             inner.calls.pass_turn(&call.name);
         }
     };
+    if inner.is_draining() {
+        // The host is shutting down: the call stays pending, for the next host to run.
+        return pass_turn();
+    }
     let input = match inner.store.call_input(&call.id).await {
         Ok(Some(input)) => input,
         // Not pending any more: it ran already.

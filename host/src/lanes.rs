@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub struct Lanes {
     lanes: Mutex<HashMap<String, Lane>>,
+    /// Notified when the last place of every lane is freed.
+    idle: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -81,6 +83,22 @@ impl Lanes {
         }
         if lane.running == 0 && lane.waiting.is_empty() {
             lanes.remove(key);
+            if lanes.is_empty() {
+                self.idle.notify_waiters();
+            }
+        }
+    }
+
+    /// Waits until no lane holds or awaits a place.
+    pub async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.lock().is_empty() {
+                return;
+            }
+            idle.await;
         }
     }
 }

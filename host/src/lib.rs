@@ -106,6 +106,8 @@ pub(crate) struct Inner {
     /// Where the host is reached from outside (no trailing `/`): the origin of the URL a
     /// called function sees.
     public_url: RwLock<String>,
+    /// Set by [`Host::shutdown`]: no new invocation or call starts.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// How to open a [`Host`]: [`Host::builder`], then settings, then [`HostBuilder::open`].
@@ -206,6 +208,7 @@ impl HostBuilder {
             max_queued: self.max_queued,
             result_cap_bytes: self.result_cap_bytes,
             public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
+            draining: Default::default(),
         });
         calls::recover(&inner).await?;
         Ok(Host(inner))
@@ -376,6 +379,7 @@ impl Host {
         caller: Caller<'_>,
         request: Request,
     ) -> Result<functions_runtime::Response, Error> {
+        self.0.refuse_if_draining()?;
         let deployed = self.0.admitted(name, caller)?;
         invoke::invoke(&self.0, &deployed, request).await
     }
@@ -388,6 +392,7 @@ impl Host {
         request: CallRequest,
         tenant: Option<Tenant>,
     ) -> Result<String, Error> {
+        self.0.refuse_if_draining()?;
         let input = CallInput {
             content_type: request.content_type,
             query: request.query,
@@ -498,7 +503,55 @@ impl Host {
     }
 }
 
+/// How a [`Host::shutdown`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every invocation and call that had started ended, and their logs are stored.
+    Fully,
+    /// Some were still running when the time was up (calls among them fail with
+    /// [`ErrorKind::HostRestarted`] when a host opens the store again).
+    TimedOut,
+}
+
+impl Host {
+    /// Stops the host taking work and lets what runs finish: new invocations and calls are
+    /// refused ([`ErrorKind::Unavailable`]), queued calls stay queued in the store (a host that
+    /// opens it later runs them), and invocations and calls that had started run on, for up to
+    /// `within`. Then every log line written is stored.
+    pub async fn shutdown(&self, within: Duration) -> Drained {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let idle = async {
+            self.0.lanes.idle().await;
+            self.0.tenant_lanes.idle().await;
+        };
+        let drained = match tokio::time::timeout(within, idle).await {
+            Ok(()) => Drained::Fully,
+            Err(_) => Drained::TimedOut,
+        };
+        self.0.logs.flush().await;
+        drained
+    }
+}
+
 impl Inner {
+    /// [`ErrorKind::Unavailable`] once the host is shutting down.
+    fn refuse_if_draining(&self) -> Result<(), Error> {
+        if self.is_draining() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the host is shutting down: try again shortly",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether [`Host::shutdown`] was called.
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The request an asynchronous call of `name` makes: as a synchronous invocation at the
     /// function's address with the call's payload, query string and content type, plus its id
     /// in `X-Call-Id`.

@@ -56,9 +56,18 @@ impl LogWriter {
 
     /// Stores `entries` in `name`'s logs and returns once they are (or could not be).
     pub async fn write(&self, name: &str, entries: Vec<LogEntry>) {
-        if entries.is_empty() {
-            return;
+        if !entries.is_empty() {
+            self.send(name, entries).await;
         }
+    }
+
+    /// Returns once every line written before is stored.
+    pub async fn flush(&self) {
+        self.send("", Vec::new()).await;
+    }
+
+    /// Queues a write and waits for its batch to be committed.
+    async fn send(&self, name: &str, entries: Vec<LogEntry>) {
         let (stored, done) = oneshot::channel();
         let write = Write {
             name: name.to_owned(),

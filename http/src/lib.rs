@@ -10,7 +10,8 @@
 //! let host = functions_host::Host::builder().sqlite(".functions").open().await?;
 //! let server = functions_host_http::Server::bind(host, "127.0.0.1:8787".parse()?, None)?;
 //! println!("listening on {}", server.public_url());
-//! server.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
+//! server.run(shutdown, std::time::Duration::from_secs(30)).await?;
 //! # Ok(()) }
 //! ```
 
@@ -106,27 +107,63 @@ impl Server {
         &self.state.public_url
     }
 
-    /// Serves until `shutdown` completes.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    /// Serves until `shutdown` completes, then drains: stops accepting connections, lets the
+    /// requests in flight and the host's running invocations and calls finish (for up to
+    /// `drain`; calls still queued stay queued for the next start), and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        drain: std::time::Duration,
+    ) -> std::io::Result<functions_host::Drained> {
+        let connections = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = self.listener.accept() => accepted?,
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
                 () = &mut shutdown => break,
             };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Never the end of the server: a connection that failed before it was
+                    // accepted is the client's loss, and a lack of descriptors or memory passes.
+                    if running_out(&err) {
+                        eprintln!("functions-host: accepting a connection: {err}; retrying");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                    continue;
+                }
+            };
             let state = self.state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = connections.watch(connection);
             tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = connection.await;
             });
         }
-        Ok(())
+        drop(self.listener);
+        let host = self.state.host.clone();
+        let (drained, _) = tokio::join!(host.shutdown(drain), async {
+            let _ = tokio::time::timeout(drain, connections.shutdown()).await;
+        });
+        Ok(drained)
     }
+}
+
+/// How long the server waits before accepting again when the process is out of descriptors or
+/// memory (the moment passes as connections close).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether `err` from `accept` means the process ran out of something (descriptors, buffers,
+/// memory), as opposed to one connection failing.
+fn running_out(err: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS and ENOMEM on Linux.
+    matches!(err.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
 /// The key an `Authorization: Bearer KEY` header presents.

@@ -408,3 +408,52 @@ fn after_a_sigkill_only_the_calls_that_had_started_fail() {
     let restarted: Vec<String> = ids_of(&lines, "FAILED");
     assert_eq!(restarted, ids[..2]);
 }
+
+#[test]
+fn an_async_call_sees_the_request_a_synchronous_invocation_would() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    server.deploy("echo", &crate::harness::fixture("echo.js"));
+    let direct = server.post("/fn/echo/?x=1&y=two", r#"{"a":1}"#).json();
+    let reply = server.post("/api/functions/echo/calls?x=1&y=two", r#"{"a":1}"#);
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let id = reply.json()["call_id"].as_str().unwrap().to_owned();
+    let called = server.get(&format!("/api/calls/{id}?wait=60")).json();
+    for key in ["method", "path", "query", "host", "prefix", "body"] {
+        assert_eq!(called[key], direct[key], "{key}: {called} against {direct}");
+    }
+    assert_eq!(called["query"], "?x=1&y=two");
+    assert_eq!(called["prefix"], "/fn/echo");
+}
+
+#[test]
+fn a_call_streaming_without_end_is_cut_at_the_limit_while_reading() {
+    let data = tempfile::tempdir().unwrap();
+    // Isolates prepared for later requests would count in the peak too: none here.
+    let server = Server::start_with(data.path(), &["--prepared-isolates", "0"], &[]);
+    server.deploy("stream", &crate::harness::fixture("stream.js"));
+    // Warm up (an isolate, allocator arenas), then watch the peak across a 200 MiB stream.
+    let small = call(&server, "stream", "");
+    assert_eq!(
+        server
+            .get(&format!("/api/calls/{small}?wait=60"))
+            .body
+            .len(),
+        1 << 20
+    );
+    let before = server.peak_rss_bytes();
+    let id = server.post("/api/functions/stream/calls?mb=200", "").json()["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = server.get(&format!("/api/calls/{id}?wait=60"));
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "output_too_large");
+    assert_eq!(reply.header("x-call-state"), Some("failed"));
+    let growth = server.peak_rss_bytes().saturating_sub(before);
+    assert!(
+        growth < 24 << 20,
+        "the server's peak memory grew by {} MiB for a call streaming 200 MiB",
+        growth >> 20
+    );
+}

@@ -205,7 +205,21 @@ impl Server {
     /// Like [`Server::start`], with more `serve` arguments and environment variables (e.g.
     /// `FUNCTIONS_HOST_API_KEYS`).
     pub fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = command(BINARY)
+        Self::start_under(&[], data, args, env)
+    }
+
+    /// Like [`Server::start_with`], the server started by the command `wrapper` (e.g.
+    /// `prlimit --nofile=N`, which runs it in its own place).
+    pub fn start_under(wrapper: &[&str], data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut server = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut server = command(program);
+                server.args(wrapper_args).arg(BINARY);
+                server
+            }
+            None => command(BINARY),
+        };
+        let mut child = server
             .args([
                 "serve",
                 "--listen",
@@ -240,6 +254,16 @@ impl Server {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits until it has: its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = command("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().unwrap()
     }
 
     /// Kills the server (SIGKILL: no clean shutdown) and starts it again on the same data.

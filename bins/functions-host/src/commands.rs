@@ -355,13 +355,26 @@ pub async fn serve(
         server.local_addr()?,
         data.display()
     );
-    server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("functions-host: shutting down: finishing the requests and calls under way");
+    };
+    match server.run(shutdown, DRAIN_TIMEOUT).await? {
+        functions_host::Drained::Fully => eprintln!("functions-host: stopped"),
+        functions_host::Drained::TimedOut => eprintln!(
+            "functions-host: stopped after {} s with work still running",
+            DRAIN_TIMEOUT.as_secs()
+        ),
+    }
     Ok(())
 }
+
+/// How long a stopping server lets requests and calls under way finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `run PATH [JSON]`: checks and runs the function once in-process; console output goes to stderr.
 pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {

@@ -52,7 +52,9 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
         files: [("index.ts".to_owned(), GREET_TS.to_owned())].into(),
         ..Manifest::default()
     };
-    let greet = host.deploy("greet", DeploySource::Manifest(manifest)).await?;
+    let greet = host
+        .deploy("greet", DeploySource::Manifest(manifest))
+        .await?;
     out.push(format!(
         "deployed {} version {} ({})",
         greet.name,
@@ -129,9 +131,19 @@ mod tests {
             "hello-wasm: 200 Hello from WebAssembly!",
         ];
         assert_eq!(out[..4], expected);
-        assert!(out[4].ends_with(r#"200 {"message":"Hello, a queued call!"}"#), "{out:?}");
-        assert!(out.contains(&"log [info] greeting embedder".to_owned()), "{out:?}");
-        assert!(out.iter().any(|l| l.starts_with("log [info] FINISHED <id> 200")), "{out:?}");
+        assert!(
+            out[4].ends_with(r#"200 {"message":"Hello, a queued call!"}"#),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(&"log [info] greeting embedder".to_owned()),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("log [info] FINISHED <id> 200")),
+            "{out:?}"
+        );
         assert_eq!(
             out.last().unwrap(),
             r#"after reopening: 200 {"message":"Hello, a reopened host!"}"#
