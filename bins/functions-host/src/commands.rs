@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use anyhow::bail;
-use serde_json::json;
 
 use crate::toolchain;
 use functions_host_client::Client;
@@ -153,13 +152,19 @@ pub struct DeployArgs {
     private: bool,
 }
 
-/// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
-pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
-    let guest = toolchain::guest_source(&args.path, args.lang.as_deref());
+/// The code at `path` as a manifest: a guest's source built to WebAssembly with its toolchain,
+/// a `.wasm` file, or JavaScript/TypeScript modules (a file, or a directory of them).
+fn code_manifest(
+    path: &Path,
+    lang: Option<&str>,
+    entry: Option<&str>,
+    executor: Option<&str>,
+) -> anyhow::Result<functions_host::Manifest> {
+    let guest = toolchain::guest_source(path, lang);
     let wasm = guest.is_some()
-        || args.lang.as_deref() == Some("wasm")
-        || args.path.extension().is_some_and(|ext| ext == "wasm");
-    let mut executor = args.executor.clone();
+        || lang == Some("wasm")
+        || path.extension().is_some_and(|ext| ext == "wasm");
+    let mut executor = executor.map(str::to_owned);
     let (entry, files) = if let Some((language, source)) = guest {
         let built = toolchain::build(language, &source)?;
         eprintln!(
@@ -175,42 +180,48 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
             .unwrap_or("main");
         wasm_file(&format!("{stem}.wasm"), &built.wasm)
     } else if wasm {
-        let bytes = std::fs::read(&args.path)
-            .with_context(|| format!("reading {}", args.path.display()))?;
-        let name = args
-            .path
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("main.wasm");
         wasm_file(name, &bytes)
     } else {
-        source_files(&args.path, args.entry.as_deref())?
+        source_files(path, entry)?
     };
+    Ok(functions_host::Manifest {
+        language: if wasm {
+            Some("wasm".to_owned())
+        } else {
+            lang.map(str::to_owned)
+        },
+        entry: Some(entry),
+        files,
+        executor,
+        ..functions_host::Manifest::default()
+    })
+}
+
+/// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
+pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
+    let mut manifest = code_manifest(
+        &args.path,
+        args.lang.as_deref(),
+        args.entry.as_deref(),
+        args.executor.as_deref(),
+    )?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => default_name(&args.path)?,
     };
-    let mut vars = BTreeMap::new();
     for pair in &args.env {
         let (key, value) = pair
             .split_once('=')
             .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
-        vars.insert(key.to_owned(), value.to_owned());
+        manifest.env.insert(key.to_owned(), value.to_owned());
     }
-    let mut manifest =
-        json!({ "entry": entry, "files": files, "env": vars, "allow_net": args.allow_net });
-    if let Some(lang) = &args.lang {
-        manifest["language"] = lang.as_str().into();
-    }
-    if let Some(isolation) = &args.isolation {
-        manifest["isolation"] = isolation.as_str().into();
-    }
-    if wasm {
-        manifest["language"] = "wasm".into();
-    }
-    if let Some(executor) = executor {
-        manifest["executor"] = executor.into();
-    }
+    manifest.allow_net = args.allow_net.clone();
+    manifest.isolation = args.isolation.clone();
     let mut limits = serde_json::Map::new();
     for pair in &args.limits {
         let (key, value) = pair
@@ -221,10 +232,12 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--limit {pair:?}: the value is not a whole number"))?;
         limits.insert(key.to_owned(), value.into());
     }
-    manifest["limits"] = limits.into();
     if args.private {
-        manifest["public"] = false.into();
+        manifest.public = Some(false);
     }
+    // Limits go as the user wrote them, so that the server names an unknown one.
+    let mut manifest = serde_json::to_value(&manifest)?;
+    manifest["limits"] = limits.into();
     let v = client.deploy_manifest(&name, &manifest)?;
     println!(
         "Deployed {} version {} ({}): {}",
@@ -376,99 +389,100 @@ pub async fn serve(
 /// How long a stopping server lets requests and calls under way finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `run PATH [JSON]`: checks and runs the function once in-process; console output goes to stderr.
+/// `run PATH [JSON]`: deploys the function to a host of its own, in memory, and invokes it
+/// once; the response body goes to stdout, the function's logs to stderr.
 pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
     let name = default_name(path)?;
     functions_host::validate_name(&name)?;
     let body = payload_bytes(payload)?;
-    let engine = functions_runtime::Engine::new(functions_runtime::EngineConfig {
-        workers: 1,
-        // One invocation, then the process ends: nothing to prepare for.
-        prepared_per_worker: 0,
-        ..Default::default()
-    });
+    let manifest = code_manifest(path, None, None, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut settings = functions_runtime::Settings::default();
-    let guest = toolchain::guest_source(path, None);
-    let function = if guest.is_some() || path.extension().is_some_and(|ext| ext == "wasm") {
-        let binary = match guest {
-            Some((language, source)) => {
-                let built = toolchain::build(language, &source)?;
-                if let Some(executor) = built.executor.and_then(functions_runtime::Executor::parse)
-                {
-                    settings.executor = executor;
-                }
-                built.wasm
-            }
-            None => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        };
-        let module = runtime
-            .block_on(engine.compile_wasm(binary))
-            .map_err(|err| anyhow::anyhow!("{}", err.message))?;
-        functions_runtime::Function::wasm(&name, 1, module, settings)
-    } else {
-        let (entry, files) = source_files(path, None)?;
-        let modules = functions_runtime::compile_files(&name, &entry, &files)?;
-        functions_runtime::Function::new(&name, 1, &entry, modules, settings)
-    };
-    let print_logs = |lines: &[functions_runtime::LogLine]| {
-        for line in lines {
-            eprintln!("[{}] {}", line.level.as_str(), line.message);
-        }
-    };
     let status = runtime.block_on(async {
-        engine
-            .check(&function)
+        let host = functions_host::Host::builder()
+            .engine(functions_runtime::EngineConfig {
+                workers: 1,
+                // One invocation, then the process ends: nothing to prepare for.
+                prepared_per_worker: 0,
+                ..Default::default()
+            })
+            .open()
+            .await?;
+        host.deploy(&name, functions_host::DeploySource::Manifest(manifest))
             .await
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+            .map_err(|err| anyhow::anyhow!(describe(&err)))?;
         let mut request = if body.is_empty() {
-            functions_runtime::Request::get("http://localhost/")
+            functions_host::Request::get("http://localhost/")
         } else {
-            functions_runtime::Request::json(body)
+            functions_host::Request::json(body)
         };
         request
             .headers
             .push(("x-forwarded-prefix".into(), String::new()));
-        let outcome = engine.invoke(&function, request).await;
-        print_logs(&outcome.logs);
-        let response = outcome.result.map_err(|err| match err {
-            functions_runtime::InvokeError::Threw { stack, message } if !stack.is_empty() => {
-                anyhow::anyhow!("{message}\n{stack}")
-            }
-            other => anyhow::anyhow!("{other}"),
-        })?;
-        let mut stdout = std::io::stdout();
-        let mut last = b'\n';
-        let mut write = |chunk: &[u8]| -> std::io::Result<()> {
-            if let Some(byte) = chunk.last() {
-                last = *byte;
-            }
-            stdout.write_all(chunk)
+        let outcome = match host.invoke(&name, request).await {
+            Ok(response) => write_body(response).await,
+            Err(err) => Err(anyhow::anyhow!(describe(&err))),
         };
-        match response.body {
-            functions_runtime::ResponseBody::Full(bytes) => write(&bytes)?,
-            functions_runtime::ResponseBody::Stream(mut stream) => {
-                while let Some(chunk) = stream.next().await {
-                    write(&chunk.map_err(|err| anyhow::anyhow!("the body failed: {err}"))?)?;
-                }
-            }
+        // What runs after the response (a stream's end, `ctx.waitUntil`) ends, and every log
+        // line is stored, before they are printed.
+        host.shutdown(Duration::from_secs(30)).await;
+        for line in host.logs(&name, 0, 10_000).await? {
+            eprintln!("[{}] {}", line.level, line.message);
         }
-        if last != b'\n' {
-            stdout.write_all(b"\n")?;
-        }
-        if let Some(after_response) = outcome.after_response {
-            let finished = after_response.await;
-            print_logs(&finished.logs);
-            if let Some(err) = finished.error {
-                bail!("after its response, the function failed: {err}");
-            }
-        }
-        anyhow::Ok(response.status)
+        outcome
     })?;
     if !(200..300).contains(&status) {
         bail!("the function answered status {status}");
     }
     Ok(())
+}
+
+/// An error for a person: its message, with the stack or source position it carries.
+fn describe(err: &functions_host::Error) -> String {
+    let details = err.details();
+    if let Some(stack) = details
+        .get("stack")
+        .and_then(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        return stack.to_owned();
+    }
+    match (
+        details.get("file"),
+        details.get("line"),
+        details.get("column"),
+    ) {
+        (Some(file), Some(line), Some(column)) => format!(
+            "{}\n    at {}:{line}:{column}",
+            err.message(),
+            file.as_str().unwrap_or("")
+        ),
+        _ => err.message().to_owned(),
+    }
+}
+
+/// Writes a response's body to stdout (a stream as it comes), ending with a newline; its
+/// status.
+async fn write_body(response: functions_host::Response) -> anyhow::Result<u16> {
+    let mut stdout = std::io::stdout();
+    let mut last = b'\n';
+    let mut write = |chunk: &[u8]| -> std::io::Result<()> {
+        if let Some(byte) = chunk.last() {
+            last = *byte;
+        }
+        stdout.write_all(chunk)
+    };
+    match response.body {
+        functions_runtime::ResponseBody::Full(bytes) => write(&bytes)?,
+        functions_runtime::ResponseBody::Stream(mut stream) => {
+            while let Some(chunk) = stream.next().await {
+                write(&chunk.map_err(|err| anyhow::anyhow!("the body failed: {err}"))?)?;
+            }
+        }
+    }
+    if last != b'\n' {
+        stdout.write_all(b"\n")?;
+    }
+    Ok(response.status)
 }
