@@ -8,6 +8,8 @@
 //! [`extensions`] is the one list used both when the base snapshot is built (`snapshots/`) and when
 //! an isolate is created from it (`runtime/`): the two must match op for op.
 
+#![warn(missing_docs)]
+
 pub mod console;
 pub mod fetch;
 pub mod runtime;

@@ -45,7 +45,12 @@ fn write_residual_sources(path: &Path, consumed: &[String]) {
         }
     }
     residual.sort();
-    let mut table = String::from("pub static RESIDUAL_LAZY_JS: &[(&str, &str)] = &[\n");
+    let mut table = String::from(
+        "/// The extensions' lazily loaded scripts that [`crate::BASE_SNAPSHOT`] does not hold,\n\
+         /// `(specifier, source)` sorted by specifier: pass them as\n\
+         /// `RuntimeOptions::residual_lazy_js_sources`.\n\
+         pub static RESIDUAL_LAZY_JS: &[(&str, &str)] = &[\n",
+    );
     for (specifier, source_path) in residual {
         table.push_str(&format!(
             "    ({specifier:?}, include_str!({source_path:?})),\n"
