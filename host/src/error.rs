@@ -204,6 +204,7 @@ impl From<InvokeError> for Error {
             InvokeError::Hung => ErrorKind::FunctionHung,
             InvokeError::Cancelled { .. } => ErrorKind::Cancelled,
             InvokeError::EngineStopped => ErrorKind::Unavailable,
+            InvokeError::WorkerFailed => ErrorKind::Internal,
         };
         match err {
             InvokeError::Threw { message, stack } => Self::new(kind, message).with("stack", stack),

@@ -134,3 +134,33 @@ pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use functions_runtime::InvokeError;
+
+    use super::*;
+
+    #[test]
+    fn each_failure_gets_its_status() {
+        let status = |err: InvokeError| ApiError::from(functions_host::Error::from(err)).status();
+        // A worker that failed is the host's fault: 500, and the worker is replaced.
+        assert_eq!(
+            status(InvokeError::WorkerFailed),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(status(InvokeError::Hung), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status(InvokeError::EngineStopped),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let quota = ApiError::from(functions_host::Error::quota_spent(
+            std::time::Duration::from_millis(1500),
+        ));
+        let response = quota.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let response = ApiError::from(functions_host::Error::unauthorized()).into_response();
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

@@ -38,6 +38,10 @@ pub struct EngineConfig {
     /// recently invoked fresh-isolate functions (default 32; 0 keeps none, so every invocation
     /// creates its isolate).
     pub prepared_per_worker: usize,
+    /// For tests of how the engine contains a failing worker: a worker panics when it starts
+    /// an invocation of the function with this name.
+    #[doc(hidden)]
+    pub panic_on_function: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,7 @@ impl Default for EngineConfig {
             use_snapshot: true,
             max_isolates: default_max_isolates(),
             prepared_per_worker: 32,
+            panic_on_function: None,
         }
     }
 }
@@ -272,6 +277,7 @@ impl Engine {
                 snapshot,
                 max_isolates: config.max_isolates,
                 prepared_per_worker: config.prepared_per_worker,
+                panic_on_function: config.panic_on_function.map(Into::into),
             }),
             wasm: Arc::new(OnceLock::new()),
         }
@@ -379,7 +385,11 @@ impl Engine {
         self.pool.invoke(function.clone(), request, controls, reply);
         outcome
             .await
-            .unwrap_or_else(|_| crate::pool::stopped_outcome())
+            // The engine is alive (this borrows it): a reply dropped unsent means the worker
+            // running the invocation failed.
+            .unwrap_or_else(|_| {
+                Outcome::new(Err(InvokeError::WorkerFailed), ConsoleOutput::default())
+            })
     }
 }
 

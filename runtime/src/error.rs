@@ -71,9 +71,13 @@ pub enum InvokeError {
         /// Why, as the caller said.
         reason: String,
     },
-    /// The engine's workers are gone (the engine was dropped or a worker died).
+    /// The engine's workers are gone (the engine was dropped).
     #[error("the engine is not running")]
     EngineStopped,
+    /// The worker thread running the invocation failed (a bug in the host, not the function);
+    /// it was replaced.
+    #[error("the host failed while running this invocation (its worker was replaced)")]
+    WorkerFailed,
 }
 
 impl InvokeError {

@@ -29,10 +29,11 @@ use crate::Request;
 use crate::engine::Controls;
 use crate::engine::Outcome;
 use crate::error::CompileError;
-use crate::error::InvokeError;
 use crate::function::Function;
 use crate::watchdog::Watchdog;
+use crate::worker::Ended;
 use crate::worker::Worker;
+use crate::worker::WorkerSettings;
 
 /// One invocation on its way to a worker.
 pub(crate) struct Job {
@@ -286,6 +287,8 @@ pub(crate) struct PoolConfig {
     pub snapshot: Option<&'static [u8]>,
     pub max_isolates: usize,
     pub prepared_per_worker: usize,
+    /// See [`crate::EngineConfig::panic_on_function`].
+    pub panic_on_function: Option<Arc<str>>,
 }
 
 impl Pool {
@@ -316,12 +319,23 @@ impl Pool {
             .map(|(index, receiver)| {
                 let shared = shared.clone();
                 let watchdog = watchdog.clone();
-                let snapshot = config.snapshot;
-                let prepared = config.prepared_per_worker;
+                let settings = WorkerSettings {
+                    index,
+                    snapshot: config.snapshot,
+                    max_prepared: config.prepared_per_worker,
+                    panic_on_function: config.panic_on_function.clone(),
+                };
                 std::thread::Builder::new()
                     .name(format!("functions-worker-{index}"))
                     .spawn(move || {
-                        Worker::run(index, snapshot, prepared, shared, &watchdog, receiver)
+                        let mut receiver = receiver;
+                        // A worker that failed is replaced by a fresh one on the same thread and
+                        // queue; the others never noticed.
+                        while Worker::run(&settings, &shared, &watchdog, &mut receiver)
+                            == Ended::Failed
+                        {
+                            eprintln!("functions-host: worker {index} failed and was replaced");
+                        }
                     })
                     .expect("spawning a worker thread")
             })
@@ -388,9 +402,4 @@ impl Drop for Pool {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The error a caller sees when the engine is gone.
-pub(crate) fn stopped_outcome() -> Outcome {
-    Outcome::new(Err(InvokeError::EngineStopped), Default::default())
 }

@@ -104,6 +104,26 @@ impl Ready {
     }
 }
 
+/// How a worker is set up.
+pub(crate) struct WorkerSettings {
+    pub index: usize,
+    pub snapshot: Option<&'static [u8]>,
+    /// Pre-created isolates the worker keeps at most.
+    pub max_prepared: usize,
+    /// See [`crate::EngineConfig::panic_on_function`].
+    pub panic_on_function: Option<Arc<str>>,
+}
+
+/// Why [`Worker::run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The pool stopped.
+    Stopped,
+    /// A task panicked: the worker stopped taking work, let the rest finish, and must be
+    /// replaced.
+    Failed,
+}
+
 pub(crate) struct Worker {
     index: usize,
     snapshot: Option<&'static [u8]>,
@@ -121,19 +141,22 @@ pub(crate) struct Worker {
     /// Isolates whose invocations are over, torn down when the worker has nothing else to do
     /// (tearing one down takes about as long as running a small invocation).
     spent: RefCell<Vec<FunctionIsolate>>,
+    /// Set (and notified) when a task panicked.
+    failed: Cell<bool>,
+    failure: Notify,
+    panic_on_function: Option<Arc<str>>,
 }
 
 impl Worker {
-    /// The worker thread's body: serves tasks until the pool stops, then lets the invocations
-    /// under way finish.
+    /// The worker thread's body: serves tasks until the pool stops (or one of them panics),
+    /// then lets the invocations under way finish.
     pub fn run(
-        index: usize,
-        snapshot: Option<&'static [u8]>,
-        max_prepared: usize,
-        shared: Arc<Shared>,
+        settings: &WorkerSettings,
+        shared: &Arc<Shared>,
         watchdog: &Watchdog,
-        private: mpsc::UnboundedReceiver<Task>,
-    ) {
+        private: &mut mpsc::UnboundedReceiver<Task>,
+    ) -> Ended {
+        let (index, snapshot) = (settings.index, settings.snapshot);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -142,14 +165,17 @@ impl Worker {
         let worker = Rc::new(Self {
             index,
             snapshot,
-            shared,
+            shared: shared.clone(),
             thread: Rc::new(watchdog.thread()),
             ready: RefCell::default(),
-            max_prepared,
+            max_prepared: settings.max_prepared,
             in_flight: Cell::new(0),
             drained: Notify::new(),
             refill: Notify::new(),
             spent: RefCell::default(),
+            failed: Cell::new(false),
+            failure: Notify::new(),
+            panic_on_function: settings.panic_on_function.clone(),
         });
         local.block_on(&runtime, async {
             // V8 shares its read-only heap (and starts its compiler threads) once for all the
@@ -167,10 +193,15 @@ impl Worker {
             worker.spent.borrow_mut().clear();
             drop(anchor);
         });
+        if worker.failed.get() {
+            Ended::Failed
+        } else {
+            Ended::Stopped
+        }
     }
 
     /// Takes tasks one at a time until the intake closes; pre-creates isolates when idle.
-    async fn serve(self: &Rc<Self>, mut private: mpsc::UnboundedReceiver<Task>) {
+    async fn serve(self: &Rc<Self>, private: &mut mpsc::UnboundedReceiver<Task>) {
         let mut maintenance = tokio::time::interval(Duration::from_secs(1));
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -184,6 +215,7 @@ impl Worker {
                 _ = maintenance.tick() => self.trim(),
                 Some(spent) = async { self.spent.borrow_mut().pop() } => drop(spent),
                 () = self.refill.notified() => self.prepare_one().await,
+                () = self.failure.notified() => return,
             }
             // Isolates woken meanwhile run before more work is taken on.
             tokio::task::yield_now().await;
@@ -194,12 +226,25 @@ impl Worker {
         self.in_flight.set(self.in_flight.get() + 1);
         let worker = self.clone();
         tokio::task::spawn_local(async move {
-            match task {
-                Task::Invoke(job) => worker.clone().invoke(job).await,
-                Task::Check { function, reply } => {
-                    let checked = isolate::check(&function, worker.snapshot, worker.thread.clone());
-                    let _ = reply.send(checked.await);
+            let run = async {
+                match task {
+                    Task::Invoke(job) => worker.clone().invoke(job).await,
+                    Task::Check { function, reply } => {
+                        let checked =
+                            isolate::check(&function, worker.snapshot, worker.thread.clone());
+                        let _ = reply.send(checked.await);
+                    }
                 }
+            };
+            // A panic here is a bug in the host: the task's reply is dropped (its caller learns
+            // the worker failed), and the worker is replaced once its other tasks are done, as
+            // its state can no longer be trusted.
+            if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run))
+                .await
+                .is_err()
+            {
+                worker.failed.set(true);
+                worker.failure.notify_one();
             }
             worker.in_flight.set(worker.in_flight.get() - 1);
             if worker.in_flight.get() == 0 {
@@ -221,6 +266,12 @@ impl Worker {
             admitted,
             claimed,
         } = *job;
+        if self.panic_on_function.as_deref() == Some(function.name()) {
+            panic!(
+                "a worker failure injected for tests, invoking {}",
+                function.name()
+            );
+        }
         request.env = function.settings().env.clone();
         self.arrived(&function);
         let Controls { cancel, start } = controls;

@@ -430,3 +430,44 @@ async fn fresh_isolates_do_not_share_random_sequences() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_worker_that_panics_fails_its_invocation_and_is_replaced() {
+    let engine = Engine::new(EngineConfig {
+        workers: 1,
+        panic_on_function: Some("crash".into()),
+        ..EngineConfig::default()
+    });
+    let hello = Function::javascript("hello", "export default (e) => ({ hi: e.name })");
+    let crash = Function::javascript("crash", "export default () => 1");
+    // A sleeper on the same (only) worker, under way when the worker fails: it finishes.
+    let sleeper = Function::javascript(
+        "sleeper",
+        "export default async () => { await new Promise((r) => setTimeout(r, 300)); return 'slept'; }",
+    );
+    let sleeping = engine.invoke(&sleeper, Request::json("{}"));
+    let crashed = engine.invoke(&crash, Request::json("{}"));
+    let (slept, crashed) = tokio::join!(sleeping, crashed);
+    assert!(
+        matches!(crashed.result, Err(InvokeError::WorkerFailed)),
+        "{:?}",
+        crashed.result.err()
+    );
+    let slept = slept.result.expect("the invocation under way finishes");
+    assert_eq!(slept.body.bytes().await.unwrap(), br#""slept""#);
+    // The replacement serves the next invocations, on as many threads as before.
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    for name in ["a", "b", "c"] {
+        let response = run(
+            &engine,
+            &hello,
+            Request::json(format!(r#"{{"name":"{name}"}}"#)),
+        )
+        .await;
+        assert_eq!(text(&response), format!(r#"{{"hi":"{name}"}}"#));
+    }
+    assert_eq!(
+        std::fs::read_dir("/proc/self/task").unwrap().count(),
+        threads
+    );
+}
