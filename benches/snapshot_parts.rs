@@ -48,20 +48,20 @@ const STEPS: &[(&str, &[&str])] = &[
             "ext:deno_web/08_text_encoding.js",
         ],
     ),
-    ("headers", &["ext:fetch/20_headers.js"]),
+    ("headers", &["ext:deno_fetch/20_headers.js"]),
     (
         "request_response",
         &[
-            "ext:fetch/22_body.js",
-            "ext:fetch/23_request.js",
-            "ext:fetch/23_response.js",
+            "ext:deno_fetch/22_body.js",
+            "ext:deno_fetch/23_request.js",
+            "ext:deno_fetch/23_response.js",
         ],
     ),
 ];
 
 /// Every extension but the host's own, whose script builds the whole global scope.
 fn extensions_without_global_scope() -> Vec<deno_core::Extension> {
-    let mut extensions = functions_ext::extensions();
+    let mut extensions = functions_ext::extensions_for_snapshot();
     extensions.pop();
     extensions
 }

@@ -1,6 +1,6 @@
 //! The deno_core extensions that make up a function's JavaScript environment.
 //!
-//! Each folder is one extension: `fetch/` (fetch, Headers, Request, Response), `console/`
+//! Each folder is one extension: `fetch/` (deno_fetch's, and the function's network access), `console/`
 //! (console output into the function's logs) and `runtime/` (the global scope and the
 //! per-invocation dispatcher). The web platform underneath (URL, encoding, streams, timers,
 //! events, ...) comes from the `deno_web` and `deno_webidl` crates, Web Crypto from `deno_crypto`.
@@ -22,6 +22,18 @@ use deno_core::snapshot::CreateSnapshotOptions;
 
 /// Every extension of a function isolate, in dependency order.
 pub fn extensions() -> Vec<Extension> {
+    extensions_with(fetch::deno_fetch())
+}
+
+/// [`extensions`] as the base snapshot is built with them: `deno_fetch`'s body scripts changed
+/// to load what most functions never use on first use (see [`fetch::deno_fetch_for_snapshot`]).
+/// Only where the snapshot is built: it reads `deno_fetch`'s files.
+pub fn extensions_for_snapshot() -> Vec<Extension> {
+    extensions_with(fetch::deno_fetch_for_snapshot())
+}
+
+/// [`extensions`], with `deno_fetch` as given.
+fn extensions_with(deno_fetch: Extension) -> Vec<Extension> {
     vec![
         deno_webidl::deno_webidl::init(),
         deno_web::deno_web::init(
@@ -31,7 +43,8 @@ pub fn extensions() -> Vec<Extension> {
             deno_web::InMemoryBroadcastChannel::default(),
         ),
         deno_crypto::deno_crypto::init(None),
-        fetch::fetch::init(),
+        deno_fetch,
+        fetch::fetch_access(),
         console::console::init(),
         runtime::host::init(),
     ]
@@ -51,7 +64,7 @@ pub fn snapshot_options(
         cargo_manifest_dir,
         startup_snapshot: None,
         skip_op_registration: false,
-        extensions: extensions(),
+        extensions: extensions_for_snapshot(),
         extension_transpiler: None,
         with_runtime_cb: Some(Box::new(move |runtime| {
             runtime::warm_up(runtime);

@@ -1,14 +1,15 @@
-//! `fetch`, `Headers`, `FormData`, `Request`, `Response` and the body mixin (see README.md in this
-//! folder). Outgoing requests go through `deno_fetch`'s HTTP client, and reach only the hosts the
-//! function was granted at deploy (`allow_net`).
+//! `fetch`, `Headers`, `FormData`, `Request`, `Response` and the body mixin: `deno_fetch`'s own
+//! extension (its ops and its scripts as published), plus `fetch_access`, which lets a function
+//! reach only the hosts it was granted at deploy (`allow_net`). See README.md in this folder.
 
 use std::sync::Arc;
 use std::sync::LazyLock;
 
+use deno_core::Extension;
+use deno_core::ExtensionFileSource;
+use deno_core::ExtensionFileSourceCode;
 use deno_core::OpState;
 use deno_core::op2;
-use deno_core::url::Url;
-use deno_error::JsErrorBox;
 use deno_permissions::Permissions;
 use deno_permissions::PermissionsContainer;
 use deno_permissions::PermissionsOptions;
@@ -16,6 +17,69 @@ use deno_permissions::RuntimePermissionDescriptorParser;
 
 /// The `User-Agent` of outgoing requests (and `navigator.userAgent`).
 pub const USER_AGENT: &str = concat!("functions-host/", env!("CARGO_PKG_VERSION"));
+
+/// `deno_fetch`'s extension as published, with our user agent.
+pub fn deno_fetch() -> Extension {
+    deno_fetch::deno_fetch::init(deno_fetch::Options {
+        user_agent: USER_AGENT.to_owned(),
+        ..Default::default()
+    })
+}
+
+/// Changes to `deno_fetch`'s scripts for the base snapshot, as unified diffs against the
+/// published files: the body, `Request` and `Response` scripts load streams, form data, blobs,
+/// MIME type parsing and `location` on first use instead of at their top level, so that the
+/// snapshot (which every isolate deserializes) does not hold them.
+const SNAPSHOT_PATCHES: &[(&str, &str)] = &[
+    (
+        "ext:deno_fetch/22_body.js",
+        include_str!("patches/22_body.js.patch"),
+    ),
+    (
+        "ext:deno_fetch/23_request.js",
+        include_str!("patches/23_request.js.patch"),
+    ),
+    (
+        "ext:deno_fetch/23_response.js",
+        include_str!("patches/23_response.js.patch"),
+    ),
+];
+
+/// [`deno_fetch`] with [`SNAPSHOT_PATCHES`] applied: what the base snapshot is built with. Its
+/// scripts are read from the `deno_fetch` crate's files, so this runs where the snapshot is
+/// built; a patch that no longer applies to them fails the build, naming the file.
+pub fn deno_fetch_for_snapshot() -> Extension {
+    let mut extension = deno_fetch();
+    for file in extension.lazy_loaded_js_files.to_mut() {
+        let Some((_, patch)) = SNAPSHOT_PATCHES
+            .iter()
+            .find(|(specifier, _)| *specifier == file.specifier)
+        else {
+            continue;
+        };
+        #[allow(deprecated, reason = "reading the published source, whatever its form")]
+        let published = match &file.code {
+            ExtensionFileSourceCode::LoadedFromFsDuringSnapshot(path) => {
+                std::fs::read_to_string(path).unwrap_or_else(|err| panic!("reading {path}: {err}"))
+            }
+            ExtensionFileSourceCode::IncludedInBinary(code)
+            | ExtensionFileSourceCode::LoadedFromMemoryDuringSnapshot(code) => {
+                code.as_str().to_owned()
+            }
+            ExtensionFileSourceCode::Computed(code) => code.to_string(),
+        };
+        let patch = diffy::Patch::from_str(patch)
+            .unwrap_or_else(|err| panic!("the patch of {} is malformed: {err}", file.specifier));
+        let patched = diffy::apply(&published, &patch).unwrap_or_else(|err| {
+            panic!(
+                "the patch of {} does not apply to deno_fetch's file: {err}",
+                file.specifier
+            )
+        });
+        *file = ExtensionFileSource::new_computed(file.specifier, patched.into());
+    }
+    extension
+}
 
 static PARSER: LazyLock<Arc<RuntimePermissionDescriptorParser<sys_traits::impls::RealSys>>> =
     LazyLock::new(|| {
@@ -26,7 +90,8 @@ static PARSER: LazyLock<Arc<RuntimePermissionDescriptorParser<sys_traits::impls:
 
 /// What a function's `fetch` may reach: the hosts of its `allow_net` (`host` or `host:port`, as
 /// in Deno's `--allow-net`) and nothing else (no files, environment or subprocesses). Built once
-/// per function, cheap to clone into each of its isolates.
+/// per function, cheap to clone into each of its isolates. `deno_fetch`'s `op_fetch` checks
+/// every request against it, redirects included.
 #[derive(Clone)]
 pub struct NetAccess {
     permissions: PermissionsContainer,
@@ -70,62 +135,39 @@ impl NetAccess {
     }
 }
 
-/// Rejects, with a `TypeError` naming the host, a request to a host the function was not granted.
-/// (`op_fetch` checks the same permissions again; this gives the error its Web-platform class.)
-#[op2(fast)]
-fn op_fetch_check_net(state: &mut OpState, #[string] url: &str) -> Result<(), JsErrorBox> {
-    let Ok(url) = Url::parse(url) else {
-        return Ok(()); // `op_fetch` reports the invalid URL.
-    };
-    if !matches!(url.scheme(), "http" | "https") {
-        return Ok(());
-    }
-    let denied = state
-        .borrow_mut::<PermissionsContainer>()
-        .check_net_url(&url, "fetch()")
-        .is_err();
-    if !denied {
-        return Ok(());
-    }
-    let host = match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_owned(),
-        (None, _) => url.to_string(),
-    };
+/// The message of the `TypeError` a request to `host`, which the function was not granted,
+/// rejects with (the global scope turns `op_fetch`'s permission error into it).
+#[op2]
+#[string]
+fn op_fetch_denied_message(state: &mut OpState, #[string] host: &str) -> String {
     let allowed = &state.borrow::<NetAccess>().allow_net;
     let granted = if allowed.is_empty() {
         "this function may not reach any host; grant hosts at deploy with allow_net".to_owned()
     } else {
         format!("this function may reach only {}", allowed.join(", "))
     };
-    Err(JsErrorBox::type_error(format!(
-        "fetch to \"{host}\" is not allowed: {granted}"
-    )))
+    format!("fetch to \"{host}\" is not allowed: {granted}")
+}
+
+/// The function's network access ([`NetAccess`], checked by `op_fetch`), and a stand-in for the
+/// one script of `deno_net` that `deno_fetch` loads (`tls_stand_in.js`).
+pub fn fetch_access() -> Extension {
+    let mut extension = fetch_access::init();
+    extension
+        .lazy_loaded_js_files
+        .to_mut()
+        .push(ExtensionFileSource::new(
+            "ext:deno_net/02_tls.js",
+            deno_core::ascii_str_include!("tls_stand_in.js"),
+        ));
+    extension
 }
 
 deno_core::extension!(
-  fetch,
-  deps = [deno_webidl, deno_web],
-  ops = [
-    op_fetch_check_net,
-    deno_fetch::op_fetch,
-    deno_fetch::op_fetch_send,
-  ],
-  lazy_loaded_js = [
-    dir "fetch",
-    "20_headers.js",
-    "21_formdata.js",
-    "22_body.js",
-    "22_http_client.js",
-    "23_request.js",
-    "23_response.js",
-    "26_fetch.js",
-  ],
-  state = |state| {
-    state.put(deno_fetch::Options {
-        user_agent: USER_AGENT.to_owned(),
-        ..Default::default()
-    });
-    NetAccess::none().install(state);
-  },
+    fetch_access,
+    deps = [deno_fetch],
+    ops = [op_fetch_denied_message],
+    state = |state| {
+        NetAccess::none().install(state);
+    },
 );

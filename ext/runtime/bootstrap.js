@@ -1,7 +1,7 @@
 // functions-host: the global scope of every function isolate, and the invocation dispatcher.
 // Runs once, while the base snapshot is built; nothing here runs per request except `dispatch`.
 
-import { core, primordials } from "ext:core/mod.js";
+import { core, internals, primordials } from "ext:core/mod.js";
 import {
   op_console_write,
   op_host_user_agent,
@@ -11,6 +11,7 @@ import {
   op_invocation_body_write,
   op_invocation_collect_garbage,
   op_invocation_respond,
+  op_fetch_denied_message,
 } from "ext:core/ops";
 
 const {
@@ -19,6 +20,8 @@ const {
   JSONStringify,
   ObjectDefineProperty,
   ObjectFromEntries,
+  ObjectGetPrototypeOf,
+  ObjectPrototype,
   ObjectPrototypeIsPrototypeOf,
   ObjectSetPrototypeOf,
   Promise,
@@ -28,6 +31,7 @@ const {
   SafePromiseRace,
   SafeSet,
   SetPrototypeHas,
+  StringPrototypeMatch,
   Symbol,
   TypeError,
   TypedArrayPrototypeGetByteLength,
@@ -44,19 +48,62 @@ const timers = load("ext:deno_web/02_timers.js");
 const abortSignal = load("ext:deno_web/03_abort_signal.js");
 const base64 = load("ext:deno_web/05_base64.js");
 const encoding = load("ext:deno_web/08_text_encoding.js");
-const headers = load("ext:fetch/20_headers.js");
-const request = load("ext:fetch/23_request.js");
-const response = load("ext:fetch/23_response.js");
+const headers = load("ext:deno_fetch/20_headers.js");
+const request = load("ext:deno_fetch/23_request.js");
+const response = load("ext:deno_fetch/23_response.js");
 const { Request, fromInnerRequest, newInnerRequest } = request;
-const { extractBody, isStaticBody } = load("ext:fetch/22_body.js");
+const { extractBody } = load("ext:deno_fetch/22_body.js");
+/**
+ * Whether an `InnerBody`'s `streamOrStatic` is the static kind (`{ body, consumed }`, a plain
+ * object deno_fetch makes) rather than a `ReadableStream`: telling them apart this way needs no
+ * streams.
+ */
+const isStaticBody = (streamOrStatic) => ObjectGetPrototypeOf(streamOrStatic) === ObjectPrototype;
 const { Response, ResponsePrototype, toInnerResponse } = response;
 // Loaded on first use, in the isolate that uses them: most functions never stream, fetch, sign,
 // make blobs or forms, time themselves, match URL patterns, compress, post messages or set a
 // location, and a smaller snapshot starts faster (every isolate deserializes all of it).
-const fetchScript = () => load("ext:fetch/26_fetch.js");
+let fetchLoaded = null;
+/**
+ * `fetch`: deno_fetch's, loaded on first use. A request to a host the function was not granted
+ * (deno_fetch's `op_fetch` checks each one, redirects included) rejects with a TypeError naming
+ * the host and the hosts it may reach, as a network error would.
+ */
+const fetchScript = () => {
+  if (fetchLoaded !== null) return fetchLoaded;
+  // deno_fetch reads its OpenTelemetry hooks from `internals` (and loads deno_telemetry when
+  // they are missing): a function has no telemetry, so tracing stays off.
+  internals.__telemetry ??= {
+    TRACING_ENABLED: false,
+    PROPAGATORS: [],
+    builtinTracer: () => null,
+    ContextManager: { active() {} },
+    DID_NOT_ENTER: undefined,
+    enterSpan: () => undefined,
+    exitSpan: () => {},
+  };
+  internals.__telemetryUtil ??= {
+    updateSpanFromClientResponse: () => {},
+    updateSpanFromError: () => {},
+    updateSpanFromRequest: () => {},
+  };
+  const denoFetch = load("ext:deno_fetch/26_fetch.js").fetch;
+  async function fetch(input, init = undefined) {
+    try {
+      return await denoFetch(input, init);
+    } catch (err) {
+      const host = ObjectPrototypeIsPrototypeOf(core.NotCapablePrototype, err)
+        ? StringPrototypeMatch(err.message, /^Requires net access to "([^"]*)"/)?.[1]
+        : undefined;
+      throw host === undefined ? err : new TypeError(op_fetch_denied_message(host));
+    }
+  }
+  fetchLoaded = { fetch };
+  return fetchLoaded;
+};
 const streamsScript = () => load("ext:deno_web/06_streams.js");
 const fileScript = () => load("ext:deno_web/09_file.js");
-const formDataScript = () => load("ext:fetch/21_formdata.js");
+const formDataScript = () => load("ext:deno_fetch/21_formdata.js");
 let performanceScriptLoaded = null;
 /** The performance timeline: `performance.timeOrigin` is when the isolate was created. */
 const performanceScript = () => {

@@ -306,7 +306,7 @@ fn op_host_user_agent() -> &'static str {
 
 deno_core::extension!(
   host,
-  deps = [deno_webidl, deno_web, deno_crypto, fetch, console],
+  deps = [deno_webidl, deno_web, deno_crypto, deno_fetch, fetch_access, console],
   ops = [
     op_host_user_agent,
     op_invocation_request,

@@ -455,8 +455,7 @@ async fn a_worker_that_panics_fails_its_invocation_and_is_replaced() {
     );
     let slept = slept.result.expect("the invocation under way finishes");
     assert_eq!(slept.body.bytes().await.unwrap(), br#""slept""#);
-    // The replacement serves the next invocations, on as many threads as before.
-    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    // The replacement (the engine's only worker) serves the next invocations.
     for name in ["a", "b", "c"] {
         let response = run(
             &engine,
@@ -466,8 +465,4 @@ async fn a_worker_that_panics_fails_its_invocation_and_is_replaced() {
         .await;
         assert_eq!(text(&response), format!(r#"{{"hi":"{name}"}}"#));
     }
-    assert_eq!(
-        std::fs::read_dir("/proc/self/task").unwrap().count(),
-        threads
-    );
 }
