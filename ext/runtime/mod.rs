@@ -20,141 +20,15 @@ use serde::Serialize;
 /// `dispatch(namespace)` and `setLocation(href)`.
 pub const INTERNALS_GLOBAL: &str = "__functionsHost";
 
-/// The request an invocation runs with; put into `OpState` before the dispatcher is called.
-#[derive(Clone, Debug, Default)]
-pub struct InvocationRequest {
-    /// HTTP method.
-    pub method: String,
-    /// Absolute URL as the function sees it.
-    pub url: String,
-    /// Header names and values, in arrival order.
-    pub headers: Vec<(String, String)>,
-    /// The request body.
-    pub body: Vec<u8>,
-    /// The function's environment variables, given to the handler as `env`.
-    pub env: BTreeMap<String, String>,
-}
-
-impl InvocationRequest {
-    /// A `POST` of a JSON body to `http://localhost/`: the event of a plain-function handler.
-    pub fn json(body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            method: "POST".into(),
-            url: "http://localhost/".into(),
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: body.into(),
-            env: BTreeMap::new(),
-        }
-    }
-
-    /// A `GET` of `url` without a body.
-    pub fn get(url: impl Into<String>) -> Self {
-        Self {
-            method: "GET".into(),
-            url: url.into(),
-            ..Self::default()
-        }
-    }
-}
-
-/// The response an invocation produced; taken from `OpState` once the handler has responded.
-#[derive(Debug, Default)]
-pub struct InvocationResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Header names and values.
-    pub headers: Vec<(String, String)>,
-    /// The body: whole, or streamed while the function keeps running.
-    pub body: ResponseBody,
-}
+pub use functions_types::BodyError;
+pub use functions_types::BodyStream;
+pub use functions_types::Request as InvocationRequest;
+pub use functions_types::Response as InvocationResponse;
+pub use functions_types::ResponseBody;
 
 /// How many chunks a streamed body may have in flight between the function and its reader: the
 /// function waits when the reader is this far behind, so a large stream takes little memory.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 8;
-
-/// A response body.
-#[derive(Debug)]
-pub enum ResponseBody {
-    /// The whole body (the handler's body was not a stream, or there was none).
-    Full(Vec<u8>),
-    /// Chunks of a `ReadableStream` body, as the function produces them.
-    Stream(BodyStream),
-}
-
-impl Default for ResponseBody {
-    fn default() -> Self {
-        Self::Full(Vec::new())
-    }
-}
-
-impl ResponseBody {
-    /// The whole body, reading a stream to its end; `Err` with the reason if the stream failed.
-    pub async fn bytes(self) -> Result<Vec<u8>, String> {
-        self.bytes_within(usize::MAX)
-            .await
-            .map_err(|err| match err {
-                BodyError::Failed(reason) => reason,
-                BodyError::TooLarge => unreachable!("no body is larger than usize::MAX bytes"),
-            })
-    }
-
-    /// The whole body if it is at most `limit` bytes. A stream is read until it ends or passes
-    /// the limit, then dropped (cancelling it): a body without end costs `limit` bytes at most.
-    pub async fn bytes_within(self, limit: usize) -> Result<Vec<u8>, BodyError> {
-        match self {
-            Self::Full(bytes) if bytes.len() > limit => Err(BodyError::TooLarge),
-            Self::Full(bytes) => Ok(bytes),
-            Self::Stream(mut stream) => {
-                let mut bytes = Vec::new();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(BodyError::Failed)?;
-                    if bytes.len() + chunk.len() > limit {
-                        return Err(BodyError::TooLarge);
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok(bytes)
-            }
-        }
-    }
-
-    /// The body if it is whole already.
-    pub fn as_full(&self) -> Option<&[u8]> {
-        match self {
-            Self::Full(bytes) => Some(bytes),
-            Self::Stream(_) => None,
-        }
-    }
-}
-
-/// Why [`ResponseBody::bytes_within`] has no body.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BodyError {
-    /// The function's stream failed, for this reason.
-    Failed(String),
-    /// The body is larger than the limit.
-    TooLarge,
-}
-
-/// The chunks of a streamed response body. Dropping it tells the function its reader is gone
-/// (its stream is cancelled).
-#[derive(Debug)]
-pub struct BodyStream(tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>);
-
-impl BodyStream {
-    /// The next chunk; `None` after the last, `Err` when the function's stream failed.
-    pub async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
-        self.0.recv().await
-    }
-
-    /// [`BodyStream::next`] for implementors of poll-based interfaces (such as `http_body::Body`).
-    pub fn poll_next(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Vec<u8>, String>>> {
-        self.0.poll_recv(cx)
-    }
-}
 
 /// The sending side of the current invocation's streamed body.
 struct BodySender(tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>);
@@ -204,7 +78,7 @@ fn op_invocation_respond(
     let body = if streaming {
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_CHUNKS_IN_FLIGHT);
         state.put(BodySender(sender));
-        ResponseBody::Stream(BodyStream(receiver))
+        ResponseBody::Stream(BodyStream::new(receiver))
     } else {
         ResponseBody::Full(body.map(|body| body.to_vec()).unwrap_or_default())
     };

@@ -2,12 +2,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+#[cfg(feature = "wasm")]
 use std::sync::OnceLock;
 use std::task::Context;
 use std::task::Poll;
 
-use functions_ext::console::ConsoleOutput;
-use functions_ext::console::LogLine;
+use functions_types::ConsoleOutput;
+use functions_types::LogLine;
 use tokio::sync::oneshot;
 
 use crate::Request;
@@ -15,10 +16,15 @@ use crate::Response;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
+#[cfg(feature = "js")]
 use crate::pool::Pool;
+#[cfg(feature = "js")]
 use crate::pool::PoolConfig;
+#[cfg(feature = "wasm")]
 use crate::wasm::WasmEngine;
+#[cfg(feature = "wasm")]
 use crate::wasm::WasmModule;
+#[cfg(feature = "wasm")]
 use crate::wasm::WasmStats;
 
 /// How an [`Engine`] is set up.
@@ -238,6 +244,7 @@ impl Finished {
 pub struct AfterResponse(oneshot::Receiver<Finished>);
 
 impl AfterResponse {
+    #[cfg(feature = "js")]
     pub(crate) fn channel() -> (oneshot::Sender<Finished>, Self) {
         let (sender, receiver) = oneshot::channel();
         (sender, Self(receiver))
@@ -259,30 +266,40 @@ impl Future for AfterResponse {
 /// Runs functions: JavaScript on its worker threads (dropping the engine lets the invocations
 /// under way finish, then stops them), WebAssembly on the caller's task.
 pub struct Engine {
+    /// The worker threads that run JavaScript.
+    #[cfg(feature = "js")]
     pool: Pool,
     /// The wasmtime engine, created when the first WebAssembly function is compiled or loaded.
+    #[cfg(feature = "wasm")]
     wasm: Arc<OnceLock<WasmEngine>>,
 }
 
 impl Engine {
-    /// Starts the worker threads.
+    /// Starts the worker threads (JavaScript; WebAssembly runs on the caller's tasks).
     pub fn new(config: EngineConfig) -> Self {
-        use_fast_entropy();
-        let snapshot = config
-            .use_snapshot
-            .then_some(functions_snapshots::BASE_SNAPSHOT);
+        #[cfg(not(feature = "js"))]
+        let _ = config;
         Self {
-            pool: Pool::new(PoolConfig {
-                workers: config.workers,
-                snapshot,
-                max_isolates: config.max_isolates,
-                prepared_per_worker: config.prepared_per_worker,
-                panic_on_function: config.panic_on_function.map(Into::into),
-            }),
+            #[cfg(feature = "js")]
+            pool: {
+                use_fast_entropy();
+                let snapshot = config
+                    .use_snapshot
+                    .then_some(functions_snapshots::BASE_SNAPSHOT);
+                Pool::new(PoolConfig {
+                    workers: config.workers,
+                    snapshot,
+                    max_isolates: config.max_isolates,
+                    prepared_per_worker: config.prepared_per_worker,
+                    panic_on_function: config.panic_on_function.map(Into::into),
+                })
+            },
+            #[cfg(feature = "wasm")]
             wasm: Arc::new(OnceLock::new()),
         }
     }
 
+    #[cfg(feature = "wasm")]
     fn wasm(&self) -> &WasmEngine {
         self.wasm.get_or_init(WasmEngine::new)
     }
@@ -290,6 +307,7 @@ impl Engine {
     /// Compiles a WebAssembly binary (a WASI preview 1 command module or a WASI 0.2
     /// `wasi:cli/command` component) for [`Function::wasm`], checking that its imports are WASI's.
     /// Compiling takes a while for large binaries; it runs on a thread of its own.
+    #[cfg(feature = "wasm")]
     pub async fn compile_wasm(
         &self,
         wasm: impl Into<Arc<[u8]>>,
@@ -316,6 +334,7 @@ impl Engine {
     /// A stored WebAssembly function's code: `artifact` (from [`WasmModule::artifact`]) is loaded
     /// as it is when this engine made it, so nothing is compiled; otherwise `wasm` is compiled
     /// again (see [`WasmModule::artifact`] for the artifact to store then).
+    #[cfg(feature = "wasm")]
     pub fn load_wasm(
         &self,
         wasm: impl Into<Arc<[u8]>>,
@@ -325,26 +344,34 @@ impl Engine {
     }
 
     /// How many WebAssembly binaries this engine compiled, and how many it loaded precompiled.
+    #[cfg(feature = "wasm")]
     pub fn wasm_stats(&self) -> WasmStats {
         self.wasm.get().map(WasmEngine::stats).unwrap_or_default()
     }
 
     /// The number of worker threads.
+    #[cfg(feature = "js")]
     pub fn workers(&self) -> usize {
         self.pool.workers()
     }
 
     /// Compiles and links the function's module without running it: what a deploy checks.
     pub async fn check(&self, function: &Function) -> Result<(), CompileError> {
+        #[cfg(feature = "wasm")]
         if function.wasm_module().is_some() {
             // Compiled and checked already, by `compile_wasm` or `load_wasm`.
             return Ok(());
         }
-        let (reply, result) = oneshot::channel();
-        self.pool.check(function.clone(), reply);
-        result
-            .await
-            .unwrap_or_else(|_| Err(stopped_compile_error(function)))
+        #[cfg(feature = "js")]
+        {
+            let (reply, result) = oneshot::channel();
+            self.pool.check(function.clone(), reply);
+            result
+                .await
+                .unwrap_or_else(|_| Err(stopped_compile_error(function)))
+        }
+        #[cfg(not(feature = "js"))]
+        Err(no_javascript(function))
     }
 
     /// Runs one invocation of `function` with `request`: JavaScript on a worker thread (in an
@@ -363,6 +390,7 @@ impl Engine {
         request: Request,
         controls: Controls,
     ) -> Outcome {
+        #[cfg(feature = "wasm")]
         if let Some(module) = function.wasm_module() {
             let run = async {
                 if let Some(gate) = controls.start {
@@ -381,18 +409,42 @@ impl Engine {
                 },
             };
         }
-        let (reply, outcome) = oneshot::channel();
-        self.pool.invoke(function.clone(), request, controls, reply);
-        outcome
-            .await
-            // The engine is alive (this borrows it): a reply dropped unsent means the worker
-            // running the invocation failed.
-            .unwrap_or_else(|_| {
-                Outcome::new(Err(InvokeError::WorkerFailed), ConsoleOutput::default())
-            })
+        #[cfg(feature = "js")]
+        {
+            let (reply, outcome) = oneshot::channel();
+            self.pool.invoke(function.clone(), request, controls, reply);
+            outcome
+                .await
+                // The engine is alive (this borrows it): a reply dropped unsent means the worker
+                // running the invocation failed.
+                .unwrap_or_else(|_| {
+                    Outcome::new(Err(InvokeError::WorkerFailed), ConsoleOutput::default())
+                })
+        }
+        #[cfg(not(feature = "js"))]
+        {
+            let _ = (request, controls);
+            Outcome::new(
+                Err(InvokeError::Compile(no_javascript(function))),
+                ConsoleOutput::default(),
+            )
+        }
     }
 }
 
+/// The error for a JavaScript function given to an engine built without the `js` feature.
+#[cfg(not(feature = "js"))]
+fn no_javascript(function: &Function) -> CompileError {
+    CompileError {
+        message: "this engine runs WebAssembly only (functions-runtime without its js feature)"
+            .into(),
+        file: function.name().to_owned(),
+        line: 0,
+        column: 0,
+    }
+}
+
+#[cfg(feature = "js")]
 fn stopped_compile_error(function: &Function) -> CompileError {
     CompileError {
         message: InvokeError::EngineStopped.to_string(),
@@ -402,6 +454,7 @@ fn stopped_compile_error(function: &Function) -> CompileError {
     }
 }
 
+#[cfg(feature = "js")]
 /// Seeds V8's random number generators (`Math.random`, hash seeds, address-space layout) from
 /// a thread-local CSPRNG that the operating system reseeds, instead of V8's default of opening and
 /// reading `/dev/urandom` three times for every isolate created.

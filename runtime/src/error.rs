@@ -1,7 +1,10 @@
 //! Errors of deploying and invoking functions.
 
+#[cfg(feature = "js")]
 use deno_core::error::CoreError;
+#[cfg(feature = "js")]
 use deno_core::error::CoreErrorKind;
+#[cfg(feature = "js")]
 use deno_core::error::JsError;
 
 /// A module that does not compile (or does not link): where, and why.
@@ -80,6 +83,7 @@ pub enum InvokeError {
     WorkerFailed,
 }
 
+#[cfg(feature = "js")]
 impl InvokeError {
     /// Classifies an error of loading or running a module.
     pub(crate) fn from_core(err: CoreError) -> Self {
@@ -107,6 +111,7 @@ impl InvokeError {
     }
 }
 
+#[cfg(feature = "js")]
 impl CompileError {
     /// The compile error in `err`, if it is one (a syntax or link error of a module).
     pub(crate) fn from_core(err: &CoreError, fallback_file: &str) -> Option<Self> {

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deno_core::ModuleSpecifier;
+#[cfg(feature = "js")]
 use functions_ext::fetch::NetAccess;
+use url::Url as ModuleSpecifier;
 
 use crate::module::Module;
-use crate::wasm::Executor;
+#[cfg(feature = "wasm")]
 use crate::wasm::WasmModule;
 
 /// How invocations of a function share isolates.
@@ -59,6 +60,36 @@ pub struct Settings {
     pub executor: Executor,
 }
 
+/// How a guest's standard output becomes the HTTP response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Executor {
+    /// stdout is the body of a `200` (`text/plain; charset=utf-8`).
+    #[default]
+    Command,
+    /// stdout starts with CGI headers (`Content-Type:`, `Status:`, `Location:`) and an empty
+    /// line, as in WAGI and Spin.
+    Wagi,
+}
+
+impl Executor {
+    /// Parses the manifest's `executor`: `"command"` or `"wagi"`.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "command" => Some(Self::Command),
+            "wagi" => Some(Self::Wagi),
+            _ => None,
+        }
+    }
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Wagi => "wagi",
+        }
+    }
+}
+
 /// The largest response body a function may produce whole (a WebAssembly guest's stdout, a
 /// JavaScript `Response` that is not a stream); a larger one fails the invocation.
 pub const MAX_RESPONSE_BYTES: usize = 5 * 1024 * 1024;
@@ -94,6 +125,10 @@ impl Default for Limits {
 pub struct Function(Arc<FunctionInner>);
 
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "js"),
+    allow(dead_code, reason = "what the JavaScript engine reads")
+)]
 pub(crate) struct FunctionInner {
     /// Tells this value (and its clones) from every other `Function` made in the process, even
     /// of the same name and version: prepared isolates are matched to their function by it.
@@ -106,8 +141,10 @@ pub(crate) struct FunctionInner {
     pub modules: BTreeMap<String, Module>,
     pub settings: Settings,
     /// `settings.allow_net` as isolates install it, built once.
+    #[cfg(feature = "js")]
     pub net: Result<NetAccess, String>,
     /// The compiled code of a WebAssembly function (which has no `modules` then).
+    #[cfg(feature = "wasm")]
     pub wasm: Option<WasmModule>,
 }
 
@@ -145,14 +182,17 @@ impl Function {
             root,
             specifier,
             modules,
+            #[cfg(feature = "js")]
             net: NetAccess::new(&settings.allow_net),
             settings,
+            #[cfg(feature = "wasm")]
             wasm: None,
         }))
     }
 
     /// A WebAssembly function: `module` compiled by [`crate::Engine::compile_wasm`] (or loaded
     /// by [`crate::Engine::load_wasm`]) of the engine that runs it.
+    #[cfg(feature = "wasm")]
     pub fn wasm(name: &str, version: u64, module: WasmModule, settings: Settings) -> Self {
         let root = root_of(name);
         Self(Arc::new(FunctionInner {
@@ -162,6 +202,7 @@ impl Function {
             specifier: root.join("main.wasm").unwrap(),
             root,
             modules: BTreeMap::new(),
+            #[cfg(feature = "js")]
             net: NetAccess::new(&settings.allow_net),
             settings,
             wasm: Some(module),
@@ -175,6 +216,7 @@ impl Function {
 
     /// What tells this function value (and its clones) from any other, whatever its name and
     /// version.
+    #[cfg(feature = "js")]
     pub(crate) fn id(&self) -> u64 {
         self.0.id
     }
@@ -195,6 +237,7 @@ impl Function {
     }
 
     /// Its compiled WebAssembly, when it is a WebAssembly function.
+    #[cfg(feature = "wasm")]
     pub fn wasm_module(&self) -> Option<&WasmModule> {
         self.0.wasm.as_ref()
     }
@@ -205,15 +248,18 @@ impl Function {
     }
 
     /// What its `fetch` may reach; `Err` when `allow_net` holds something that is not a host.
+    #[cfg(feature = "js")]
     pub(crate) fn net_access(&self) -> Result<&NetAccess, &String> {
         self.0.net.as_ref()
     }
 
+    #[cfg(feature = "js")]
     pub(crate) fn root(&self) -> &ModuleSpecifier {
         &self.0.root
     }
 
     /// The path of `url` inside the function (the URL itself when it is not one of its files).
+    #[cfg(feature = "js")]
     pub(crate) fn path_of(&self, url: &str) -> String {
         url.strip_prefix(self.0.root.as_str())
             .unwrap_or(url)
@@ -221,10 +267,12 @@ impl Function {
     }
 
     /// The function's own module at `url`, if it is one.
+    #[cfg(feature = "js")]
     pub(crate) fn module_at(&self, url: &str) -> Option<&Module> {
         self.0.modules.get(url.strip_prefix(self.0.root.as_str())?)
     }
 
+    #[cfg(feature = "js")]
     pub(crate) fn inner(&self) -> &FunctionInner {
         &self.0
     }

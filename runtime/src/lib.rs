@@ -22,16 +22,23 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "js")]
 mod allocator;
 mod engine;
 mod error;
 mod function;
+#[cfg(feature = "js")]
 mod isolate;
+#[cfg(feature = "js")]
 mod loader;
 mod module;
+#[cfg(feature = "js")]
 mod pool;
+#[cfg(feature = "wasm")]
 mod wasm;
+#[cfg(feature = "js")]
 mod watchdog;
+#[cfg(feature = "js")]
 mod worker;
 
 pub use engine::AfterResponse;
@@ -48,23 +55,27 @@ pub use engine::default_max_isolates;
 pub use engine::start_gate;
 pub use error::CompileError;
 pub use error::InvokeError;
+pub use function::Executor;
 pub use function::Function;
 pub use function::Isolation;
 pub use function::Limits;
 pub use function::MAX_RESPONSE_BYTES;
 pub use function::Settings;
-pub use functions_ext::console::LogLevel;
-pub use functions_ext::console::LogLine;
-pub use functions_ext::runtime::BodyError;
-pub use functions_ext::runtime::BodyStream;
-pub use functions_ext::runtime::InvocationRequest as Request;
-pub use functions_ext::runtime::InvocationResponse as Response;
-pub use functions_ext::runtime::ResponseBody;
+pub use functions_types::BodyError;
+pub use functions_types::BodyStream;
+pub use functions_types::LogLevel;
+pub use functions_types::LogLine;
+pub use functions_types::Request;
+pub use functions_types::Response;
+pub use functions_types::ResponseBody;
 pub use module::Module;
 pub use module::ModuleKind;
 pub use module::SourceLanguage;
+#[cfg(feature = "js")]
 pub use module::compile_files;
-pub use wasm::Executor;
+#[cfg(feature = "wasm")]
 pub use wasm::WasmKind;
+#[cfg(feature = "wasm")]
 pub use wasm::WasmModule;
+#[cfg(feature = "wasm")]
 pub use wasm::WasmStats;

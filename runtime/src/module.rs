@@ -5,18 +5,28 @@
 //! are kept as they are. The result is what the host stores and loads in every isolate, so nothing
 //! is transpiled per request.
 
+#[cfg(feature = "js")]
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+#[cfg(feature = "js")]
 use deno_ast::EmitOptions;
+#[cfg(feature = "js")]
 use deno_ast::MediaType;
+#[cfg(feature = "js")]
 use deno_ast::ParseParams;
+#[cfg(feature = "js")]
 use deno_ast::SourceMapOption;
+#[cfg(feature = "js")]
 use deno_ast::TranspileModuleOptions;
+#[cfg(feature = "js")]
 use deno_ast::TranspileOptions;
+#[cfg(feature = "js")]
 use deno_core::ModuleSpecifier;
 
+#[cfg(feature = "js")]
 use crate::error::CompileError;
+#[cfg(feature = "js")]
 use crate::function::root_of;
 
 /// What V8 loads a module as.
@@ -82,6 +92,7 @@ impl SourceLanguage {
         })
     }
 
+    #[cfg(feature = "js")]
     fn media_type(self) -> MediaType {
         match self {
             Self::JavaScript => MediaType::JavaScript,
@@ -108,6 +119,7 @@ impl Module {
     /// Compiles `source`, the file at `specifier`, written in `language`. TypeScript and JSX
     /// syntax errors are reported here, with the line and column in `source`; JavaScript is
     /// checked by V8 when the module is loaded.
+    #[cfg(feature = "js")]
     pub fn compile(
         specifier: &ModuleSpecifier,
         language: SourceLanguage,
@@ -134,6 +146,7 @@ impl Module {
     }
 }
 
+#[cfg(feature = "js")]
 fn transpile(
     specifier: &ModuleSpecifier,
     language: SourceLanguage,
@@ -188,6 +201,7 @@ fn transpile(
 
 /// Compiles the source files (path → text) of the function `name` whose handler is in `entry`:
 /// TypeScript and JSX are transpiled (see [`Module::compile`]), and `entry` must be among them.
+#[cfg(feature = "js")]
 pub fn compile_files(
     name: &str,
     entry: &str,
@@ -229,6 +243,7 @@ pub fn compile_files(
 
 /// Where the import of `needle` (a specifier, or the end of one, such as a path) first appears in
 /// `source`: the 1-based line and column of its opening quote, or `(0, 0)` when it does not.
+#[cfg(feature = "js")]
 pub(crate) fn position_of_import(source: &str, needle: &str) -> (u32, u32) {
     for quote in ['"', '\'', '`'] {
         let Some(end) = source.find(&format!("{needle}{quote}")) else {
@@ -245,7 +260,7 @@ pub(crate) fn position_of_import(source: &str, needle: &str) -> (u32, u32) {
     (0, 0)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "js"))]
 mod tests {
     use super::*;
 

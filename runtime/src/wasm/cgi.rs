@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use deno_core::url::Url;
+use url::Url;
 
 use super::Executor;
 use crate::Request;

@@ -33,8 +33,10 @@ use std::time::Duration;
 use std::time::Instant;
 use std::time::SystemTime;
 
-use functions_ext::console::ConsoleOutput;
-use functions_ext::console::LogLevel;
+use functions_types::ConsoleOutput;
+use functions_types::LogLevel;
+
+use crate::function::Executor;
 use wasmtime::InstanceAllocationStrategy;
 use wasmtime::InstancePre;
 use wasmtime::Linker;
@@ -95,36 +97,6 @@ impl WasmKind {
             [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(Self::Module),
             [0, b'a', b's', b'm', _, _, 1, 0] => Some(Self::Component),
             _ => None,
-        }
-    }
-}
-
-/// How a guest's standard output becomes the HTTP response.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Executor {
-    /// stdout is the body of a `200` (`text/plain; charset=utf-8`).
-    #[default]
-    Command,
-    /// stdout starts with CGI headers (`Content-Type:`, `Status:`, `Location:`) and an empty
-    /// line, as in WAGI and Spin.
-    Wagi,
-}
-
-impl Executor {
-    /// Parses the manifest's `executor`: `"command"` or `"wagi"`.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "command" => Some(Self::Command),
-            "wagi" => Some(Self::Wagi),
-            _ => None,
-        }
-    }
-
-    /// The manifest spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Command => "command",
-            Self::Wagi => "wagi",
         }
     }
 }
