@@ -58,6 +58,20 @@ impl Inner {
         }
     }
 
+    /// Removes the host's own credentials from a request a function is about to see: an
+    /// `Authorization: Bearer` header presenting one of the host's API keys (which let the
+    /// caller in; the function has no business with it). Any other `Authorization` is the
+    /// function's (its own clients' tokens) and stays.
+    pub(crate) fn remove_platform_credentials(&self, request: &mut functions_runtime::Request) {
+        request.headers.retain(|(name, value)| {
+            let platform_key = name.eq_ignore_ascii_case("authorization")
+                && value
+                    .strip_prefix("Bearer ")
+                    .is_some_and(|key| self.api_keys.is_key(key.as_bytes()));
+            !platform_key
+        });
+    }
+
     /// A place in the function's FIFO lane (its concurrency limit); queue full when as many
     /// wait as the host allows.
     pub(crate) fn queue_ticket(&self, deployed: &Deployed) -> Result<Ticket, Error> {

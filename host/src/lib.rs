@@ -381,6 +381,8 @@ impl Host {
     ) -> Result<functions_runtime::Response, Error> {
         self.0.refuse_if_draining()?;
         let deployed = self.0.admitted(name, caller)?;
+        let mut request = request;
+        self.0.remove_platform_credentials(&mut request);
         invoke::invoke(&self.0, &deployed, request).await
     }
 

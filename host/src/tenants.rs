@@ -107,6 +107,13 @@ impl ApiKeys {
         self.keys.len()
     }
 
+    /// Whether `presented` is one of the keys (compared in constant time, every key tried).
+    pub fn is_key(&self, presented: &[u8]) -> bool {
+        self.keys.iter().fold(false, |found, key| {
+            found | constant_time_eq(&key.secret, presented)
+        })
+    }
+
     /// The tenant with fingerprint `id`, if one of the keys has it.
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.keys

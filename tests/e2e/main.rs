@@ -6,6 +6,7 @@ mod calls;
 mod disconnect;
 mod harness;
 mod limits;
+mod security;
 mod shutdown;
 mod typescript;
 mod wasm;
