@@ -332,20 +332,9 @@ impl Host {
                 Some(module)
             }
             None => {
-                let function = functions_runtime::Function::new(
-                    name,
-                    0,
-                    &new.entry,
-                    new.modules.clone(),
-                    functions_runtime::Settings {
-                        env: new.env.clone(),
-                        isolation: new.isolation,
-                        allow_net: new.allow_net.clone(),
-                        location: None,
-                        limits: new.limits.runtime(),
-                        executor: new.executor,
-                    },
-                );
+                // The function as it would run, version 0 (never stored).
+                let candidate = new.clone().stored(0, String::new(), 0, 0);
+                let function = registry::function_with(&candidate, None);
                 inner
                     .engine
                     .check(&function)

@@ -111,31 +111,14 @@ impl Store for MemoryStore {
             || random_hex(CALL_TOKEN_BYTES),
             |f| f.current.summary.call_token.clone(),
         );
-        let deployment = Deployment {
-            summary: DeploymentSummary {
-                name: new.name.clone(),
-                version,
-                language: new.language,
-                entry: new.entry,
-                isolation: new.isolation,
-                limits: new.limits,
-                public: new.public,
-                call_token,
-                deployed_at: now,
-                created_at,
-            },
-            modules: new.modules,
-            env: new.env,
-            allow_net: new.allow_net,
-            wasm: new.wasm,
-            executor: new.executor,
-        };
+        let name = new.name.clone();
+        let deployment = new.stored(version, call_token, now, created_at);
         let (logs, log_bytes) = state
             .functions
-            .remove(&new.name)
+            .remove(&name)
             .map_or_else(Default::default, |f| (f.logs, f.log_bytes));
         state.functions.insert(
-            new.name.clone(),
+            name.clone(),
             Function {
                 current: deployment.clone(),
                 created_at,
@@ -144,10 +127,7 @@ impl Store for MemoryStore {
             },
         );
         drop(state);
-        self.announce(StoreEvent::Deployed {
-            name: new.name,
-            version,
-        });
+        self.announce(StoreEvent::Deployed { name, version });
         Ok(deployment)
     }
 

@@ -85,6 +85,38 @@ pub struct NewDeployment {
     pub public: bool,
 }
 
+impl NewDeployment {
+    /// This deployment as stored: version `version` of the function, with its call token and
+    /// times (Unix milliseconds).
+    pub fn stored(
+        self,
+        version: u64,
+        call_token: String,
+        deployed_at: i64,
+        created_at: i64,
+    ) -> Deployment {
+        Deployment {
+            summary: DeploymentSummary {
+                name: self.name,
+                version,
+                language: self.language,
+                entry: self.entry,
+                isolation: self.isolation,
+                limits: self.limits,
+                public: self.public,
+                call_token,
+                deployed_at,
+                created_at,
+            },
+            modules: self.modules,
+            env: self.env,
+            allow_net: self.allow_net,
+            wasm: self.wasm,
+            executor: self.executor,
+        }
+    }
+}
+
 /// The facts about a function's current version that need none of its code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeploymentSummary {

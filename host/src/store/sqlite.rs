@@ -428,25 +428,7 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     tx.commit()?;
-    Ok(Deployment {
-        summary: DeploymentSummary {
-            name: new.name,
-            version,
-            language: new.language,
-            entry: new.entry,
-            isolation: new.isolation,
-            limits: new.limits,
-            public: new.public,
-            call_token,
-            deployed_at: now,
-            created_at,
-        },
-        modules: new.modules,
-        env: new.env,
-        allow_net: new.allow_net,
-        wasm: new.wasm,
-        executor: new.executor,
-    })
+    Ok(new.stored(version, call_token, now, created_at))
 }
 
 /// Appends each function's lines, then drops its oldest lines past `cap`; one transaction.
