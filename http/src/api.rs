@@ -14,7 +14,6 @@ use super::HttpResponse;
 use super::State;
 use super::error::json;
 use super::query_param;
-use super::read_body;
 
 /// Most log lines one `GET .../logs` returns.
 const MAX_LOG_PAGE: u32 = 10_000;
@@ -51,7 +50,9 @@ pub(crate) async fn deploy(
 ) -> Result<HttpResponse, ApiError> {
     functions_host::validate_name(name).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let (parts, body) = request.into_parts();
-    let body = read_body(body, functions_host::MAX_DEPLOY_BYTES).await?;
+    let body = state
+        .read_body(body, functions_host::MAX_DEPLOY_BYTES)
+        .await?;
     let query = parts.uri.query();
     let param = |key: &str| query_param(query, key).map(str::to_owned);
     let hints = DeployHints {

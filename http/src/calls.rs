@@ -20,7 +20,6 @@ use super::State;
 use super::body::Body;
 use super::error::json;
 use super::invoke::response_of;
-use super::read_body;
 
 /// `POST /api/functions/{name}/calls`: the body is the payload (stdin of a WebAssembly guest, the
 /// event or request of a JavaScript function); the query string is the function's too.
@@ -31,7 +30,9 @@ pub(crate) async fn create(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let (parts, body) = request.into_parts();
-    let payload = read_body(body, functions_host::MAX_PAYLOAD_BYTES).await?;
+    let payload = state
+        .read_body(body, functions_host::MAX_PAYLOAD_BYTES)
+        .await?;
     let call = CallRequest {
         content_type: parts
             .headers

@@ -86,6 +86,11 @@ impl ApiError {
         self.0.status
     }
 
+    /// The machine-readable code (`not_found`, `host_not_allowed`, ...).
+    pub fn code(&self) -> &'static str {
+        self.0.code
+    }
+
     /// The JSON body: `{"error": {"code", "message", ...}}`.
     pub fn body(&self) -> Value {
         let mut error = serde_json::Map::new();

@@ -17,7 +17,6 @@ use super::HttpResponse;
 use super::State;
 use super::body::Body;
 use super::presented_key;
-use super::read_body;
 
 /// The request a function sees: the URL without the `prefix` it was invoked under (`/fn/{name}`;
 /// `/` when nothing follows), query kept, on the request's host (the server's public host when
@@ -128,7 +127,7 @@ async fn serve(
     parts: http::request::Parts,
     body: Incoming,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(body, MAX_PAYLOAD_BYTES).await?;
+    let body = state.read_body(body, MAX_PAYLOAD_BYTES).await?;
     let request = function_request(prefix, &parts, body.to_vec(), &state.public_url);
     let response = state.host.invoke_as(name, caller, request).await?;
     Ok(function_response(response))

@@ -8,7 +8,7 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let host = functions_host::Host::builder().sqlite(".functions").open().await?;
-//! let server = functions_host_http::Server::bind(host, "127.0.0.1:8787".parse()?, None)?;
+//! let server = functions_host_http::Server::bind(host, "127.0.0.1:8787".parse()?)?;
 //! println!("listening on {}", server.public_url());
 //! let shutdown = async { tokio::signal::ctrl_c().await.ok(); };
 //! server.run(shutdown, std::time::Duration::from_secs(30)).await?;
@@ -20,11 +20,15 @@
 mod api;
 mod body;
 mod calls;
+mod connection;
 mod error;
 mod invoke;
+mod local_only;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -37,10 +41,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::net::TcpSocket;
 
+pub use connection::ConnectionLimits;
 pub use error::ApiError;
+
+use connection::StallGuard;
 
 type HttpResponse = Response<body::Body>;
 
@@ -49,12 +57,18 @@ struct State {
     host: Host,
     /// Where clients reach the server (no trailing `/`): the origin of the URLs it answers.
     public_url: String,
+    /// Whether the server answers only this machine (no API keys and not started as public).
+    local_only: bool,
+    limits: ConnectionLimits,
 }
 
 /// A bound HTTP server over a host.
 pub struct Server {
     listener: TcpListener,
-    state: Arc<State>,
+    host: Host,
+    public_url: String,
+    public: bool,
+    limits: ConnectionLimits,
 }
 
 /// Connections the kernel may hold for the server before it accepts them (capped by
@@ -76,25 +90,42 @@ fn listen_on(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Binds `listen` (port 0 picks a free port) for `host`. URLs the server answers start with
-    /// `public_url` (default: `http://` and the bound address); the host's asynchronously
-    /// called functions see it as their origin too.
-    pub fn bind(
-        host: Host,
-        listen: SocketAddr,
-        public_url: Option<String>,
-    ) -> std::io::Result<Self> {
+    /// Binds `listen` (port 0 picks a free port) for `host`, with the default
+    /// [`ConnectionLimits`]. Unless the host has API keys or the server is made
+    /// [`public`](Self::public), it answers this machine only: loopback `Host` names, and no
+    /// cross-site browser requests on `/api`.
+    pub fn bind(host: Host, listen: SocketAddr) -> std::io::Result<Self> {
         let listener = listen_on(listen)?;
-        let bound = listener.local_addr()?;
-        let public_url = public_url
-            .unwrap_or_else(|| format!("http://{bound}"))
-            .trim_end_matches('/')
-            .to_owned();
+        let public_url = format!("http://{}", listener.local_addr()?);
         host.set_public_url(&public_url);
         Ok(Self {
             listener,
-            state: Arc::new(State { host, public_url }),
+            host,
+            public_url,
+            public: false,
+            limits: ConnectionLimits::default(),
         })
+    }
+
+    /// URLs the server answers start with `url` (default: `http://` and the bound address),
+    /// as when it is behind a proxy; the host's asynchronously called functions see it as
+    /// their origin too, and its host name is accepted as a `Host`.
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').to_owned();
+        self.host.set_public_url(&self.public_url);
+        self
+    }
+
+    /// Whether a server with no API keys answers requests from anywhere (`--public`).
+    pub fn public(mut self, public: bool) -> Self {
+        self.public = public;
+        self
+    }
+
+    /// Timeouts and caps on client connections.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address the server listens on.
@@ -104,7 +135,12 @@ impl Server {
 
     /// Where clients reach the server.
     pub fn public_url(&self) -> &str {
-        &self.state.public_url
+        &self.public_url
+    }
+
+    /// Whether the server answers this machine only (no API keys, not public).
+    pub fn local_only(&self) -> bool {
+        !self.public && self.host.api_keys().count() == 0
     }
 
     /// Serves until `shutdown` completes, then drains: stops accepting connections, lets the
@@ -115,11 +151,26 @@ impl Server {
         shutdown: impl Future<Output = ()>,
         drain: std::time::Duration,
     ) -> std::io::Result<functions_host::Drained> {
+        let local_only = self.local_only();
+        let Self {
+            listener,
+            host,
+            public_url,
+            limits,
+            ..
+        } = self;
+        let state = Arc::new(State {
+            host,
+            public_url,
+            local_only,
+            limits,
+        });
         let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        let open = Arc::new(tokio::sync::Semaphore::new(state.limits.max_connections));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
                 () = &mut shutdown => break,
             };
             let stream = match accepted {
@@ -134,21 +185,41 @@ impl Server {
                     continue;
                 }
             };
-            let state = self.state.clone();
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                // Best effort: the socket is new, so its send buffer has room.
+                let _ = stream.try_write(connection::TOO_MANY_CONNECTIONS);
+                continue;
+            };
+            let served = Arc::new(AtomicUsize::new(0));
+            let io = StallGuard::new(stream, state.limits.idle_timeout);
+            let header_timeout = state.limits.header_timeout;
+            let state = state.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&state, request).await) }
+                let number = served.fetch_add(1, Ordering::Relaxed) + 1;
+                async move {
+                    let mut response = route(&state, request).await;
+                    if number >= state.limits.max_requests_per_connection {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(io), service);
             let connection = connections.watch(connection);
             tokio::spawn(async move {
                 let _ = connection.await;
+                drop(slot);
             });
         }
-        drop(self.listener);
-        let host = self.state.host.clone();
-        let (drained, _) = tokio::join!(host.shutdown(drain), async {
+        drop(listener);
+        let (drained, _) = tokio::join!(state.host.shutdown(drain), async {
             let _ = tokio::time::timeout(drain, connections.shutdown()).await;
         });
         Ok(drained)
@@ -173,29 +244,45 @@ fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
 }
 
-/// Reads a whole request body, up to `limit` bytes. A larger body is read on (and discarded) up
-/// to four times the limit, so the client gets its 413 instead of a reset.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    let mut buf = BytesMut::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| {
-            ApiError::bad_request(format!("could not read the request body: {err}"))
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len();
-        if total <= limit {
-            buf.extend_from_slice(&data);
-        } else if total > 4 * limit {
-            break;
+impl State {
+    /// Reads a whole request body, up to `limit` bytes. A larger body is read on (and
+    /// discarded) up to four times the limit, so the client gets its 413 instead of a reset; a
+    /// client that stops sending for the idle timeout gets a 408.
+    async fn read_body(&self, mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+        let mut buf = BytesMut::new();
+        let mut total = 0usize;
+        let idle = self.limits.idle_timeout;
+        while let Some(frame) = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body stopped arriving for {}",
+                        humantime::format_duration(idle)
+                    ),
+                )
+            })?
+        {
+            let frame = frame.map_err(|err| {
+                ApiError::bad_request(format!("could not read the request body: {err}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > 4 * limit {
+                break;
+            }
         }
+        if total > limit {
+            return Err(functions_host::Error::payload_too_large(limit).into());
+        }
+        Ok(buf.freeze())
     }
-    if total > limit {
-        return Err(functions_host::Error::payload_too_large(limit).into());
-    }
-    Ok(buf.freeze())
 }
 
 /// The value of `key` in a query string.
@@ -210,6 +297,16 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
+    if state.local_only {
+        let public_host = state.public_url.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', ':']).next().unwrap_or_default()
+        });
+        if let Some(refusal) =
+            local_only::refusal(request.headers(), segments[0] == "api", public_host)
+        {
+            return refusal.into_response();
+        }
+    }
     let tenant = if segments[0] == "api" {
         match state.host.admit(presented_key(request.headers())) {
             Ok(tenant) => tenant,

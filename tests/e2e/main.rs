@@ -3,6 +3,7 @@
 
 mod apps;
 mod calls;
+mod connections;
 mod disconnect;
 mod harness;
 mod limits;

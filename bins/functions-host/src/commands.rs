@@ -352,15 +352,29 @@ pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
 /// `serve`: opens the host, binds, and serves until Ctrl-C.
 pub async fn serve(
     host: functions_host::HostBuilder,
-    listen: std::net::SocketAddr,
-    public_url: Option<String>,
+    serving: Serving,
     data: &Path,
 ) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let host = host.open().await?;
     let keys = host.api_keys().count();
-    let server = functions_host_http::Server::bind(host, listen, public_url)?;
+    let mut server = functions_host_http::Server::bind(host, serving.listen)?
+        .public(serving.public)
+        .with_limits(serving.limits);
+    if let Some(url) = &serving.public_url {
+        server = server.with_public_url(url);
+    }
     if keys > 0 {
         eprintln!("functions-host: /api requires one of {keys} API keys");
+    } else if server.local_only() {
+        eprintln!(
+            "functions-host: no API keys: answering this machine only (loopback host names); \
+             configure keys, or pass --public"
+        );
+    } else {
+        eprintln!(
+            "functions-host: no API keys and --public: anyone who reaches the server manages it"
+        );
     }
     // Tests and scripts wait for this line: the server accepts connections from here on.
     println!(
@@ -384,6 +398,71 @@ pub async fn serve(
         ),
     }
     Ok(())
+}
+
+/// Where and how `serve` answers.
+pub struct Serving {
+    pub listen: std::net::SocketAddr,
+    pub public_url: Option<String>,
+    pub public: bool,
+    pub limits: functions_host_http::ConnectionLimits,
+}
+
+/// `serve`'s limits on client connections (each defaults to
+/// [`functions_host_http::ConnectionLimits::default`]).
+#[derive(clap::Args)]
+pub struct ConnectionArgs {
+    /// Time a client has to send a request's head, from connecting or from the previous
+    /// response; also how long an idle kept-alive connection stays open [default: 15s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    header_timeout: Option<Duration>,
+    /// Time the server waits on a client that stopped sending a body or reading a response
+    /// [default: 60s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Most connections open at once; more are answered 503 [default: 10000, or 3/4 of the
+    /// descriptors the process may open]
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Requests one kept-alive connection carries before the server closes it [default: 1000]
+    #[arg(long)]
+    max_requests_per_connection: Option<usize>,
+}
+
+impl ConnectionArgs {
+    /// The limits, defaults filled in.
+    pub fn limits(&self) -> functions_host_http::ConnectionLimits {
+        let defaults = functions_host_http::ConnectionLimits::default();
+        functions_host_http::ConnectionLimits {
+            header_timeout: self.header_timeout.unwrap_or(defaults.header_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
+            max_connections: self
+                .max_connections
+                .unwrap_or(defaults.max_connections)
+                .max(1),
+            max_requests_per_connection: self
+                .max_requests_per_connection
+                .unwrap_or(defaults.max_requests_per_connection)
+                .max(1),
+        }
+    }
+}
+
+/// Lets the server open as many descriptors as the system allows it (the soft limit is often
+/// 1,024 while the hard one is far higher), as Go and nginx do: each connection takes one.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// How long a stopping server lets requests and calls under way finish.

@@ -76,6 +76,12 @@ enum Command {
         /// Cap on each function's unfetched asynchronous results, in bytes; the oldest go first.
         #[arg(long, default_value_t = functions_host::store::DEFAULT_RESULT_CAP_BYTES)]
         result_cap_bytes: u64,
+        /// Answer requests from anywhere even with no API keys (by default a server with no keys
+        /// answers only loopback host names, and `/api` refuses other web sites' requests).
+        #[arg(long)]
+        public: bool,
+        #[command(flatten)]
+        connections: commands::ConnectionArgs,
     },
     /// Deploy a function from a source file, or a directory of them.
     Deploy(commands::DeployArgs),
@@ -151,6 +157,8 @@ fn main() -> std::process::ExitCode {
             api_keys_file,
             max_queued,
             result_cap_bytes,
+            public,
+            connections,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
             let defaults = functions_runtime::EngineConfig::default();
             let engine = functions_runtime::EngineConfig {
@@ -169,7 +177,15 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(commands::serve(host, listen, public_url, &data)))
+                .and_then(|rt| {
+                    let serving = commands::Serving {
+                        listen,
+                        public_url,
+                        public,
+                        limits: connections.limits(),
+                    };
+                    rt.block_on(commands::serve(host, serving, &data))
+                })
         }),
         Command::Deploy(args) => commands::deploy(&client, &args),
         Command::Invoke { name, payload } => commands::invoke(&client, &name, payload.as_deref()),
