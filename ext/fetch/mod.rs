@@ -2,6 +2,8 @@
 //! extension (its ops and its scripts as published), plus `fetch_access`, which lets a function
 //! reach only the hosts it was granted at deploy (`allow_net`). See README.md in this folder.
 
+mod addresses;
+
 use std::sync::Arc;
 use std::sync::LazyLock;
 
@@ -20,10 +22,16 @@ pub const USER_AGENT: &str = concat!("functions-host/", env!("CARGO_PKG_VERSION"
 
 /// `deno_fetch`'s extension as published, with our user agent.
 pub fn deno_fetch() -> Extension {
-    deno_fetch::deno_fetch::init(deno_fetch::Options {
+    deno_fetch::deno_fetch::init(options(deno_fetch::dns::Resolver::default()))
+}
+
+/// `deno_fetch`'s options: our user agent, names resolved by `resolver`.
+fn options(resolver: deno_fetch::dns::Resolver) -> deno_fetch::Options {
+    deno_fetch::Options {
         user_agent: USER_AGENT.to_owned(),
+        resolver,
         ..Default::default()
-    })
+    }
 }
 
 /// Changes to `deno_fetch`'s scripts for the base snapshot, as unified diffs against the
@@ -88,13 +96,15 @@ static PARSER: LazyLock<Arc<RuntimePermissionDescriptorParser<sys_traits::impls:
         ))
     });
 
-/// What a function's `fetch` may reach: the hosts of its `allow_net` (`host` or `host:port`, as
-/// in Deno's `--allow-net`) and nothing else (no files, environment or subprocesses). Built once
-/// per function, cheap to clone into each of its isolates. `deno_fetch`'s `op_fetch` checks
-/// every request against it, redirects included.
+/// What a function's `fetch` may reach: the hosts of its `allow_net` (`host:port`, or `host` for
+/// its default ports 80 and 443) and nothing else (no files, environment or subprocesses); a
+/// granted name that resolves to an address of this machine or a private network only if that
+/// address is granted too. Built once per function, cheap to clone into each of its isolates.
+/// `deno_fetch`'s `op_fetch` checks every request against it, redirects included.
 #[derive(Clone)]
 pub struct NetAccess {
     permissions: PermissionsContainer,
+    resolver: deno_fetch::dns::Resolver,
     allow_net: Arc<[String]>,
 }
 
@@ -107,9 +117,10 @@ impl std::fmt::Debug for NetAccess {
 impl NetAccess {
     /// Access to the hosts in `allow_net`; `Err` says why an entry is not a host.
     pub fn new(allow_net: &[String]) -> Result<Self, String> {
+        let with_ports = addresses::with_default_ports(allow_net);
         let options = PermissionsOptions {
             // `Some(empty)` would mean "every host" to Deno; `None` means none.
-            allow_net: (!allow_net.is_empty()).then(|| allow_net.to_vec()),
+            allow_net: (!allow_net.is_empty()).then(|| with_ports.clone()),
             prompt: false,
             ..PermissionsOptions::default()
         };
@@ -117,6 +128,9 @@ impl NetAccess {
             .map_err(|err| format!("invalid allow_net: {err}"))?;
         Ok(Self {
             permissions: PermissionsContainer::new(PARSER.clone(), permissions),
+            resolver: deno_fetch::dns::Resolver::custom(addresses::GrantedResolver::new(
+                &with_ports,
+            )),
             allow_net: allow_net.into(),
         })
     }
@@ -131,6 +145,9 @@ impl NetAccess {
     /// Makes this the access of the isolate whose state `state` is (replacing any earlier one).
     pub fn install(&self, state: &mut OpState) {
         state.put(self.permissions.clone());
+        state.put(options(self.resolver.clone()));
+        // `op_fetch` keeps the client it makes from the options: the next one is made anew.
+        let _ = state.try_take::<deno_fetch::Client>();
         state.put(self.clone());
     }
 }

@@ -16,6 +16,7 @@ import {
 
 const {
   ArrayPrototypePush,
+  ErrorPrototype,
   JSONParse,
   JSONStringify,
   ObjectDefineProperty,
@@ -34,6 +35,7 @@ const {
   StringPrototypeMatch,
   Symbol,
   TypeError,
+  TypeErrorPrototype,
   TypedArrayPrototypeGetByteLength,
   Uint8ArrayPrototype,
 } = primordials;
@@ -88,14 +90,24 @@ const fetchScript = () => {
     updateSpanFromRequest: () => {},
   };
   const denoFetch = load("ext:deno_fetch/26_fetch.js").fetch;
+  const PRIVATE_ADDRESS_REFUSED = /\S+ resolves to \S+ an address of this machine or a private network, .*? in allow_net/;
   async function fetch(input, init = undefined) {
     try {
       return await denoFetch(input, init);
     } catch (err) {
-      const host = ObjectPrototypeIsPrototypeOf(core.NotCapablePrototype, err)
-        ? StringPrototypeMatch(err.message, /^Requires net access to "([^"]*)"/)?.[1]
-        : undefined;
-      throw host === undefined ? err : new TypeError(op_fetch_denied_message(host));
+      if (ObjectPrototypeIsPrototypeOf(core.NotCapablePrototype, err)) {
+        const host = StringPrototypeMatch(err.message, /^Requires net access to "([^"]*)"/)?.[1];
+        if (host !== undefined) throw new TypeError(op_fetch_denied_message(host));
+      }
+      // A granted name that resolved only to private addresses (ext/fetch/addresses.rs).
+      if (
+        ObjectPrototypeIsPrototypeOf(TypeErrorPrototype, err) &&
+        ObjectPrototypeIsPrototypeOf(ErrorPrototype, err.cause)
+      ) {
+        const refusal = StringPrototypeMatch(err.cause.message, PRIVATE_ADDRESS_REFUSED)?.[0];
+        if (refusal !== undefined) throw new TypeError(`fetch is not allowed: ${refusal}`);
+      }
+      throw err;
     }
   }
   fetchLoaded = { fetch };

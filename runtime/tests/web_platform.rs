@@ -107,6 +107,64 @@ async fn fetch_reaches_granted_hosts_only() {
 }
 
 #[tokio::test]
+async fn a_granted_name_reaches_no_private_address_and_a_grant_without_port_only_default_ports() {
+    let engine = engine();
+    let (first, second) = (upstream(), upstream());
+    let port = |address: &str| address.rsplit_once(':').unwrap().1.to_owned();
+    let (first_port, second_port) = (port(&first), port(&second));
+    let source = format!(
+        r#"export default async () => {{
+      const outcome = async (url) => {{
+        try {{ return (await (await fetch(url)).text()).split(" ")[0]; }}
+        catch (err) {{ return `${{err.constructor.name}}: ${{err.message}}`; }}
+      }};
+      return {{
+        byName: await outcome("http://localhost:{first_port}/"),
+        byAddress: await outcome("http://127.0.0.1:{second_port}/"),
+        redirectedToName: await outcome("http://127.0.0.1:{second_port}/redirect?to=http://localhost:{first_port}/"),
+        portless: await outcome("http://127.0.0.2:{second_port}/"),
+      }};
+    }}"#
+    );
+    // `localhost` resolves to loopback: granting the name is not granting this machine.
+    let grants = [
+        format!("localhost:{first_port}"),
+        second.clone(),
+        "127.0.0.2".to_owned(),
+    ];
+    let f = with_net("private", &source, &grants);
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    let refused_private = |outcome: &serde_json::Value| {
+        let message = outcome.as_str().unwrap_or_default();
+        message.starts_with("TypeError: fetch is not allowed: localhost resolves to ") && message.ends_with(
+            "an address of this machine or a private network, which a function reaches only when granted that address itself in allow_net",
+        )
+    };
+    assert!(refused_private(&v["byName"]), "{v}");
+    assert_eq!(v["byAddress"], "GET", "{v}");
+    assert!(refused_private(&v["redirectedToName"]), "{v}");
+    // `127.0.0.2` was granted without a port: ports 80 and 443 only.
+    assert_eq!(
+        v["portless"],
+        format!(
+            "TypeError: fetch to \"127.0.0.2:{second_port}\" is not allowed: this function may reach only {}",
+            grants.join(", ")
+        ),
+        "{v}"
+    );
+
+    // Granting the address too lets the name reach it.
+    let mut grants = grants.to_vec();
+    grants.push(format!("127.0.0.1:{first_port}"));
+    let f = with_net("private-granted", &source, &grants);
+    let response = run(&engine, &f, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(v["byName"], "GET", "{v}");
+    assert_eq!(v["redirectedToName"], "GET", "{v}");
+}
+
+#[tokio::test]
 async fn web_crypto_signs_encrypts_and_derives() {
     let engine = engine();
     let f = Function::javascript(
