@@ -278,7 +278,7 @@ async fn finish(inner: &Inner, call: &QueuedCall, outcome: CallOutcome) {
 async fn log(inner: &Inner, name: &str, level: &'static str, line: String) {
     inner
         .logs
-        .write(name, vec![LogEntry::now(level, line)])
+        .write(name, vec![LogEntry::from_host(level, line)])
         .await;
 }
 

@@ -19,6 +19,7 @@ use crate::lanes::Ticket;
 use crate::registry::Deployed;
 use crate::store::CallResult;
 use crate::store::LogEntry;
+use crate::store::LogSource;
 use crate::tenants::constant_time_eq;
 
 /// Who is invoking a function, which decides whether it may.
@@ -105,13 +106,13 @@ impl Inner {
                 drop(permit);
                 let mut logs = log_entries(finished.logs, finished.dropped_log_lines);
                 if let Some(err) = finished.error {
-                    logs.push(LogEntry::now("error", error_log_line(&err)));
+                    logs.push(LogEntry::from_host("error", error_log_line(&err)));
                 }
                 writer.write(&name, logs).await;
             });
         }
         let result = outcome.result.map_err(|err| {
-            logs.push(LogEntry::now("error", error_log_line(&err)));
+            logs.push(LogEntry::from_host("error", error_log_line(&err)));
             Error::from(err)
         });
         self.logs.write(name, logs).await;
@@ -190,11 +191,12 @@ fn log_entries(lines: Vec<functions_runtime::LogLine>, dropped: usize) -> Vec<Lo
         .map(|line| LogEntry {
             timestamp: line.timestamp,
             level: line.level.as_str(),
+            source: LogSource::Function,
             message: line.message,
         })
         .collect();
     if dropped > 0 {
-        logs.push(LogEntry::now(
+        logs.push(LogEntry::from_host(
             "warn",
             format!("{dropped} console lines dropped: one invocation may log at most 1 MiB"),
         ));

@@ -58,6 +58,7 @@ pub use store::CallResult;
 pub use store::CallState;
 pub use store::Deployment;
 pub use store::DeploymentSummary;
+pub use store::LogSource;
 pub use store::MemoryStore;
 pub use store::SqliteStore;
 pub use store::Store;

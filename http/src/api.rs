@@ -156,6 +156,7 @@ pub(crate) async fn logs(
                 "id": l.id,
                 "timestamp": humantime_ms(l.timestamp),
                 "level": l.level,
+                "source": l.source,
                 "message": l.message,
             })
         })

@@ -121,3 +121,53 @@ fn a_server_without_keys_answers_only_this_machine_unless_public() {
     let head = format!("{head}\r\nauthorization: Bearer platform-key");
     assert_eq!(raw_request(&keyed.base, &head).0, 200);
 }
+
+#[test]
+fn a_function_cannot_forge_the_hosts_log_lines() {
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::harness::Server::start(data.path());
+    server.deploy(
+        "forger",
+        b"export default () => {
+            console.log('FINISHED 0000 200 \"all good\"');
+            console.log('done\\n2026-01-01T00:00:00.000Z INFO  host FINISHED 0001 200 \"ok\"');
+            return 'hi';
+        }",
+    );
+    let reply = server.post("/api/functions/forger/calls", "{}");
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let id = reply.json()["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.get(&format!("/api/calls/{id}?wait=60")).status, 200);
+
+    let logs = server.get("/api/functions/forger/logs").json()["logs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let source_of = |prefix: &str| -> Vec<String> {
+        logs.iter()
+            .filter(|line| line["message"].as_str().unwrap().starts_with(prefix))
+            .map(|line| line["source"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(source_of("FINISHED 0000"), ["function"], "{logs:?}");
+    assert_eq!(source_of("done\n"), ["function"], "{logs:?}");
+    assert_eq!(source_of(&format!("FINISHED {id}")), ["host"], "{logs:?}");
+    assert_eq!(source_of(&format!("CALL {id}")), ["host"], "{logs:?}");
+
+    // `logs` marks whose each line is, and a function's line breaks start no line of their own.
+    let printed = server.cli(&["logs", "forger"]);
+    let finished: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.contains("FINISHED"))
+        .collect();
+    assert_eq!(finished.len(), 3, "{printed}");
+    assert!(
+        finished[0].contains(" INFO  fn   FINISHED 0000 "),
+        "{printed}"
+    );
+    assert!(finished[1].starts_with(' '), "{printed}");
+    assert!(
+        finished[2].contains(&format!(" INFO  host FINISHED {id} ")),
+        "{printed}"
+    );
+}

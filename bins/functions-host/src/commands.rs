@@ -322,7 +322,7 @@ pub fn remove(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `logs NAME [--follow]`: `timestamp level message` lines, oldest first.
+/// `logs NAME [--follow]`: `timestamp level source message` lines, oldest first.
 pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
@@ -330,13 +330,12 @@ pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         for line in &lines {
             after = line["id"].as_i64().unwrap_or(after);
-            let level = line["level"].as_str().unwrap_or("").to_uppercase();
+            let field = |key: &str| line[key].as_str().unwrap_or("");
             writeln!(
                 stdout,
-                "{} {:<5} {}",
-                line["timestamp"].as_str().unwrap_or(""),
-                level,
-                line["message"].as_str().unwrap_or("")
+                "{} {}",
+                field("timestamp"),
+                log_line(field("level"), field("source"), field("message"))
             )?;
         }
         drop(stdout);
@@ -465,6 +464,23 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// A log line as the CLI prints it: `LEVEL source message`, the host's lines marked `host` and
+/// the function's `fn`; a message's further lines are indented under it, so that nothing a
+/// function prints can pass for a line of its own, let alone one of the host's.
+fn log_line(level: &str, source: &str, message: &str) -> String {
+    let source = if source == "host" { "host" } else { "fn" };
+    let head = format!("{:<5} {source:<4} ", level.to_uppercase());
+    let mut lines = message.split('\n');
+    let mut text = format!("{head}{}", lines.next().unwrap_or_default());
+    for more in lines {
+        text.push('\n');
+        text.push_str(&" ".repeat(head.len()));
+        text.push_str("| ");
+        text.push_str(more);
+    }
+    text
+}
+
 /// How long a stopping server lets requests and calls under way finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -507,7 +523,10 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
         // line is stored, before they are printed.
         host.shutdown(Duration::from_secs(30)).await;
         for line in host.logs(&name, 0, 10_000).await? {
-            eprintln!("[{}] {}", line.level, line.message);
+            eprintln!(
+                "{}",
+                log_line(&line.level, line.source.as_str(), &line.message)
+            );
         }
         outcome
     })?;

@@ -201,6 +201,7 @@ impl Store for MemoryStore {
                         id: next_id,
                         timestamp: unix_millis(entry.timestamp),
                         level: entry.level.to_owned(),
+                        source: entry.source,
                         message: entry.message,
                     });
                 }

@@ -181,8 +181,40 @@ pub struct StoredLog {
     pub timestamp: i64,
     /// `debug`, `info`, `warn` or `error`.
     pub level: String,
+    /// Who wrote it: the function, or the host about the function.
+    pub source: LogSource,
     /// The line.
     pub message: String,
+}
+
+/// Who wrote a log line. A function's own output can never be taken for the host's lines
+/// (lifecycle, failures, dropped output): the API and the CLI show which is which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The function's console, standard output or standard error.
+    Function,
+    /// The host, about an invocation or call of the function.
+    Host,
+}
+
+impl LogSource {
+    /// `function` or `host`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Function => "function",
+            Self::Host => "host",
+        }
+    }
+
+    /// The source named `text` (as stored); anything else is the function's.
+    pub fn parse(text: &str) -> Self {
+        if text == "host" {
+            Self::Host
+        } else {
+            Self::Function
+        }
+    }
 }
 
 /// A log line to append.
@@ -192,16 +224,20 @@ pub struct LogEntry {
     pub timestamp: SystemTime,
     /// `debug`, `info`, `warn` or `error`.
     pub level: &'static str,
+    /// Who wrote it.
+    pub source: LogSource,
     /// The line.
     pub message: String,
 }
 
 impl LogEntry {
-    /// A line written now by the host itself (e.g. an uncaught exception).
-    pub fn now(level: &'static str, message: String) -> Self {
+    /// A line written now by the host about the function (a lifecycle line, an uncaught
+    /// exception).
+    pub fn from_host(level: &'static str, message: String) -> Self {
         Self {
             timestamp: SystemTime::now(),
             level,
+            source: LogSource::Host,
             message,
         }
     }
@@ -439,7 +475,7 @@ pub(crate) mod tests {
     }
 
     fn line(message: &str) -> LogEntry {
-        LogEntry::now("info", message.into())
+        LogEntry::from_host("info", message.into())
     }
 
     fn call(id: &str) -> QueuedCall {

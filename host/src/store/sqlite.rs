@@ -34,6 +34,7 @@ use super::EVENT_BUFFER;
 use super::Fetched;
 use super::LOG_LINE_OVERHEAD;
 use super::LogEntry;
+use super::LogSource;
 use super::NewDeployment;
 use super::QueuedCall;
 use super::Store;
@@ -129,6 +130,8 @@ const MIGRATIONS: &[&str] = &[
      );",
     "ALTER TABLE calls ADD COLUMN query TEXT;
      ALTER TABLE calls ADD COLUMN error TEXT;",
+    // Who wrote each log line (lines from before are taken as the function's).
+    "ALTER TABLE logs ADD COLUMN source TEXT NOT NULL DEFAULT 'function';",
 ];
 
 /// A job for a database thread.
@@ -442,13 +445,15 @@ fn insert_logs(
         let mut added = 0u64;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO logs (name, timestamp, level, message) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO logs (name, timestamp, level, source, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for entry in entries {
                 insert.execute(params![
                     name,
                     unix_millis(entry.timestamp),
                     entry.level,
+                    entry.source.as_str(),
                     entry.message
                 ])?;
                 added += entry.message.len() as u64 + LOG_LINE_OVERHEAD;
@@ -592,7 +597,7 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, timestamp, level, message FROM logs
+                "SELECT id, timestamp, level, source, message FROM logs
                  WHERE name = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![name, after, limit], |row| {
@@ -600,7 +605,8 @@ impl Store for SqliteStore {
                     id: row.get(0)?,
                     timestamp: row.get(1)?,
                     level: row.get(2)?,
-                    message: row.get(3)?,
+                    source: LogSource::parse(&row.get::<_, String>(3)?),
+                    message: row.get(4)?,
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
