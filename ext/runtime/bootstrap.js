@@ -12,10 +12,18 @@ import {
   op_invocation_collect_garbage,
   op_invocation_respond,
   op_fetch_denied_message,
+  op_off_thread_done,
+  op_off_thread_started,
 } from "ext:core/ops";
 
 const {
+  ArrayBufferIsView,
+  ArrayBufferPrototype,
+  ArrayBufferPrototypeSlice,
   ArrayPrototypePush,
+  DataViewPrototypeGetBuffer,
+  DataViewPrototypeGetByteLength,
+  DataViewPrototypeGetByteOffset,
   ErrorPrototype,
   JSONParse,
   JSONStringify,
@@ -27,6 +35,10 @@ const {
   ObjectSetPrototypeOf,
   Promise,
   PromisePrototypeThen,
+  ReflectApply,
+  String,
+  StringPrototypeStartsWith,
+  StringPrototypeToUpperCase,
   SafePromiseAll,
   SafePromiseAllSettled,
   SafePromiseRace,
@@ -36,7 +48,12 @@ const {
   Symbol,
   TypeError,
   TypeErrorPrototype,
+  TypedArrayPrototypeGetBuffer,
   TypedArrayPrototypeGetByteLength,
+  TypedArrayPrototypeGetByteOffset,
+  TypedArrayPrototypeGetSymbolToStringTag,
+  TypedArrayPrototypeSlice,
+  Uint8Array,
   Uint8ArrayPrototype,
 } = primordials;
 
@@ -125,7 +142,187 @@ const performanceScript = () => {
   }
   return performanceScriptLoaded;
 };
-const cryptoScript = () => load("ext:deno_crypto/00_crypto.js");
+let cryptoScriptLoaded = null;
+/** Web Crypto, its operations limited and charged (see `chargeSubtleCrypto`). */
+const cryptoScript = () => {
+  if (cryptoScriptLoaded === null) {
+    cryptoScriptLoaded = load("ext:deno_crypto/00_crypto.js");
+    chargeSubtleCrypto(cryptoScriptLoaded.SubtleCrypto.prototype);
+  }
+  return cryptoScriptLoaded;
+};
+
+// Web Crypto runs these operations on a thread pool, where the watchdog does not see them: each
+// is measured from its start to its end and charged to the invocation's CPU budget
+// (`OffThreadTime` in ext/runtime/mod.rs), one runs at a time per isolate, and, as a started
+// operation cannot be stopped, the costliest parameters are capped.
+const SUBTLE_OFF_THREAD = [
+  "digest", "encrypt", "decrypt", "sign", "verify", "deriveBits", "deriveKey", "exportKey",
+  "wrapKey", "generateKey", "encapsulateBits", "decapsulateBits",
+];
+/** As Cloudflare Workers: PBKDF2 with more iterations is refused. */
+const PBKDF2_MAX_ITERATIONS = 100_000;
+/** PBKDF2's work grows with the output too (one round of iterations per hash-sized block). */
+const PBKDF2_MAX_BITS = 2048;
+const RSA_MAX_MODULUS_BITS = 4096;
+/** Every member Web Crypto reads from an algorithm dictionary. */
+const ALGORITHM_MEMBERS = [
+  "name", "hash", "salt", "iterations", "info", "public", "length", "modulusLength",
+  "publicExponent", "namedCurve", "iv", "counter", "additionalData", "tagLength", "label",
+  "saltLength", "context",
+];
+
+const NUMERIC_MEMBERS = ["iterations", "length", "modulusLength"];
+
+/**
+ * `algorithm` with each member read once into a copy whose name is a string and whose numbers
+ * are numbers, so that the limits checked here are the parameters Web Crypto gets (a getter
+ * cannot answer one thing to the check and another to the operation).
+ */
+function algorithmCopy(algorithm) {
+  if (typeof algorithm !== "object" || algorithm === null) return algorithm;
+  const copy = { __proto__: null };
+  for (let i = 0; i < ALGORITHM_MEMBERS.length; i++) {
+    const member = ALGORITHM_MEMBERS[i];
+    const value = algorithm[member];
+    if (value !== undefined) copy[member] = value;
+  }
+  for (let i = 0; i < ALGORITHM_MEMBERS.length; i++) {
+    const member = ALGORITHM_MEMBERS[i];
+    if (copy[member] !== undefined) copy[member] = ownBytes(copy[member]);
+  }
+  if (copy.name !== undefined) copy.name = String(copy.name);
+  for (let i = 0; i < NUMERIC_MEMBERS.length; i++) {
+    const member = NUMERIC_MEMBERS[i];
+    if (copy[member] !== undefined && typeof copy[member] !== "bigint") copy[member] = +copy[member];
+  }
+  return copy;
+}
+
+/**
+ * A copy of the bytes of `value` if it is a buffer or a view of one (otherwise `value`): an
+ * operation that waits for its turn still works on the bytes given when it was called.
+ */
+function ownBytes(value) {
+  if (ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, value)) {
+    return ArrayBufferPrototypeSlice(value, 0);
+  }
+  if (!ArrayBufferIsView(value)) return value;
+  const view = TypedArrayPrototypeGetSymbolToStringTag(value) !== undefined
+    ? new Uint8Array(
+      TypedArrayPrototypeGetBuffer(value),
+      TypedArrayPrototypeGetByteOffset(value),
+      TypedArrayPrototypeGetByteLength(value),
+    )
+    : new Uint8Array(
+      DataViewPrototypeGetBuffer(value),
+      DataViewPrototypeGetByteOffset(value),
+      DataViewPrototypeGetByteLength(value),
+    );
+  return TypedArrayPrototypeSlice(view);
+}
+
+/** The name of an algorithm (a string, or a copy made by `algorithmCopy`), upper case. */
+function algorithmName(algorithm) {
+  const name = typeof algorithm === "string" ? algorithm : algorithm?.name;
+  return typeof name === "string" ? StringPrototypeToUpperCase(name) : "";
+}
+
+/** A member of a copy made by `algorithmCopy` (none of a name given as a string). */
+function member(algorithm, name) {
+  return typeof algorithm === "object" && algorithm !== null ? algorithm[name] : undefined;
+}
+
+function notSupported(message) {
+  return new domException.DOMException(message, "NotSupportedError");
+}
+
+/**
+ * Copies the arguments of operation `name` (in `args`, in place: algorithms, and the bytes of
+ * buffers) and checks them.
+ */
+function limitSubtleWork(name, args) {
+  for (let i = 0; i < args.length; i++) args[i] = ownBytes(args[i]);
+  args[0] = algorithmCopy(args[0]);
+  let bits;
+  if (name === "deriveBits") {
+    if (args[2] !== undefined && args[2] !== null) args[2] = +args[2];
+    bits = args[2];
+  } else if (name === "deriveKey") {
+    args[2] = algorithmCopy(args[2]);
+    bits = member(args[2], "length");
+  } else if (name === "generateKey") {
+    const modulus = member(args[0], "modulusLength");
+    if (StringPrototypeStartsWith(algorithmName(args[0]), "RSA") && modulus > RSA_MAX_MODULUS_BITS) {
+      throw notSupported(
+        `RSA keys of more than ${RSA_MAX_MODULUS_BITS} bits are not supported (modulusLength ${modulus})`,
+      );
+    }
+    return;
+  } else {
+    return;
+  }
+  if (algorithmName(args[0]) !== "PBKDF2") return;
+  const iterations = member(args[0], "iterations");
+  if (iterations > PBKDF2_MAX_ITERATIONS) {
+    throw notSupported(
+      `PBKDF2 with more than ${PBKDF2_MAX_ITERATIONS} iterations is not supported (iterations ${iterations})`,
+    );
+  }
+  if (bits > PBKDF2_MAX_BITS) {
+    throw notSupported(`PBKDF2 derives at most ${PBKDF2_MAX_BITS} bits (length ${bits})`);
+  }
+}
+
+/**
+ * `promise`, made to be awaited without consulting `Promise.prototype` (which user code may
+ * change): with `constructor` its own, `await` takes it as it is.
+ */
+function sealed(promise) {
+  ObjectDefineProperty(promise, "constructor", { __proto__: null, value: Promise });
+  return promise;
+}
+
+/** The end of the isolate's last off-thread operation (null: none yet). */
+let subtleTail = null;
+
+/** Replaces the off-thread operations of `SubtleCrypto.prototype` with limited, charged ones. */
+function chargeSubtleCrypto(prototype) {
+  for (let i = 0; i < SUBTLE_OFF_THREAD.length; i++) {
+    const name = SUBTLE_OFF_THREAD[i];
+    const operation = prototype[name];
+    const charged = {
+      async [name](...args) {
+        limitSubtleWork(name, args);
+        const before = subtleTail;
+        let done;
+        subtleTail = sealed(new Promise((resolve) => {
+          done = resolve;
+        }));
+        if (before !== null) await before;
+        const started = op_off_thread_started();
+        try {
+          return await sealed(ReflectApply(operation, this, args));
+        } finally {
+          op_off_thread_done(started);
+          done();
+        }
+      },
+    }[name];
+    ObjectDefineProperty(charged, "length", {
+      __proto__: null,
+      value: operation.length,
+      configurable: true,
+    });
+    ObjectDefineProperty(prototype, name, {
+      __proto__: null,
+      value: charged,
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  }
+}
 const urlPatternScript = () => load("ext:deno_web/01_urlpattern.js");
 const messagePortScript = () => load("ext:deno_web/13_message_port.js");
 const compressionScript = () => load("ext:deno_web/14_compression.js");

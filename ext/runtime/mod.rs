@@ -120,6 +120,57 @@ async fn op_invocation_body_end(state: Rc<RefCell<OpState>>, #[string] error: Op
     }
 }
 
+/// Time an isolate's work took on other threads (Web Crypto's, on the blocking pool), which the
+/// runtime charges to the invocation's CPU budget after each slice. The global scope measures
+/// each such operation from its start to its end (`op_off_thread_started`/`_done`); one runs at
+/// a time per isolate, so the time is that of the operation itself.
+#[derive(Clone, Debug)]
+pub struct OffThreadTime(Rc<OffThread>);
+
+#[derive(Debug)]
+struct OffThread {
+    origin: std::time::Instant,
+    spent: std::cell::Cell<std::time::Duration>,
+}
+
+impl Default for OffThreadTime {
+    fn default() -> Self {
+        Self(Rc::new(OffThread {
+            origin: std::time::Instant::now(),
+            spent: Default::default(),
+        }))
+    }
+}
+
+impl OffThreadTime {
+    /// The time spent since the last call, which is then charged.
+    pub fn take(&self) -> std::time::Duration {
+        self.0.spent.take()
+    }
+
+    /// Milliseconds since the isolate was made (a point to measure from).
+    fn now(&self) -> f64 {
+        self.0.origin.elapsed().as_secs_f64() * 1000.0
+    }
+}
+
+/// When an off-thread operation starts: a point to pass to `op_off_thread_done`.
+#[op2(fast)]
+fn op_off_thread_started(state: &OpState) -> f64 {
+    state
+        .try_borrow::<OffThreadTime>()
+        .map_or(0.0, OffThreadTime::now)
+}
+
+/// Records an off-thread operation that started at `started` as spent now.
+#[op2(fast)]
+fn op_off_thread_done(state: &OpState, started: f64) {
+    if let Some(time) = state.try_borrow::<OffThreadTime>() {
+        let spent = std::time::Duration::from_secs_f64((time.now() - started).max(0.0) / 1000.0);
+        time.0.spent.set(time.0.spent.get() + spent);
+    }
+}
+
 /// Runs `warmup.js` on the runtime that builds the base snapshot: one sample invocation of each
 /// handler shape, one of them awaiting a timer, so that V8 compiles the dispatch path and the web
 /// APIs it touches there and keeps their bytecode in the snapshot, instead of compiling them lazily
@@ -189,6 +240,8 @@ deno_core::extension!(
     op_invocation_body_write,
     op_invocation_body_end,
     op_invocation_collect_garbage,
+    op_off_thread_started,
+    op_off_thread_done,
   ],
   esm_entry_point = "ext:host/bootstrap.js",
   esm = [dir "runtime", "bootstrap.js"],

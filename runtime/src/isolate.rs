@@ -26,6 +26,7 @@ use deno_core::error::CoreErrorKind;
 use deno_core::v8;
 use functions_ext::console::ConsoleOutput;
 use functions_ext::runtime::INTERNALS_GLOBAL;
+use functions_ext::runtime::OffThreadTime;
 
 use crate::Request;
 use crate::Response;
@@ -188,6 +189,8 @@ struct Control {
     handle: v8::IsolateHandle,
     verdict: Arc<Verdict>,
     thread: Rc<ThreadWatch>,
+    /// Work of the isolate's on other threads, charged to its budget after each slice.
+    off_thread: OffThreadTime,
 }
 
 /// Polls a future of an isolate's work as slices: each poll enters the isolate and, with a
@@ -222,12 +225,21 @@ impl<T> Future for Slices<'_, T> {
         let work = this.work.as_mut();
         match this.budget {
             None => work.poll(cx),
-            Some(budget) => this.control.thread.slice(
-                &this.control.handle,
-                &this.control.verdict,
-                &mut budget.borrow_mut(),
-                || work.poll(cx),
-            ),
+            Some(budget) => {
+                let control = this.control;
+                let polled = control.thread.slice(
+                    &control.handle,
+                    &control.verdict,
+                    &mut budget.borrow_mut(),
+                    || work.poll(cx),
+                );
+                let elsewhere = control.off_thread.take();
+                if !elsewhere.is_zero() && budget.borrow_mut().charge(elsewhere, &control.verdict) {
+                    // Whatever JavaScript runs next is stopped.
+                    control.handle.terminate_execution();
+                }
+                polled
+            }
         }
     }
 }
@@ -281,11 +293,14 @@ impl FunctionIsolate {
             handle
         });
         buffers.watch(handle.clone());
+        let off_thread = OffThreadTime::default();
+        runtime.with(|js| js.op_state().borrow_mut().put(off_thread.clone()));
         let control = Control {
             raw: runtime.raw,
             handle,
             verdict,
             thread,
+            off_thread,
         };
         let budget = RefCell::new(budget);
         let loading = load_module(&mut runtime.js, function, failures);
@@ -535,6 +550,7 @@ pub(crate) async fn check(
         handle: runtime.with(|js| js.v8_isolate().thread_safe_handle()),
         verdict: Arc::default(),
         thread,
+        off_thread: OffThreadTime::default(),
     };
     let loading = load_module(&mut runtime.js, function, failures);
     let loaded = Slices::new(&control, None, loading).await;

@@ -158,6 +158,22 @@ impl Budget {
         }
     }
 
+    /// Draws `used` CPU time from the budget; when that spends it, records [`Stop::CpuTime`] in
+    /// `verdict` and returns true.
+    pub fn charge(&mut self, used: Duration, verdict: &Verdict) -> bool {
+        match self.cpu_left.checked_sub(used) {
+            Some(left) if !left.is_zero() => {
+                self.cpu_left = left;
+                false
+            }
+            _ => {
+                self.cpu_left = Duration::ZERO;
+                verdict.set(Stop::CpuTime);
+                true
+            }
+        }
+    }
+
     /// A full CPU budget of `limits` that keeps `self`'s deadline: restarting the CPU budget
     /// (at the handler's start, after the module's top-level code) never extends the wall clock.
     pub fn renewed(self, limits: &Limits) -> Self {
@@ -316,14 +332,7 @@ impl ThreadWatch {
         let result = slice();
         self.shared.lock().running.remove(&self.id);
         if let (Some(start), Some(end)) = (cpu_start, self.clock.now()) {
-            let used = end.saturating_sub(start);
-            match budget.cpu_left.checked_sub(used) {
-                Some(left) if !left.is_zero() => budget.cpu_left = left,
-                _ => {
-                    budget.cpu_left = Duration::ZERO;
-                    verdict.set(Stop::CpuTime);
-                }
-            }
+            budget.charge(end.saturating_sub(start), verdict);
         }
         result
     }

@@ -229,3 +229,106 @@ async fn huge_strings_fail_cleanly() {
         outcome.result
     );
 }
+
+/// The CPU time this process has used (all its threads, Web Crypto's pool included).
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+const PBKDF2_KEY: &str = r#"const key = await crypto.subtle.importKey("raw", new Uint8Array(16), "PBKDF2", false, ["deriveBits"]);
+const params = { name: "PBKDF2", hash: "SHA-512", salt: new Uint8Array(16), iterations: 100000 };"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_crypto_work_on_other_threads_is_charged_to_the_cpu_time() {
+    let engine = engine();
+    // What one derivation costs here, measured by the function itself with room to spare.
+    let one = limited(
+        "one-derivation",
+        &format!(
+            "{PBKDF2_KEY}\nexport default async () => {{ const start = Date.now(); \
+             await crypto.subtle.deriveBits(params, key, 512); return Date.now() - start; }}"
+        ),
+        cpu(10_000),
+        Isolation::Invocation,
+    );
+    let response = run(&engine, &one, Request::json("{}")).await;
+    let job = Duration::from_millis(text(&response).parse::<u64>().unwrap().max(1));
+
+    // Two hundred at once: they run one at a time, each charged as it ends, until the budget is
+    // spent; the rest never start.
+    let many = limited(
+        "many-derivations",
+        &format!(
+            "{PBKDF2_KEY}\nexport default async () => {{ \
+               const jobs = []; \
+               for (let i = 0; i < 200; i++) jobs.push(crypto.subtle.deriveBits(params, key, 512).then(() => console.log('derived'))); \
+               await Promise.all(jobs); return 'all derived'; }}"
+        ),
+        cpu(100),
+        Isolation::Invocation,
+    );
+    let before = process_cpu();
+    let outcome = engine.invoke(&many, Request::json("{}")).await;
+    let used = process_cpu() - before;
+    assert!(
+        matches!(outcome.result, Err(InvokeError::TimeLimit { limit }) if limit == Duration::from_millis(100)),
+        "{:?}",
+        outcome.result
+    );
+    let derived = outcome
+        .logs
+        .iter()
+        .filter(|line| line.message == "derived")
+        .count();
+    // The bounds leave room for the other tests of this binary, running meanwhile.
+    assert!(
+        derived < 50,
+        "{derived} derivations of {job:?} ran on a 100 ms budget"
+    );
+    assert!(
+        used < job * 50,
+        "the invocation used {used:?} of CPU time; all 200 derivations take about {:?}",
+        job * 200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_crypto_parameters_that_no_budget_could_stop_are_refused() {
+    let engine = engine();
+    let source = format!(
+        r#"{PBKDF2_KEY}
+const outcome = async (work) => {{
+  try {{ await work(); return "done"; }} catch (err) {{ return `${{err.name}}: ${{err.message}}`; }}
+}};
+export default async () => ({{
+  iterations: await outcome(() => crypto.subtle.deriveBits({{ ...params, iterations: 20000000 }}, key, 512)),
+  bits: await outcome(() => crypto.subtle.deriveBits(params, key, 1 << 20)),
+  derivedKey: await outcome(() => crypto.subtle.deriveKey(params, key, {{ name: "HMAC", hash: "SHA-512", length: 1 << 20 }}, false, ["sign"])),
+  // A getter that answers the check one thing and the operation another gets one read.
+  changing: await outcome(() => {{ let reads = 0; return crypto.subtle.deriveBits({{ ...params, get iterations() {{ return reads++ ? 20000000 : 1000; }} }}, key, 512); }}),
+  rsa: await outcome(() => crypto.subtle.generateKey({{ name: "RSA-PSS", modulusLength: 16384, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }}, false, ["sign"])),
+  allowed: await outcome(() => crypto.subtle.deriveBits({{ ...params, iterations: 1000 }}, key, 512)),
+}});"#
+    );
+    let function = limited("capped", &source, cpu(10_000), Isolation::Invocation);
+    let response = run(&engine, &function, Request::json("{}")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "iterations": "NotSupportedError: PBKDF2 with more than 100000 iterations is not supported (iterations 20000000)",
+            "bits": "NotSupportedError: PBKDF2 derives at most 2048 bits (length 1048576)",
+            "derivedKey": "NotSupportedError: PBKDF2 derives at most 2048 bits (length 1048576)",
+            "changing": "done",
+            "rsa": "NotSupportedError: RSA keys of more than 4096 bits are not supported (modulusLength 16384)",
+            "allowed": "done",
+        })
+    );
+}
