@@ -464,6 +464,7 @@ fn resolve(
         executor: functions_runtime::Executor::Command,
         limits: manifest.limits,
         public: manifest.public.unwrap_or(true),
+        owner: None,
     })
 }
 
@@ -501,6 +502,7 @@ fn wasm_deployment(
         executor,
         limits: FunctionLimits::default(),
         public: true,
+        owner: None,
     })
 }
 

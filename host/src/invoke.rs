@@ -45,8 +45,12 @@ impl Inner {
             Caller::Embedder => deployed.ok_or_else(|| Error::function_not_found(name)),
             Caller::Public { key } => {
                 let deployed = deployed.ok_or_else(|| Error::function_not_found(name))?;
-                if !deployed.public {
-                    self.api_keys.admit(key)?;
+                if !deployed.public
+                    && let Some(tenant) = self.api_keys.admit(key)?
+                    && !tenant.may_use(deployed.owner.as_deref())
+                {
+                    // Another tenant's private function is none of this key's business.
+                    return Err(Error::function_not_found(name));
                 }
                 Ok(deployed)
             }

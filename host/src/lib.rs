@@ -34,6 +34,7 @@ mod lanes;
 mod logs;
 mod registry;
 pub mod store;
+mod tenant_view;
 mod tenants;
 
 use std::path::Path;
@@ -63,6 +64,8 @@ pub use store::MemoryStore;
 pub use store::SqliteStore;
 pub use store::Store;
 pub use store::StoredLog;
+pub use tenant_view::LogFollower;
+pub use tenant_view::TenantView;
 pub use tenants::ApiKeys;
 pub use tenants::DEFAULT_TENANT_CONCURRENCY;
 pub use tenants::Tenant;
@@ -306,49 +309,7 @@ impl Host {
         name: &str,
         source: DeploySource<'_>,
     ) -> Result<DeploymentSummary, Error> {
-        let inner = &self.0;
-        let parsed = match source {
-            DeploySource::Manifest(manifest) => deploy::from_manifest(name, manifest),
-            DeploySource::Wasm(binary) => deploy::from_wasm(name, binary),
-            // Transpiling is CPU work: keep it off the threads that serve other requests.
-            DeploySource::Body { body, hints } => {
-                let (name, body) = (name.to_owned(), body.to_vec());
-                tokio::task::spawn_blocking(move || deploy::parse(&name, &hints, &body))
-                    .await
-                    .map_err(Error::internal)?
-            }
-        };
-        let mut new = parsed.map_err(|err| match err {
-            DeployError::Invalid(message) => Error::bad_request(message),
-            DeployError::Compile(err) => Error::compile(name, err),
-        })?;
-        let compiled = match &mut new.wasm {
-            Some(wasm) => {
-                let module = inner
-                    .engine
-                    .compile_wasm(wasm.binary.clone())
-                    .await
-                    .map_err(|err| Error::compile(name, err))?;
-                wasm.artifact = module.artifact().clone();
-                Some(module)
-            }
-            None => {
-                // The function as it would run, version 0 (never stored).
-                let candidate = new.clone().stored(0, String::new(), 0, 0);
-                let function = registry::function_with(&candidate, None);
-                inner
-                    .engine
-                    .check(&function)
-                    .await
-                    .map_err(|err| Error::compile(name, err))?;
-                None
-            }
-        };
-        let deployment = inner.store.deploy(new).await.map_err(Error::internal)?;
-        inner
-            .registry
-            .install(registry::deployed_with(&deployment, compiled));
-        Ok(deployment.summary)
+        self.as_tenant(None).deploy(name, source).await
     }
 
     /// Invokes function `name` with `request`, as the program embedding the host (no key
@@ -376,21 +337,10 @@ impl Host {
         invoke::invoke(&self.0, &deployed, request).await
     }
 
-    /// Queues an asynchronous call of `name` for `tenant` (who made it, when the host has keys);
-    /// its id. The call is stored before this returns: it runs even if the host restarts first.
-    pub async fn call(
-        &self,
-        name: &str,
-        request: CallRequest,
-        tenant: Option<Tenant>,
-    ) -> Result<String, Error> {
-        self.0.refuse_if_draining()?;
-        let input = CallInput {
-            content_type: request.content_type,
-            query: request.query,
-            payload: request.payload,
-        };
-        calls::create(&self.0, name, input, tenant).await
+    /// Queues an asynchronous call of `name`; its id. The call is stored before this returns:
+    /// it runs even if the host restarts first.
+    pub async fn call(&self, name: &str, request: CallRequest) -> Result<String, Error> {
+        self.as_tenant(None).call(name, request).await
     }
 
     /// The outcome of call `id`, waiting up to `wait` (at most [`MAX_RESULT_WAIT`]) for it to
@@ -398,100 +348,44 @@ impl Host {
     /// already fetched) call, [`ErrorKind::Gone`] for one rotated out of its function's result
     /// cache.
     pub async fn result(&self, id: &str, wait: Duration) -> Result<CallStatus, Error> {
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_RESULT_WAIT);
-        let mut events = self.0.store.events();
-        loop {
-            match self.0.store.fetch_call(id).await.map_err(Error::internal)? {
-                Fetched::Done(outcome) => return Ok(CallStatus::Done(outcome)),
-                Fetched::RotatedOut => {
-                    return Err(Error::new(
-                        ErrorKind::Gone,
-                        format!(
-                            "the result of call {id} was rotated out of its function's result \
-                             cache before it was fetched"
-                        ),
-                    ));
-                }
-                Fetched::Unknown => {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!("no call {id:?} (a result is kept until it is fetched once)"),
-                    ));
-                }
-                Fetched::NotYet(state) => loop {
-                    match tokio::time::timeout_at(deadline, events.recv()).await {
-                        Err(_) => return Ok(CallStatus::Waiting(state)),
-                        Ok(Ok(StoreEvent::CallEnded { id: ended })) if ended == id => break,
-                        // Missed events might have been this call's: look again.
-                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
-                        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
-                            return Ok(CallStatus::Waiting(state));
-                        }
-                        Ok(Ok(_)) => {}
-                    }
-                },
-            }
-        }
+        self.as_tenant(None).result(id, wait).await
     }
 
     /// Up to `limit` of function `name`'s log lines with ids above `after`, oldest first.
     pub async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<StoredLog>, Error> {
-        if self.0.registry.get(name).is_none() {
-            return Err(Error::function_not_found(name));
-        }
-        self.0
-            .store
-            .logs(name, after, limit)
-            .await
-            .map_err(Error::internal)
+        self.as_tenant(None).logs(name, after, limit).await
     }
 
     /// Function `name`'s log lines with ids above `after`, then each new line as it is stored.
     pub fn follow_logs(&self, name: &str, after: i64) -> LogFollower {
-        LogFollower {
-            host: self.clone(),
-            events: self.0.store.events(),
-            name: name.to_owned(),
-            after,
-        }
+        self.as_tenant(None).follow_logs(name, after)
     }
 
     /// Every deployed function's current version (no code).
     pub async fn list(&self) -> Result<Vec<DeploymentSummary>, Error> {
-        self.0.store.list().await.map_err(Error::internal)
+        self.as_tenant(None).list().await
     }
 
     /// Function `name`'s current version, code included.
     pub async fn get(&self, name: &str) -> Result<Deployment, Error> {
-        self.0
-            .store
-            .get(name)
-            .await
-            .map_err(Error::internal)?
-            .ok_or_else(|| Error::function_not_found(name))
+        self.as_tenant(None).get(name).await
     }
 
     /// Deletes function `name`, its versions and its logs.
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
-        if !self.0.store.delete(name).await.map_err(Error::internal)? {
-            return Err(Error::function_not_found(name));
-        }
-        self.0.registry.remove(name);
-        Ok(())
+        self.as_tenant(None).delete(name).await
     }
 
     /// Gives function `name` a new call token (its key-less address); the old one stops
     /// working. The new token.
     pub async fn rotate_token(&self, name: &str) -> Result<String, Error> {
-        let token = self
-            .0
-            .store
-            .rotate_call_token(name)
-            .await
-            .map_err(Error::internal)?
-            .ok_or_else(|| Error::function_not_found(name))?;
-        self.0.registry.set_call_token(name, &token);
-        Ok(token)
+        self.as_tenant(None).rotate_token(name).await
+    }
+
+    /// The host as an API key's `tenant` may use it: its own functions and calls only (all of
+    /// them for an admin key; `None`, as the embedding program or a host without keys, too).
+    pub fn as_tenant<'a>(&'a self, tenant: Option<&'a Tenant>) -> TenantView<'a> {
+        TenantView { host: self, tenant }
     }
 }
 
@@ -567,40 +461,6 @@ impl Inner {
             headers,
             body: input.payload,
             env: Default::default(),
-        }
-    }
-}
-
-/// A function's log lines as they are stored: [`Host::follow_logs`].
-pub struct LogFollower {
-    host: Host,
-    events: tokio::sync::broadcast::Receiver<StoreEvent>,
-    name: String,
-    after: i64,
-}
-
-impl LogFollower {
-    /// The next lines (at least one), waiting for them to be stored.
-    pub async fn next(&mut self) -> Result<Vec<StoredLog>, Error> {
-        loop {
-            let lines = self.host.logs(&self.name, self.after, 10_000).await?;
-            if let Some(last) = lines.last() {
-                self.after = last.id;
-                return Ok(lines);
-            }
-            loop {
-                match self.events.recv().await {
-                    Ok(StoreEvent::Logged { name }) if name == self.name => break,
-                    Ok(StoreEvent::Deleted { name }) if name == self.name => {
-                        return Err(Error::function_not_found(&self.name));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Err(Error::new(ErrorKind::Unavailable, "the store closed"));
-                    }
-                    Ok(_) => {}
-                }
-            }
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Deployed {
     pub public: bool,
     /// The secret of its key-less address `/call/{name}/{token}`.
     pub call_token: Arc<str>,
+    /// The tenant that first deployed it, if one did.
+    pub owner: Option<Arc<str>>,
 }
 
 /// How a stored deployment runs.
@@ -65,6 +67,7 @@ pub(crate) fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -
         concurrency: deployment.summary.limits.concurrency(),
         public: deployment.summary.public,
         call_token: deployment.summary.call_token.as_str().into(),
+        owner: deployment.summary.owner.as_deref().map(Into::into),
     }
 }
 

@@ -7,6 +7,11 @@
 //! requests=1000/day`): at most `concurrency` of its asynchronous calls run at once (default
 //! [`DEFAULT_TENANT_CONCURRENCY`]), and at most `requests` requests per minute, hour or day are
 //! admitted (default unlimited); past that a request gets 429 with `Retry-After`.
+//!
+//! A function belongs to the key that first deployed it: other keys are told there is no such
+//! function (to get, deploy over, delete, call or read the logs of), and a call's result is
+//! found only by the key that made the call. A key whose entry says `admin` sees and changes
+//! everything.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -43,11 +48,25 @@ pub struct Tenant {
     pub id: String,
     /// Its asynchronous calls that may run at once.
     pub concurrency: usize,
+    /// Whether it sees and changes every function and call (an `admin` key).
+    pub admin: bool,
+}
+
+impl Tenant {
+    /// Whether it may see and change a function owned by `owner`: its own, or any for an admin.
+    pub fn may_use(&self, owner: Option<&str>) -> bool {
+        self.admin || owner == Some(self.id.as_str())
+    }
+
+    /// Whose functions and calls it is limited to: its own id, or nobody's for an admin.
+    pub(crate) fn scope(&self) -> Option<&str> {
+        (!self.admin).then_some(self.id.as_str())
+    }
 }
 
 impl ApiKeys {
     /// Keys from a comma- or newline-separated list of entries, each a key optionally followed
-    /// by `concurrency=N` and `requests=N/minute|hour|day`; blanks are ignored.
+    /// by `admin`, `concurrency=N` and `requests=N/minute|hour|day`; blanks are ignored.
     pub fn parse(list: &str) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
         for entry in list.split([',', '\n']) {
@@ -60,14 +79,19 @@ impl ApiKeys {
                 tenant: Tenant {
                     id: fingerprint(secret),
                     concurrency: DEFAULT_TENANT_CONCURRENCY,
+                    admin: false,
                 },
                 requests: None,
             };
             for setting in words {
+                if setting == "admin" {
+                    key.tenant.admin = true;
+                    continue;
+                }
                 let tenant = &key.tenant.id;
                 let invalid = || {
                     anyhow::anyhow!(
-                        "invalid setting {setting:?} of API key {tenant}: use concurrency=N or requests=N/minute|hour|day"
+                        "invalid setting {setting:?} of API key {tenant}: use admin, concurrency=N or requests=N/minute|hour|day"
                     )
                 };
                 match setting.split_once('=').ok_or_else(invalid)? {
@@ -200,6 +224,13 @@ mod tests {
         assert_eq!(beta.id, "key-f44e64e75f3948e9");
         let delta = keys.admit(Some(b"delta")).unwrap().unwrap();
         assert_eq!(delta.concurrency, 3);
+        assert!(!delta.admin);
+        let root = ApiKeys::parse("root admin concurrency=2").unwrap();
+        let root = root.admit(Some(b"root")).unwrap().unwrap();
+        assert!(root.admin && root.concurrency == 2);
+        assert!(root.may_use(None) && root.may_use(Some(&beta.id)));
+        assert!(beta.may_use(Some(&beta.id)) && !beta.may_use(Some(&delta.id)));
+        assert!(!beta.may_use(None));
         assert_ne!(beta.id, delta.id);
         assert_eq!(keys.tenant(&delta.id), Some(&delta));
         for refused in [&b"bet"[..], b"betaa", b"", b"Bearer beta"] {

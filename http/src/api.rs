@@ -3,6 +3,7 @@
 use functions_host::DeployHints;
 use functions_host::DeploySource;
 use functions_host::DeploymentSummary;
+use functions_host::TenantView;
 use http::Request;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -30,6 +31,7 @@ fn summary(state: &State, d: &DeploymentSummary) -> Value {
       "url": format!("{base}/fn/{}/", d.name),
       "call_url": format!("{base}/call/{}/{}/", d.name, d.call_token),
       "public": d.public,
+      "owner": d.owner,
       "limits": d.limits,
       "created_at": humantime_ms(d.created_at),
       "deployed_at": humantime_ms(d.deployed_at),
@@ -45,6 +47,7 @@ fn humantime_ms(unix_millis: i64) -> String {
 /// `PUT /api/functions/{name}`: checks the code compiles, stores a new version, makes it current.
 pub(crate) async fn deploy(
     state: &State,
+    view: TenantView<'_>,
     name: &str,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
@@ -66,23 +69,26 @@ pub(crate) async fn deploy(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
-    let deployed = state
-        .host
+    let deployed = view
         .deploy(name, DeploySource::Body { body: &body, hints })
         .await?;
     Ok(json(StatusCode::CREATED, &summary(state, &deployed)))
 }
 
 /// `GET /api/functions`
-pub(crate) async fn list(state: &State) -> Result<HttpResponse, ApiError> {
-    let all = state.host.list().await?;
+pub(crate) async fn list(state: &State, view: TenantView<'_>) -> Result<HttpResponse, ApiError> {
+    let all = view.list().await?;
     let functions: Vec<Value> = all.iter().map(|d| summary(state, d)).collect();
     Ok(json(StatusCode::OK, &json!({ "functions": functions })))
 }
 
 /// `GET /api/functions/{name}`: the summary plus the source and env variable names.
-pub(crate) async fn get(state: &State, name: &str) -> Result<HttpResponse, ApiError> {
-    let deployment = state.host.get(name).await?;
+pub(crate) async fn get(
+    state: &State,
+    view: TenantView<'_>,
+    name: &str,
+) -> Result<HttpResponse, ApiError> {
+    let deployment = view.get(name).await?;
     let mut body = summary(state, &deployment.summary);
     if let Some(entry) = deployment.modules.get(&deployment.summary.entry) {
         body["source"] = (*entry.source).into();
@@ -110,8 +116,8 @@ pub(crate) async fn get(state: &State, name: &str) -> Result<HttpResponse, ApiEr
 }
 
 /// `DELETE /api/functions/{name}`: the function, its versions and its logs.
-pub(crate) async fn delete(state: &State, name: &str) -> Result<HttpResponse, ApiError> {
-    state.host.delete(name).await?;
+pub(crate) async fn delete(view: TenantView<'_>, name: &str) -> Result<HttpResponse, ApiError> {
+    view.delete(name).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "name": name, "deleted": true }),
@@ -119,8 +125,12 @@ pub(crate) async fn delete(state: &State, name: &str) -> Result<HttpResponse, Ap
 }
 
 /// `POST /api/functions/{name}/token`: a new call address; the old one stops working.
-pub(crate) async fn rotate_token(state: &State, name: &str) -> Result<HttpResponse, ApiError> {
-    let token = state.host.rotate_token(name).await?;
+pub(crate) async fn rotate_token(
+    state: &State,
+    view: TenantView<'_>,
+    name: &str,
+) -> Result<HttpResponse, ApiError> {
+    let token = view.rotate_token(name).await?;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -132,7 +142,7 @@ pub(crate) async fn rotate_token(state: &State, name: &str) -> Result<HttpRespon
 
 /// `GET /api/functions/{name}/logs?after=ID&limit=N`: log lines, oldest first.
 pub(crate) async fn logs(
-    state: &State,
+    view: TenantView<'_>,
     name: &str,
     query: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,8 +156,7 @@ pub(crate) async fn logs(
     };
     let after = parse("after", 0)?;
     let limit = parse("limit", 1000)?.clamp(1, MAX_LOG_PAGE as i64) as u32;
-    let lines: Vec<Value> = state
-        .host
+    let lines: Vec<Value> = view
         .logs(name, after, limit)
         .await?
         .into_iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use functions_host::CallOutcome;
 use functions_host::CallRequest;
 use functions_host::CallStatus;
-use functions_host::Tenant;
+use functions_host::TenantView;
 use http::HeaderValue;
 use http::Request;
 use http::StatusCode;
@@ -25,8 +25,8 @@ use super::invoke::response_of;
 /// event or request of a JavaScript function); the query string is the function's too.
 pub(crate) async fn create(
     state: &State,
+    view: TenantView<'_>,
     name: &str,
-    tenant: Option<Tenant>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
     let (parts, body) = request.into_parts();
@@ -42,14 +42,14 @@ pub(crate) async fn create(
         query: parts.uri.query().map(str::to_owned),
         payload: payload.to_vec(),
     };
-    let id = state.host.call(name, call, tenant).await?;
+    let id = view.call(name, call).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "call_id": id })))
 }
 
 /// `GET /api/calls/{id}?wait=SECONDS`: the call's response (or its error) with its state in
 /// `X-Call-State`, once it is done.
 pub(crate) async fn fetch(
-    state: &State,
+    view: TenantView<'_>,
     id: &str,
     wait: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
@@ -62,7 +62,7 @@ pub(crate) async fn fetch(
             .map(|s| Duration::from_secs_f64(s.min(functions_host::MAX_RESULT_WAIT.as_secs_f64())))
             .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))?,
     };
-    let (mut response, call_state) = match state.host.result(id, wait).await? {
+    let (mut response, call_state) = match view.result(id, wait).await? {
         CallStatus::Waiting(call_state) => (
             json(
                 StatusCode::ACCEPTED,

@@ -315,6 +315,7 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
     } else {
         None
     };
+    let view = state.host.as_tenant(tenant.as_ref());
     let result = match segments.as_slice() {
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
         ["call", name, token, ..] => invoke::invoke_by_token(state, name, token, request).await,
@@ -329,31 +330,29 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
             ))
         }
         ["api", "functions"] => match method {
-            Method::GET => api::list(state).await,
+            Method::GET => api::list(state, view).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["api", "functions", name] => match method {
-            Method::PUT => api::deploy(state, name, request).await,
-            Method::GET => api::get(state, name).await,
-            Method::DELETE => api::delete(state, name).await,
+            Method::PUT => api::deploy(state, view, name, request).await,
+            Method::GET => api::get(state, view, name).await,
+            Method::DELETE => api::delete(view, name).await,
             _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
         },
         ["api", "functions", name, "calls"] => match method {
-            Method::POST => calls::create(state, name, tenant, request).await,
+            Method::POST => calls::create(state, view, name, request).await,
             _ => Err(ApiError::method_not_allowed("POST")),
         },
         ["api", "functions", name, "token"] => match method {
-            Method::POST => api::rotate_token(state, name).await,
+            Method::POST => api::rotate_token(state, view, name).await,
             _ => Err(ApiError::method_not_allowed("POST")),
         },
         ["api", "calls", id] => match method {
-            Method::GET => {
-                calls::fetch(state, id, query_param(request.uri().query(), "wait")).await
-            }
+            Method::GET => calls::fetch(view, id, query_param(request.uri().query(), "wait")).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["api", "functions", name, "logs"] => match method {
-            Method::GET => api::logs(state, name, request.uri().query()).await,
+            Method::GET => api::logs(view, name, request.uri().query()).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         _ => Err(ApiError::new(

@@ -171,3 +171,94 @@ fn a_function_cannot_forge_the_hosts_log_lines() {
         "{printed}"
     );
 }
+
+#[test]
+fn each_key_sees_only_its_own_functions_and_call_results() {
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::harness::Server::start_with(
+        data.path(),
+        &[],
+        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta, root admin")],
+    );
+    let as_key = |key: &str, method: &str, path: &str, body: Option<&[u8]>| {
+        crate::harness::request_with_headers_and_body(
+            &server.base,
+            method,
+            path,
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let manifest = |source: &str| {
+        serde_json::json!({ "files": { "index.js": source }, "public": false }).to_string()
+    };
+    let reply = as_key(
+        "alpha",
+        "PUT",
+        "/api/functions/mine",
+        Some(manifest("export default () => 'alpha'").as_bytes()),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let reply = as_key("alpha", "POST", "/api/functions/mine/calls", Some(b"{}"));
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let call = reply.json()["call_id"].as_str().unwrap().to_owned();
+
+    // To beta, alpha's function does not exist, whatever it tries.
+    for (method, path, body) in [
+        ("GET", "/api/functions/mine", None),
+        (
+            "PUT",
+            "/api/functions/mine",
+            Some(manifest("export default () => 'beta'")),
+        ),
+        ("DELETE", "/api/functions/mine", None),
+        ("GET", "/api/functions/mine/logs", None),
+        ("POST", "/api/functions/mine/calls", Some("{}".to_owned())),
+        ("POST", "/api/functions/mine/token", None),
+        ("GET", "/fn/mine/", None),
+    ] {
+        let reply = as_key("beta", method, path, body.as_deref().map(str::as_bytes));
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.text());
+    }
+    let listed = as_key("beta", "GET", "/api/functions", None).json();
+    assert_eq!(listed["functions"], serde_json::json!([]));
+    // Nor does its call's result.
+    let reply = as_key("beta", "GET", &format!("/api/calls/{call}?wait=30"), None);
+    assert_eq!(reply.status, 404, "{}", reply.text());
+
+    // The admin key sees everything; the owner's function is untouched.
+    let listed = as_key("root", "GET", "/api/functions", None).json();
+    assert_eq!(listed["functions"][0]["name"], "mine");
+    let owner = listed["functions"][0]["owner"].as_str().unwrap_or_default();
+    assert!(owner.starts_with("key-"), "{listed}");
+    assert_eq!(
+        as_key("root", "GET", "/api/functions/mine", None).status,
+        200
+    );
+    assert_eq!(
+        as_key("alpha", "GET", "/fn/mine/", None).text(),
+        "\"alpha\""
+    );
+    let reply = as_key("alpha", "GET", &format!("/api/calls/{call}?wait=30"), None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "\"alpha\"");
+    // A name another key holds is not free for the taking: beta's own function is its own.
+    let reply = as_key(
+        "beta",
+        "PUT",
+        "/api/functions/theirs",
+        Some(manifest("export default () => 'beta'").as_bytes()),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(
+        as_key("alpha", "DELETE", "/api/functions/theirs", None).status,
+        404
+    );
+    assert_eq!(
+        as_key("root", "DELETE", "/api/functions/theirs", None).status,
+        200
+    );
+}

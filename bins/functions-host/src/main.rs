@@ -65,7 +65,8 @@ enum Command {
         #[arg(long, default_value_t = functions_host::store::DEFAULT_LOG_CAP_BYTES)]
         log_cap_bytes: u64,
         /// A file of API keys, one per line, that `/api` requests must carry (as
-        /// `Authorization: Bearer KEY`), each optionally followed by its quotas
+        /// `Authorization: Bearer KEY`), each a tenant owning the functions it deploys, and
+        /// optionally followed by `admin` (it sees every tenant's functions) and its quotas
         /// (`concurrency=N requests=N/minute|hour|day`); FUNCTIONS_HOST_API_KEYS adds
         /// comma-separated ones.
         #[arg(long)]

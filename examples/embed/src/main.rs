@@ -83,7 +83,7 @@ async fn run(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
         payload: br#"{"name":"a queued call"}"#.to_vec(),
         ..CallRequest::default()
     };
-    let id = host.call("greet", call, None).await?;
+    let id = host.call("greet", call).await?;
     match host.result(&id, Duration::from_secs(30)).await? {
         CallStatus::Done(CallOutcome::Finished(result)) => out.push(format!(
             "call {}…: {} {}",

@@ -22,6 +22,7 @@ use super::LOG_LINE_OVERHEAD;
 use super::LogEntry;
 use super::MAX_ROTATED_IDS;
 use super::NewDeployment;
+use super::OwnedByAnother;
 use super::QueuedCall;
 use super::Store;
 use super::StoreEvent;
@@ -105,6 +106,12 @@ impl Store for MemoryStore {
         let now = unix_millis(std::time::SystemTime::now());
         let mut state = self.lock();
         let previous = state.functions.get(&new.name);
+        if let (Some(previous), Some(claim)) = (previous, &new.owner)
+            && previous.current.summary.owner.as_ref() != Some(claim)
+        {
+            return Err(OwnedByAnother(new.name).into());
+        }
+        let owner = previous.map_or_else(|| new.owner.clone(), |f| f.current.summary.owner.clone());
         let version = previous.map_or(1, |f| f.current.version() + 1);
         let created_at = previous.map_or(now, |f| f.created_at);
         let call_token = previous.map_or_else(
@@ -112,7 +119,7 @@ impl Store for MemoryStore {
             |f| f.current.summary.call_token.clone(),
         );
         let name = new.name.clone();
-        let deployment = new.stored(version, call_token, now, created_at);
+        let deployment = new.stored(version, call_token, owner, (now, created_at));
         let (logs, log_bytes) = state
             .functions
             .remove(&name)
@@ -343,9 +350,13 @@ impl Store for MemoryStore {
         Ok(rotated)
     }
 
-    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched> {
+    async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched> {
         let mut state = self.lock();
-        if let Some(seq) = state.call_seq.get(id).copied() {
+        let seq =
+            state.call_seq.get(id).copied().filter(|seq| {
+                tenant.is_none() || state.calls[seq].call.tenant.as_deref() == tenant
+            });
+        if let Some(seq) = seq {
             let call = &state.calls[&seq];
             if call.outcome.is_none() {
                 return Ok(Fetched::NotYet(call.state));

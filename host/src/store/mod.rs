@@ -83,17 +83,26 @@ pub struct NewDeployment {
     pub limits: FunctionLimits,
     /// Whether `/fn/{name}` answers without an API key when the host has keys.
     pub public: bool,
+    /// The tenant deploying it: a new function becomes theirs, and a function of another owner
+    /// (or of none) is refused with [`OwnedByAnother`]. `None` claims nothing and checks
+    /// nothing (the embedder, an admin key, a host without keys).
+    pub owner: Option<String>,
 }
 
+/// The refusal to deploy over a function that belongs to another tenant.
+#[derive(Debug, thiserror::Error)]
+#[error("function {0} belongs to another tenant")]
+pub struct OwnedByAnother(pub String);
+
 impl NewDeployment {
-    /// This deployment as stored: version `version` of the function, with its call token and
-    /// times (Unix milliseconds).
+    /// This deployment as stored: version `version` of the function, with its call token, its
+    /// owner and times (Unix milliseconds).
     pub fn stored(
         self,
         version: u64,
         call_token: String,
-        deployed_at: i64,
-        created_at: i64,
+        owner: Option<String>,
+        (deployed_at, created_at): (i64, i64),
     ) -> Deployment {
         Deployment {
             summary: DeploymentSummary {
@@ -105,6 +114,7 @@ impl NewDeployment {
                 limits: self.limits,
                 public: self.public,
                 call_token,
+                owner,
                 deployed_at,
                 created_at,
             },
@@ -137,6 +147,8 @@ pub struct DeploymentSummary {
     /// The secret of the function's key-less address `/call/{name}/{token}` (kept across
     /// versions, replaced by [`Store::rotate_call_token`]).
     pub call_token: String,
+    /// The tenant (API key fingerprint) that first deployed it, if one did.
+    pub owner: Option<String>,
     /// When this version was deployed (Unix milliseconds).
     pub deployed_at: i64,
     /// When the function was first deployed (Unix milliseconds).
@@ -367,7 +379,8 @@ pub enum StoreEvent {
 /// method's change is atomic (all of it is stored, or none).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a new version of a function and makes it current.
+    /// Stores a new version of a function and makes it current. A deployment whose `owner`
+    /// differs from the function's fails with [`OwnedByAnother`] and stores nothing.
     async fn deploy(&self, new: NewDeployment) -> StoreResult<Deployment>;
 
     /// The current version of every function, code included, by name.
@@ -412,8 +425,9 @@ pub trait Store: Send + Sync + 'static {
         cap: u64,
     ) -> StoreResult<Vec<String>>;
 
-    /// Takes a finished call's outcome (removing it), or says why there is none.
-    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched>;
+    /// Takes a finished call's outcome (removing it), or says why there is none. With
+    /// `tenant`, only a call that tenant made is found (any other is [`Fetched::Unknown`]).
+    async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched>;
 
     /// Calls in `state`, in arrival order (for recovery: `Pending` ones run again, `Running`
     /// ones were cut short).
@@ -471,6 +485,7 @@ pub(crate) mod tests {
             allow_net: vec!["example.com".into()],
             limits: FunctionLimits::default(),
             public: true,
+            owner: None,
         }
     }
 
@@ -620,7 +635,7 @@ pub(crate) mod tests {
                 "{backend}"
             );
             assert_eq!(
-                store.fetch_call("a").await.unwrap(),
+                store.fetch_call("a", None).await.unwrap(),
                 Fetched::NotYet(CallState::Pending)
             );
             assert_eq!(store.call_input("a").await.unwrap(), Some(input("1")));
@@ -644,11 +659,11 @@ pub(crate) mod tests {
                 StoreEvent::CallEnded { id: "a".into() }
             );
             assert_eq!(
-                store.fetch_call("a").await.unwrap(),
+                store.fetch_call("a", None).await.unwrap(),
                 Fetched::Done(finished("one")),
                 "{backend}"
             );
-            assert_eq!(store.fetch_call("a").await.unwrap(), Fetched::Unknown);
+            assert_eq!(store.fetch_call("a", None).await.unwrap(), Fetched::Unknown);
             // A failure comes back as the error it was.
             let failure =
                 crate::Error::new(crate::ErrorKind::TimeLimit, "too slow").with("line", 3);
@@ -661,8 +676,88 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             assert_eq!(
-                store.fetch_call("b").await.unwrap(),
+                store.fetch_call("b", None).await.unwrap(),
                 Fetched::Done(CallOutcome::Failed(failure)),
+                "{backend}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_function_belongs_to_the_tenant_that_first_deployed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let by = |owner: Option<&str>, source: &str| NewDeployment {
+            owner: owner.map(str::to_owned),
+            ..new("f", source)
+        };
+        for (backend, store) in backends(dir.path()) {
+            let first = store.deploy(by(Some("key-a"), "v1")).await.unwrap();
+            assert_eq!(first.summary.owner.as_deref(), Some("key-a"), "{backend}");
+            let second = store.deploy(by(Some("key-a"), "v2")).await.unwrap();
+            assert_eq!(second.version(), 2);
+            let refused = store.deploy(by(Some("key-b"), "v3")).await.unwrap_err();
+            assert!(
+                refused.downcast_ref::<OwnedByAnother>().is_some(),
+                "{backend}"
+            );
+            // No claim (an admin, the embedder) deploys over it and keeps its owner.
+            let admin = store.deploy(by(None, "v3")).await.unwrap();
+            assert_eq!(admin.summary.owner.as_deref(), Some("key-a"), "{backend}");
+            let current = store.get("f").await.unwrap().unwrap();
+            assert_eq!(
+                (current.version(), current.summary.owner.as_deref()),
+                (3, Some("key-a"))
+            );
+            assert_eq!(
+                store.list().await.unwrap()[0].owner.as_deref(),
+                Some("key-a")
+            );
+            // A function nobody owns is no tenant's either.
+            store
+                .deploy(NewDeployment {
+                    owner: None,
+                    ..new("g", "v1")
+                })
+                .await
+                .unwrap();
+            assert!(
+                store
+                    .deploy(NewDeployment {
+                        owner: Some("key-a".into()),
+                        ..new("g", "v2")
+                    })
+                    .await
+                    .is_err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_result_is_found_only_by_the_tenant_that_made_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, store) in backends(dir.path()) {
+            let mine = QueuedCall {
+                tenant: Some("key-a".into()),
+                ..call("mine")
+            };
+            store.add_call(&mine, input("1")).await.unwrap();
+            assert_eq!(
+                store.fetch_call("mine", Some("key-b")).await.unwrap(),
+                Fetched::Unknown,
+                "{backend}"
+            );
+            store
+                .finish_call("mine", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.fetch_call("mine", Some("key-b")).await.unwrap(),
+                Fetched::Unknown,
+                "{backend}"
+            );
+            assert_eq!(
+                store.fetch_call("mine", Some("key-a")).await.unwrap(),
+                Fetched::Done(finished("one")),
                 "{backend}"
             );
         }
@@ -685,10 +780,16 @@ pub(crate) mod tests {
                     assert_eq!(rotated, ["c0"], "{backend}");
                 }
             }
-            assert_eq!(store.fetch_call("c0").await.unwrap(), Fetched::RotatedOut);
-            assert_eq!(store.fetch_call("c1").await.unwrap(), Fetched::RotatedOut);
+            assert_eq!(
+                store.fetch_call("c0", None).await.unwrap(),
+                Fetched::RotatedOut
+            );
+            assert_eq!(
+                store.fetch_call("c1", None).await.unwrap(),
+                Fetched::RotatedOut
+            );
             assert!(matches!(
-                store.fetch_call("c4").await.unwrap(),
+                store.fetch_call("c4", None).await.unwrap(),
                 Fetched::Done(_)
             ));
         }

@@ -36,6 +36,7 @@ use super::LOG_LINE_OVERHEAD;
 use super::LogEntry;
 use super::LogSource;
 use super::NewDeployment;
+use super::OwnedByAnother;
 use super::QueuedCall;
 use super::Store;
 use super::StoreEvent;
@@ -132,6 +133,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE calls ADD COLUMN error TEXT;",
     // Who wrote each log line (lines from before are taken as the function's).
     "ALTER TABLE logs ADD COLUMN source TEXT NOT NULL DEFAULT 'function';",
+    // The tenant that first deployed each function (none for those from before).
+    "ALTER TABLE functions ADD COLUMN owner TEXT;",
 ];
 
 /// A job for a database thread.
@@ -255,7 +258,7 @@ fn json_column<T: serde::de::DeserializeOwned>(value: &str, column: &str) -> Sto
 
 /// The columns of a summary, in the order [`summary_of`] reads them.
 const SUMMARY_COLUMNS: &str = "v.name, v.version, v.language, v.entry, v.isolation, v.limits, \
-     v.public, f.call_token, v.created_at, f.created_at";
+     v.public, f.call_token, v.created_at, f.created_at, f.owner";
 
 /// A summary from a row whose first columns are [`SUMMARY_COLUMNS`].
 fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
@@ -273,6 +276,7 @@ fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
         call_token: row.get(7)?,
         deployed_at: row.get(8)?,
         created_at: row.get(9)?,
+        owner: row.get(10)?,
     })
 }
 
@@ -288,12 +292,12 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
     let mut deployments = Vec::new();
     while let Some(row) = rows.next()? {
         let summary = summary_of(row)?;
-        let source: String = row.get(10)?;
-        let env: String = row.get(11)?;
-        let allow_net: String = row.get(12)?;
-        let executor: String = row.get(13)?;
-        let binary: Option<Vec<u8>> = row.get(14)?;
-        let artifact: Option<Vec<u8>> = row.get(15)?;
+        let source: String = row.get(11)?;
+        let env: String = row.get(12)?;
+        let allow_net: String = row.get(13)?;
+        let executor: String = row.get(14)?;
+        let binary: Option<Vec<u8>> = row.get(15)?;
+        let artifact: Option<Vec<u8>> = row.get(16)?;
         let wasm = binary.zip(artifact).map(|(binary, artifact)| StoredWasm {
             binary: binary.into(),
             artifact: artifact.into(),
@@ -365,6 +369,18 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
         .get(&new.entry)
         .map_or("", |module| &*module.source);
     let tx = conn.transaction()?;
+    if let Some(claim) = &new.owner {
+        let owner: Option<Option<String>> = tx
+            .query_row(
+                "SELECT owner FROM functions WHERE name = ?1",
+                [&new.name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if owner.is_some_and(|owner| owner.as_ref() != Some(claim)) {
+            return Err(OwnedByAnother(new.name).into());
+        }
+    }
     let version: u64 = tx.query_row(
         "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
         [&new.name],
@@ -419,19 +435,25 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
         }
     }
     tx.execute(
-        "INSERT INTO functions (name, current_version, created_at, updated_at, call_token)
-         VALUES (?1, ?2, ?3, ?3, ?4)
+        "INSERT INTO functions (name, current_version, created_at, updated_at, call_token, owner)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5)
          ON CONFLICT (name) DO UPDATE SET current_version = excluded.current_version,
                                           updated_at = excluded.updated_at",
-        params![new.name, version, now, random_hex(CALL_TOKEN_BYTES)],
+        params![
+            new.name,
+            version,
+            now,
+            random_hex(CALL_TOKEN_BYTES),
+            new.owner
+        ],
     )?;
-    let (created_at, call_token): (i64, String) = tx.query_row(
-        "SELECT created_at, call_token FROM functions WHERE name = ?1",
+    let (created_at, call_token, owner): (i64, String, Option<String>) = tx.query_row(
+        "SELECT created_at, call_token, owner FROM functions WHERE name = ?1",
         [&new.name],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     tx.commit()?;
-    Ok(new.stored(version, call_token, now, created_at))
+    Ok(new.stored(version, call_token, owner, (now, created_at)))
 }
 
 /// Appends each function's lines, then drops its oldest lines past `cap`; one transaction.
@@ -646,10 +668,10 @@ impl Store for SqliteStore {
         Ok(rotated)
     }
 
-    async fn fetch_call(&self, id: &str) -> StoreResult<Fetched> {
-        let id = id.to_owned();
+    async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched> {
+        let (id, tenant) = (id.to_owned(), tenant.map(str::to_owned));
         // A fetch removes the result: it writes.
-        self.write(move |conn| super::sqlite_calls::fetch(conn, &id))
+        self.write(move |conn| super::sqlite_calls::fetch(conn, &id, tenant.as_deref()))
             .await
     }
 

@@ -144,7 +144,7 @@ pub(super) fn finish(
 }
 
 /// Takes a finished call's outcome (removing it), or says why there is none.
-pub(super) fn fetch(conn: &mut Connection, id: &str) -> StoreResult<Fetched> {
+pub(super) fn fetch(conn: &mut Connection, id: &str, tenant: Option<&str>) -> StoreResult<Fetched> {
     type Row = (
         String,
         Option<u16>,
@@ -155,8 +155,9 @@ pub(super) fn fetch(conn: &mut Connection, id: &str) -> StoreResult<Fetched> {
     let done: Option<Row> = conn
         .query_row(
             "DELETE FROM calls WHERE id = ?1 AND state IN ('finished', 'failed')
+               AND (?2 IS NULL OR tenant = ?2)
              RETURNING state, status, headers, body, error",
-            [id],
+            params![id, tenant],
             |row| {
                 Ok((
                     row.get(0)?,
@@ -184,9 +185,11 @@ pub(super) fn fetch(conn: &mut Connection, id: &str) -> StoreResult<Fetched> {
         return Ok(Fetched::Done(outcome));
     }
     let state: Option<String> = conn
-        .query_row("SELECT state FROM calls WHERE id = ?1", [id], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT state FROM calls WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+            params![id, tenant],
+            |row| row.get(0),
+        )
         .optional()?;
     if let Some(state) = state {
         let state = CallState::parse(&state)

@@ -1,0 +1,281 @@
+//! The host as one API key sees it ([`Host::as_tenant`]): a function belongs to the key that
+//! first deployed it, and to other keys it does not exist; a call's result is found only by the
+//! key that made the call. An admin key, the embedding program and a host without keys see
+//! everything.
+
+use std::time::Duration;
+
+use crate::CallInput;
+use crate::CallRequest;
+use crate::CallStatus;
+use crate::DeployError;
+use crate::DeploySource;
+use crate::Deployment;
+use crate::DeploymentSummary;
+use crate::Error;
+use crate::ErrorKind;
+use crate::Fetched;
+use crate::Host;
+use crate::MAX_RESULT_WAIT;
+use crate::StoreEvent;
+use crate::StoredLog;
+use crate::Tenant;
+use crate::calls;
+use crate::deploy;
+use crate::registry;
+use crate::store::OwnedByAnother;
+
+/// The host as one tenant may use it: [`Host::as_tenant`].
+#[derive(Clone, Copy)]
+pub struct TenantView<'a> {
+    pub(crate) host: &'a Host,
+    pub(crate) tenant: Option<&'a Tenant>,
+}
+
+impl TenantView<'_> {
+    /// Whether the tenant may see and change a function owned by `owner`.
+    fn may_use(&self, owner: Option<&str>) -> bool {
+        self.tenant.is_none_or(|tenant| tenant.may_use(owner))
+    }
+
+    /// Fails with [`ErrorKind::NotFound`] unless function `name` exists for this tenant.
+    fn check(&self, name: &str) -> Result<(), Error> {
+        match self.host.0.registry.get(name) {
+            Some(deployed) if self.may_use(deployed.owner.as_deref()) => Ok(()),
+            _ => Err(Error::function_not_found(name)),
+        }
+    }
+
+    /// Deploys a new version of function `name`: its code is checked and compiled first (bad
+    /// code never replaces good code), then stored, then made current. A new function becomes
+    /// the tenant's; another tenant's is [`ErrorKind::NotFound`].
+    pub async fn deploy(
+        &self,
+        name: &str,
+        source: DeploySource<'_>,
+    ) -> Result<DeploymentSummary, Error> {
+        let inner = &self.host.0;
+        // Refused before any compiling; the store checks again as it stores.
+        if let Some(deployed) = inner.registry.get(name)
+            && !self.may_use(deployed.owner.as_deref())
+        {
+            return Err(Error::function_not_found(name));
+        }
+        let parsed = match source {
+            DeploySource::Manifest(manifest) => deploy::from_manifest(name, manifest),
+            DeploySource::Wasm(binary) => deploy::from_wasm(name, binary),
+            // Transpiling is CPU work: keep it off the threads that serve other requests.
+            DeploySource::Body { body, hints } => {
+                let (name, body) = (name.to_owned(), body.to_vec());
+                tokio::task::spawn_blocking(move || deploy::parse(&name, &hints, &body))
+                    .await
+                    .map_err(Error::internal)?
+            }
+        };
+        let mut new = parsed.map_err(|err| match err {
+            DeployError::Invalid(message) => Error::bad_request(message),
+            DeployError::Compile(err) => Error::compile(name, err),
+        })?;
+        new.owner = self.tenant.and_then(Tenant::scope).map(str::to_owned);
+        let compiled = match &mut new.wasm {
+            Some(wasm) => {
+                let module = inner
+                    .engine
+                    .compile_wasm(wasm.binary.clone())
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                wasm.artifact = module.artifact().clone();
+                Some(module)
+            }
+            None => {
+                // The function as it would run, version 0 (never stored).
+                let candidate = new.clone().stored(0, String::new(), None, (0, 0));
+                let function = registry::function_with(&candidate, None);
+                inner
+                    .engine
+                    .check(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                None
+            }
+        };
+        let deployment = inner.store.deploy(new).await.map_err(|err| {
+            if err.downcast_ref::<OwnedByAnother>().is_some() {
+                Error::function_not_found(name)
+            } else {
+                Error::internal(err)
+            }
+        })?;
+        inner
+            .registry
+            .install(registry::deployed_with(&deployment, compiled));
+        Ok(deployment.summary)
+    }
+
+    /// Queues an asynchronous call of `name` for this tenant; its id. The call is stored
+    /// before this returns: it runs even if the host restarts first.
+    pub async fn call(&self, name: &str, request: CallRequest) -> Result<String, Error> {
+        self.host.0.refuse_if_draining()?;
+        self.check(name)?;
+        let input = CallInput {
+            content_type: request.content_type,
+            query: request.query,
+            payload: request.payload,
+        };
+        calls::create(&self.host.0, name, input, self.tenant.cloned()).await
+    }
+
+    /// The outcome of call `id` (one this tenant made), waiting up to `wait` (at most
+    /// [`MAX_RESULT_WAIT`]) for it to end. Once returned as done, it is forgotten.
+    /// [`ErrorKind::NotFound`] for an unknown (or already fetched) call, [`ErrorKind::Gone`]
+    /// for one rotated out of its function's result cache.
+    pub async fn result(&self, id: &str, wait: Duration) -> Result<CallStatus, Error> {
+        let inner = &self.host.0;
+        let scope = self.tenant.and_then(Tenant::scope);
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_RESULT_WAIT);
+        let mut events = inner.store.events();
+        loop {
+            match inner
+                .store
+                .fetch_call(id, scope)
+                .await
+                .map_err(Error::internal)?
+            {
+                Fetched::Done(outcome) => return Ok(CallStatus::Done(outcome)),
+                Fetched::RotatedOut => {
+                    return Err(Error::new(
+                        ErrorKind::Gone,
+                        format!(
+                            "the result of call {id} was rotated out of its function's result \
+                             cache before it was fetched"
+                        ),
+                    ));
+                }
+                Fetched::Unknown => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no call {id:?} (a result is kept until it is fetched once)"),
+                    ));
+                }
+                Fetched::NotYet(state) => loop {
+                    match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Err(_) => return Ok(CallStatus::Waiting(state)),
+                        Ok(Ok(StoreEvent::CallEnded { id: ended })) if ended == id => break,
+                        // Missed events might have been this call's: look again.
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                            return Ok(CallStatus::Waiting(state));
+                        }
+                        Ok(Ok(_)) => {}
+                    }
+                },
+            }
+        }
+    }
+
+    /// Up to `limit` of function `name`'s log lines with ids above `after`, oldest first.
+    pub async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<StoredLog>, Error> {
+        self.check(name)?;
+        self.host
+            .0
+            .store
+            .logs(name, after, limit)
+            .await
+            .map_err(Error::internal)
+    }
+
+    /// Function `name`'s log lines with ids above `after`, then each new line as it is stored.
+    pub fn follow_logs(&self, name: &str, after: i64) -> LogFollower {
+        LogFollower {
+            host: self.host.clone(),
+            tenant: self.tenant.cloned(),
+            events: self.host.0.store.events(),
+            name: name.to_owned(),
+            after,
+        }
+    }
+
+    /// The current version (no code) of every function this tenant may use.
+    pub async fn list(&self) -> Result<Vec<DeploymentSummary>, Error> {
+        let mut list = self.host.0.store.list().await.map_err(Error::internal)?;
+        list.retain(|summary| self.may_use(summary.owner.as_deref()));
+        Ok(list)
+    }
+
+    /// Function `name`'s current version, code included.
+    pub async fn get(&self, name: &str) -> Result<Deployment, Error> {
+        self.host
+            .0
+            .store
+            .get(name)
+            .await
+            .map_err(Error::internal)?
+            .filter(|deployment| self.may_use(deployment.summary.owner.as_deref()))
+            .ok_or_else(|| Error::function_not_found(name))
+    }
+
+    /// Deletes function `name`, its versions and its logs.
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        self.check(name)?;
+        let inner = &self.host.0;
+        if !inner.store.delete(name).await.map_err(Error::internal)? {
+            return Err(Error::function_not_found(name));
+        }
+        inner.registry.remove(name);
+        Ok(())
+    }
+
+    /// Gives function `name` a new call token (its key-less address); the old one stops
+    /// working. The new token.
+    pub async fn rotate_token(&self, name: &str) -> Result<String, Error> {
+        self.check(name)?;
+        let inner = &self.host.0;
+        let token = inner
+            .store
+            .rotate_call_token(name)
+            .await
+            .map_err(Error::internal)?
+            .ok_or_else(|| Error::function_not_found(name))?;
+        inner.registry.set_call_token(name, &token);
+        Ok(token)
+    }
+}
+
+/// A function's log lines as they are stored: [`Host::follow_logs`].
+pub struct LogFollower {
+    host: Host,
+    tenant: Option<Tenant>,
+    events: tokio::sync::broadcast::Receiver<StoreEvent>,
+    name: String,
+    after: i64,
+}
+
+impl LogFollower {
+    /// The next lines (at least one), waiting for them to be stored.
+    pub async fn next(&mut self) -> Result<Vec<StoredLog>, Error> {
+        loop {
+            let lines = self
+                .host
+                .as_tenant(self.tenant.as_ref())
+                .logs(&self.name, self.after, 10_000)
+                .await?;
+            if let Some(last) = lines.last() {
+                self.after = last.id;
+                return Ok(lines);
+            }
+            loop {
+                match self.events.recv().await {
+                    Ok(StoreEvent::Logged { name }) if name == self.name => break,
+                    Ok(StoreEvent::Deleted { name }) if name == self.name => {
+                        return Err(Error::function_not_found(&self.name));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Error::new(ErrorKind::Unavailable, "the store closed"));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
