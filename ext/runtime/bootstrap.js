@@ -20,6 +20,8 @@ const {
   ArrayBufferIsView,
   ArrayBufferPrototype,
   ArrayBufferPrototypeSlice,
+  ArrayPrototype,
+  ArrayPrototypeIncludes,
   ArrayPrototypePush,
   DataViewPrototypeGetBuffer,
   DataViewPrototypeGetByteLength,
@@ -29,12 +31,18 @@ const {
   JSONStringify,
   ObjectDefineProperty,
   ObjectFromEntries,
+  ObjectCreate,
+  ObjectGetOwnPropertyDescriptor,
   ObjectGetPrototypeOf,
+  ObjectHasOwn,
+  ObjectPreventExtensions,
   ObjectPrototype,
   ObjectPrototypeIsPrototypeOf,
   ObjectSetPrototypeOf,
   Promise,
+  PromisePrototype,
   PromisePrototypeThen,
+  ReflectOwnKeys,
   ReflectApply,
   String,
   StringPrototypeStartsWith,
@@ -46,6 +54,7 @@ const {
   SetPrototypeHas,
   StringPrototypeMatch,
   Symbol,
+  SymbolSpecies,
   TypeError,
   TypeErrorPrototype,
   TypedArrayPrototypeGetBuffer,
@@ -59,6 +68,29 @@ const {
 
 const load = core.loadExtScript;
 const webidl = load("ext:deno_webidl/00_webidl.js");
+// Objects of the host that scripts read missing keys from, or add keys to, as they load (on
+// first use, while user code runs): with no prototype, no accessor user code puts on
+// `Object.prototype` ever sees them.
+ObjectSetPrototypeOf(internals, null);
+ObjectSetPrototypeOf(webidl.converters, null);
+// deno_fetch reads its OpenTelemetry hooks from `internals` (and loads deno_telemetry when they
+// are missing): a function has no telemetry, so tracing stays off.
+internals.__telemetry = {
+  __proto__: null,
+  TRACING_ENABLED: false,
+  PROPAGATORS: [],
+  builtinTracer: () => null,
+  ContextManager: { __proto__: null, active() {} },
+  DID_NOT_ENTER: undefined,
+  enterSpan: () => undefined,
+  exitSpan: () => {},
+};
+internals.__telemetryUtil = {
+  __proto__: null,
+  updateSpanFromClientResponse: () => {},
+  updateSpanFromError: () => {},
+  updateSpanFromRequest: () => {},
+};
 const url = load("ext:deno_web/00_url.js");
 const consoleScript = load("ext:deno_web/01_console.js");
 const domException = load("ext:deno_web/01_dom_exception.js");
@@ -90,22 +122,6 @@ let fetchLoaded = null;
  */
 const fetchScript = () => {
   if (fetchLoaded !== null) return fetchLoaded;
-  // deno_fetch reads its OpenTelemetry hooks from `internals` (and loads deno_telemetry when
-  // they are missing): a function has no telemetry, so tracing stays off.
-  internals.__telemetry ??= {
-    TRACING_ENABLED: false,
-    PROPAGATORS: [],
-    builtinTracer: () => null,
-    ContextManager: { active() {} },
-    DID_NOT_ENTER: undefined,
-    enterSpan: () => undefined,
-    exitSpan: () => {},
-  };
-  internals.__telemetryUtil ??= {
-    updateSpanFromClientResponse: () => {},
-    updateSpanFromError: () => {},
-    updateSpanFromRequest: () => {},
-  };
   const denoFetch = load("ext:deno_fetch/26_fetch.js").fetch;
   const PRIVATE_ADDRESS_REFUSED = /\S+ resolves to \S+ an address of this machine or a private network, .*? in allow_net/;
   async function fetch(input, init = undefined) {
@@ -700,6 +716,38 @@ function setLocation(href) {
     location.workerLocationConstructorDescriptor,
   );
 }
+
+/**
+ * Makes `prototype` take no new property and no accessor in place of any of its own but those
+ * in `open` (each stays writable unless named in `readOnly`). Host scripts read missing keys
+ * from, and add keys to, many of their objects, which inherit from these prototypes; an
+ * accessor user code put on one would be handed those objects (Deno's internals, Web Crypto's
+ * key material, streams' state). Run last, while the snapshot is built.
+ */
+function lockPrototype(prototype, { readOnly = [], open = [] } = { __proto__: null }) {
+  const keys = ReflectOwnKeys(prototype);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i];
+    const descriptor = ObjectGetOwnPropertyDescriptor(prototype, key);
+    if (!descriptor.configurable || ArrayPrototypeIncludes(open, key)) continue;
+    const locked = { __proto__: null, configurable: false };
+    if (ArrayPrototypeIncludes(readOnly, key) && ObjectHasOwn(descriptor, "value")) {
+      locked.writable = false;
+    }
+    ObjectDefineProperty(prototype, key, locked);
+  }
+  ObjectPreventExtensions(prototype);
+  // Changing its properties turned V8's representation of it into a slow dictionary; being
+  // used as a prototype makes it fast again.
+  ObjectCreate(prototype);
+}
+lockPrototype(ObjectPrototype);
+// `Array.prototype.constructor`, `Array[Symbol.species]` and the array iterator's `next` stay
+// as they are: touching them turns off V8's fast paths for every array (map, spread, for-of).
+lockPrototype(ArrayPrototype, { __proto__: null, open: ["constructor"] });
+// What host code calls on its own promises (their species, `then`) cannot be replaced either.
+lockPrototype(PromisePrototype, { __proto__: null, readOnly: ["constructor", "then"] });
+ObjectDefineProperty(Promise, SymbolSpecies, { __proto__: null, configurable: false });
 
 ObjectDefineProperty(globalThis, "__functionsHost", {
   value: { dispatch, setLocation },

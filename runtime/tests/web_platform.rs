@@ -420,3 +420,33 @@ async fn structured_clone_transfers_buffers_and_ports_and_refuses_platform_objec
         r#"{"detached":0,"copy":[1,2,3],"again":"DataCloneError","message":"through the moved port","response":"DataCloneError"}"#
     );
 }
+
+#[tokio::test]
+async fn no_accessor_on_the_shared_prototypes_sees_a_host_object() {
+    let engine = engine();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/js/prototype_sweep.js"),
+    )
+    .unwrap();
+    let f = with_net("sweep", &source, &[]);
+    let response = run(&engine, &f, Request::get("http://localhost/")).await;
+    let v: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(v["installed"], serde_json::json!([]), "{v}");
+    assert!(v["refused"].as_u64().unwrap() > 2000, "{v}");
+    assert_eq!(v["received"], 0, "{v}");
+    assert_eq!(
+        v["platform"],
+        serde_json::json!({
+            "text": "blob bytes", "echoed": "1", "streamed": "streamed", "opened": "secret",
+            "cloned": 2, "denied": "TypeError", "url": "1", "headers": 2,
+        })
+    );
+    assert_eq!(
+        v["ordinary"],
+        serde_json::json!({
+            "subclassedArray": 3, "subclassedPromise": 7, "ownToString": "own",
+            "prototypeToString": "named", "thenable": "thenable", "spread": 3,
+        })
+    );
+}

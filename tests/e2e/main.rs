@@ -504,7 +504,9 @@ fn api_keys_guard_the_management_api_but_not_invocation() {
         &["deploy", hello.to_str().unwrap()],
         &[("FUNCTIONS_HOST_API_KEY", "alpha")],
     );
-    assert!(server.cli(&["--api-key", "beta", "ls"]).contains("hello"));
+    assert!(server.cli(&["--api-key", "alpha", "ls"]).contains("hello"));
+    // A function is its deployer's: another key does not see it.
+    assert!(!server.cli(&["--api-key", "beta", "ls"]).contains("hello"));
 
     // Invocation and the health check need no key.
     assert_eq!(server.post("/fn/hello/", r#"{"name":"Ada"}"#).status, 200);

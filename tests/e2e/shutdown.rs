@@ -112,7 +112,13 @@ fn sigterm_lets_work_under_way_finish_and_keeps_queued_calls() {
 #[test]
 fn running_out_of_file_descriptors_does_not_stop_the_server() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start_under(&["prlimit", "--nofile=256"], data.path(), &[], &[]);
+    // A cap on connections above the descriptors, so that they run out first.
+    let server = Server::start_under(
+        &["prlimit", "--nofile=256"],
+        data.path(),
+        &["--max-connections", "1000"],
+        &[],
+    );
     server.deploy("hello", &crate::harness::fixture("hello.js"));
     let address = server.base.trim_start_matches("http://").to_owned();
     // Connections the server must accept until it has no descriptor left.
