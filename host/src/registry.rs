@@ -43,6 +43,8 @@ fn settings_of(deployment: &Deployment) -> Settings {
         location: None,
         limits: deployment.summary.limits.runtime(),
         executor: deployment.executor,
+        // A key's functions share one fair share of the engine.
+        share_group: deployment.summary.owner.as_deref().map(Into::into),
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Settings {
     pub limits: Limits,
     /// How a WebAssembly guest's stdout becomes the response (unused by JavaScript).
     pub executor: Executor,
+    /// The functions this one shares its fair share of the engine with (the host's: the API
+    /// key that owns them): no function, and no group, holds more than half of the running
+    /// isolates or WebAssembly instances.
+    pub share_group: Option<Arc<str>>,
 }
 
 /// How a guest's standard output becomes the HTTP response.
@@ -229,6 +233,14 @@ impl Function {
     /// How its invocations share isolates.
     pub fn isolation(&self) -> Isolation {
         self.0.settings.isolation
+    }
+
+    /// Who this function's invocations hold places for, under the engine's fair shares.
+    pub(crate) fn holder(&self) -> crate::share::Holder {
+        crate::share::Holder {
+            function: self.0.name.as_str().into(),
+            group: self.0.settings.share_group.clone(),
+        }
     }
 
     /// Its env, isolation and permissions.

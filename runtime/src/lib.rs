@@ -34,6 +34,7 @@ mod loader;
 mod module;
 #[cfg(feature = "js")]
 mod pool;
+mod share;
 #[cfg(feature = "wasm")]
 mod wasm;
 #[cfg(feature = "js")]

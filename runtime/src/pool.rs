@@ -13,7 +13,8 @@
 //!
 //! Admission is bounded by a host-wide cap on isolates running invocations
 //! ([`crate::EngineConfig::max_isolates`]); invocations past it wait in arrival order and are
-//! let in as others end.
+//! let in as others end, no function (or group of functions) holding more than half of the
+//! places (see `share.rs`).
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -30,6 +31,8 @@ use crate::engine::Controls;
 use crate::engine::Outcome;
 use crate::error::CompileError;
 use crate::function::Function;
+use crate::share::FairShare;
+use crate::share::Holder;
 use crate::watchdog::Watchdog;
 use crate::worker::Ended;
 use crate::worker::Worker;
@@ -209,19 +212,13 @@ fn counts_of<'a>(
         .filter(|counts| counts.function == function.id())
 }
 
-/// The cap on isolates running invocations, and the invocations waiting for a place under it.
-struct Admission {
-    running: usize,
-    max: usize,
-    waiting: VecDeque<Box<Job>>,
-}
-
 /// What the workers and the submitting side share.
 pub(crate) struct Shared {
     pub intake: Intake,
     pub prepared: Prepared,
     private: Vec<mpsc::UnboundedSender<Task>>,
-    admission: Mutex<Admission>,
+    /// The cap on isolates running invocations, and the invocations waiting for a place.
+    admission: Mutex<FairShare<Box<Job>>>,
     pub workers: usize,
 }
 
@@ -244,32 +241,24 @@ impl Shared {
         }
     }
 
-    /// Gives back a place under the cap: the longest-waiting invocation takes it.
-    fn release(self: &Arc<Self>) {
-        let next = {
-            let mut admission = lock(&self.admission);
-            match admission.waiting.pop_front() {
-                Some(job) => Some(job),
-                None => {
-                    admission.running -= 1;
-                    None
-                }
-            }
-        };
-        if let Some(mut job) = next {
-            job.admitted = Admitted(Some(self.clone()));
+    /// Gives back `holder`'s place under the cap: the longest-waiting invocation that may takes
+    /// it.
+    fn release(self: &Arc<Self>, holder: &Holder) {
+        let next = lock(&self.admission).leave(holder);
+        if let Some((holder, mut job)) = next {
+            job.admitted = Admitted(Some((self.clone(), holder)));
             self.route(job);
         }
     }
 }
 
 /// A place under the cap on running isolates, given back when dropped.
-pub(crate) struct Admitted(Option<Arc<Shared>>);
+pub(crate) struct Admitted(Option<(Arc<Shared>, Holder)>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.release();
+        if let Some((shared, holder)) = self.0.take() {
+            shared.release(&holder);
         }
     }
 }
@@ -306,11 +295,7 @@ impl Pool {
             intake: Intake::default(),
             prepared: Prepared::default(),
             private,
-            admission: Mutex::new(Admission {
-                running: 0,
-                max: config.max_isolates.max(1),
-                waiting: VecDeque::new(),
-            }),
+            admission: Mutex::new(FairShare::new(config.max_isolates.max(1))),
             workers,
         });
         let threads = receivers
@@ -368,17 +353,12 @@ impl Pool {
             admitted: Admitted(None),
             claimed: false,
         });
-        {
-            let mut admission = lock(&self.shared.admission);
-            if admission.running >= admission.max {
-                admission.waiting.push_back(job);
-                return;
-            }
-            admission.running += 1;
+        let holder = job.function.holder();
+        let admitted = lock(&self.shared.admission).enter(holder.clone(), job);
+        if let Some(mut job) = admitted {
+            job.admitted = Admitted(Some((self.shared.clone(), holder)));
+            self.shared.route(job);
         }
-        let mut job = job;
-        job.admitted = Admitted(Some(self.shared.clone()));
-        self.shared.route(job);
     }
 
     /// Queues a check (compile and link).
@@ -390,13 +370,13 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // Waiting invocations are told the engine stopped (their replies are dropped).
-        lock(&self.shared.admission).waiting.clear();
+        lock(&self.shared.admission).forget(|_| true);
         self.shared.intake.close();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
         self.shared.intake.clear();
-        lock(&self.shared.admission).waiting.clear();
+        lock(&self.shared.admission).forget(|_| true);
     }
 }
 

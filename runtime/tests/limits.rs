@@ -332,3 +332,68 @@ export default async () => ({{
         })
     );
 }
+
+/// Runs `sleepers` (each invocation waits a minute) on an engine of four isolates, then `hello`:
+/// it must answer long before any sleeper could end.
+async fn answers_beside(sleepers: Vec<Function>) {
+    let engine = std::sync::Arc::new(Engine::new(functions_runtime::EngineConfig {
+        workers: 2,
+        max_isolates: 4,
+        ..functions_runtime::EngineConfig::default()
+    }));
+    let running: Vec<_> = sleepers
+        .into_iter()
+        .map(|sleeper| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.invoke(&sleeper, Request::json("{}")).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let answered = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(&engine, &hello(), Request::json(r#"{"name":"Ada"}"#)),
+    )
+    .await
+    .expect("another function waited for the sleepers");
+    assert_eq!(text(&answered), r#"{"hi":"Ada"}"#);
+    assert!(running.iter().all(|sleeper| !sleeper.is_finished()));
+    for sleeper in running {
+        sleeper.abort();
+    }
+}
+
+fn sleeper(name: &str, group: Option<&str>) -> Function {
+    Function::new(
+        name,
+        1,
+        "index.js",
+        std::collections::BTreeMap::from([(
+            "index.js".to_owned(),
+            functions_runtime::Module::javascript(
+                "export default async () => { await new Promise((r) => setTimeout(r, 60000)); return 1; }",
+            ),
+        )]),
+        functions_runtime::Settings {
+            limits: Limits {
+                wall_clock: Duration::from_secs(120),
+                ..Limits::default()
+            },
+            share_group: group.map(Into::into),
+            ..functions_runtime::Settings::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_whose_sleepers_fill_its_share_of_isolates_leaves_room_for_others() {
+    answers_beside((0..6).map(|_| sleeper("sleeper", None)).collect()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn so_does_a_group_of_functions() {
+    let sleepers = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| sleeper(name, Some("one-key")))
+        .collect();
+    answers_beside(sleepers).await;
+}

@@ -355,3 +355,28 @@ async fn a_wasi_command_component_runs() {
         Err(InvokeError::Exited { code: 1, .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_sleeping_in_every_place_one_function_may_hold_leave_room_for_others() {
+    let engine = std::sync::Arc::new(engine());
+    let nap = wasi_module("(call $sleep (i64.const 60000000000))", "");
+    let nap = wasm_function(&engine, nap, Settings::default()).await;
+    let hello = wasm_function(&engine, hello(), Settings::default()).await;
+    // As many sleepers as guests may run at once: half of them get places, the rest wait.
+    let sleepers: Vec<_> = (0..64)
+        .map(|_| {
+            let (engine, nap) = (engine.clone(), nap.clone());
+            tokio::spawn(async move { invoke(&engine, &nap, "").await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    // Well before any sleeper wakes (or its 30 s wall clock ends it), another function runs.
+    let answered = tokio::time::timeout(Duration::from_secs(20), invoke(&engine, &hello, "y"))
+        .await
+        .expect("another function waited for the sleepers");
+    assert_eq!(text(&answered.result.unwrap()), "Hello, y");
+    assert!(sleepers.iter().all(|sleeper| !sleeper.is_finished()));
+    for sleeper in sleepers {
+        sleeper.abort();
+    }
+}

@@ -65,6 +65,9 @@ use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::function::MAX_RESPONSE_BYTES;
+use crate::share::FairShare;
+use crate::share::Holder;
+use tokio::sync::oneshot;
 
 /// How often the epoch advances: the granularity of a guest's time limit.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -170,8 +173,54 @@ pub(crate) struct WasmEngine {
     components: wasmtime::component::Linker<ComponentState>,
     compiled: AtomicU64,
     loaded: AtomicU64,
-    /// Permits to run, [`MAX_CONCURRENT_INVOCATIONS`] of them.
-    running: tokio::sync::Semaphore,
+    /// Places to run, [`MAX_CONCURRENT_INVOCATIONS`] of them, shared fairly (`share.rs`);
+    /// each waiter is woken through its sender.
+    running: Mutex<FairShare<(u64, oneshot::Sender<()>)>>,
+    /// Numbers the waiters.
+    next_waiter: AtomicU64,
+}
+
+/// A guest's place among those running at once (or in the queue for one), given back (or left)
+/// when dropped.
+struct Place<'a> {
+    running: &'a Mutex<FairShare<(u64, oneshot::Sender<()>)>>,
+    holder: Holder,
+    id: u64,
+    woken: oneshot::Receiver<()>,
+    /// Whether it holds a place (rather than waiting for one).
+    held: bool,
+}
+
+impl Place<'_> {
+    /// Waits until it holds a place.
+    async fn taken(mut self) -> Result<Self, InvokeError> {
+        if !self.held {
+            (&mut self.woken)
+                .await
+                .map_err(|_| InvokeError::EngineStopped)?;
+            self.held = true;
+        }
+        Ok(self)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // A waiter given a place while it was being dropped holds it all the same.
+        if !self.held && self.woken.try_recv().is_err() {
+            running.forget(|(id, _)| *id == self.id);
+            return;
+        }
+        let mut next = running.leave(&self.holder);
+        // The next waiter whose guest still wants the place takes it.
+        while let Some((holder, (_, wake))) = next {
+            if wake.send(()).is_ok() {
+                break;
+            }
+            next = running.leave(&holder);
+        }
+    }
 }
 
 impl WasmEngine {
@@ -213,7 +262,28 @@ impl WasmEngine {
             components,
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
-            running: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS),
+            running: Mutex::new(FairShare::new(MAX_CONCURRENT_INVOCATIONS)),
+            next_waiter: AtomicU64::new(0),
+        }
+    }
+
+    /// A place for one of `function`'s guests to run: at once, or in its turn.
+    fn place(&self, function: &Function) -> Place<'_> {
+        let (wake, woken) = oneshot::channel();
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let holder = function.holder();
+        let held = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .enter(holder.clone(), (id, wake))
+            .is_some();
+        Place {
+            running: &self.running,
+            holder,
+            id,
+            woken,
+            held,
         }
     }
 
@@ -341,11 +411,7 @@ impl WasmEngine {
             return Err(failed("the module was compiled by another engine"));
         }
         let prepared = self.prepared(module).map_err(|err| failed(err))?;
-        let _running = self
-            .running
-            .acquire()
-            .await
-            .map_err(|_| InvokeError::EngineStopped)?;
+        let _running = self.place(function).taken().await?;
         let settings = function.settings();
         let limits = &settings.limits;
         let stdout = MemoryOutputPipe::new(MAX_RESPONSE_BYTES + 1);
