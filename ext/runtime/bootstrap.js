@@ -12,6 +12,7 @@ import {
   op_invocation_collect_garbage,
   op_invocation_respond,
   op_fetch_denied_message,
+  op_memory_reserve_shared,
   op_off_thread_done,
   op_off_thread_started,
 } from "ext:core/ops";
@@ -31,6 +32,8 @@ const {
   JSONStringify,
   ObjectDefineProperty,
   ObjectFromEntries,
+  MathMax,
+  MathTrunc,
   ObjectCreate,
   ObjectGetOwnPropertyDescriptor,
   ObjectGetPrototypeOf,
@@ -42,6 +45,8 @@ const {
   Promise,
   PromisePrototype,
   PromisePrototypeThen,
+  RangeError,
+  ReflectConstruct,
   ReflectOwnKeys,
   ReflectApply,
   String,
@@ -718,6 +723,90 @@ function setLocation(href) {
 }
 
 /**
+ * `SharedArrayBuffer`s, each charged to the function's memory at its largest size as it is made
+ * (no V8 counter sees shared memory, and a growable one grows without asking). There is no
+ * global `SharedArrayBuffer`, but shared WebAssembly memory's buffer leads to its constructor:
+ * `SharedArrayBuffer.prototype.constructor` (which `slice` and subclasses go through too) is
+ * made this one, and the builtin is reachable from nowhere else.
+ */
+function chargeSharedArrayBuffers(WebAssembly) {
+  const shared = new WebAssembly.Memory({ __proto__: null, initial: 0, maximum: 0, shared: true });
+  const Builtin = ObjectGetPrototypeOf(shared.buffer).constructor;
+  function Charged(length, options = undefined) {
+    if (new.target === undefined) {
+      throw new TypeError("Constructor SharedArrayBuffer requires 'new'");
+    }
+    // Each argument read and converted once: what is charged is what is made.
+    const byteLength = length === undefined ? 0 : MathTrunc(+length) || 0;
+    const maxOption = options === undefined || options === null ? undefined : options.maxByteLength;
+    const maxByteLength = maxOption === undefined ? undefined : MathTrunc(+maxOption) || 0;
+    if (!op_memory_reserve_shared(MathMax(byteLength, maxByteLength ?? 0))) {
+      throw new RangeError("the function's memory limit is reached");
+    }
+    const growable = maxByteLength === undefined ? undefined : { __proto__: null, maxByteLength };
+    return ReflectConstruct(
+      Builtin,
+      [byteLength, growable],
+      new.target === Charged ? Builtin : new.target,
+    );
+  }
+  ObjectDefineProperty(Charged, "name", { __proto__: null, value: "SharedArrayBuffer" });
+  ObjectDefineProperty(Charged, "length", { __proto__: null, value: 1 });
+  ObjectDefineProperty(Charged, "prototype", { __proto__: null, value: Builtin.prototype, writable: false });
+  ObjectDefineProperty(Charged, SymbolSpecies, {
+    __proto__: null,
+    get() {
+      return this;
+    },
+    configurable: true,
+  });
+  ObjectDefineProperty(Builtin.prototype, "constructor", {
+    __proto__: null,
+    value: Charged,
+    writable: true,
+    configurable: true,
+  });
+  if (ObjectHasOwn(globalThis, "SharedArrayBuffer")) {
+    ObjectDefineProperty(globalThis, "SharedArrayBuffer", {
+      __proto__: null,
+      value: Charged,
+      writable: true,
+      configurable: true,
+    });
+  }
+}
+
+/**
+ * Prepares an isolate made from the snapshot, before any of the function's code runs. V8 gives
+ * each context its own `WebAssembly` (there is none while the snapshot is built), the only way
+ * to a `SharedArrayBuffer`: on its first use, shared buffers are made to be charged.
+ */
+function prepare() {
+  const wasm = globalThis.WebAssembly;
+  if (wasm === undefined) return;
+  let charged = false;
+  const settle = (value) => {
+    if (!charged) {
+      charged = true;
+      chargeSharedArrayBuffers(wasm);
+    }
+    ObjectDefineProperty(globalThis, "WebAssembly", {
+      __proto__: null,
+      value,
+      writable: true,
+      configurable: true,
+    });
+    return value;
+  };
+  ObjectDefineProperty(globalThis, "WebAssembly", {
+    __proto__: null,
+    get: () => settle(wasm),
+    set: settle,
+    configurable: true,
+  });
+}
+
+/**
  * Makes `prototype` take no new property and no accessor in place of any of its own but those
  * in `open` (each stays writable unless named in `readOnly`). Host scripts read missing keys
  * from, and add keys to, many of their objects, which inherit from these prototypes; an
@@ -750,7 +839,7 @@ lockPrototype(PromisePrototype, { __proto__: null, readOnly: ["constructor", "th
 ObjectDefineProperty(Promise, SymbolSpecies, { __proto__: null, configurable: false });
 
 ObjectDefineProperty(globalThis, "__functionsHost", {
-  value: { dispatch, setLocation },
+  value: { dispatch, prepare, setLocation },
   writable: true,
   enumerable: false,
   configurable: true,

@@ -5,6 +5,11 @@
 //! `globalThis.__functionsHost`, which the runtime takes (and deletes) in every isolate it creates. Requests and responses cross between
 //! Rust and JavaScript through the `OpState` types below and the ops of this extension.
 
+mod memory;
+
+pub use memory::OffHeapBudget;
+pub use memory::OffHeapMemory;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -242,8 +247,10 @@ deno_core::extension!(
     op_invocation_collect_garbage,
     op_off_thread_started,
     op_off_thread_done,
+    memory::op_memory_reserve_shared,
   ],
   esm_entry_point = "ext:host/bootstrap.js",
   esm = [dir "runtime", "bootstrap.js"],
+  middleware = memory::counted,
   state = |state| state.put(InvocationRequest::default()),
 );

@@ -1,9 +1,19 @@
-//! ArrayBuffer memory under the memory limit.
+//! Memory outside the V8 heap under the memory limit.
 //!
 //! The backing stores of `ArrayBuffer`s (typed arrays, `Uint8Array` bodies, ...) live outside the
 //! V8 heap, so the heap limit does not cover them. Each isolate therefore gets its own allocator
 //! that counts them: an allocation that would take the isolate's buffers past the limit fails,
 //! and the isolate is terminated for [`Stop::Memory`], as when its heap reaches the limit.
+//!
+//! Some memory never passes through that allocator: resizable `ArrayBuffer`s and every
+//! `WebAssembly.Memory` (V8 maps their pages itself, and a wasm module grows its memory without
+//! asking), and buffers made from Rust (`TextEncoder`'s, a request body's). V8 counts all of them
+//! as the isolate's external memory, which [`BufferBudget::check_external`] compares with the
+//! limit (collecting the garbage first when it is over, so that only live memory counts): after
+//! each slice of the isolate's work, after each garbage collection, and every few milliseconds
+//! while a slice runs (an interrupt the watchdog requests). Blob parts (copied
+//! into Rust) and `SharedArrayBuffer`s (counted by nobody, charged at their maximum size when
+//! made) are reserved here directly ([`OffHeapMemory`]).
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -13,12 +23,19 @@ use std::sync::atomic::Ordering;
 
 use deno_core::v8;
 
+use functions_ext::runtime::OffHeapMemory;
+
 use crate::watchdog::Stop;
 use crate::watchdog::Verdict;
 
-/// One isolate's ArrayBuffer allowance.
+/// One isolate's allowance of memory outside its heap.
 pub(crate) struct BufferBudget {
+    /// Bytes of the buffers made through [`BufferBudget::allocator`].
     used: AtomicUsize,
+    /// Bytes of blob parts and shared buffers ([`OffHeapMemory`]).
+    reserved: AtomicUsize,
+    /// V8's external memory of the isolate when last looked at.
+    external: AtomicUsize,
     limit: usize,
     verdict: Arc<Verdict>,
     /// The isolate to terminate when the budget is spent (set once it exists).
@@ -30,6 +47,8 @@ impl BufferBudget {
     pub fn new(limit: usize, verdict: Arc<Verdict>) -> Arc<Self> {
         Arc::new(Self {
             used: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+            external: AtomicUsize::new(0),
             limit,
             verdict,
             isolate: OnceLock::new(),
@@ -62,12 +81,119 @@ impl BufferBudget {
             })
             .is_ok();
         if !reserved {
-            self.verdict.set(Stop::Memory);
-            if let Some(isolate) = self.isolate.get() {
-                isolate.terminate_execution();
-            }
+            self.stop();
         }
         reserved
+    }
+
+    /// Records [`Stop::Memory`] and terminates the isolate.
+    fn stop(&self) {
+        self.verdict.set(Stop::Memory);
+        if let Some(isolate) = self.isolate.get() {
+            isolate.terminate_execution();
+        }
+    }
+
+    /// Whether V8's external memory of `isolate` and the reserved bytes fit the limit; if not
+    /// (once the garbage is collected, when `may_collect`), stops the isolate. Called on the
+    /// isolate's thread, with it entered.
+    pub fn check_external(&self, isolate: &mut v8::Isolate, may_collect: bool) -> bool {
+        if self.fits(isolate) {
+            return true;
+        }
+        if may_collect && self.verdict.get().is_none() {
+            isolate.low_memory_notification();
+            if self.fits(isolate) {
+                return true;
+            }
+        }
+        self.stop();
+        false
+    }
+
+    /// Whether V8's external memory of `isolate` (remembered) and the reserved bytes fit the
+    /// limit.
+    fn fits(&self, isolate: &mut v8::Isolate) -> bool {
+        let external = isolate.adjust_amount_of_external_allocated_memory(0);
+        let external = usize::try_from(external).unwrap_or(0);
+        self.external.store(external, Ordering::SeqCst);
+        external.saturating_add(self.reserved.load(Ordering::SeqCst)) <= self.limit
+    }
+
+    /// [`BufferBudget::request_check`] of the isolate whose budget this is.
+    fn request_check_of_own_isolate(&self) {
+        if let Some(isolate) = self.isolate.get() {
+            isolate.request_interrupt(check_interrupt, self as *const Self as *mut c_void);
+        }
+    }
+
+    /// Asks V8 to run [`BufferBudget::check_external`] on `isolate`'s thread as soon as it can
+    /// (from another thread; the budget must outlive the isolate, as the allocator's does).
+    pub fn request_check(self: &Arc<Self>, isolate: &v8::IsolateHandle) {
+        isolate.request_interrupt(check_interrupt, Arc::as_ptr(self) as *mut c_void);
+    }
+
+    /// Checks the budget after each garbage collection of `isolate` (whose allocator holds the
+    /// budget, so it outlives the callback).
+    pub fn check_after_collections(self: &Arc<Self>, isolate: &mut v8::Isolate) {
+        unsafe extern "C" fn check(
+            mut isolate: v8::UnsafeRawIsolatePtr,
+            _: v8::GCType,
+            _: v8::GCCallbackFlags,
+            budget: *mut c_void,
+        ) {
+            // SAFETY: as in `request_check`.
+            let (isolate, budget) = unsafe {
+                (
+                    v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut isolate),
+                    &*(budget as *const BufferBudget),
+                )
+            };
+            // Buffers the collection found dead may still be counted (V8 frees them
+            // concurrently): past the limit, look again at the next interrupt, collecting first;
+            // far past it (memory a WebAssembly loop grows, which may not get to an interrupt
+            // soon), stop now.
+            if !budget.fits(isolate) {
+                if budget.external.load(Ordering::SeqCst) > 2 * budget.limit {
+                    budget.stop();
+                } else {
+                    budget.request_check_of_own_isolate();
+                }
+            }
+        }
+        isolate.add_gc_epilogue_callback(
+            check,
+            Arc::as_ptr(self) as *mut c_void,
+            v8::GCType::kGCTypeAll,
+        );
+    }
+}
+
+/// The interrupt [`BufferBudget::request_check`] requests: `budget` is the isolate's.
+unsafe extern "C" fn check_interrupt(mut isolate: v8::UnsafeRawIsolatePtr, budget: *mut c_void) {
+    // SAFETY: V8 runs interrupts on the isolate's thread with it entered; `budget` is kept
+    // alive by the isolate's allocator.
+    let (isolate, budget) = unsafe {
+        (
+            v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut isolate),
+            &*(budget as *const BufferBudget),
+        )
+    };
+    budget.check_external(isolate, true);
+}
+
+impl OffHeapMemory for BufferBudget {
+    fn reserve(&self, bytes: usize) -> bool {
+        let reserved = self.reserved.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        let fits = reserved.saturating_add(self.external.load(Ordering::SeqCst)) <= self.limit;
+        if !fits {
+            self.stop();
+        }
+        fits
+    }
+
+    fn release(&self, bytes: usize) {
+        self.reserved.fetch_sub(bytes, Ordering::SeqCst);
     }
 }
 

@@ -26,6 +26,7 @@ use deno_core::error::CoreErrorKind;
 use deno_core::v8;
 use functions_ext::console::ConsoleOutput;
 use functions_ext::runtime::INTERNALS_GLOBAL;
+use functions_ext::runtime::OffHeapBudget;
 use functions_ext::runtime::OffThreadTime;
 
 use crate::Request;
@@ -162,6 +163,12 @@ fn take_internals(runtime: &mut JsRuntime) -> Internals {
             .unwrap_or_else(|_| panic!("bootstrap.js left no {name} function"));
         v8::Global::new(scope, function)
     };
+    // What each isolate needs before any of the function's code runs (see `prepare`).
+    let prepare = function("prepare");
+    let undefined = v8::undefined(scope);
+    v8::Local::new(scope, prepare)
+        .call(scope, undefined.into(), &[])
+        .expect("prepare does not throw");
     Internals {
         dispatch: function("dispatch"),
         set_location: function("setLocation"),
@@ -191,6 +198,8 @@ struct Control {
     thread: Rc<ThreadWatch>,
     /// Work of the isolate's on other threads, charged to its budget after each slice.
     off_thread: OffThreadTime,
+    /// Its memory outside the heap, checked after each slice (and while one runs).
+    buffers: Option<Arc<BufferBudget>>,
 }
 
 /// Polls a future of an isolate's work as slices: each poll enters the isolate and, with a
@@ -230,9 +239,18 @@ impl<T> Future for Slices<'_, T> {
                 let polled = control.thread.slice(
                     &control.handle,
                     &control.verdict,
+                    control.buffers.as_ref(),
                     &mut budget.borrow_mut(),
                     || work.poll(cx),
                 );
+                if let Some(buffers) = &control.buffers {
+                    let mut raw = control.raw;
+                    // SAFETY: the isolate is entered (above) and alive as long as `control`.
+                    buffers.check_external(
+                        unsafe { v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut raw) },
+                        true,
+                    );
+                }
                 let elsewhere = control.off_thread.take();
                 if !elsewhere.is_zero() && budget.borrow_mut().charge(elsewhere, &control.verdict) {
                     // Whatever JavaScript runs next is stopped.
@@ -294,13 +312,21 @@ impl FunctionIsolate {
         });
         buffers.watch(handle.clone());
         let off_thread = OffThreadTime::default();
-        runtime.with(|js| js.op_state().borrow_mut().put(off_thread.clone()));
+        runtime.with(|js| {
+            let state = js.op_state();
+            let mut state = state.borrow_mut();
+            state.put(off_thread.clone());
+            state.put(OffHeapBudget(buffers.clone()));
+            drop(state);
+            buffers.check_after_collections(js.v8_isolate());
+        });
         let control = Control {
             raw: runtime.raw,
             handle,
             verdict,
             thread,
             off_thread,
+            buffers: Some(buffers),
         };
         let budget = RefCell::new(budget);
         let loading = load_module(&mut runtime.js, function, failures);
@@ -551,6 +577,7 @@ pub(crate) async fn check(
         verdict: Arc::default(),
         thread,
         off_thread: OffThreadTime::default(),
+        buffers: None,
     };
     let loading = load_module(&mut runtime.js, function, failures);
     let loaded = Slices::new(&control, None, loading).await;

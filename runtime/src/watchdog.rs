@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use deno_core::v8;
 
+use crate::allocator::BufferBudget;
 use crate::function::Limits;
 
 /// The longest the watchdog sleeps while a slice runs: a bound on how late it notices a clock
@@ -41,6 +42,8 @@ use crate::function::Limits;
 const MAX_NAP: Duration = Duration::from_millis(100);
 /// The shortest it sleeps, so a budget about to run out is not polled in a tight loop.
 const MIN_NAP: Duration = Duration::from_millis(1);
+/// How often a running isolate's memory outside its heap is checked (see `allocator.rs`).
+const MEMORY_LOOK: Duration = Duration::from_millis(5);
 
 /// Why an isolate was stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +193,8 @@ struct Running {
     isolate: v8::IsolateHandle,
     clock: ThreadCpuClock,
     verdict: Arc<Verdict>,
+    /// The isolate's memory outside its heap, to check while the slice runs.
+    memory: Option<Arc<BufferBudget>>,
     /// The thread's CPU clock when the slice began.
     cpu_start: Option<Duration>,
     cpu_left: Duration,
@@ -214,7 +219,14 @@ impl Running {
             self.stop(Stop::WallClock);
             return None;
         }
-        Some(cpu_left.min(self.deadline - now))
+        let next = cpu_left.min(self.deadline - now);
+        Some(match &self.memory {
+            Some(memory) => {
+                memory.request_check(&self.isolate);
+                next.min(MEMORY_LOOK)
+            }
+            None => next,
+        })
     }
 
     fn stop(&self, stop: Stop) {
@@ -306,6 +318,7 @@ impl ThreadWatch {
         &self,
         isolate: &v8::IsolateHandle,
         verdict: &Arc<Verdict>,
+        memory: Option<&Arc<BufferBudget>>,
         budget: &mut Budget,
         slice: impl FnOnce() -> T,
     ) -> T {
@@ -320,6 +333,7 @@ impl ThreadWatch {
                     isolate: isolate.clone(),
                     clock: self.clock,
                     verdict: verdict.clone(),
+                    memory: memory.cloned(),
                     cpu_start,
                     cpu_left: budget.cpu_left,
                     deadline: budget.deadline,

@@ -397,3 +397,88 @@ async fn so_does_a_group_of_functions() {
         .collect();
     answers_beside(sleepers).await;
 }
+
+/// A WebAssembly module whose exported `grow()` grows its own memory a page at a time for ever,
+/// writing to each new page (no JavaScript sees the growth), as a JavaScript array of its bytes.
+fn growing_module() -> String {
+    let bytes = wat::parse_str(
+        r#"(module
+          (memory 1)
+          (func (export "grow")
+            (local $page i32)
+            (loop $more
+              (local.set $page (memory.grow (i32.const 1)))
+              (i32.store (i32.mul (local.get $page) (i32.const 65536)) (i32.const 1))
+              (br $more))))"#,
+    )
+    .unwrap();
+    format!("{bytes:?}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_outside_the_heap_counts_against_the_memory_limit() {
+    let engine = engine();
+    const LIMIT: u64 = 32 * 1024 * 1024;
+    let limits = Limits {
+        memory_bytes: LIMIT,
+        ..Limits::default()
+    };
+    let grow = format!(
+        "export default () => {{ const module = new WebAssembly.Module(new Uint8Array({})); \
+         new WebAssembly.Instance(module).exports.grow(); }}",
+        growing_module()
+    );
+    for (name, source) in [
+        (
+            "resizable-buffer",
+            "export default () => { const b = new ArrayBuffer(1, { maxByteLength: 256 << 20 }); \
+             b.resize(256 << 20); new Uint8Array(b).fill(1); return b.byteLength; }",
+        ),
+        (
+            "growable-shared-buffer",
+            "const SharedArrayBuffer = new WebAssembly.Memory({ initial: 0, maximum: 1, shared: true }).buffer.constructor; \
+             export default () => { const b = new SharedArrayBuffer(1, { maxByteLength: 256 << 20 }); \
+             b.grow(256 << 20); new Uint8Array(b).fill(1); return b.byteLength; }",
+        ),
+        (
+            "shared-buffers-by-slicing",
+            "export default () => { const b = new WebAssembly.Memory({ initial: 128, maximum: 128, shared: true }).buffer; \
+             const keep = []; for (;;) keep.push(b.slice(0)); }",
+        ),
+        (
+            "webassembly-memories",
+            "export default () => { const keep = []; for (let i = 0; i < 3; i++) { \
+             const memory = new WebAssembly.Memory({ initial: 4096 }); \
+             new Uint8Array(memory.buffer).fill(1); keep.push(memory); } return keep.length; }",
+        ),
+        ("memory-grown-by-webassembly", grow.as_str()),
+        (
+            "blobs",
+            "export default () => { const bytes = new Uint8Array(8 << 20); const keep = []; \
+             for (let i = 0; i < 50; i++) keep.push(new Blob([bytes])); return keep.length; }",
+        ),
+        (
+            "encoded-strings",
+            "export default () => { const text = 'x'.repeat(4 << 20); const keep = []; \
+             for (let i = 0; i < 100; i++) keep.push(new TextEncoder().encode(text)); return keep.length; }",
+        ),
+    ] {
+        let hog = limited(name, source, limits.clone(), Isolation::Invocation);
+        let (outcome, _) = alongside_hello(&engine, &hog).await;
+        assert!(
+            matches!(outcome.result, Err(InvokeError::MemoryLimit { limit }) if limit == LIMIT),
+            "{name}: {:?}",
+            outcome.result
+        );
+    }
+    // Garbage is not counted: ten times the limit made and dropped, 4 MiB at a time.
+    let churn = limited(
+        "churn",
+        "export default () => { const text = 'x'.repeat(4 << 20); let total = 0; \
+         for (let i = 0; i < 80; i++) total += new TextEncoder().encode(text).length; return total; }",
+        limits,
+        Isolation::Invocation,
+    );
+    let response = run(&engine, &churn, Request::json("{}")).await;
+    assert_eq!(text(&response), (80u64 << 22).to_string());
+}
