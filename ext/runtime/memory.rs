@@ -61,10 +61,10 @@ impl BlobPart for CountedPart {
 fn op_blob_create_part_counted(state: &mut OpState, #[buffer] data: JsBuffer) -> Uuid {
     let part: Arc<dyn BlobPart + Send + Sync> = match state.try_borrow::<OffHeapBudget>() {
         Some(budget) => {
+            // A refused reservation takes nothing.
             let data = if budget.0.reserve(data.len()) {
                 data.to_vec()
             } else {
-                budget.0.release(data.len());
                 Vec::new()
             };
             Arc::new(CountedPart {
@@ -83,7 +83,13 @@ fn op_blob_create_part_counted(state: &mut OpState, #[buffer] data: JsBuffer) ->
 #[op2(fast)]
 pub fn op_memory_reserve_shared(state: &mut OpState, bytes: f64) -> bool {
     match state.try_borrow::<OffHeapBudget>() {
-        Some(budget) => budget.0.reserve(bytes.max(0.0) as usize),
+        // Not a size (NaN, infinite, past usize): refused.
+        Some(budget) => {
+            bytes.is_finite()
+                && bytes >= 0.0
+                && bytes < usize::MAX as f64
+                && budget.0.reserve(bytes as usize)
+        }
         None => true,
     }
 }

@@ -184,8 +184,15 @@ unsafe extern "C" fn check_interrupt(mut isolate: v8::UnsafeRawIsolatePtr, budge
 
 impl OffHeapMemory for BufferBudget {
     fn reserve(&self, bytes: usize) -> bool {
-        let reserved = self.reserved.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        let fits = reserved.saturating_add(self.external.load(Ordering::SeqCst)) <= self.limit;
+        let external = self.external.load(Ordering::SeqCst);
+        let fits = self
+            .reserved
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |reserved| {
+                reserved
+                    .checked_add(bytes)
+                    .filter(|total| total.saturating_add(external) <= self.limit)
+            })
+            .is_ok();
         if !fits {
             self.stop();
         }

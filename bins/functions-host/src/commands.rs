@@ -354,7 +354,6 @@ pub async fn serve(
     serving: Serving,
     data: &Path,
 ) -> anyhow::Result<()> {
-    raise_descriptor_limit();
     let host = host.open().await?;
     let keys = host.api_keys().count();
     let mut server = functions_host_http::Server::bind(host, serving.listen)?
@@ -449,7 +448,7 @@ impl ConnectionArgs {
 
 /// Lets the server open as many descriptors as the system allows it (the soft limit is often
 /// 1,024 while the hard one is far higher), as Go and nginx do: each connection takes one.
-fn raise_descriptor_limit() {
+pub fn raise_descriptor_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

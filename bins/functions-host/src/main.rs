@@ -161,6 +161,8 @@ fn main() -> std::process::ExitCode {
             public,
             connections,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
+            // Before the connection cap's default is taken from the descriptor limit.
+            commands::raise_descriptor_limit();
             let defaults = functions_runtime::EngineConfig::default();
             let engine = functions_runtime::EngineConfig {
                 workers: workers.unwrap_or(defaults.workers),
