@@ -190,7 +190,8 @@ const RSA_MAX_MODULUS_BITS = 4096;
 const ALGORITHM_MEMBERS = [
   "name", "hash", "salt", "iterations", "info", "public", "length", "modulusLength",
   "publicExponent", "namedCurve", "iv", "counter", "additionalData", "tagLength", "label",
-  "saltLength", "context",
+  "saltLength", "context", "memory", "passes", "parallelism", "nonce", "secretValue",
+  "associatedData", "outputLength", "customization", "functionName", "domainSeparation",
 ];
 
 const NUMERIC_MEMBERS = ["iterations", "length", "modulusLength"];
