@@ -130,12 +130,27 @@ fn is_public_v6(address: Ipv6Addr) -> bool {
         let [.., high, low] = segments;
         return is_public_v4(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)));
     }
+    // 6to4 (2002::/16) carries an IPv4 address in its second and third segments.
+    if segments[0] == 0x2002 {
+        return is_public_v4(Ipv4Addr::from(
+            (u32::from(segments[1]) << 16) | u32::from(segments[2]),
+        ));
+    }
     !(address.is_unspecified()
         || address.is_loopback()
-        // Unique local fc00::/7, link-local fe80::/10, multicast ff00::/8.
+        // Unique local fc00::/7, link-local fe80::/10, site-local (deprecated) fec0::/10,
+        // multicast ff00::/8.
         || (segments[0] & 0xfe00) == 0xfc00
         || (segments[0] & 0xffc0) == 0xfe80
+        || (segments[0] & 0xffc0) == 0xfec0
         || (segments[0] & 0xff00) == 0xff00
+        // Local-use NAT64 64:ff9b:1::/48, which translates to any IPv4 address.
+        || segments[..3] == [0x64, 0xff9b, 1]
+        // Teredo 2001::/32 (tunnels to an IPv4 address), documentation 2001:db8::/32,
+        // discard-only 100::/64.
+        || segments[..2] == [0x2001, 0]
+        || segments[..2] == [0x2001, 0xdb8]
+        || segments[..4] == [0x100, 0, 0, 0]
         // IPv4-compatible (deprecated) ::a.b.c.d.
         || segments[..6] == [0; 6])
 }
@@ -195,6 +210,13 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::808:808",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
+            "fec0::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "100::1",
             "::127.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
@@ -207,6 +229,7 @@ mod tests {
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }

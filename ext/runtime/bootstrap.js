@@ -20,7 +20,6 @@ import {
 const {
   ArrayBufferIsView,
   ArrayBufferPrototype,
-  ArrayBufferPrototypeSlice,
   ArrayPrototype,
   ArrayPrototypeIncludes,
   ArrayPrototypePush,
@@ -33,6 +32,7 @@ const {
   ObjectDefineProperty,
   ObjectFromEntries,
   MathMax,
+  MathMin,
   MathTrunc,
   ObjectCreate,
   ObjectGetOwnPropertyDescriptor,
@@ -65,8 +65,9 @@ const {
   TypedArrayPrototypeGetBuffer,
   TypedArrayPrototypeGetByteLength,
   TypedArrayPrototypeGetByteOffset,
+  TypedArrayPrototypeGetLength,
   TypedArrayPrototypeGetSymbolToStringTag,
-  TypedArrayPrototypeSlice,
+  TypedArrayPrototypeSet,
   Uint8Array,
   Uint8ArrayPrototype,
 } = primordials;
@@ -164,11 +165,19 @@ const performanceScript = () => {
   return performanceScriptLoaded;
 };
 let cryptoScriptLoaded = null;
+/** `CryptoKey.prototype.algorithm`'s getter, as Web Crypto defines it (null until loaded). */
+let keyAlgorithm = null;
 /** Web Crypto, its operations limited and charged (see `chargeSubtleCrypto`). */
 const cryptoScript = () => {
   if (cryptoScriptLoaded === null) {
     cryptoScriptLoaded = load("ext:deno_crypto/00_crypto.js");
     chargeSubtleCrypto(cryptoScriptLoaded.SubtleCrypto.prototype);
+    // Node's KeyObject bridges, which Web Crypto does not have (the first hands out the
+    // material of a key made not extractable).
+    const { CryptoKey } = cryptoScriptLoaded;
+    keyAlgorithm = ObjectGetOwnPropertyDescriptor(CryptoKey.prototype, "algorithm").get;
+    delete CryptoKey.exportNodeMaterial;
+    delete CryptoKey.importSync;
   }
   return cryptoScriptLoaded;
 };
@@ -186,6 +195,11 @@ const PBKDF2_MAX_ITERATIONS = 100_000;
 /** PBKDF2's work grows with the output too (one round of iterations per hash-sized block). */
 const PBKDF2_MAX_BITS = 2048;
 const RSA_MAX_MODULUS_BITS = 4096;
+/** Argon2's memory (in KiB) and passes: 64 MiB (outside the memory limit while it runs) and 10. */
+const ARGON2_MAX_MEMORY_KIB = 64 * 1024;
+const ARGON2_MAX_PASSES = 10;
+/** Bits any operation produces on request (derived bits, an extendable digest, a KMAC): 1 MiB. */
+const MAX_OUTPUT_BITS = 8 * 1024 * 1024;
 /** Every member Web Crypto reads from an algorithm dictionary. */
 const ALGORITHM_MEMBERS = [
   "name", "hash", "salt", "iterations", "info", "public", "length", "modulusLength",
@@ -194,7 +208,9 @@ const ALGORITHM_MEMBERS = [
   "associatedData", "outputLength", "customization", "functionName", "domainSeparation",
 ];
 
-const NUMERIC_MEMBERS = ["iterations", "length", "modulusLength"];
+const NUMERIC_MEMBERS = [
+  "iterations", "length", "modulusLength", "memory", "passes", "parallelism", "outputLength",
+];
 
 /**
  * `algorithm` with each member read once into a copy whose name is a string and whose numbers
@@ -223,25 +239,32 @@ function algorithmCopy(algorithm) {
 
 /**
  * A copy of the bytes of `value` if it is a buffer or a view of one (otherwise `value`): an
- * operation that waits for its turn still works on the bytes given when it was called.
+ * operation that waits for its turn still works on the bytes given when it was called. The copy
+ * is made without `slice`, which would ask the buffer's `constructor` for it.
  */
 function ownBytes(value) {
-  if (ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, value)) {
-    return ArrayBufferPrototypeSlice(value, 0);
-  }
-  if (!ArrayBufferIsView(value)) return value;
-  const view = TypedArrayPrototypeGetSymbolToStringTag(value) !== undefined
-    ? new Uint8Array(
+  let bytes;
+  const buffer = ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, value);
+  if (buffer) {
+    bytes = new Uint8Array(value);
+  } else if (!ArrayBufferIsView(value)) {
+    return value;
+  } else if (TypedArrayPrototypeGetSymbolToStringTag(value) !== undefined) {
+    bytes = new Uint8Array(
       TypedArrayPrototypeGetBuffer(value),
       TypedArrayPrototypeGetByteOffset(value),
       TypedArrayPrototypeGetByteLength(value),
-    )
-    : new Uint8Array(
+    );
+  } else {
+    bytes = new Uint8Array(
       DataViewPrototypeGetBuffer(value),
       DataViewPrototypeGetByteOffset(value),
       DataViewPrototypeGetByteLength(value),
     );
-  return TypedArrayPrototypeSlice(view);
+  }
+  const copy = new Uint8Array(TypedArrayPrototypeGetLength(bytes));
+  TypedArrayPrototypeSet(copy, bytes);
+  return buffer ? TypedArrayPrototypeGetBuffer(copy) : copy;
 }
 
 /** The name of an algorithm (a string, or a copy made by `algorithmCopy`), upper case. */
@@ -259,13 +282,52 @@ function notSupported(message) {
   return new domException.DOMException(message, "NotSupportedError");
 }
 
+/** Refuses an RSA modulus past the cap: every operation with such a key is too long to allow. */
+function limitRsaModulus(modulus) {
+  if (modulus > RSA_MAX_MODULUS_BITS) {
+    throw notSupported(
+      `RSA keys of more than ${RSA_MAX_MODULUS_BITS} bits are not supported (modulusLength ${modulus})`,
+    );
+  }
+}
+
+/** Checks `value` if it is a key (an imported one may be of any size). */
+function limitKey(value) {
+  if (typeof value !== "object" || value === null) return;
+  let algorithm;
+  try {
+    algorithm = ReflectApply(keyAlgorithm, value, []);
+  } catch {
+    return; // Not a key.
+  }
+  if (StringPrototypeStartsWith(algorithmName(algorithm), "RSA")) {
+    limitRsaModulus(algorithm.modulusLength);
+  }
+}
+
 /**
  * Copies the arguments of operation `name` (in `args`, in place: algorithms, and the bytes of
  * buffers) and checks them.
  */
 function limitSubtleWork(name, args) {
-  for (let i = 0; i < args.length; i++) args[i] = ownBytes(args[i]);
+  for (let i = 0; i < args.length; i++) {
+    limitKey(args[i]);
+    args[i] = ownBytes(args[i]);
+  }
   args[0] = algorithmCopy(args[0]);
+  const output = member(args[0], "outputLength");
+  if (output > MAX_OUTPUT_BITS) {
+    throw notSupported(`an output of more than ${MAX_OUTPUT_BITS} bits is not supported (outputLength ${output})`);
+  }
+  if (StringPrototypeStartsWith(algorithmName(args[0]), "ARGON2")) {
+    const memory = member(args[0], "memory");
+    const passes = member(args[0], "passes");
+    if (memory > ARGON2_MAX_MEMORY_KIB || passes > ARGON2_MAX_PASSES) {
+      throw notSupported(
+        `Argon2 with more than ${ARGON2_MAX_MEMORY_KIB} KiB of memory or ${ARGON2_MAX_PASSES} passes is not supported (memory ${memory}, passes ${passes})`,
+      );
+    }
+  }
   let bits;
   if (name === "deriveBits") {
     if (args[2] !== undefined && args[2] !== null) args[2] = +args[2];
@@ -274,15 +336,15 @@ function limitSubtleWork(name, args) {
     args[2] = algorithmCopy(args[2]);
     bits = member(args[2], "length");
   } else if (name === "generateKey") {
-    const modulus = member(args[0], "modulusLength");
-    if (StringPrototypeStartsWith(algorithmName(args[0]), "RSA") && modulus > RSA_MAX_MODULUS_BITS) {
-      throw notSupported(
-        `RSA keys of more than ${RSA_MAX_MODULUS_BITS} bits are not supported (modulusLength ${modulus})`,
-      );
+    if (StringPrototypeStartsWith(algorithmName(args[0]), "RSA")) {
+      limitRsaModulus(member(args[0], "modulusLength"));
     }
     return;
   } else {
     return;
+  }
+  if (bits > MAX_OUTPUT_BITS) {
+    throw notSupported(`deriving more than ${MAX_OUTPUT_BITS} bits is not supported (length ${bits})`);
   }
   if (algorithmName(args[0]) !== "PBKDF2") return;
   const iterations = member(args[0], "iterations");
@@ -727,8 +789,11 @@ function setLocation(href) {
  * `SharedArrayBuffer`s, each charged to the function's memory at its largest size as it is made
  * (no V8 counter sees shared memory, and a growable one grows without asking). There is no
  * global `SharedArrayBuffer`, but shared WebAssembly memory's buffer leads to its constructor:
- * `SharedArrayBuffer.prototype.constructor` (which `slice` and subclasses go through too) is
- * made this one, and the builtin is reachable from nowhere else.
+ * `SharedArrayBuffer.prototype.constructor` (which subclasses go through too) is made this one,
+ * and the builtin is reachable from nowhere else. The builtin `slice` makes its copy with the
+ * builtin constructor whenever `constructor` is not an object (as after `buf.constructor =
+ * undefined`), so it is replaced by one that charges the copy (and, as it never consults
+ * `constructor` or its species, always makes a plain `SharedArrayBuffer`).
  */
 function chargeSharedArrayBuffers(WebAssembly) {
   const shared = new WebAssembly.Memory({ __proto__: null, initial: 0, maximum: 0, shared: true });
@@ -767,6 +832,29 @@ function chargeSharedArrayBuffers(WebAssembly) {
     writable: true,
     configurable: true,
   });
+  const byteLengthOf = ObjectGetOwnPropertyDescriptor(Builtin.prototype, "byteLength").get;
+  const { slice } = {
+    slice(start, end) {
+      // As the builtin: the length first (which also refuses anything but a shared buffer),
+      // then each index made relative to it. A shared buffer never shrinks.
+      const length = ReflectApply(byteLengthOf, this, []);
+      const first = relativeIndex(start, length, 0);
+      const final = relativeIndex(end, length, length);
+      const size = MathMax(final - first, 0);
+      if (!op_memory_reserve_shared(size)) {
+        throw new RangeError("the function's memory limit is reached");
+      }
+      const copy = ReflectConstruct(Builtin, [size]);
+      TypedArrayPrototypeSet(new Uint8Array(copy), new Uint8Array(this, first, size));
+      return copy;
+    },
+  };
+  ObjectDefineProperty(Builtin.prototype, "slice", {
+    __proto__: null,
+    value: slice,
+    writable: true,
+    configurable: true,
+  });
   if (ObjectHasOwn(globalThis, "SharedArrayBuffer")) {
     ObjectDefineProperty(globalThis, "SharedArrayBuffer", {
       __proto__: null,
@@ -775,6 +863,16 @@ function chargeSharedArrayBuffers(WebAssembly) {
       configurable: true,
     });
   }
+}
+
+/**
+ * An index argument of `slice` as the builtins read it: counted from the end when negative,
+ * clamped to `[0, length]`, `fallback` when undefined.
+ */
+function relativeIndex(index, length, fallback) {
+  if (index === undefined) return fallback;
+  const relative = MathTrunc(+index) || 0;
+  return relative < 0 ? MathMax(length + relative, 0) : MathMin(relative, length);
 }
 
 /**

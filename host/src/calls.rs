@@ -109,9 +109,9 @@ pub(crate) async fn create(
     input: CallInput,
     tenant: Option<crate::Tenant>,
 ) -> Result<String, Error> {
-    if inner.registry.get(name).is_none() {
+    let Some(deployed) = inner.registry.get(name) else {
         return Err(Error::function_not_found(name));
-    }
+    };
     if input.payload.len() > crate::MAX_PAYLOAD_BYTES {
         return Err(Error::payload_too_large(crate::MAX_PAYLOAD_BYTES));
     }
@@ -126,10 +126,32 @@ pub(crate) async fn create(
         inner.calls.leave(name);
         return Err(Error::internal(err));
     }
-    log(inner, name, "info", line).await;
+    log(inner, name, deployed.owner.as_deref(), "info", line).await;
     let id = call.id.clone();
     schedule(inner, call, tenant.map_or(0, |t| t.concurrency));
     Ok(id)
+}
+
+/// Whether the key that made `call` may use its function, now owned by `owner`: the function
+/// may have been deleted and deployed again by another key since the call was queued, and a
+/// call never reaches another key's function.
+fn may_still_use(inner: &Inner, call: &QueuedCall, owner: Option<&str>) -> bool {
+    call.tenant.as_deref().is_none_or(|id| {
+        inner
+            .api_keys
+            .tenant(id)
+            .map_or(owner == Some(id), |tenant| tenant.may_use(owner))
+    })
+}
+
+/// Whose function a line about `call` goes to: its function's owner while the call's key may
+/// use that function, else the key's own (so that the line reaches no other key's function).
+fn log_owner(inner: &Inner, call: &QueuedCall) -> Option<Arc<str>> {
+    let deployed = inner.registry.get(&call.name);
+    match deployed.filter(|d| may_still_use(inner, call, d.owner.as_deref())) {
+        Some(deployed) => deployed.owner,
+        None => call.tenant.as_deref().map(Into::into),
+    }
 }
 
 /// Puts a stored pending call in line and runs it at its turn. `tenant_concurrency` is its key's
@@ -152,10 +174,12 @@ fn schedule(inner: &Arc<Inner>, call: QueuedCall, tenant_concurrency: usize) {
         .then(|| inner.calls.number(&call.name));
     let inner = inner.clone();
     tokio::spawn(async move {
+        let owner = log_owner(&inner, &call);
+        let pending = || format!("PENDING {}", call.id);
         let waits = tenant_ticket.as_ref().is_some_and(|t| !t.is_ready())
             || function_ticket.as_ref().is_some_and(|t| !t.is_ready());
         if waits {
-            log(&inner, &call.name, "info", format!("PENDING {}", call.id)).await;
+            log(&inner, &call.name, owner.as_deref(), "info", pending()).await;
         }
         let tenant_permit = match tenant_ticket {
             Some(ticket) => Some(ticket.await),
@@ -166,7 +190,7 @@ fn schedule(inner: &Arc<Inner>, call: QueuedCall, tenant_concurrency: usize) {
             None => {
                 let ticket = inner.lanes.enqueue(&call.name, concurrency);
                 if !ticket.is_ready() && !waits {
-                    log(&inner, &call.name, "info", format!("PENDING {}", call.id)).await;
+                    log(&inner, &call.name, owner.as_deref(), "info", pending()).await;
                 }
                 ticket
             }
@@ -204,10 +228,12 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
             return pass_turn();
         }
     };
-    let Some(deployed) = inner.registry.get(&call.name) else {
+    let deployed = inner.registry.get(&call.name);
+    let Some(deployed) = deployed.filter(|d| may_still_use(inner, call, d.owner.as_deref())) else {
         pass_turn();
         let outcome = CallOutcome::Failed(Error::function_not_found(&call.name));
-        return finish(inner, call, outcome).await;
+        // Logged (if anywhere) only to a function of the key that made the call.
+        return finish(inner, call, call.tenant.as_deref(), outcome).await;
     };
     let request = inner.call_request(&call.name, &call.id, input);
     let (gate, starting) = functions_runtime::start_gate();
@@ -221,7 +247,10 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
             return pass_turn();
         };
         match inner.store.start_call(&call.id).await {
-            Ok(true) => log(inner, &call.name, "info", format!("RUNNING {}", call.id)).await,
+            Ok(true) => {
+                let line = format!("RUNNING {}", call.id);
+                log(inner, &call.name, deployed.owner.as_deref(), "info", line).await;
+            }
             Ok(false) => {}
             Err(err) => eprintln!("functions-host: starting call {}: {err:#}", call.id),
         }
@@ -230,10 +259,7 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
     };
     // The call holds its place until its outcome is stored.
     let execute = async {
-        match inner
-            .execute(&deployed.function, request, controls, ())
-            .await
-        {
+        match inner.execute(&deployed, request, controls, ()).await {
             Ok(response) => crate::invoke::collect(response).await,
             Err(err) => Err(err),
         }
@@ -243,12 +269,13 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
         Ok(result) => CallOutcome::Finished(result),
         Err(err) => CallOutcome::Failed(err),
     };
-    finish(inner, call, outcome).await;
+    finish(inner, call, deployed.owner.as_deref(), outcome).await;
     drop(permit);
 }
 
-/// Logs how a call ended, stores its outcome, and so wakes whoever waits for it.
-async fn finish(inner: &Inner, call: &QueuedCall, outcome: CallOutcome) {
+/// Logs how a call ended (to its function while it is still `owner`'s), stores its outcome, and
+/// so wakes whoever waits for it.
+async fn finish(inner: &Inner, call: &QueuedCall, owner: Option<&str>, outcome: CallOutcome) {
     let (level, line) = match &outcome {
         CallOutcome::Failed(err) => ("error", format!("FAILED {} {}", call.id, err.message())),
         CallOutcome::Finished(result) => (
@@ -261,7 +288,7 @@ async fn finish(inner: &Inner, call: &QueuedCall, outcome: CallOutcome) {
             ),
         ),
     };
-    log(inner, &call.name, level, line).await;
+    log(inner, &call.name, owner, level, line).await;
     if let Err(err) = inner
         .store
         .finish_call(&call.id, &outcome, inner.result_cap_bytes)
@@ -274,11 +301,11 @@ async fn finish(inner: &Inner, call: &QueuedCall, outcome: CallOutcome) {
     }
 }
 
-/// Appends one lifecycle line to `name`'s logs.
-async fn log(inner: &Inner, name: &str, level: &'static str, line: String) {
+/// Appends one lifecycle line to `name`'s logs, while it is `owner`'s.
+async fn log(inner: &Inner, name: &str, owner: Option<&str>, level: &'static str, line: String) {
     inner
         .logs
-        .write(name, vec![LogEntry::from_host(level, line)])
+        .write(name, owner, vec![LogEntry::from_host(level, line)])
         .await;
 }
 
@@ -311,7 +338,8 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<(), Error> {
             "host restarted: the call was running when the server stopped, and may have had \
              effects, so it was not run again",
         );
-        finish(inner, &call, CallOutcome::Failed(err)).await;
+        let owner = log_owner(inner, &call);
+        finish(inner, &call, owner.as_deref(), CallOutcome::Failed(err)).await;
     }
     let pending = inner
         .store

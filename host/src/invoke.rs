@@ -92,12 +92,13 @@ impl Inner {
     /// its response or why there is none.
     pub(crate) async fn execute(
         self: &Arc<Self>,
-        function: &functions_runtime::Function,
+        deployed: &Deployed,
         request: functions_runtime::Request,
         controls: Controls,
         permit: impl Send + 'static,
     ) -> Result<functions_runtime::Response, Error> {
-        let name = function.name();
+        let function = &deployed.function;
+        let (name, owner) = (function.name(), deployed.owner.clone());
         let outcome = self.engine.invoke_with(function, request, controls).await;
         let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
         if let Some(after_response) = outcome.after_response {
@@ -112,14 +113,14 @@ impl Inner {
                 if let Some(err) = finished.error {
                     logs.push(LogEntry::from_host("error", error_log_line(&err)));
                 }
-                writer.write(&name, logs).await;
+                writer.write(&name, owner.as_deref(), logs).await;
             });
         }
         let result = outcome.result.map_err(|err| {
             logs.push(LogEntry::from_host("error", error_log_line(&err)));
             Error::from(err)
         });
-        self.logs.write(name, logs).await;
+        self.logs.write(name, deployed.owner.as_deref(), logs).await;
         result
     }
 }
@@ -144,8 +145,8 @@ pub(crate) async fn invoke(
     };
     let invocation = {
         let inner = inner.clone();
-        let function = deployed.function.clone();
-        async move { inner.execute(&function, request, controls, permit).await }
+        let deployed = deployed.clone();
+        async move { inner.execute(&deployed, request, controls, permit).await }
     };
     RunToEnd::new(invocation, cancel).await
 }

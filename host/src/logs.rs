@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::store::LogEntry;
+use crate::store::LogLines;
 use crate::store::Store;
 
 /// Most writes committed in one batch.
@@ -16,8 +17,7 @@ const MAX_BATCH: usize = 256;
 
 /// One write: a function's lines, and who to tell once they are stored.
 struct Write {
-    name: String,
-    entries: Vec<LogEntry>,
+    lines: LogLines,
     stored: Option<oneshot::Sender<()>>,
 }
 
@@ -34,14 +34,16 @@ impl LogWriter {
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let mut lines: Vec<(String, Vec<LogEntry>)> = Vec::new();
+                let mut lines: Vec<LogLines> = Vec::new();
                 let mut waiting = Vec::new();
-                for write in batch.drain(..) {
-                    match lines.iter_mut().find(|(name, _)| *name == write.name) {
-                        Some((_, entries)) => entries.extend(write.entries),
-                        None => lines.push((write.name, write.entries)),
+                for Write { lines: new, stored } in batch.drain(..) {
+                    let same =
+                        |lines: &&mut LogLines| lines.name == new.name && lines.owner == new.owner;
+                    match lines.iter_mut().find(same) {
+                        Some(lines) => lines.entries.extend(new.entries),
+                        None => lines.push(new),
                     }
-                    waiting.extend(write.stored);
+                    waiting.extend(stored);
                 }
                 if let Err(err) = store.append_logs(lines).await {
                     eprintln!("functions-host: storing log lines: {err:#}");
@@ -54,24 +56,28 @@ impl LogWriter {
         Self { writes }
     }
 
-    /// Stores `entries` in `name`'s logs and returns once they are (or could not be).
-    pub async fn write(&self, name: &str, entries: Vec<LogEntry>) {
+    /// Stores `entries` in `name`'s logs (while it is still `owner`'s: [`LogLines`]) and
+    /// returns once they are (or could not be).
+    pub async fn write(&self, name: &str, owner: Option<&str>, entries: Vec<LogEntry>) {
         if !entries.is_empty() {
-            self.send(name, entries).await;
+            self.send(name, owner, entries).await;
         }
     }
 
     /// Returns once every line written before is stored.
     pub async fn flush(&self) {
-        self.send("", Vec::new()).await;
+        self.send("", None, Vec::new()).await;
     }
 
     /// Queues a write and waits for its batch to be committed.
-    async fn send(&self, name: &str, entries: Vec<LogEntry>) {
+    async fn send(&self, name: &str, owner: Option<&str>, entries: Vec<LogEntry>) {
         let (stored, done) = oneshot::channel();
         let write = Write {
-            name: name.to_owned(),
-            entries,
+            lines: LogLines {
+                name: name.to_owned(),
+                owner: owner.map(str::to_owned),
+                entries,
+            },
             stored: Some(stored),
         };
         if self.writes.send(write).is_ok() {

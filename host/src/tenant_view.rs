@@ -38,6 +38,12 @@ impl TenantView<'_> {
         self.tenant.is_none_or(|tenant| tenant.may_use(owner))
     }
 
+    /// Whose functions the tenant is limited to (`None`: everyone's), for the store to check
+    /// in the same step as it reads or changes one.
+    fn scope(&self) -> Option<&str> {
+        self.tenant.and_then(Tenant::scope)
+    }
+
     /// Fails with [`ErrorKind::NotFound`] unless function `name` exists for this tenant.
     fn check(&self, name: &str) -> Result<(), Error> {
         match self.host.0.registry.get(name) {
@@ -76,7 +82,7 @@ impl TenantView<'_> {
             DeployError::Invalid(message) => Error::bad_request(message),
             DeployError::Compile(err) => Error::compile(name, err),
         })?;
-        new.owner = self.tenant.and_then(Tenant::scope).map(str::to_owned);
+        new.owner = self.scope().map(str::to_owned);
         let compiled = match &mut new.wasm {
             Some(wasm) => {
                 let module = inner
@@ -131,7 +137,7 @@ impl TenantView<'_> {
     /// for one rotated out of its function's result cache.
     pub async fn result(&self, id: &str, wait: Duration) -> Result<CallStatus, Error> {
         let inner = &self.host.0;
-        let scope = self.tenant.and_then(Tenant::scope);
+        let scope = self.scope();
         let deadline = tokio::time::Instant::now() + wait.min(MAX_RESULT_WAIT);
         let mut events = inner.store.events();
         loop {
@@ -179,7 +185,7 @@ impl TenantView<'_> {
         self.host
             .0
             .store
-            .logs(name, after, limit)
+            .logs(name, after, limit, self.scope())
             .await
             .map_err(Error::internal)
     }
@@ -218,7 +224,12 @@ impl TenantView<'_> {
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         self.check(name)?;
         let inner = &self.host.0;
-        if !inner.store.delete(name).await.map_err(Error::internal)? {
+        if !inner
+            .store
+            .delete(name, self.scope())
+            .await
+            .map_err(Error::internal)?
+        {
             return Err(Error::function_not_found(name));
         }
         inner.registry.remove(name);
@@ -232,7 +243,7 @@ impl TenantView<'_> {
         let inner = &self.host.0;
         let token = inner
             .store
-            .rotate_call_token(name)
+            .rotate_call_token(name, self.scope())
             .await
             .map_err(Error::internal)?
             .ok_or_else(|| Error::function_not_found(name))?;

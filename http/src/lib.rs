@@ -173,8 +173,8 @@ impl Server {
                 accepted = listener.accept() => accepted,
                 () = &mut shutdown => break,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Never the end of the server: a connection that failed before it was
                     // accepted is the client's loss, and a lack of descriptors or memory passes.
@@ -185,6 +185,14 @@ impl Server {
                     continue;
                 }
             };
+            if state.local_only
+                && let Ok(local) = stream.local_addr()
+                && !local_only::from_this_machine(peer, local)
+            {
+                // Best effort, as below.
+                let _ = stream.try_write(&local_only::refusal_of_another_machine());
+                continue;
+            }
             let Ok(slot) = open.clone().try_acquire_owned() else {
                 // Best effort: the socket is new, so its send buffer has room.
                 let _ = stream.try_write(connection::TOO_MANY_CONNECTIONS);

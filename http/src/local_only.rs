@@ -1,8 +1,12 @@
 //! A server with no API keys is open to anyone who reaches it, so unless it is started as
-//! public it serves this machine only: requests must name a loopback host (which defeats DNS
-//! rebinding: a browser sends the attacker's own name as `Host`), and `/api` refuses requests a
+//! public it serves this machine only: connections must come from it (a loopback address, or the
+//! address they reached, when the server listens on every interface), requests must name a
+//! loopback host (which defeats DNS rebinding: a browser sends the attacker's own name as
+//! `Host`), and `/api` refuses requests a
 //! browser sends on behalf of another site (a cross-origin form could rotate a token or queue a
 //! call otherwise).
+
+use std::net::SocketAddr;
 
 use http::HeaderMap;
 use http::StatusCode;
@@ -39,6 +43,31 @@ pub(crate) fn refusal(headers: &HeaderMap, api: bool, public_host: &str) -> Opti
         ));
     }
     None
+}
+
+/// Whether a connection from `peer` to `local` comes from this machine: a loopback address, or
+/// the very address it reached (a program here using one of the machine's own addresses).
+pub(crate) fn from_this_machine(peer: SocketAddr, local: SocketAddr) -> bool {
+    let peer = peer.ip().to_canonical();
+    peer.is_loopback() || peer == local.ip().to_canonical()
+}
+
+/// The answer to a connection from another machine, which a local-only server closes at once.
+pub(crate) fn refusal_of_another_machine() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "code": "not_this_machine",
+            "message": "this server has no API keys, so it answers only programs on its own \
+                        machine: configure API keys, or start it with --public",
+        }
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// The host of a `Host` header value (no port; IPv6 without brackets).
@@ -81,6 +110,34 @@ fn foreign_site(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_from_loopback_or_the_address_reached_are_from_this_machine() {
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        let local = at("192.0.2.7:8787");
+        for peer in [
+            "127.0.0.1:5000",
+            "127.8.9.10:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+            "192.0.2.7:5000",
+            "[::ffff:192.0.2.7]:5000",
+        ] {
+            assert!(from_this_machine(at(peer), local), "{peer}");
+        }
+        for peer in ["192.0.2.8:5000", "10.0.0.1:80", "[2001:db8::1]:5000"] {
+            assert!(!from_this_machine(at(peer), local), "{peer}");
+        }
+        let refusal = String::from_utf8(refusal_of_another_machine()).unwrap();
+        let (head, body) = refusal.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "not_this_machine");
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs

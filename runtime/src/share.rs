@@ -15,9 +15,18 @@ pub(crate) struct Holder {
     pub group: Option<Arc<str>>,
 }
 
+/// What a place is counted against: a function, or a group (kept apart, so that a function
+/// and a group of the same name share nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Function(Arc<str>),
+    Group(Arc<str>),
+}
+
 impl Holder {
-    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
-        std::iter::once(&self.function).chain(self.group.as_ref())
+    fn keys(&self) -> impl Iterator<Item = Key> {
+        std::iter::once(Key::Function(self.function.clone()))
+            .chain(self.group.clone().map(Key::Group))
     }
 }
 
@@ -30,7 +39,7 @@ pub(crate) struct FairShare<T> {
     /// The most places one function or group may hold.
     share: usize,
     /// Places held by each function and each group.
-    held: HashMap<Arc<str>, usize>,
+    held: HashMap<Key, usize>,
     /// In arrival order.
     waiting: VecDeque<(Holder, T)>,
 }
@@ -48,17 +57,22 @@ impl<T> FairShare<T> {
         }
     }
 
+    /// Places taken now.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
     fn admissible(&self, holder: &Holder) -> bool {
         self.running < self.max
             && holder
                 .keys()
-                .all(|key| self.held.get(key).copied().unwrap_or(0) < self.share)
+                .all(|key| self.held.get(&key).copied().unwrap_or(0) < self.share)
     }
 
     fn take(&mut self, holder: &Holder) {
         self.running += 1;
         for key in holder.keys() {
-            *self.held.entry(key.clone()).or_default() += 1;
+            *self.held.entry(key).or_default() += 1;
         }
     }
 
@@ -83,10 +97,10 @@ impl<T> FairShare<T> {
     pub fn leave(&mut self, holder: &Holder) -> Option<(Holder, T)> {
         self.running -= 1;
         for key in holder.keys() {
-            if let Some(count) = self.held.get_mut(key) {
+            if let Some(count) = self.held.get_mut(&key) {
                 *count -= 1;
                 if *count == 0 {
-                    self.held.remove(key);
+                    self.held.remove(&key);
                 }
             }
         }
@@ -146,6 +160,14 @@ mod tests {
         assert_eq!(places.enter(holder("d", Some("other")), 4), Some(4));
         places.forget(|item| *item == 3);
         assert!(places.leave(&holder("a", Some("key"))).is_none());
+    }
+
+    #[test]
+    fn a_function_and_a_group_of_the_same_name_are_counted_apart() {
+        let mut places = FairShare::new(4);
+        assert_eq!(places.enter(holder("x", None), 1), Some(1));
+        assert_eq!(places.enter(holder("x", None), 2), Some(2));
+        assert_eq!(places.enter(holder("y", Some("x")), 3), Some(3));
     }
 
     #[test]

@@ -315,6 +315,18 @@ export default async () => ({{
   changing: await outcome(() => {{ let reads = 0; return crypto.subtle.deriveBits({{ ...params, get iterations() {{ return reads++ ? 20000000 : 1000; }} }}, key, 512); }}),
   rsa: await outcome(() => crypto.subtle.generateKey({{ name: "RSA-PSS", modulusLength: 16384, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }}, false, ["sign"])),
   allowed: await outcome(() => crypto.subtle.deriveBits({{ ...params, iterations: 1000 }}, key, 512)),
+  argon2Memory: await outcome(() => crypto.subtle.deriveBits({{ name: "Argon2id", memory: 4194304, passes: 1, parallelism: 1, nonce: new Uint8Array(16) }}, key, 256)),
+  argon2Passes: await outcome(() => crypto.subtle.deriveBits({{ name: "Argon2id", memory: 8, passes: 1000000, parallelism: 1, nonce: new Uint8Array(16) }}, key, 256)),
+  argon2Bits: await outcome(() => crypto.subtle.deriveBits({{ name: "Argon2id", memory: 8, passes: 1, parallelism: 1, nonce: new Uint8Array(16) }}, key, 2 ** 32 - 8)),
+  digestOutput: await outcome(() => crypto.subtle.digest({{ name: "cSHAKE256", outputLength: 2 ** 32 - 8 }}, new Uint8Array(1))),
+  digestAllowed: await outcome(() => crypto.subtle.digest({{ name: "cSHAKE256", outputLength: 256 }}, new Uint8Array(1))),
+  nodeBridges: [typeof CryptoKey.exportNodeMaterial, typeof CryptoKey.importSync],
+  // An imported key may be of any size: an 8,192-bit modulus, every bit set.
+  importedRsa: await outcome(async () => {{
+    const jwk = {{ kty: "RSA", n: "_".repeat(1364) + "_w", e: "AQAB" }};
+    const key = await crypto.subtle.importKey("jwk", jwk, {{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }}, false, ["verify"]);
+    return crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, new Uint8Array(1024), new Uint8Array(1));
+  }}),
 }});"#
     );
     let function = limited("capped", &source, cpu(10_000), Isolation::Invocation);
@@ -329,26 +341,40 @@ export default async () => ({{
             "changing": "done",
             "rsa": "NotSupportedError: RSA keys of more than 4096 bits are not supported (modulusLength 16384)",
             "allowed": "done",
+            "argon2Memory": "NotSupportedError: Argon2 with more than 65536 KiB of memory or 10 passes is not supported (memory 4194304, passes 1)",
+            "argon2Passes": "NotSupportedError: Argon2 with more than 65536 KiB of memory or 10 passes is not supported (memory 8, passes 1000000)",
+            "argon2Bits": "NotSupportedError: deriving more than 8388608 bits is not supported (length 4294967288)",
+            "digestOutput": "NotSupportedError: an output of more than 8388608 bits is not supported (outputLength 4294967288)",
+            "digestAllowed": "done",
+            "nodeBridges": ["undefined", "undefined"],
+            "importedRsa": "NotSupportedError: RSA keys of more than 4096 bits are not supported (modulusLength 8192)",
         })
     );
 }
 
-/// Runs `sleepers` (each invocation waits a minute) on an engine of four isolates, then `hello`:
-/// it must answer long before any sleeper could end.
-async fn answers_beside(sleepers: Vec<Function>) {
+/// Runs sleepers (each invocation connects to the test, then waits for an answer that never
+/// comes) on an engine of four isolates; once the two that may run hold their isolates, runs
+/// `hello`: it must answer although two isolates are still free for the others to take.
+async fn answers_beside(sleepers: &[(&str, Option<&str>)]) {
     let engine = std::sync::Arc::new(Engine::new(functions_runtime::EngineConfig {
         workers: 2,
         max_isolates: 4,
         ..functions_runtime::EngineConfig::default()
     }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     let running: Vec<_> = sleepers
-        .into_iter()
-        .map(|sleeper| {
-            let engine = engine.clone();
+        .iter()
+        .map(|(name, group)| {
+            let (engine, sleeper) = (engine.clone(), sleeper(name, *group, address));
             tokio::spawn(async move { engine.invoke(&sleeper, Request::json("{}")).await })
         })
         .collect();
-    tokio::task::yield_now().await;
+    // Half of the four isolates is as many as one function or group may hold.
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        held.push(listener.accept().await.unwrap().0);
+    }
     let answered = tokio::time::timeout(
         Duration::from_secs(20),
         run(&engine, &hello(), Request::json(r#"{"name":"Ada"}"#)),
@@ -362,22 +388,24 @@ async fn answers_beside(sleepers: Vec<Function>) {
     }
 }
 
-fn sleeper(name: &str, group: Option<&str>) -> Function {
+/// A function that asks `address` and waits for its answer.
+fn sleeper(name: &str, group: Option<&str>, address: std::net::SocketAddr) -> Function {
     Function::new(
         name,
         1,
         "index.js",
         std::collections::BTreeMap::from([(
             "index.js".to_owned(),
-            functions_runtime::Module::javascript(
-                "export default async () => { await new Promise((r) => setTimeout(r, 60000)); return 1; }",
-            ),
+            functions_runtime::Module::javascript(format!(
+                "export default async () => {{ await fetch('http://{address}/'); return 1; }}"
+            )),
         )]),
         functions_runtime::Settings {
             limits: Limits {
                 wall_clock: Duration::from_secs(120),
                 ..Limits::default()
             },
+            allow_net: vec![address.to_string()],
             share_group: group.map(Into::into),
             ..functions_runtime::Settings::default()
         },
@@ -386,16 +414,13 @@ fn sleeper(name: &str, group: Option<&str>) -> Function {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_function_whose_sleepers_fill_its_share_of_isolates_leaves_room_for_others() {
-    answers_beside((0..6).map(|_| sleeper("sleeper", None)).collect()).await;
+    answers_beside(&[("sleeper", None); 6]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn so_does_a_group_of_functions() {
-    let sleepers = ["a", "b", "c", "d"]
-        .iter()
-        .map(|name| sleeper(name, Some("one-key")))
-        .collect();
-    answers_beside(sleepers).await;
+    let key = Some("one-key");
+    answers_beside(&[("a", key), ("b", key), ("c", key), ("d", key)]).await;
 }
 
 /// A WebAssembly module whose exported `grow()` grows its own memory a page at a time for ever,
@@ -446,6 +471,12 @@ async fn memory_outside_the_heap_counts_against_the_memory_limit() {
              const keep = []; for (;;) keep.push(b.slice(0)); }",
         ),
         (
+            "shared-buffers-sliced-without-a-constructor",
+            "export default () => { const b = new WebAssembly.Memory({ initial: 128, maximum: 128, shared: true }).buffer; \
+             Object.getPrototypeOf(b).constructor = undefined; \
+             const keep = []; for (;;) keep.push(b.slice(0)); }",
+        ),
+        (
             "webassembly-memories",
             "export default () => { const keep = []; for (let i = 0; i < 3; i++) { \
              const memory = new WebAssembly.Memory({ initial: 4096 }); \
@@ -481,4 +512,32 @@ async fn memory_outside_the_heap_counts_against_the_memory_limit() {
     );
     let response = run(&engine, &churn, Request::json("{}")).await;
     assert_eq!(text(&response), (80u64 << 22).to_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sliced_shared_buffers_hold_the_bytes_asked_for() {
+    let engine = engine();
+    let slicer = limited(
+        "slicer",
+        "export default () => { const b = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer; \
+         new Uint8Array(b).set([1, 2, 3, 4, 5, 6]); \
+         const views = [b.slice(1, 4), b.slice(-65534, -65532), b.slice(3), b.slice(5, 2), b.slice(NaN, Infinity)]; \
+         let refused = ''; try { Object.getPrototypeOf(b).slice.call(new ArrayBuffer(4)); } catch (e) { refused = e.name; } \
+         return { bytes: views.map((v) => [...new Uint8Array(v, 0, Math.min(v.byteLength, 3))]), \
+           lengths: views.map((v) => v.byteLength), \
+           shared: views.every((v) => Object.getPrototypeOf(v) === Object.getPrototypeOf(b)), refused }; }",
+        Limits::default(),
+        Isolation::Invocation,
+    );
+    let response = run(&engine, &slicer, Request::json("{}")).await;
+    let answer: serde_json::Value = serde_json::from_str(text(&response)).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({
+            "bytes": [[2, 3, 4], [3, 4], [4, 5, 6], [], [1, 2, 3]],
+            "lengths": [3, 2, 65533, 0, 65536],
+            "shared": true,
+            "refused": "TypeError",
+        })
+    );
 }

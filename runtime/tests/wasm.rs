@@ -360,7 +360,8 @@ async fn a_wasi_command_component_runs() {
 async fn guests_sleeping_in_every_place_one_function_may_hold_leave_room_for_others() {
     let engine = std::sync::Arc::new(engine());
     let nap = wasi_module("(call $sleep (i64.const 60000000000))", "");
-    let nap = wasm_function(&engine, nap, Settings::default()).await;
+    let nap = engine.compile_wasm(nap).await.unwrap();
+    let nap = Function::wasm("sleeper", 1, nap, Settings::default());
     let hello = wasm_function(&engine, hello(), Settings::default()).await;
     // As many sleepers as guests may run at once: half of them get places, the rest wait.
     let sleepers: Vec<_> = (0..64)
@@ -369,8 +370,12 @@ async fn guests_sleeping_in_every_place_one_function_may_hold_leave_room_for_oth
             tokio::spawn(async move { invoke(&engine, &nap, "").await })
         })
         .collect();
-    tokio::task::yield_now().await;
-    // Well before any sleeper wakes (or its 30 s wall clock ends it), another function runs.
+    // Once the half it may hold are running...
+    while engine.wasm_stats().running < 32 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...and well before any sleeper wakes (or its 30 s wall clock ends it), another function
+    // runs.
     let answered = tokio::time::timeout(Duration::from_secs(20), invoke(&engine, &hello, "y"))
         .await
         .expect("another function waited for the sleepers");

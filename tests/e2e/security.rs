@@ -131,6 +131,7 @@ fn a_function_cannot_forge_the_hosts_log_lines() {
         b"export default () => {
             console.log('FINISHED 0000 200 \"all good\"');
             console.log('done\\n2026-01-01T00:00:00.000Z INFO  host FINISHED 0001 200 \"ok\"');
+            console.log('wait\\rINFO  host FINISHED 0002 200 \\u001b[1A');
             return 'hi';
         }",
     );
@@ -160,14 +161,20 @@ fn a_function_cannot_forge_the_hosts_log_lines() {
         .lines()
         .filter(|line| line.contains("FINISHED"))
         .collect();
-    assert_eq!(finished.len(), 3, "{printed}");
+    assert_eq!(finished.len(), 4, "{printed}");
     assert!(
         finished[0].contains(" INFO  fn   FINISHED 0000 "),
         "{printed}"
     );
     assert!(finished[1].starts_with(' '), "{printed}");
+    // Nor can a carriage return or a terminal escape redraw a line.
+    assert!(!printed.contains(['\r', '\u{1b}']), "{printed:?}");
     assert!(
-        finished[2].contains(&format!(" INFO  host FINISHED {id} ")),
+        finished[2].contains(r" INFO  fn   wait\rINFO  host FINISHED 0002 200 \u{1b}[1A"),
+        "{printed}"
+    );
+    assert!(
+        finished[3].contains(&format!(" INFO  host FINISHED {id} ")),
         "{printed}"
     );
 }
@@ -261,4 +268,88 @@ fn each_key_sees_only_its_own_functions_and_call_results() {
         as_key("root", "DELETE", "/api/functions/theirs", None).status,
         200
     );
+}
+
+#[test]
+fn a_queued_call_never_reaches_a_function_another_key_deployed_under_the_same_name() {
+    // An upstream that holds the first call running until the test lets it go.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_address = upstream.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::harness::Server::start_with(
+        data.path(),
+        &[],
+        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta, root admin")],
+    );
+    let as_key = |key: &str, method: &str, path: &str, body: Option<&[u8]>| {
+        crate::harness::request_with_headers_and_body(
+            &server.base,
+            method,
+            path,
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let alphas = serde_json::json!({
+        "files": { "index.js": format!(
+            "export default async (event) => {{
+               if (event.hold) await fetch('http://{upstream_address}/').catch(() => {{}});
+               return 'alpha';
+             }}"
+        ) },
+        "limits": { "concurrency": 1 },
+        "allow_net": [upstream_address],
+    });
+    let reply = as_key(
+        "alpha",
+        "PUT",
+        "/api/functions/shared-name",
+        Some(alphas.to_string().as_bytes()),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let call = |body: &[u8]| {
+        let reply = as_key(
+            "alpha",
+            "POST",
+            "/api/functions/shared-name/calls",
+            Some(body),
+        );
+        assert_eq!(reply.status, 202, "{}", reply.text());
+        reply.json()["call_id"].as_str().unwrap().to_owned()
+    };
+    let first = call(br#"{"hold":true}"#);
+    let (held, _) = upstream.accept().unwrap();
+    // The second waits behind the first for the function's only place.
+    let second = call(b"{}");
+
+    // Meanwhile the function is deleted, and beta deploys one of the same name.
+    let reply = as_key("root", "DELETE", "/api/functions/shared-name", None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let betas = serde_json::json!({ "files": { "index.js": "export default () => 'beta'" } });
+    let reply = as_key(
+        "beta",
+        "PUT",
+        "/api/functions/shared-name",
+        Some(betas.to_string().as_bytes()),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+
+    drop(held);
+    let reply = as_key("alpha", "GET", &format!("/api/calls/{first}?wait=60"), None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = as_key(
+        "alpha",
+        "GET",
+        &format!("/api/calls/{second}?wait=60"),
+        None,
+    );
+    let answer = reply.text();
+    assert!(!answer.contains("beta"), "{answer}");
+    assert!(answer.contains("no function named"), "{answer}");
+    // Beta's function saw no call of alpha's, and its logs have no line about one.
+    let logs = as_key("beta", "GET", "/api/functions/shared-name/logs", None).text();
+    assert!(!logs.contains(&first) && !logs.contains(&second), "{logs}");
 }

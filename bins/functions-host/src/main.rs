@@ -144,6 +144,9 @@ fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<functions_h
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. } | Command::Run { .. }) {
+        commands::functions_connect_directly();
+    }
     // The server the client commands talk to.
     let client = functions_host_client::Client::new(&cli.server, cli.api_key.as_deref());
     let result = match cli.command {

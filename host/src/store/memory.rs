@@ -19,7 +19,7 @@ use super::DeploymentSummary;
 use super::EVENT_BUFFER;
 use super::Fetched;
 use super::LOG_LINE_OVERHEAD;
-use super::LogEntry;
+use super::LogLines;
 use super::MAX_ROTATED_IDS;
 use super::NewDeployment;
 use super::OwnedByAnother;
@@ -56,6 +56,11 @@ struct Function {
     created_at: i64,
     logs: VecDeque<StoredLog>,
     log_bytes: u64,
+}
+
+/// Whether `function` is `owner`'s (any owner's when `owner` is `None`).
+fn is_owned_by(function: &Function, owner: Option<&str>) -> bool {
+    owner.is_none_or(|owner| function.current.summary.owner.as_deref() == Some(owner))
 }
 
 struct Call {
@@ -160,8 +165,15 @@ impl Store for MemoryStore {
         Ok(self.lock().functions.get(name).map(|f| f.current.clone()))
     }
 
-    async fn delete(&self, name: &str) -> StoreResult<bool> {
-        let deleted = self.lock().functions.remove(name).is_some();
+    async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool> {
+        let deleted = {
+            let mut state = self.lock();
+            let owned = state
+                .functions
+                .get(name)
+                .is_some_and(|f| is_owned_by(f, owner));
+            owned && state.functions.remove(name).is_some()
+        };
         if deleted {
             self.announce(StoreEvent::Deleted {
                 name: name.to_owned(),
@@ -170,14 +182,18 @@ impl Store for MemoryStore {
         Ok(deleted)
     }
 
-    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>> {
+    async fn rotate_call_token(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+    ) -> StoreResult<Option<String>> {
         let token = random_hex(CALL_TOKEN_BYTES);
         let rotated = match self.lock().functions.get_mut(name) {
-            Some(function) => {
+            Some(function) if is_owned_by(function, owner) => {
                 function.current.summary.call_token = token.clone();
                 true
             }
-            None => false,
+            _ => false,
         };
         if !rotated {
             return Ok(None);
@@ -188,17 +204,27 @@ impl Store for MemoryStore {
         Ok(Some(token))
     }
 
-    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()> {
+    async fn append_logs(&self, batch: Vec<LogLines>) -> StoreResult<()> {
         let mut logged = Vec::new();
         {
             let mut state = self.lock();
-            for (name, entries) in batch {
+            for LogLines {
+                name,
+                owner,
+                entries,
+            } in batch
+            {
                 if entries.is_empty() {
                     continue;
                 }
                 let mut next_id = state.next_log_id;
-                // Lines of a function that is not (or no longer) deployed have nowhere to go.
-                let Some(function) = state.functions.get_mut(&name) else {
+                // Lines of a function that is not (or no longer) deployed, or no longer their
+                // owner's, have nowhere to go.
+                let Some(function) = state
+                    .functions
+                    .get_mut(&name)
+                    .filter(|f| f.current.summary.owner == owner)
+                else {
                     continue;
                 };
                 for entry in entries {
@@ -228,8 +254,16 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>> {
-        Ok(self.lock().functions.get(name).map_or_else(Vec::new, |f| {
+    async fn logs(
+        &self,
+        name: &str,
+        after: i64,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> StoreResult<Vec<StoredLog>> {
+        let state = self.lock();
+        let function = state.functions.get(name).filter(|f| is_owned_by(f, owner));
+        Ok(function.map_or_else(Vec::new, |f| {
             f.logs
                 .iter()
                 .filter(|line| line.id > after)

@@ -229,6 +229,19 @@ impl LogSource {
     }
 }
 
+/// New log lines of function `name`, from its deployment that `owner` owns (`None`: no key's).
+/// They are stored only while the function is still that owner's: a function deleted and
+/// deployed again by another key never gets the lines of the one before it.
+#[derive(Clone, Debug)]
+pub struct LogLines {
+    /// The function.
+    pub name: String,
+    /// Whose deployment of it wrote them.
+    pub owner: Option<String>,
+    /// The lines, oldest first.
+    pub entries: Vec<LogEntry>,
+}
+
 /// A log line to append.
 #[derive(Clone, Debug)]
 pub struct LogEntry {
@@ -392,19 +405,32 @@ pub trait Store: Send + Sync + 'static {
     /// The current version of `name`, code included.
     async fn get(&self, name: &str) -> StoreResult<Option<Deployment>>;
 
-    /// Deletes a function with all its versions and logs; false when there was none.
-    async fn delete(&self, name: &str) -> StoreResult<bool>;
+    /// Deletes a function with all its versions and logs; false when there was none (with
+    /// `owner`, none that `owner` owns: the check and the change are one step).
+    async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool>;
 
     /// Gives `name` a new call token (the old address stops working); `None` when there is no
-    /// such function.
-    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>>;
+    /// such function (with `owner`, none that `owner` owns).
+    async fn rotate_call_token(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+    ) -> StoreResult<Option<String>>;
 
     /// Appends lines to the logs of each named function (one batch, one commit), then drops
-    /// each one's oldest lines past the store's cap.
-    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()>;
+    /// each one's oldest lines past the store's cap. Lines of a function that is gone, or no
+    /// longer their owner's ([`LogLines`]), are dropped.
+    async fn append_logs(&self, batch: Vec<LogLines>) -> StoreResult<()>;
 
-    /// Up to `limit` log lines of `name` with ids above `after`, oldest first.
-    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>>;
+    /// Up to `limit` log lines of `name` with ids above `after`, oldest first (with `owner`,
+    /// none unless `owner` owns `name`).
+    async fn logs(
+        &self,
+        name: &str,
+        after: i64,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> StoreResult<Vec<StoredLog>>;
 
     /// Records a new pending call.
     async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()>;
@@ -489,6 +515,14 @@ pub(crate) mod tests {
         }
     }
 
+    fn lines(name: &str, owner: Option<&str>, entries: Vec<LogEntry>) -> LogLines {
+        LogLines {
+            name: name.into(),
+            owner: owner.map(Into::into),
+            entries,
+        }
+    }
+
     fn line(message: &str) -> LogEntry {
         LogEntry::from_host("info", message.into())
     }
@@ -555,15 +589,15 @@ pub(crate) mod tests {
             let listed: Vec<_> = store.list().await.unwrap();
             assert_eq!(listed[0], second.summary, "{backend}");
             assert_eq!(listed.len(), 2);
-            let token = store.rotate_call_token("a").await.unwrap().unwrap();
+            let token = store.rotate_call_token("a", None).await.unwrap().unwrap();
             assert_ne!(token, second.summary.call_token);
             assert_eq!(
                 store.get("a").await.unwrap().unwrap().summary.call_token,
                 token
             );
-            assert_eq!(store.rotate_call_token("zz").await.unwrap(), None);
-            assert!(store.delete("a").await.unwrap());
-            assert!(!store.delete("a").await.unwrap(), "{backend}");
+            assert_eq!(store.rotate_call_token("zz", None).await.unwrap(), None);
+            assert!(store.delete("a", None).await.unwrap());
+            assert!(!store.delete("a", None).await.unwrap(), "{backend}");
             assert!(store.get("a").await.unwrap().is_none());
             assert_eq!(store.deploy(new("a", "again")).await.unwrap().version(), 1);
         }
@@ -610,15 +644,15 @@ pub(crate) mod tests {
             for i in 0..25 {
                 let message = format!("{i:03}{}", "x".repeat(97));
                 store
-                    .append_logs(vec![("a".into(), vec![line(&message)])])
+                    .append_logs(vec![lines("a", None, vec![line(&message)])])
                     .await
                     .unwrap();
             }
-            let logs = store.logs("a", 0, 1000).await.unwrap();
+            let logs = store.logs("a", 0, 1000, None).await.unwrap();
             assert_eq!(logs.len(), 10, "{backend}");
             assert!(logs[0].message.starts_with("015"), "{}", logs[0].message);
             assert!(logs[9].message.starts_with("024"));
-            let after = store.logs("a", logs[4].id, 1000).await.unwrap();
+            let after = store.logs("a", logs[4].id, 1000, None).await.unwrap();
             assert_eq!(after.len(), 5, "{backend}");
         }
     }
@@ -729,6 +763,48 @@ pub(crate) mod tests {
                     .await
                     .is_err()
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn another_tenant_cannot_delete_rotate_or_read_the_logs_of_a_function() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, store) in backends(dir.path()) {
+            store
+                .deploy(NewDeployment {
+                    owner: Some("key-a".into()),
+                    ..new("f", "v1")
+                })
+                .await
+                .unwrap();
+            store
+                .append_logs(vec![lines("f", Some("key-a"), vec![line("hello")])])
+                .await
+                .unwrap();
+            // Lines of another owner's deployment of a function of that name, or of one that
+            // is gone, go nowhere (not even to a function deployed under that name later).
+            store
+                .append_logs(vec![
+                    lines("f", Some("key-b"), vec![line("not theirs")]),
+                    lines("ghost", None, vec![line("too late")]),
+                ])
+                .await
+                .unwrap();
+            store.deploy(new("ghost", "v1")).await.unwrap();
+            assert!(store.logs("ghost", 0, 10, None).await.unwrap().is_empty());
+            let other = Some("key-b");
+            assert!(
+                store.logs("f", 0, 10, other).await.unwrap().is_empty(),
+                "{backend}"
+            );
+            assert_eq!(store.rotate_call_token("f", other).await.unwrap(), None);
+            assert!(!store.delete("f", other).await.unwrap(), "{backend}");
+            // Nothing of it was touched.
+            let owner = Some("key-a");
+            assert_eq!(store.logs("f", 0, 10, owner).await.unwrap().len(), 1);
+            assert!(store.rotate_call_token("f", owner).await.unwrap().is_some());
+            assert!(store.delete("f", owner).await.unwrap(), "{backend}");
+            assert!(store.get("f").await.unwrap().is_none());
         }
     }
 

@@ -33,7 +33,7 @@ use super::DeploymentSummary;
 use super::EVENT_BUFFER;
 use super::Fetched;
 use super::LOG_LINE_OVERHEAD;
-use super::LogEntry;
+use super::LogLines;
 use super::LogSource;
 use super::NewDeployment;
 use super::OwnedByAnother;
@@ -457,13 +457,28 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
 }
 
 /// Appends each function's lines, then drops its oldest lines past `cap`; one transaction.
-fn insert_logs(
-    conn: &mut Connection,
-    batch: &[(String, Vec<LogEntry>)],
-    cap: u64,
-) -> StoreResult<()> {
+/// Stores each function's lines (those of its current owner) and caps its logs; the names of
+/// the functions that got lines.
+fn insert_logs(conn: &mut Connection, batch: &[LogLines], cap: u64) -> StoreResult<Vec<String>> {
     let tx = conn.transaction()?;
-    for (name, entries) in batch {
+    let mut logged = Vec::new();
+    for LogLines {
+        name,
+        owner,
+        entries,
+    } in batch
+    {
+        let current: Option<Option<String>> = tx
+            .query_row(
+                "SELECT owner FROM functions WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if current.as_ref() != Some(owner) {
+            continue;
+        }
+        logged.push(name.clone());
         let mut added = 0u64;
         {
             let mut insert = tx.prepare_cached(
@@ -515,7 +530,7 @@ fn insert_logs(
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(logged)
 }
 
 #[async_trait::async_trait]
@@ -556,14 +571,19 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete(&self, name: &str) -> StoreResult<bool> {
-        let owned = name.to_owned();
+    async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool> {
+        let (owned, owner) = (name.to_owned(), owner.map(str::to_owned));
         let deleted = self
             .write(move |conn| {
                 let tx = conn.transaction()?;
-                let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [&owned])? > 0;
-                for table in ["versions", "modules", "wasm", "logs"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [&owned])?;
+                let deleted = tx.execute(
+                    "DELETE FROM functions WHERE name = ?1 AND (?2 IS NULL OR owner = ?2)",
+                    params![owned, owner],
+                )? > 0;
+                if deleted {
+                    for table in ["versions", "modules", "wasm", "logs"] {
+                        tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [&owned])?;
+                    }
                 }
                 tx.commit()?;
                 Ok(deleted)
@@ -577,14 +597,19 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
-    async fn rotate_call_token(&self, name: &str) -> StoreResult<Option<String>> {
+    async fn rotate_call_token(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+    ) -> StoreResult<Option<String>> {
         let token = random_hex(CALL_TOKEN_BYTES);
-        let (owned, new) = (name.to_owned(), token.clone());
+        let (owned, new, owner) = (name.to_owned(), token.clone(), owner.map(str::to_owned));
         let changed = self
             .write(move |conn| {
                 Ok(conn.execute(
-                    "UPDATE functions SET call_token = ?2 WHERE name = ?1",
-                    params![owned, new],
+                    "UPDATE functions SET call_token = ?2
+                     WHERE name = ?1 AND (?3 IS NULL OR owner = ?3)",
+                    params![owned, new, owner],
                 )?)
             })
             .await?;
@@ -597,17 +622,17 @@ impl Store for SqliteStore {
         Ok(Some(token))
     }
 
-    async fn append_logs(&self, batch: Vec<(String, Vec<LogEntry>)>) -> StoreResult<()> {
+    async fn append_logs(&self, batch: Vec<LogLines>) -> StoreResult<()> {
         let batch: Vec<_> = batch
             .into_iter()
-            .filter(|(_, entries)| !entries.is_empty())
+            .filter(|lines| !lines.entries.is_empty())
             .collect();
         if batch.is_empty() {
             return Ok(());
         }
         let cap = self.log_cap_bytes;
-        let names: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
-        self.write(move |conn| insert_logs(conn, &batch, cap))
+        let names = self
+            .write(move |conn| insert_logs(conn, &batch, cap))
             .await?;
         for name in names {
             self.announce(StoreEvent::Logged { name });
@@ -615,14 +640,23 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn logs(&self, name: &str, after: i64, limit: u32) -> StoreResult<Vec<StoredLog>> {
-        let name = name.to_owned();
+    async fn logs(
+        &self,
+        name: &str,
+        after: i64,
+        limit: u32,
+        owner: Option<&str>,
+    ) -> StoreResult<Vec<StoredLog>> {
+        let (name, owner) = (name.to_owned(), owner.map(str::to_owned));
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, timestamp, level, source, message FROM logs
-                 WHERE name = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                 WHERE name = ?1 AND id > ?2
+                   AND (?4 IS NULL OR EXISTS
+                        (SELECT 1 FROM functions f WHERE f.name = ?1 AND f.owner = ?4))
+                 ORDER BY id LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![name, after, limit], |row| {
+            let rows = stmt.query_map(params![name, after, limit, owner], |row| {
                 Ok(StoredLog {
                     id: row.get(0)?,
                     timestamp: row.get(1)?,

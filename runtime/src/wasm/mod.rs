@@ -157,13 +157,16 @@ enum Prepared {
     Component(CommandPre<ComponentState>),
 }
 
-/// How many modules an engine compiled and how many it loaded from their stored artifacts.
+/// How many modules an engine compiled and how many it loaded from their stored artifacts, and
+/// how many guests run now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WasmStats {
     /// Binaries compiled (at deploy, or because a stored artifact no longer fit the engine).
     pub compiled: u64,
     /// Stored artifacts loaded without compiling.
     pub loaded: u64,
+    /// Guests holding one of the places to run (64 at most).
+    pub running: usize,
 }
 
 /// The wasmtime side of an [`crate::Engine`].
@@ -291,6 +294,11 @@ impl WasmEngine {
         WasmStats {
             compiled: self.compiled.load(Ordering::Relaxed),
             loaded: self.loaded.load(Ordering::Relaxed),
+            running: self
+                .running
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .running(),
         }
     }
 
