@@ -151,8 +151,12 @@ fn is_public_v6(address: Ipv6Addr) -> bool {
         || segments[..2] == [0x2001, 0]
         || segments[..2] == [0x2001, 0xdb8]
         || segments[..4] == [0x100, 0, 0, 0]
-        // IPv4-compatible (deprecated) ::a.b.c.d.
-        || segments[..6] == [0; 6])
+        // Benchmarking 2001:2::/48, documentation 3fff::/20.
+        || segments[..3] == [0x2001, 2, 0]
+        || (segments[0] == 0x3fff && segments[1] & 0xf000 == 0)
+        // IPv4-compatible (deprecated) ::a.b.c.d, and IPv4-translated ::ffff:0:a.b.c.d.
+        || segments[..6] == [0; 6]
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0])
 }
 
 /// `allow_net` as Deno's permissions read it: an entry without a port grants the default ports
@@ -217,6 +221,9 @@ mod tests {
             "2001:0:4136:e378::1",
             "2001:db8::1",
             "100::1",
+            "2001:2::1",
+            "3fff:ff::1",
+            "::ffff:0:a00:1",
             "::127.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");

@@ -19,7 +19,7 @@ import {
 
 const {
   ArrayBufferIsView,
-  ArrayBufferPrototype,
+  ArrayBufferPrototypeGetByteLength,
   ArrayPrototype,
   ArrayPrototypeIncludes,
   ArrayPrototypePush,
@@ -173,11 +173,21 @@ const cryptoScript = () => {
     cryptoScriptLoaded = load("ext:deno_crypto/00_crypto.js");
     chargeSubtleCrypto(cryptoScriptLoaded.SubtleCrypto.prototype);
     // Node's KeyObject bridges, which Web Crypto does not have (the first hands out the
-    // material of a key made not extractable).
+    // material of a key made not extractable, the second imports past the wrappers here).
     const { CryptoKey } = cryptoScriptLoaded;
     keyAlgorithm = ObjectGetOwnPropertyDescriptor(CryptoKey.prototype, "algorithm").get;
     delete CryptoKey.exportNodeMaterial;
     delete CryptoKey.importSync;
+    // It makes a key from data that names its own algorithm (an RSA key of any size could
+    // claim to be small); no key here is ever cloned through it.
+    delete CryptoKey.fromCloneData;
+    // It would make every key carry its material under a symbol of the caller's choosing, for
+    // every isolate on the thread. Here it has nothing to register (it answers false).
+    ObjectDefineProperty(cryptoScriptLoaded.Crypto, "registerSymbols", {
+      __proto__: null,
+      value: () => false,
+      configurable: true,
+    });
   }
   return cryptoScriptLoaded;
 };
@@ -190,6 +200,8 @@ const SUBTLE_OFF_THREAD = [
   "digest", "encrypt", "decrypt", "sign", "verify", "deriveBits", "deriveKey", "exportKey",
   "wrapKey", "generateKey", "encapsulateBits", "decapsulateBits",
 ];
+/** Operations that run on the isolate's thread but take keys (which are limited) all the same. */
+const SUBTLE_ON_THREAD = ["unwrapKey", "getPublicKey", "encapsulateKey", "decapsulateKey"];
 /** As Cloudflare Workers: PBKDF2 with more iterations is refused. */
 const PBKDF2_MAX_ITERATIONS = 100_000;
 /** PBKDF2's work grows with the output too (one round of iterations per hash-sized block). */
@@ -213,6 +225,14 @@ const NUMERIC_MEMBERS = [
 ];
 
 /**
+ * `value` as Web Crypto reads an `unsigned long`: converted to a number once, then wrapped
+ * modulo 2 ** 32 (so -1 is 4294967295, as the operation would take it, and the limits see that).
+ */
+function unsignedLong(value) {
+  return (+value) >>> 0;
+}
+
+/**
  * `algorithm` with each member read once into a copy whose name is a string and whose numbers
  * are numbers, so that the limits checked here are the parameters Web Crypto gets (a getter
  * cannot answer one thing to the check and another to the operation).
@@ -232,7 +252,9 @@ function algorithmCopy(algorithm) {
   if (copy.name !== undefined) copy.name = String(copy.name);
   for (let i = 0; i < NUMERIC_MEMBERS.length; i++) {
     const member = NUMERIC_MEMBERS[i];
-    if (copy[member] !== undefined && typeof copy[member] !== "bigint") copy[member] = +copy[member];
+    if (copy[member] !== undefined && typeof copy[member] !== "bigint") {
+      copy[member] = unsignedLong(copy[member]);
+    }
   }
   return copy;
 }
@@ -244,7 +266,7 @@ function algorithmCopy(algorithm) {
  */
 function ownBytes(value) {
   let bytes;
-  const buffer = ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, value);
+  const buffer = isArrayBuffer(value);
   if (buffer) {
     bytes = new Uint8Array(value);
   } else if (!ArrayBufferIsView(value)) {
@@ -265,6 +287,16 @@ function ownBytes(value) {
   const copy = new Uint8Array(TypedArrayPrototypeGetLength(bytes));
   TypedArrayPrototypeSet(copy, bytes);
   return buffer ? TypedArrayPrototypeGetBuffer(copy) : copy;
+}
+
+/** Whether `value` is an `ArrayBuffer` (whatever its prototype says). */
+function isArrayBuffer(value) {
+  try {
+    ArrayBufferPrototypeGetByteLength(value);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The name of an algorithm (a string, or a copy made by `algorithmCopy`), upper case. */
@@ -330,7 +362,7 @@ function limitSubtleWork(name, args) {
   }
   let bits;
   if (name === "deriveBits") {
-    if (args[2] !== undefined && args[2] !== null) args[2] = +args[2];
+    if (args[2] !== undefined && args[2] !== null) args[2] = unsignedLong(args[2]);
     bits = args[2];
   } else if (name === "deriveKey") {
     args[2] = algorithmCopy(args[2]);
@@ -370,14 +402,22 @@ function sealed(promise) {
 /** The end of the isolate's last off-thread operation (null: none yet). */
 let subtleTail = null;
 
-/** Replaces the off-thread operations of `SubtleCrypto.prototype` with limited, charged ones. */
+/**
+ * Replaces the operations of `SubtleCrypto.prototype` that do costly work with limited ones:
+ * those that run on the thread pool are charged too (the rest run on the isolate's thread, whose
+ * CPU time the watchdog counts already).
+ */
 function chargeSubtleCrypto(prototype) {
-  for (let i = 0; i < SUBTLE_OFF_THREAD.length; i++) {
-    const name = SUBTLE_OFF_THREAD[i];
+  const operations = [...SUBTLE_OFF_THREAD, ...SUBTLE_ON_THREAD];
+  for (let i = 0; i < operations.length; i++) {
+    const name = operations[i];
     const operation = prototype[name];
-    const charged = {
+    if (typeof operation !== "function") continue;
+    const offThread = i < SUBTLE_OFF_THREAD.length;
+    const limited = {
       async [name](...args) {
         limitSubtleWork(name, args);
+        if (!offThread) return await sealed(ReflectApply(operation, this, args));
         const before = subtleTail;
         let done;
         subtleTail = sealed(new Promise((resolve) => {
@@ -393,14 +433,14 @@ function chargeSubtleCrypto(prototype) {
         }
       },
     }[name];
-    ObjectDefineProperty(charged, "length", {
+    ObjectDefineProperty(limited, "length", {
       __proto__: null,
       value: operation.length,
       configurable: true,
     });
     ObjectDefineProperty(prototype, name, {
       __proto__: null,
-      value: charged,
+      value: limited,
       writable: true,
       enumerable: true,
       configurable: true,
@@ -791,9 +831,9 @@ function setLocation(href) {
  * global `SharedArrayBuffer`, but shared WebAssembly memory's buffer leads to its constructor:
  * `SharedArrayBuffer.prototype.constructor` (which subclasses go through too) is made this one,
  * and the builtin is reachable from nowhere else. The builtin `slice` makes its copy with the
- * builtin constructor whenever `constructor` is not an object (as after `buf.constructor =
- * undefined`), so it is replaced by one that charges the copy (and, as it never consults
- * `constructor` or its species, always makes a plain `SharedArrayBuffer`).
+ * builtin constructor when `constructor` is undefined or its species undefined or null (as
+ * after `buf.constructor = undefined`), so it is replaced by one that charges the copy (and, as
+ * it never consults `constructor` or its species, always makes a plain `SharedArrayBuffer`).
  */
 function chargeSharedArrayBuffers(WebAssembly) {
   const shared = new WebAssembly.Memory({ __proto__: null, initial: 0, maximum: 0, shared: true });

@@ -186,8 +186,9 @@ impl Server {
                 }
             };
             if state.local_only
-                && let Ok(local) = stream.local_addr()
-                && !local_only::from_this_machine(peer, local)
+                && !stream
+                    .local_addr()
+                    .is_ok_and(|local| local_only::from_this_machine(peer, local))
             {
                 // Best effort, as below.
                 let _ = stream.try_write(&local_only::refusal_of_another_machine());

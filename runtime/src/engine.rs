@@ -64,6 +64,40 @@ impl Default for EngineConfig {
     }
 }
 
+/// The variables that would send functions' outgoing requests through a proxy (deno_fetch
+/// reads them whenever it makes a client).
+const PROXY_VARIABLES: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
+/// Makes functions connect directly, as they do in workerd, by removing the proxy variables
+/// (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) from the process's environment; the ones that
+/// were set. A proxy would resolve the names functions fetch itself, where `allow_net`'s check
+/// of the addresses they lead to (never this machine or its private networks unless granted)
+/// cannot see them. `functions-host serve` and `run` call it; so should a program that embeds
+/// the engine and has those variables set.
+///
+/// # Safety
+///
+/// It changes the environment: call it before the program starts any other thread (first
+/// thing in `main`), as [`std::env::remove_var`] requires.
+pub unsafe fn connect_directly() -> Vec<&'static str> {
+    let set: Vec<&'static str> = PROXY_VARIABLES
+        .into_iter()
+        .filter(|variable| std::env::var_os(variable).is_some())
+        .collect();
+    for variable in &set {
+        // SAFETY: no other thread exists (the caller's promise).
+        unsafe { std::env::remove_var(variable) };
+    }
+    set
+}
+
 /// The default cap on invocations running at once: half the machine's memory, at 16 MiB an
 /// isolate (an idle one from the snapshot takes a few MiB; most invocations allocate a little
 /// more), at least 64.

@@ -304,6 +304,7 @@ async fn web_crypto_parameters_that_no_budget_could_stop_are_refused() {
     let engine = engine();
     let source = format!(
         r#"{PBKDF2_KEY}
+const bigRsa = {{ kty: "RSA", n: "_".repeat(1364) + "_w", e: "AQAB" }};
 const outcome = async (work) => {{
   try {{ await work(); return "done"; }} catch (err) {{ return `${{err.name}}: ${{err.message}}`; }}
 }};
@@ -320,12 +321,22 @@ export default async () => ({{
   argon2Bits: await outcome(() => crypto.subtle.deriveBits({{ name: "Argon2id", memory: 8, passes: 1, parallelism: 1, nonce: new Uint8Array(16) }}, key, 2 ** 32 - 8)),
   digestOutput: await outcome(() => crypto.subtle.digest({{ name: "cSHAKE256", outputLength: 2 ** 32 - 8 }}, new Uint8Array(1))),
   digestAllowed: await outcome(() => crypto.subtle.digest({{ name: "cSHAKE256", outputLength: 256 }}, new Uint8Array(1))),
-  nodeBridges: [typeof CryptoKey.exportNodeMaterial, typeof CryptoKey.importSync],
+  // Negative numbers are read as Web Crypto reads them: modulo 2 ** 32.
+  negativePasses: await outcome(() => crypto.subtle.deriveBits({{ name: "Argon2id", memory: 8, passes: -1, parallelism: 1, nonce: new Uint8Array(16) }}, key, 256)),
+  negativeOutput: await outcome(() => crypto.subtle.digest({{ name: "cSHAKE256", outputLength: -8 }}, new Uint8Array(1))),
+  negativeBits: await outcome(() => crypto.subtle.deriveBits(params, key, -8)),
+  nodeBridges: [
+    typeof CryptoKey.exportNodeMaterial, typeof CryptoKey.importSync, typeof CryptoKey.fromCloneData,
+    Crypto.registerSymbols(Symbol(), Symbol()),
+  ],
   // An imported key may be of any size: an 8,192-bit modulus, every bit set.
   importedRsa: await outcome(async () => {{
-    const jwk = {{ kty: "RSA", n: "_".repeat(1364) + "_w", e: "AQAB" }};
-    const key = await crypto.subtle.importKey("jwk", jwk, {{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }}, false, ["verify"]);
+    const key = await crypto.subtle.importKey("jwk", bigRsa, {{ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }}, false, ["verify"]);
     return crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, new Uint8Array(1024), new Uint8Array(1));
+  }}),
+  unwrappedWithBigRsa: await outcome(async () => {{
+    const key = await crypto.subtle.importKey("jwk", bigRsa, {{ name: "RSA-OAEP", hash: "SHA-256" }}, false, ["wrapKey"]);
+    return crypto.subtle.unwrapKey("raw", new Uint8Array(1024), key, "RSA-OAEP", "AES-GCM", false, ["encrypt"]);
   }}),
 }});"#
     );
@@ -346,8 +357,12 @@ export default async () => ({{
             "argon2Bits": "NotSupportedError: deriving more than 8388608 bits is not supported (length 4294967288)",
             "digestOutput": "NotSupportedError: an output of more than 8388608 bits is not supported (outputLength 4294967288)",
             "digestAllowed": "done",
-            "nodeBridges": ["undefined", "undefined"],
+            "negativePasses": "NotSupportedError: Argon2 with more than 65536 KiB of memory or 10 passes is not supported (memory 8, passes 4294967295)",
+            "negativeOutput": "NotSupportedError: an output of more than 8388608 bits is not supported (outputLength 4294967288)",
+            "negativeBits": "NotSupportedError: deriving more than 8388608 bits is not supported (length 4294967288)",
+            "nodeBridges": ["undefined", "undefined", "undefined", false],
             "importedRsa": "NotSupportedError: RSA keys of more than 4096 bits are not supported (modulusLength 8192)",
+            "unwrappedWithBigRsa": "NotSupportedError: RSA keys of more than 4096 bits are not supported (modulusLength 8192)",
         })
     );
 }
@@ -373,7 +388,8 @@ async fn answers_beside(sleepers: &[(&str, Option<&str>)]) {
     // Half of the four isolates is as many as one function or group may hold.
     let mut held = Vec::new();
     while held.len() < 2 {
-        held.push(listener.accept().await.unwrap().0);
+        let accepted = tokio::time::timeout(Duration::from_secs(60), listener.accept()).await;
+        held.push(accepted.expect("the sleepers started").unwrap().0);
     }
     let answered = tokio::time::timeout(
         Duration::from_secs(20),

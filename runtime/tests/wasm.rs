@@ -371,9 +371,14 @@ async fn guests_sleeping_in_every_place_one_function_may_hold_leave_room_for_oth
         })
         .collect();
     // Once the half it may hold are running...
-    while engine.wasm_stats().running < 32 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let started = async {
+        while engine.wasm_stats().running < 32 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), started)
+        .await
+        .expect("the sleepers started");
     // ...and well before any sleeper wakes (or its 30 s wall clock ends it), another function
     // runs.
     let answered = tokio::time::timeout(Duration::from_secs(20), invoke(&engine, &hello, "y"))

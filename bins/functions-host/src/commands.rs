@@ -463,34 +463,6 @@ pub fn raise_descriptor_limit() {
     }
 }
 
-/// The variables that would send functions' outgoing requests through a proxy.
-const PROXY_VARIABLES: [&str; 6] = [
-    "ALL_PROXY",
-    "all_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-];
-
-/// Makes functions run in this process connect directly, as they do in workerd: a proxy would
-/// resolve the names they fetch itself, where `allow_net`'s check of the address they lead to
-/// (never this machine or its private networks unless granted) cannot see. Call before any
-/// other thread starts.
-pub fn functions_connect_directly() {
-    for variable in PROXY_VARIABLES {
-        if std::env::var_os(variable).is_some() {
-            eprintln!(
-                "functions-host: ignoring {variable}: functions connect directly, so that \
-                 allow_net can check the addresses they reach"
-            );
-            // SAFETY: called first thing in `main`, before any other thread exists that could
-            // read the environment at the same time.
-            unsafe { std::env::remove_var(variable) };
-        }
-    }
-}
-
 /// A log line as the CLI prints it: `LEVEL source message`, the host's lines marked `host` and
 /// the function's `fn`; a message's further lines are indented under it, so that nothing a
 /// function prints can pass for a line of its own, let alone one of the host's.

@@ -145,7 +145,13 @@ fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<functions_h
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. } | Command::Run { .. }) {
-        commands::functions_connect_directly();
+        // SAFETY: first thing in `main`, before any other thread exists.
+        for variable in unsafe { functions_runtime::connect_directly() } {
+            eprintln!(
+                "functions-host: ignoring {variable}: functions connect directly, so that \
+                 allow_net can check the addresses they reach"
+            );
+        }
     }
     // The server the client commands talk to.
     let client = functions_host_client::Client::new(&cli.server, cli.api_key.as_deref());

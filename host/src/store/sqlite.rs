@@ -434,6 +434,16 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
             ])?;
         }
     }
+    // A function new under this name starts with no logs (a store written before lines were
+    // kept to their owner's function may hold lines of an earlier one).
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM functions WHERE name = ?1)",
+        [&new.name],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        tx.execute("DELETE FROM logs WHERE name = ?1", [&new.name])?;
+    }
     tx.execute(
         "INSERT INTO functions (name, current_version, created_at, updated_at, call_token, owner)
          VALUES (?1, ?2, ?3, ?3, ?4, ?5)
@@ -456,9 +466,8 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
     Ok(new.stored(version, call_token, owner, (now, created_at)))
 }
 
-/// Appends each function's lines, then drops its oldest lines past `cap`; one transaction.
-/// Stores each function's lines (those of its current owner) and caps its logs; the names of
-/// the functions that got lines.
+/// Appends each function's lines (those of its current owner), then drops its oldest lines past
+/// `cap`; one transaction. The names of the functions that got lines.
 fn insert_logs(conn: &mut Connection, batch: &[LogLines], cap: u64) -> StoreResult<Vec<String>> {
     let tx = conn.transaction()?;
     let mut logged = Vec::new();
