@@ -1,0 +1,132 @@
+//! Finding, downloading, checking and caching the Pyodide build.
+
+use std::io::Read;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+
+use functions_pyodide::DEFAULT_REGISTRY;
+use functions_pyodide::Distribution;
+use functions_pyodide::File;
+use functions_pyodide::Progress;
+use functions_pyodide::VERSION;
+
+/// A registry nothing answers at.
+const NO_REGISTRY: &str = "http://127.0.0.1:9";
+
+fn ignore(_: Progress) {}
+
+#[test]
+fn a_local_copy_must_hold_every_file_of_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pyodide.asm.wasm"),
+        b"\0asm not the interpreter",
+    )
+    .unwrap();
+    let err = format!("{:#}", Distribution::open(dir.path()).unwrap_err());
+    assert!(
+        err.contains(&format!("pyodide.asm.wasm is not Pyodide {VERSION}'s")),
+        "{err}"
+    );
+    for missing in ["pyodide.asm.mjs", "python_stdlib.zip", "pyodide-lock.json"] {
+        assert!(err.contains(&format!("{missing} is missing")), "{err}");
+    }
+    assert!(
+        err.contains(&format!("npm pack pyodide@{VERSION}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_a_registry_or_a_cache_the_error_says_what_to_do() {
+    let cache = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        Distribution::cached(cache.path(), NO_REGISTRY, &mut ignore).unwrap_err()
+    );
+    assert!(err.contains("could not be downloaded"), "{err}");
+    assert!(err.contains("--pyodide DIR"), "{err}");
+    assert!(!cache.path().join(format!("pyodide-{VERSION}")).exists());
+}
+
+#[test]
+fn a_tarball_that_is_not_the_published_one_is_refused() {
+    // A registry that serves a package of the right name and the wrong contents.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = format!("http://{}", listener.local_addr().unwrap());
+    let mut tarball = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut tarball, flate2::Compression::fast());
+        let mut archive = tar::Builder::new(gz);
+        let contents = b"not the interpreter";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, "package/pyodide.asm.wasm", &contents[..])
+            .unwrap();
+        archive.into_inner().unwrap().finish().unwrap();
+    }
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0; 4096];
+        let n = stream.read(&mut request).unwrap();
+        let request = String::from_utf8_lossy(&request[..n]).into_owned();
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            tarball.len()
+        )
+        .unwrap();
+        stream.write_all(&tarball).unwrap();
+        request
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let mut seen = Vec::new();
+    let err = Distribution::cached(cache.path(), &registry, &mut |progress| seen.push(progress))
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("does not match the integrity hash"), "{err}");
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with(&format!("GET /pyodide/-/pyodide-{VERSION}.tgz ")),
+        "{request}"
+    );
+    assert!(seen.last().is_some_and(|p| p.total == Some(p.received)));
+    // Nothing was left in the cache, not even a partial directory.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_package_is_downloaded_once_checked_and_then_served_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let registry = functions_pyodide::registry_from_env(DEFAULT_REGISTRY);
+    let mut seen = Vec::new();
+    let pyodide =
+        Distribution::cached(cache.path(), &registry, &mut |progress| seen.push(progress)).unwrap();
+    let last = seen.last().copied().unwrap();
+    assert!(last.received > 1_000_000, "{last:?}");
+    assert_eq!(last.total, Some(last.received));
+    assert_eq!(
+        pyodide.dir(),
+        cache.path().join(format!("pyodide-{VERSION}"))
+    );
+    let wasm = pyodide.read(File::Wasm).unwrap();
+    assert_eq!(&wasm[..4], b"\0asm");
+    let names: Vec<_> = std::fs::read_dir(pyodide.dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), File::ALL.len(), "{names:?}");
+
+    // Later, with no registry at all, the cached copy is used.
+    let again = Distribution::cached(cache.path(), NO_REGISTRY, &mut |_| {
+        panic!("downloaded again")
+    })
+    .unwrap();
+    assert_eq!(again.dir(), pyodide.dir());
+    // And a copy given as a directory is the same build.
+    assert!(Distribution::open(Path::new(pyodide.dir())).is_ok());
+}
