@@ -27,11 +27,24 @@ pub fn deno_fetch() -> Extension {
 
 /// `deno_fetch`'s options: our user agent, names resolved by `resolver`.
 fn options(resolver: deno_fetch::dns::Resolver) -> deno_fetch::Options {
+    name_tls_provider();
     deno_fetch::Options {
         user_agent: USER_AGENT.to_owned(),
         resolver,
         ..Default::default()
     }
+}
+
+/// Makes aws-lc-rs (what Deno itself uses) the process's rustls crypto provider, unless the
+/// program named one already. deno_fetch's TLS takes the process's provider, which rustls picks
+/// by itself only when exactly one is compiled in; in a program that also links ring (this
+/// workspace does, through ureq) every HTTPS fetch would panic instead.
+fn name_tls_provider() {
+    static NAMED: std::sync::Once = std::sync::Once::new();
+    NAMED.call_once(|| {
+        // An error means the program installed its own, which stays.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
 }
 
 /// Changes to `deno_fetch`'s scripts for the base snapshot, as unified diffs against the

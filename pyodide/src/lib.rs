@@ -137,9 +137,9 @@ impl Distribution {
     }
 
     /// The distribution cached in `cache` (in a directory named for the release), downloaded
-    /// there from the npm registry at `registry` first if it is not yet, with `progress` told
-    /// as the tarball arrives. Nothing is cached unless the tarball matches npm's integrity
-    /// hash and every file its own.
+    /// there from the npm registry at `registry` first if it is not yet (or if the cached copy
+    /// no longer checks out), with `progress` told as the tarball arrives. Nothing is cached
+    /// unless the tarball matches npm's integrity hash and every file its own.
     pub fn cached(
         cache: &Path,
         registry: &str,
@@ -147,7 +147,12 @@ impl Distribution {
     ) -> anyhow::Result<Self> {
         let dir = cache.join(format!("pyodide-{VERSION}"));
         if dir.is_dir() {
-            return Self::open(&dir);
+            if let Ok(cached) = Self::open(&dir) {
+                return Ok(cached);
+            }
+            // Damaged since it was cached: it is replaced.
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the damaged copy in {}", dir.display()))?;
         }
         let tarball = download(registry, progress)?;
         fs::create_dir_all(cache)

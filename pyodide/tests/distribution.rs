@@ -129,4 +129,13 @@ fn the_package_is_downloaded_once_checked_and_then_served_from_the_cache() {
     assert_eq!(again.dir(), pyodide.dir());
     // And a copy given as a directory is the same build.
     assert!(Distribution::open(Path::new(pyodide.dir())).is_ok());
+
+    // A cached copy damaged since is downloaded again.
+    let stdlib = pyodide.dir().join(File::Stdlib.name());
+    std::fs::write(&stdlib, b"damaged").unwrap();
+    let mut downloaded = false;
+    let repaired =
+        Distribution::cached(cache.path(), &registry, &mut |_| downloaded = true).unwrap();
+    assert!(downloaded);
+    assert_eq!(repaired.read(File::Stdlib).unwrap()[..2], *b"PK");
 }
