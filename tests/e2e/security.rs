@@ -179,25 +179,41 @@ fn a_function_cannot_forge_the_hosts_log_lines() {
     );
 }
 
+/// A server with the keys `alpha`, `beta` and the admin key `root`.
+fn server_with_keys(data: &std::path::Path) -> crate::harness::Server {
+    crate::harness::Server::start_with(
+        data,
+        &[],
+        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta, root admin")],
+    )
+}
+
+/// A JSON request to `server` presenting `key`.
+fn as_key(
+    server: &crate::harness::Server,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> crate::harness::Reply {
+    crate::harness::request_with_headers_and_body(
+        &server.base,
+        method,
+        path,
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+}
+
 #[test]
 fn each_key_sees_only_its_own_functions_and_call_results() {
     let data = tempfile::tempdir().unwrap();
-    let server = crate::harness::Server::start_with(
-        data.path(),
-        &[],
-        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta, root admin")],
-    );
+    let server = server_with_keys(data.path());
     let as_key = |key: &str, method: &str, path: &str, body: Option<&[u8]>| {
-        crate::harness::request_with_headers_and_body(
-            &server.base,
-            method,
-            path,
-            &[
-                ("authorization", &format!("Bearer {key}")),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
+        as_key(&server, key, method, path, body)
     };
     let manifest = |source: &str| {
         serde_json::json!({ "files": { "index.js": source }, "public": false }).to_string()
@@ -276,22 +292,9 @@ fn a_queued_call_never_reaches_a_function_another_key_deployed_under_the_same_na
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_address = upstream.local_addr().unwrap().to_string();
     let data = tempfile::tempdir().unwrap();
-    let server = crate::harness::Server::start_with(
-        data.path(),
-        &[],
-        &[("FUNCTIONS_HOST_API_KEYS", "alpha, beta, root admin")],
-    );
+    let server = server_with_keys(data.path());
     let as_key = |key: &str, method: &str, path: &str, body: Option<&[u8]>| {
-        crate::harness::request_with_headers_and_body(
-            &server.base,
-            method,
-            path,
-            &[
-                ("authorization", &format!("Bearer {key}")),
-                ("content-type", "application/json"),
-            ],
-            body,
-        )
+        as_key(&server, key, method, path, body)
     };
     let alphas = serde_json::json!({
         "files": { "index.js": format!(

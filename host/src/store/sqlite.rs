@@ -359,6 +359,18 @@ fn query_modules(
 }
 
 /// Stores a new version of a function and makes it current, in one transaction.
+/// The owner of function `name` (`Some(None)`: no key's), or `None` when there is no such
+/// function.
+fn current_owner(conn: &Connection, name: &str) -> StoreResult<Option<Option<String>>> {
+    Ok(conn
+        .query_row(
+            "SELECT owner FROM functions WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
 fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<Deployment> {
     let now = unix_millis(std::time::SystemTime::now());
     let env = serde_json::to_string(&new.env)?;
@@ -369,17 +381,11 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
         .get(&new.entry)
         .map_or("", |module| &*module.source);
     let tx = conn.transaction()?;
-    if let Some(claim) = &new.owner {
-        let owner: Option<Option<String>> = tx
-            .query_row(
-                "SELECT owner FROM functions WHERE name = ?1",
-                [&new.name],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if owner.is_some_and(|owner| owner.as_ref() != Some(claim)) {
-            return Err(OwnedByAnother(new.name).into());
-        }
+    let existing = current_owner(&tx, &new.name)?;
+    if let (Some(claim), Some(owner)) = (&new.owner, &existing)
+        && owner.as_ref() != Some(claim)
+    {
+        return Err(OwnedByAnother(new.name).into());
     }
     let version: u64 = tx.query_row(
         "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?1",
@@ -436,12 +442,7 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
     }
     // A function new under this name starts with no logs (a store written before lines were
     // kept to their owner's function may hold lines of an earlier one).
-    let exists: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM functions WHERE name = ?1)",
-        [&new.name],
-        |row| row.get(0),
-    )?;
-    if !exists {
+    if existing.is_none() {
         tx.execute("DELETE FROM logs WHERE name = ?1", [&new.name])?;
     }
     tx.execute(
@@ -477,14 +478,7 @@ fn insert_logs(conn: &mut Connection, batch: &[LogLines], cap: u64) -> StoreResu
         entries,
     } in batch
     {
-        let current: Option<Option<String>> = tx
-            .query_row(
-                "SELECT owner FROM functions WHERE name = ?1",
-                [name],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if current.as_ref() != Some(owner) {
+        if current_owner(&tx, name)?.as_ref() != Some(owner) {
             continue;
         }
         logged.push(name.clone());
