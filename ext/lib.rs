@@ -1,9 +1,10 @@
 //! The deno_core extensions that make up a function's JavaScript environment.
 //!
-//! Each folder is one extension: `fetch/` (deno_fetch's, and the function's network access), `console/`
-//! (console output into the function's logs) and `runtime/` (the global scope and the
-//! per-invocation dispatcher). The web platform underneath (URL, encoding, streams, timers,
-//! events, ...) comes from the `deno_web` and `deno_webidl` crates, Web Crypto from `deno_crypto`.
+//! Each folder is one extension: `fetch/` (deno_fetch's, and the function's network access),
+//! `console/` (console output into the function's logs), `runtime/` (the global scope and the
+//! per-invocation dispatcher) and `python/` (Python functions booted on Pyodide). The web
+//! platform underneath (URL, encoding, streams, timers, events, ...) comes from the `deno_web`
+//! and `deno_webidl` crates, Web Crypto from `deno_crypto`.
 //!
 //! [`extensions`] is the one list used both when the base snapshot is built (`snapshots/`) and when
 //! an isolate is created from it (`runtime/`): the two must match op for op.
@@ -12,6 +13,7 @@
 
 pub mod console;
 pub mod fetch;
+pub mod python;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ fn extensions_with(deno_fetch: Extension) -> Vec<Extension> {
         fetch::fetch_access(),
         console::console::init(),
         runtime::host::init(),
+        python::python::init(),
     ]
 }
 

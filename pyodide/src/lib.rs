@@ -185,6 +185,12 @@ impl Distribution {
     }
 }
 
+/// The id this build's memory snapshots carry (its interpreter's SHA-256, 64 hex digits): only
+/// the build that made a snapshot restores it.
+pub fn build_id() -> &'static str {
+    File::Wasm.sha256()
+}
+
 /// The registry to download from: `npm_config_registry` (as npm reads it), or `default`.
 pub fn registry_from_env(default: &str) -> String {
     std::env::var("npm_config_registry")

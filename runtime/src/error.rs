@@ -98,10 +98,11 @@ impl InvokeError {
 
     pub(crate) fn from_js(js: JsError) -> Self {
         let stack = js.stack.clone().unwrap_or_else(|| js.to_string());
-        // The host's own frames (`ext:` modules) say nothing about the function.
+        // The host's own frames (`ext:` modules, Pyodide's `pyodide:` glue) say nothing about
+        // the function.
         let stack = stack
             .lines()
-            .filter(|line| !line.contains("(ext:"))
+            .filter(|line| !line.contains("(ext:") && !line.contains("(pyodide:"))
             .collect::<Vec<_>>()
             .join("\n");
         Self::Threw {

@@ -9,6 +9,8 @@ use functions_ext::fetch::NetAccess;
 use url::Url as ModuleSpecifier;
 
 use crate::module::Module;
+#[cfg(feature = "js")]
+use crate::python::PythonCode;
 #[cfg(feature = "wasm")]
 use crate::wasm::WasmModule;
 
@@ -150,6 +152,9 @@ pub(crate) struct FunctionInner {
     /// The compiled code of a WebAssembly function (which has no `modules` then).
     #[cfg(feature = "wasm")]
     pub wasm: Option<WasmModule>,
+    /// The code of a Python function (which has no `modules` then).
+    #[cfg(feature = "js")]
+    pub python: Option<PythonCode>,
 }
 
 impl Function {
@@ -191,6 +196,8 @@ impl Function {
             settings,
             #[cfg(feature = "wasm")]
             wasm: None,
+            #[cfg(feature = "js")]
+            python: None,
         }))
     }
 
@@ -210,7 +217,38 @@ impl Function {
             net: NetAccess::new(&settings.allow_net),
             settings,
             wasm: Some(module),
+            #[cfg(feature = "js")]
+            python: None,
         }))
+    }
+
+    /// A Python function: `code` runs on Pyodide in an isolate of its own for each invocation
+    /// (or a warm one, with [`Isolation::Function`]).
+    #[cfg(feature = "js")]
+    pub fn python(name: &str, version: u64, code: PythonCode, settings: Settings) -> Self {
+        let root = root_of(name);
+        let file = code.module_file.as_deref().unwrap_or("main.py");
+        Self(Arc::new(FunctionInner {
+            id: next_id(),
+            name: name.to_owned(),
+            version,
+            specifier: root
+                .join(file)
+                .unwrap_or_else(|_| root.join("main.py").unwrap()),
+            root,
+            modules: BTreeMap::new(),
+            net: NetAccess::new(&settings.allow_net),
+            settings,
+            #[cfg(feature = "wasm")]
+            wasm: None,
+            python: Some(code),
+        }))
+    }
+
+    /// Its Python code, when it is a Python function.
+    #[cfg(feature = "js")]
+    pub fn python_code(&self) -> Option<&PythonCode> {
+        self.0.python.as_ref()
     }
 
     /// The function's name.

@@ -52,6 +52,8 @@ pub(crate) struct Internals {
     pub dispatch: v8::Global<v8::Function>,
     /// Gives the function a base URL and a `location` (see `bootstrap.js`'s `setLocation`).
     pub set_location: v8::Global<v8::Function>,
+    /// Boots Python (see `ext/python/boot.js`).
+    pub boot_python: v8::Global<v8::Function>,
 }
 
 /// Makes an isolate the thread's entered one until dropped.
@@ -172,6 +174,7 @@ fn take_internals(runtime: &mut JsRuntime) -> Internals {
     Internals {
         dispatch: function("dispatch"),
         set_location: function("setLocation"),
+        boot_python: function("bootPython"),
     }
 }
 
@@ -297,13 +300,26 @@ impl FunctionIsolate {
         budget: Budget,
     ) -> Result<Self, InvokeError> {
         let limits = function.settings().limits.clone();
+        Self::load_with(function, snapshot, thread, budget, limits, false).await
+    }
+
+    /// [`FunctionIsolate::load`] under `limits`; a Python function's isolate asked to
+    /// `make_snapshot` leaves its snapshot in its `OpState` (see [`make_python_snapshot`]).
+    async fn load_with(
+        function: &Function,
+        snapshot: Option<&'static [u8]>,
+        thread: Rc<ThreadWatch>,
+        budget: Budget,
+        limits: Limits,
+        make_snapshot: bool,
+    ) -> Result<Self, InvokeError> {
         let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let verdict = Arc::new(Verdict::default());
         let buffers = BufferBudget::new(memory_limit, verdict.clone());
         let create_params = v8::CreateParams::default()
             .heap_limits(0, memory_limit)
             .array_buffer_allocator(buffers.allocator().make_shared());
-        let (mut runtime, dispatch, failures) =
+        let (mut runtime, internals, failures) =
             new_function_runtime(function, snapshot, Some(create_params))?;
         let handle = runtime.with(|js| {
             let handle = js.v8_isolate().thread_safe_handle();
@@ -329,27 +345,43 @@ impl FunctionIsolate {
             buffers: Some(buffers),
         };
         let budget = RefCell::new(budget);
-        let loading = load_module(&mut runtime.js, function, failures);
-        let id = Slices::new(&control, None, loading).await?;
-        let evaluated = {
-            let js = &mut *runtime.js;
-            let evaluation = async move {
-                let evaluation = js.mod_evaluate(id);
-                js.with_event_loop_future(evaluation, PollEventLoopOptions::default())
-                    .await?;
-                js.get_module_namespace(id)
-            };
-            watched(&control, &budget, &limits, evaluation).await
+        let namespace = match function.python_code() {
+            Some(python) => {
+                let boot = python.boot(&function.settings().env, make_snapshot);
+                runtime.with(|js| js.op_state().borrow_mut().put(boot));
+                let js = &mut *runtime.js;
+                let booting = boot_python(js, &internals.boot_python);
+                watched(&control, &budget, &limits, booting).await?
+            }
+            None => {
+                let loading = load_module(&mut runtime.js, function, failures);
+                let id = Slices::new(&control, None, loading).await?;
+                let evaluated = {
+                    let js = &mut *runtime.js;
+                    let evaluation = async move {
+                        let evaluation = js.mod_evaluate(id);
+                        js.with_event_loop_future(evaluation, PollEventLoopOptions::default())
+                            .await?;
+                        js.get_module_namespace(id)
+                    };
+                    watched(&control, &budget, &limits, evaluation).await
+                };
+                runtime.with(|js| {
+                    let namespace = evaluated?;
+                    deno_core::scope!(scope, js);
+                    let local = v8::Local::new(scope, namespace);
+                    Ok::<_, InvokeError>(v8::Global::new(
+                        scope,
+                        v8::Local::<v8::Value>::from(local),
+                    ))
+                })?
+            }
         };
-        let namespace = runtime.with(|js| {
-            let namespace = evaluated?;
-            deno_core::scope!(scope, js);
-            let local = v8::Local::new(scope, namespace);
-            Ok::<_, InvokeError>(v8::Global::new(scope, v8::Local::<v8::Value>::from(local)))
-        });
+        let dispatch = internals.dispatch;
+        drop(internals.boot_python);
         Ok(Self {
             dispatch,
-            namespace: namespace?,
+            namespace,
             runtime,
             control,
             budget,
@@ -514,7 +546,7 @@ fn new_function_runtime(
     function: &Function,
     snapshot: Option<&'static [u8]>,
     create_params: Option<v8::CreateParams>,
-) -> Result<(Runtime, v8::Global<v8::Function>, ImportFailures), InvokeError> {
+) -> Result<(Runtime, Internals, ImportFailures), InvokeError> {
     let net = function
         .net_access()
         .map_err(|message| InvokeError::Threw {
@@ -529,9 +561,8 @@ fn new_function_runtime(
             set_location(js, &internals.set_location, location.as_str());
         }
         net.install(&mut js.op_state().borrow_mut());
-        drop(internals.set_location);
     });
-    Ok((runtime, internals.dispatch, failures))
+    Ok((runtime, internals, failures))
 }
 
 /// Where the loader leaves why an import failed.
@@ -554,6 +585,61 @@ async fn load_module(
     })
 }
 
+/// Boots a Python function's interpreter in `js` (its `PythonBoot` already in the op state):
+/// loads Pyodide's module factory (which the function's loader serves) and runs `boot.js`'s `bootPython` with it until
+/// it settles, to the namespace object `dispatch` takes.
+async fn boot_python(
+    js: &mut JsRuntime,
+    boot: &v8::Global<v8::Function>,
+) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
+    let specifier = deno_core::ModuleSpecifier::parse(crate::python::GLUE_SPECIFIER)
+        .expect("the glue's URL is valid");
+    let id = js.load_side_es_module(&specifier).await?;
+    let evaluation = js.mod_evaluate(id);
+    js.with_event_loop_future(evaluation, PollEventLoopOptions::default())
+        .await?;
+    let factory = {
+        let namespace = js.get_module_namespace(id)?;
+        deno_core::scope!(scope, js);
+        let namespace = v8::Local::new(scope, namespace);
+        let key = v8::String::new(scope, "default").unwrap();
+        let factory = namespace.get(scope, key.into()).unwrap();
+        v8::Global::new(scope, factory)
+    };
+    let booted = call(js, boot, &factory)?;
+    until_settled(js, booted).await
+}
+
+/// Boots `function` (a Python function) in an isolate of its own and makes a memory snapshot
+/// of it once its module is imported (or, with no module, once the interpreter is ready).
+pub(crate) async fn make_python_snapshot(
+    function: &Function,
+    snapshot: Option<&'static [u8]>,
+    thread: Rc<ThreadWatch>,
+) -> Result<functions_ext::python::MemorySnapshot, InvokeError> {
+    let limits = crate::python::snapshot_limits(&function.settings().limits);
+    let budget = Budget::new(&limits);
+    let isolate =
+        FunctionIsolate::load_with(function, snapshot, thread, budget, limits, true).await?;
+    let made = isolate
+        .runtime
+        .js
+        .op_state()
+        .borrow_mut()
+        .try_take::<functions_ext::python::MadeSnapshot>();
+    match made {
+        Some(functions_ext::python::MadeSnapshot(Ok(snapshot))) => Ok(snapshot),
+        Some(functions_ext::python::MadeSnapshot(Err(message))) => Err(InvokeError::Threw {
+            message: format!("the Python snapshot could not be made: {message}"),
+            stack: String::new(),
+        }),
+        None => Err(InvokeError::Threw {
+            message: "the function is not a Python function: there is no snapshot to make".into(),
+            stack: String::new(),
+        }),
+    }
+}
+
 /// Checks that `function`'s modules compile and link, without evaluating them.
 pub(crate) async fn check(
     function: &Function,
@@ -569,7 +655,7 @@ pub(crate) async fn check(
             column: 0,
         },
     };
-    let (mut runtime, _dispatch, failures) =
+    let (mut runtime, _internals, failures) =
         new_function_runtime(function, snapshot, None).map_err(to_compile_error)?;
     let control = Control {
         raw: runtime.raw,

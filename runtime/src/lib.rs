@@ -34,6 +34,8 @@ mod loader;
 mod module;
 #[cfg(feature = "js")]
 mod pool;
+#[cfg(feature = "js")]
+mod python;
 mod share;
 #[cfg(feature = "wasm")]
 mod wasm;
@@ -75,6 +77,12 @@ pub use module::ModuleKind;
 pub use module::SourceLanguage;
 #[cfg(feature = "js")]
 pub use module::compile_files;
+#[cfg(feature = "js")]
+pub use python::MemorySnapshot;
+#[cfg(feature = "js")]
+pub use python::PyodideBuild;
+#[cfg(feature = "js")]
+pub use python::PythonCode;
 #[cfg(feature = "wasm")]
 pub use wasm::WasmKind;
 #[cfg(feature = "wasm")]

@@ -71,12 +71,27 @@ impl FunctionLoader {
         JsErrorBox::type_error(message)
     }
 
+    /// Whether `url` is Pyodide's module factory, which a Python function's isolate loads.
+    fn is_python_glue(&self, url: &ModuleSpecifier) -> bool {
+        url.as_str() == crate::python::GLUE_SPECIFIER && self.function.python_code().is_some()
+    }
+
     fn load_module(
         &self,
         specifier: &ModuleSpecifier,
         referrer: &str,
         requested: &RequestedModuleType,
     ) -> Result<ModuleSource, JsErrorBox> {
+        if self.is_python_glue(specifier)
+            && let Some(python) = self.function.python_code()
+        {
+            return Ok(ModuleSource::new(
+                ModuleType::JavaScript,
+                ModuleSourceCode::String(python.build.glue().clone().into()),
+                specifier,
+                None,
+            ));
+        }
         let decoded;
         let module = if specifier.scheme() == "data" {
             decoded = decode_data_url(specifier)
@@ -148,6 +163,7 @@ impl ModuleLoader for FunctionLoader {
         };
         let importer = self.function.path_of(referrer);
         match resolved {
+            Ok(url) if self.is_python_glue(&url) => Ok(url),
             Ok(url) if url.scheme() == "data" => Ok(url),
             Ok(url) if self.function.module_at(url.as_str()).is_some() => Ok(url),
             Ok(url) if url.as_str().starts_with(self.function.root().as_str()) => {

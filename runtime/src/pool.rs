@@ -30,7 +30,9 @@ use crate::Request;
 use crate::engine::Controls;
 use crate::engine::Outcome;
 use crate::error::CompileError;
+use crate::error::InvokeError;
 use crate::function::Function;
+use crate::python::MemorySnapshot;
 use crate::share::FairShare;
 use crate::share::Holder;
 use crate::watchdog::Watchdog;
@@ -58,6 +60,11 @@ pub(crate) enum Task {
     Check {
         function: Function,
         reply: oneshot::Sender<Result<(), CompileError>>,
+    },
+    /// Boot a Python function and make its memory snapshot.
+    SnapshotPython {
+        function: Function,
+        reply: oneshot::Sender<Result<MemorySnapshot, InvokeError>>,
     },
 }
 
@@ -364,6 +371,17 @@ impl Pool {
     /// Queues a check (compile and link).
     pub fn check(&self, function: Function, reply: oneshot::Sender<Result<(), CompileError>>) {
         self.shared.intake.push(Task::Check { function, reply });
+    }
+
+    /// Queues the making of a Python function's snapshot.
+    pub fn snapshot_python(
+        &self,
+        function: Function,
+        reply: oneshot::Sender<Result<MemorySnapshot, InvokeError>>,
+    ) {
+        self.shared
+            .intake
+            .push(Task::SnapshotPython { function, reply });
     }
 }
 

@@ -234,6 +234,14 @@ impl Worker {
                             isolate::check(&function, worker.snapshot, worker.thread.clone());
                         let _ = reply.send(checked.await);
                     }
+                    Task::SnapshotPython { function, reply } => {
+                        let made = isolate::make_python_snapshot(
+                            &function,
+                            worker.snapshot,
+                            worker.thread.clone(),
+                        );
+                        let _ = reply.send(made.await);
+                    }
                 }
             };
             // A panic here is a bug in the host: the task's reply is dropped (its caller learns

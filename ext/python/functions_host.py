@@ -1,0 +1,159 @@
+"""functions-host's side of a Python function: imports it, picks its entry and calls it.
+
+boot.js writes this module into every interpreter it boots from scratch, so it is part of every
+memory snapshot. Results cross to JavaScript as strings: "R" and the JSON of the result, or
+"E" and the JSON of the error (its type, message and traceback).
+"""
+
+import importlib
+import inspect
+import json
+import os
+import random
+import sys
+import traceback
+
+# Where the function's files are (the interpreter's working directory).
+HOME = "/function"
+
+# Modules most functions import, loaded into the baseline snapshot so no restore pays for them.
+WARM_MODULES = (
+    "asyncio", "base64", "collections", "dataclasses", "datetime", "decimal", "functools",
+    "hashlib", "itertools", "json", "math", "random", "re", "string", "time", "typing",
+    "urllib.parse", "uuid",
+)
+
+_entry = None
+_shape = None
+
+
+def warm_up():
+    """Imports WARM_MODULES (while the baseline snapshot is made)."""
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+
+
+def load(module_name, entry_name):
+    """Imports the function's module and picks its entry: `entry_name` when given, else
+    `on_fetch`, else `handler`, else the module's only public function. Returns the shape
+    ("fetch", "handler" or "call"), or "E" and the error's JSON."""
+    global _entry, _shape
+    try:
+        module = importlib.import_module(module_name)
+        _entry, _shape = _pick(module, entry_name)
+        return _shape
+    except BaseException as error:  # noqa: BLE001 - every failure is the function's to see
+        return _failure(error)
+
+
+def shape():
+    """The shape of the entry picked by `load`, if it ran (as in a function's own snapshot)."""
+    return _shape
+
+
+def _pick(module, entry_name):
+    file = os.path.basename(getattr(module, "__file__", None) or module.__name__)
+    if entry_name:
+        entry = getattr(module, entry_name, None)
+        if not callable(entry):
+            raise LookupError(f"{file} has no function named {entry_name!r} (the entry)")
+        return entry, "call"
+    for name, kind in (("on_fetch", "fetch"), ("handler", "handler")):
+        entry = getattr(module, name, None)
+        if callable(entry):
+            return entry, kind
+    public = [
+        value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and inspect.isfunction(value)
+        and value.__module__ == module.__name__
+    ]
+    if len(public) == 1:
+        return public[0], "call"
+    found = ", ".join(f.__name__ for f in public) or "none"
+    raise LookupError(
+        f"{file} has no entry: define handler(event) or on_fetch(request, env), "
+        f"or name the function to call (--entry); its public functions: {found}"
+    )
+
+
+def after_restore(env_json):
+    """Runs once in every interpreter, before its first call: new random state (a snapshot
+    holds the generator's state as it was when made) and the function's environment."""
+    random.seed()
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile._name_sequence = None
+    os.environ.update(json.loads(env_json))
+
+
+def call_event(event_json):
+    """Calls the entry with a JSON event: `handler(event)`; a named function with an object's
+    members as keyword arguments, a list's items as positional ones, or any other value as
+    the one argument. Returns the result string, or a coroutine of it (async functions)."""
+    try:
+        event = json.loads(event_json)
+        if _shape == "handler":
+            result = _entry(event)
+        elif isinstance(event, dict):
+            result = _entry(**event)
+        elif isinstance(event, list):
+            result = _entry(*event)
+        else:
+            result = _entry(event)
+        if inspect.isawaitable(result):
+            return _settle(result)
+        return _result(result)
+    except BaseException as error:  # noqa: BLE001
+        return _failure(error)
+
+
+async def _settle(awaitable):
+    try:
+        return _result(await awaitable)
+    except BaseException as error:  # noqa: BLE001
+        return _failure(error)
+
+
+def call_fetch(request, env):
+    """Calls `on_fetch(request, env)`: its `Response` (a JavaScript object), or a coroutine of
+    it; an error as a string."""
+    try:
+        result = _entry(request, env)
+        if inspect.isawaitable(result):
+            return _settle_fetch(result)
+        return result
+    except BaseException as error:  # noqa: BLE001
+        return _failure(error)
+
+
+async def _settle_fetch(awaitable):
+    try:
+        return await awaitable
+    except BaseException as error:  # noqa: BLE001
+        return _failure(error)
+
+
+def _result(value):
+    try:
+        return "R" + json.dumps(value)
+    except (TypeError, ValueError) as error:
+        kind = type(value).__name__
+        return _failure(TypeError(f"the function returned a {kind}, which is not JSON: {error}"))
+
+
+def _failure(error):
+    """The error as "E" + JSON: its type, message and the traceback of the function's own
+    frames (this module's are left out)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    lines = traceback.format_exception(type(error), error, tb)
+    return "E" + json.dumps(
+        {
+            "type": type(error).__name__,
+            "message": str(error),
+            "traceback": "".join(lines).rstrip("\n"),
+        }
+    )

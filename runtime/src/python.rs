@@ -1,0 +1,102 @@
+//! Python functions: their code, the Pyodide build they run on, and the memory snapshots they
+//! are restored from.
+//!
+//! A Python function runs in a V8 isolate like a JavaScript one (same limits, logs, dispatcher);
+//! instead of a module graph, the isolate loads Pyodide's module factory and boots the
+//! interpreter with `ext/python/boot.js`: from a [`MemorySnapshot`] when the function has one
+//! (its own, made at deploy after its module was imported, or the build's baseline), otherwise
+//! from scratch. [`crate::Engine::snapshot_python`] makes snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use functions_ext::python::MemorySnapshot;
+pub use functions_ext::python::PyodideBuild;
+use functions_ext::python::PythonBoot;
+
+use crate::function::Limits;
+
+/// Where the isolate of a Python function finds Pyodide's module factory (its frames are kept
+/// out of the function's stack traces, as the host's own are).
+pub(crate) const GLUE_SPECIFIER: &str = "pyodide:pyodide.asm.mjs";
+
+/// What booting an interpreter and making its snapshot may take: booting from scratch takes
+/// seconds of CPU, far more than an invocation may.
+pub(crate) fn snapshot_limits(function: &Limits) -> Limits {
+    Limits {
+        cpu_time: Duration::from_secs(60),
+        wall_clock: Duration::from_secs(120),
+        memory_bytes: function.memory_bytes.max(512 * 1024 * 1024),
+    }
+}
+
+/// A Python function's code: its files, the entry, and what it boots from.
+#[derive(Clone, Debug)]
+pub struct PythonCode {
+    /// The Pyodide build it runs on.
+    pub build: Arc<PyodideBuild>,
+    /// Its files (path → source), `.py` and any data files they read.
+    pub files: BTreeMap<String, String>,
+    /// The file whose module is imported (`main.py`); `None` boots the interpreter alone (what
+    /// a baseline snapshot holds).
+    pub module_file: Option<String>,
+    /// The function to call; `None` calls `on_fetch(request, env)`, `handler(event)` or the
+    /// module's only public function, whichever it defines first.
+    pub entry: Option<String>,
+    /// The memory image each invocation restores; `None` boots from scratch (seconds).
+    pub snapshot: Option<Arc<MemorySnapshot>>,
+}
+
+impl PythonCode {
+    /// The Python module name of `module_file` (`pkg/app.py` is `pkg.app`).
+    pub fn module_name(&self) -> Option<String> {
+        let file = self.module_file.as_deref()?;
+        Some(file.strip_suffix(".py").unwrap_or(file).replace('/', "."))
+    }
+
+    /// What the isolate boots, for one invocation (or for making a snapshot).
+    pub(crate) fn boot(&self, env: &BTreeMap<String, String>, make_snapshot: bool) -> PythonBoot {
+        PythonBoot {
+            build: self.build.clone(),
+            files: self.files.clone(),
+            module: self.module_name(),
+            entry: self.entry.clone(),
+            env: env.clone(),
+            snapshot: self.snapshot.clone(),
+            make_snapshot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_follow_paths() {
+        let build = Arc::new(
+            PyodideBuild::new(
+                "314.0.7",
+                &"ab".repeat(32),
+                b"\0asm\x01\0\0\0".to_vec(),
+                "export default async function _createPyodideModule() {}".into(),
+                Vec::new(),
+            )
+            .unwrap(),
+        );
+        let code = |file: Option<&str>| PythonCode {
+            build: build.clone(),
+            files: BTreeMap::new(),
+            module_file: file.map(str::to_owned),
+            entry: None,
+            snapshot: None,
+        };
+        assert_eq!(code(Some("main.py")).module_name().as_deref(), Some("main"));
+        assert_eq!(
+            code(Some("pkg/app.py")).module_name().as_deref(),
+            Some("pkg.app")
+        );
+        assert_eq!(code(None).module_name(), None);
+    }
+}
