@@ -26,6 +26,18 @@ const PYODIDE_HEADER_BYTES: usize = 48;
 /// interpreter booted from scratch and so part of every snapshot.
 const HOST_MODULE: &str = include_str!("functions_host.py");
 
+/// What a snapshot holds of the host besides Pyodide (the host module, and what `boot.js`
+/// set up), hashed: a snapshot made with another is not restored.
+fn host_hash() -> u64 {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    [HOST_MODULE, include_str!("boot.js")]
+        .iter()
+        .flat_map(|text| text.bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// One Pyodide build in memory: what every Python isolate of the process shares.
 pub struct PyodideBuild {
     version: String,
@@ -88,6 +100,12 @@ impl PyodideBuild {
         &self.build_id
     }
 
+    /// What the snapshots this build (with this host) makes carry, and what a snapshot must
+    /// carry to be restored by it: the build id and the host's part of the interpreter.
+    pub fn snapshot_tag(&self) -> String {
+        format!("{}-{:016x}", self.build_id, host_hash())
+    }
+
     /// `pyodide.asm.mjs`, the module that defines the interpreter's factory.
     pub fn glue(&self) -> &Arc<str> {
         &self.glue
@@ -99,7 +117,8 @@ impl PyodideBuild {
 /// references Python held then. Trailing zero bytes of the memory are not kept.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MemorySnapshot {
-    build_id: String,
+    /// The [`PyodideBuild::snapshot_tag`] of the build that made it.
+    tag: String,
     /// Pyodide's JSON of the references to restore (`hiwireKeys`, `immortalKeys`).
     references: String,
     /// The size of the memory when the snapshot was made.
@@ -111,7 +130,7 @@ pub struct MemorySnapshot {
 impl std::fmt::Debug for MemorySnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemorySnapshot")
-            .field("build_id", &self.build_id)
+            .field("tag", &self.tag)
             .field("memory_bytes", &self.memory_bytes)
             .field("stored_bytes", &self.memory.len())
             .finish_non_exhaustive()
@@ -122,8 +141,8 @@ impl std::fmt::Debug for MemorySnapshot {
 const STORED_MAGIC: &[u8; 8] = b"fhpysnp1";
 
 impl MemorySnapshot {
-    /// Reads a snapshot in Pyodide's format (what `makeSnapshot` returns).
-    fn from_pyodide(bytes: &[u8]) -> Result<Self, String> {
+    /// Reads a snapshot in Pyodide's format (what `makeSnapshot` returns) that `build` made.
+    fn from_pyodide(bytes: &[u8], build: &PyodideBuild) -> Result<Self, String> {
         let word = |index: usize| {
             bytes
                 .get(index * 4..index * 4 + 4)
@@ -135,7 +154,9 @@ impl MemorySnapshot {
         }
         let memory_at = word(1)? as usize;
         let json_bytes = word(2)? as usize;
-        let build_id: String = bytes[16..48]
+        let build_id: String = bytes
+            .get(16..PYODIDE_HEADER_BYTES)
+            .ok_or("a Pyodide snapshot shorter than its header")?
             .chunks(4)
             .flat_map(|word| {
                 // Pyodide writes the id as eight little-endian 32-bit words of hex.
@@ -156,17 +177,23 @@ impl MemorySnapshot {
             .iter()
             .rposition(|&b| b != 0)
             .map_or(0, |last| last + 1);
+        if build_id != build.build_id {
+            return Err(format!(
+                "the snapshot is of Pyodide build {build_id}, not {}",
+                build.build_id
+            ));
+        }
         Ok(Self {
-            build_id,
+            tag: build.snapshot_tag(),
             references,
             memory_bytes: memory.len() as u64,
             memory: memory[..used].to_vec(),
         })
     }
 
-    /// The Pyodide build (its id) that made it: only that build restores it.
-    pub fn build_id(&self) -> &str {
-        &self.build_id
+    /// Whether `build` restores it: it made it, with this host.
+    pub fn fits(&self, build: &PyodideBuild) -> bool {
+        self.tag == build.snapshot_tag()
     }
 
     /// The interpreter's memory size it restores.
@@ -178,7 +205,8 @@ impl MemorySnapshot {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(64 + self.references.len() + self.memory.len());
         bytes.extend_from_slice(STORED_MAGIC);
-        bytes.extend_from_slice(self.build_id.as_bytes());
+        bytes.extend_from_slice(&(self.tag.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(self.tag.as_bytes());
         bytes.extend_from_slice(&self.memory_bytes.to_le_bytes());
         bytes.extend_from_slice(&(self.references.len() as u64).to_le_bytes());
         bytes.extend_from_slice(self.references.as_bytes());
@@ -192,7 +220,11 @@ impl MemorySnapshot {
         let rest = bytes
             .strip_prefix(STORED_MAGIC)
             .ok_or("not a stored Python snapshot")?;
-        let (build_id, rest) = rest.split_at_checked(64).ok_or_else(cut)?;
+        let (tag_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
+        let tag_bytes = u64::from_le_bytes(tag_bytes.try_into().unwrap());
+        let (tag, rest) = rest
+            .split_at_checked(usize::try_from(tag_bytes).map_err(|_| cut())?)
+            .ok_or_else(cut)?;
         let (memory_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
         let (references_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
         let references_bytes = u64::from_le_bytes(references_bytes.try_into().unwrap());
@@ -204,7 +236,7 @@ impl MemorySnapshot {
             return Err("a stored Python snapshot holds more memory than it restores".into());
         }
         Ok(Self {
-            build_id: String::from_utf8(build_id.to_vec()).map_err(|_| cut())?,
+            tag: String::from_utf8(tag.to_vec()).map_err(|_| cut())?,
             references: String::from_utf8(references.to_vec()).map_err(|_| cut())?,
             memory_bytes,
             memory: memory.to_vec(),
@@ -345,7 +377,8 @@ fn op_python_restore(state: &mut OpState, #[buffer] memory: &mut [u8]) -> bool {
 /// Takes the snapshot `boot.js` made (in Pyodide's format), or why it could not.
 #[op2(fast)]
 fn op_python_snapshot_made(state: &mut OpState, #[buffer] bytes: &[u8]) {
-    state.put(MadeSnapshot(MemorySnapshot::from_pyodide(bytes)));
+    let made = MemorySnapshot::from_pyodide(bytes, &state.borrow::<PythonBoot>().build);
+    state.put(MadeSnapshot(made));
 }
 
 #[op2(fast)]
@@ -387,18 +420,26 @@ mod tests {
         bytes
     }
 
+    fn build() -> PyodideBuild {
+        PyodideBuild::new(
+            "314.0.7",
+            "0123456701234568012345690123456a0123456b0123456c0123456d0123456e",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "export default async function _createPyodideModule() {}".into(),
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn snapshots_keep_what_restores_and_drop_trailing_zeros() {
         let mut memory = vec![0u8; 3 * 4096 + 10];
         memory[5] = 1;
         memory[4096 * 2 + 7] = 9;
-        let snapshot = MemorySnapshot::from_pyodide(&pyodide_snapshot(&memory)).unwrap();
+        let snapshot = MemorySnapshot::from_pyodide(&pyodide_snapshot(&memory), &build()).unwrap();
         assert_eq!(snapshot.memory_bytes(), memory.len() as u64);
         assert_eq!(snapshot.memory.len(), 4096 * 2 + 8);
-        assert_eq!(
-            snapshot.build_id(),
-            "0123456701234568012345690123456a0123456b0123456c0123456d0123456e"
-        );
+        assert!(snapshot.fits(&build()));
         assert_eq!(
             snapshot.references,
             r#"{"hiwireKeys":[null],"immortalKeys":[]}"#
@@ -414,10 +455,18 @@ mod tests {
 
     #[test]
     fn damaged_snapshots_are_refused() {
-        assert!(MemorySnapshot::from_pyodide(b"short").is_err());
-        let stored = MemorySnapshot::from_pyodide(&pyodide_snapshot(&[1, 2, 3]))
-            .unwrap()
-            .to_bytes();
+        assert!(MemorySnapshot::from_pyodide(b"short", &build()).is_err());
+        let other = PyodideBuild::new(
+            "314.0.7",
+            &"f".repeat(64),
+            b"\0asm\x01\0\0\0".to_vec(),
+            "_createPyodideModule".into(),
+            Vec::new(),
+        )
+        .unwrap();
+        let bytes = pyodide_snapshot(&[1, 2, 3]);
+        assert!(MemorySnapshot::from_pyodide(&bytes, &other).is_err());
+        let stored = MemorySnapshot::from_pyodide(&bytes, &build()).unwrap().to_bytes();
         assert!(MemorySnapshot::from_bytes(&stored[..stored.len() - 1]).is_ok());
         assert!(MemorySnapshot::from_bytes(&stored[..70]).is_err());
         assert!(MemorySnapshot::from_bytes(b"something else").is_err());

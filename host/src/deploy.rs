@@ -14,6 +14,7 @@ use serde::Serialize;
 use functions_runtime::CompileError;
 
 use crate::store::NewDeployment;
+use crate::store::StoredPython;
 use crate::store::StoredWasm;
 
 /// The language a function is deployed in.
@@ -26,7 +27,7 @@ pub enum Language {
     TypeScript,
     /// A WebAssembly guest.
     Wasm,
-    /// Python (not run by this host yet).
+    /// Python, on Pyodide.
     Python,
 }
 
@@ -65,11 +66,6 @@ impl Language {
             .find(|(_, aliases)| aliases.contains(&value.as_str()))
             .map(|(language, _)| *language)
     }
-
-    /// Whether this host runs it.
-    pub fn is_supported(self) -> bool {
-        self != Self::Python
-    }
 }
 
 /// Why a deploy was rejected (always a 400).
@@ -91,9 +87,11 @@ fn bad(message: impl Into<String>) -> DeployError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// `javascript`, `typescript` or `wasm` (default: from the entry's extension).
+    /// `javascript`, `typescript`, `wasm` or `python` (default: from the entry's extension;
+    /// `python` when there are `.py` files).
     pub language: Option<String>,
-    /// The entry file's path (default: the only file).
+    /// The entry file's path (default: the only file). Python: `main.py`, `main.py:hello` (the
+    /// function to call) or `hello` (a function of `main.py`, or of the only `.py` file).
     pub entry: Option<String>,
     /// Files by path: sources as text, a `.wasm` binary as base64.
     #[serde(default)]
@@ -341,11 +339,14 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
         let entry = match (hints.entry.as_deref(), named_language(None, hints)?) {
             (Some(entry), _) => entry.to_owned(),
             (None, Some(Language::TypeScript)) => "index.ts".to_owned(),
+            (None, Some(Language::Python)) => "main.py".to_owned(),
             (None, _) => "index.js".to_owned(),
         };
+        // A Python entry may name a function in the file (`main.py:hello`).
+        let file = entry.split_once(':').map_or(entry.as_str(), |(file, _)| file);
         Manifest {
             entry: Some(entry.clone()),
-            files: BTreeMap::from([(entry, source.to_owned())]),
+            files: BTreeMap::from([(file.to_owned(), source.to_owned())]),
             ..Manifest::default()
         }
     };
@@ -375,12 +376,23 @@ fn resolve(
         (Some(entry), _) => entry.clone(),
         (None, 1) => manifest.files.keys().next().cloned().unwrap_or_default(),
         (None, 0) => return Err(bad("the manifest has no files")),
+        (None, _) if manifest.files.contains_key("main.py") => "main.py".to_owned(),
         (None, _) => {
             return Err(bad(
                 "the manifest has several files: name the entry with \"entry\"",
             ));
         }
     };
+    let language = match named_language(manifest.language.as_deref(), hints)? {
+        Some(language) => language,
+        None if manifest.files.keys().any(|path| path.ends_with(".py")) => Language::Python,
+        None => extension(&entry)
+            .and_then(Language::of_alias)
+            .unwrap_or(Language::JavaScript),
+    };
+    if language == Language::Python {
+        return python_deployment(name, manifest, hints, &entry);
+    }
     validate_path(&entry).map_err(|_| bad(format!("invalid entry path {entry:?}")))?;
     for path in manifest.files.keys() {
         validate_path(path)?;
@@ -392,19 +404,6 @@ fn resolve(
     })?;
     if source.trim().is_empty() {
         return Err(bad(format!("the entry {entry:?} is empty")));
-    }
-
-    let language = match named_language(manifest.language.as_deref(), hints)? {
-        Some(language) => language,
-        None => extension(&entry)
-            .and_then(Language::of_alias)
-            .unwrap_or(Language::JavaScript),
-    };
-    if !language.is_supported() {
-        return Err(bad(format!(
-            "language {:?} is not supported by this server yet",
-            language.as_str()
-        )));
     }
     if language == Language::Wasm {
         if manifest.files.len() > 1 {
@@ -435,16 +434,7 @@ fn resolve(
         return Err(bad("\"executor\" applies to WebAssembly functions only"));
     }
 
-    let isolation = manifest
-        .isolation
-        .as_deref()
-        .or(hints.isolation.as_deref())
-        .unwrap_or("invocation");
-    let isolation = functions_runtime::Isolation::parse(isolation).ok_or_else(|| {
-        bad(format!(
-            "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
-        ))
-    })?;
+    let isolation = isolation_of(&manifest, hints)?;
     for host in &manifest.allow_net {
         validate_host(host)?;
     }
@@ -461,6 +451,78 @@ fn resolve(
         isolation,
         allow_net: manifest.allow_net,
         wasm: None,
+        python: None,
+        executor: functions_runtime::Executor::Command,
+        limits: manifest.limits,
+        public: manifest.public.unwrap_or(true),
+        owner: None,
+    })
+}
+
+/// How a deploy's invocations share isolates (the manifest's, or `?isolation=`).
+fn isolation_of(
+    manifest: &Manifest,
+    hints: &DeployHints,
+) -> Result<functions_runtime::Isolation, DeployError> {
+    let isolation = manifest
+        .isolation
+        .as_deref()
+        .or(hints.isolation.as_deref())
+        .unwrap_or("invocation");
+    functions_runtime::Isolation::parse(isolation).ok_or_else(|| {
+        bad(format!(
+            "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
+        ))
+    })
+}
+
+/// A Python deploy: its files (`.py` modules and text files they read) and entry (`main.py`,
+/// `main.py:hello`, or `hello`); its snapshot is still to be made.
+fn python_deployment(
+    name: &str,
+    manifest: Manifest,
+    hints: &DeployHints,
+    entry: &str,
+) -> Result<NewDeployment, DeployError> {
+    for path in manifest.files.keys() {
+        validate_path(path)?;
+    }
+    let (file, _) =
+        crate::python::split_entry(entry, manifest.files.keys()).map_err(DeployError::Invalid)?;
+    validate_path(&file).map_err(|_| bad(format!("invalid entry path {file:?}")))?;
+    if !file.ends_with(".py") {
+        return Err(bad(format!(
+            "the entry {file:?} of a Python function is a .py file"
+        )));
+    }
+    if !manifest.files.contains_key(&file) {
+        return Err(bad(format!(
+            "the entry {file:?} is not among the manifest's files"
+        )));
+    }
+    if manifest.executor.is_some() || hints.executor.is_some() {
+        return Err(bad("\"executor\" applies to WebAssembly functions only"));
+    }
+    let isolation = isolation_of(&manifest, hints)?;
+    for host in &manifest.allow_net {
+        validate_host(host)?;
+    }
+    if !manifest.bindings.is_empty() {
+        return Err(bad("bindings are not supported yet"));
+    }
+    Ok(NewDeployment {
+        name: name.to_owned(),
+        language: Language::Python,
+        entry: entry.to_owned(),
+        modules: BTreeMap::new(),
+        env: manifest.env,
+        isolation,
+        allow_net: manifest.allow_net,
+        wasm: None,
+        python: Some(StoredPython {
+            files: manifest.files,
+            snapshot: Arc::from([]),
+        }),
         executor: functions_runtime::Executor::Command,
         limits: manifest.limits,
         public: manifest.public.unwrap_or(true),
@@ -499,6 +561,7 @@ fn wasm_deployment(
             binary: binary.into(),
             artifact: Arc::from([]),
         }),
+        python: None,
         executor,
         limits: FunctionLimits::default(),
         public: true,
@@ -619,15 +682,15 @@ mod tests {
                 .contains("unknown language")
         );
         let hints = DeployHints {
-            entry: Some("main.py".into()),
+            entry: Some("main.py:hello".into()),
             ..DeployHints::default()
         };
-        assert!(
-            parse("f", &hints, b"x")
-                .unwrap_err()
-                .to_string()
-                .contains("python")
+        let d = parse("f", &hints, b"def hello(): pass").unwrap();
+        assert_eq!(
+            (d.language, d.entry.as_str()),
+            (Language::Python, "main.py:hello")
         );
+        assert!(d.python.unwrap().files.contains_key("main.py"));
     }
 
     #[test]
@@ -758,7 +821,7 @@ mod tests {
             };
             if let Ok(d) = parse("f", &hints, manifest.to_string().as_bytes()) {
                 prop_assert!(
-                    d.wasm.is_some() || d.modules.contains_key(&d.entry),
+                    d.wasm.is_some() || d.python.is_some() || d.modules.contains_key(&d.entry),
                     "{manifest}"
                 );
             }

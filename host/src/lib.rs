@@ -32,6 +32,7 @@ mod error;
 mod invoke;
 mod lanes;
 mod logs;
+mod python;
 mod registry;
 pub mod store;
 mod tenant_view;
@@ -54,6 +55,9 @@ pub use functions_runtime::EngineConfig;
 pub use functions_runtime::Request;
 pub use functions_runtime::Response;
 pub use invoke::Caller;
+pub use python::PYODIDE_DIR_VARIABLE;
+pub use python::Progress as PyodideProgress;
+pub use python::PythonSetup;
 pub use store::CallOutcome;
 pub use store::CallResult;
 pub use store::CallState;
@@ -94,6 +98,8 @@ pub struct Host(Arc<Inner>);
 /// What a host holds.
 pub(crate) struct Inner {
     engine: functions_runtime::Engine,
+    /// Pyodide, for Python functions, ready once one needs it.
+    python: python::Python,
     store: Arc<dyn Store>,
     registry: registry::Registry,
     api_keys: ApiKeys,
@@ -123,6 +129,7 @@ pub struct HostBuilder {
     max_queued: usize,
     result_cap_bytes: u64,
     public_url: String,
+    python: Option<PythonSetup>,
 }
 
 impl HostBuilder {
@@ -176,10 +183,18 @@ impl HostBuilder {
         self
     }
 
+    /// Where Python functions get Pyodide (default: [`PythonSetup::from_env`], downloading
+    /// into `pyodide/` of the SQLite directory, or of the user's cache directory).
+    pub fn python(mut self, setup: PythonSetup) -> Self {
+        self.python = Some(setup);
+        self
+    }
+
     /// Opens the store, starts the engine, loads every deployed function, and queues again the
     /// calls a previous host on this store left pending (failing those it left running). Needs
     /// a tokio runtime (any flavour).
     pub async fn open(self) -> Result<Host, Error> {
+        let python_cache = self.sqlite.as_ref().map(|(dir, _)| dir.join("pyodide"));
         let store: Arc<dyn Store> = match (self.store, self.sqlite) {
             (Some(store), _) => store,
             (None, Some((dir, log_cap))) => {
@@ -187,11 +202,14 @@ impl HostBuilder {
             }
             (None, None) => Arc::new(MemoryStore::new(store::DEFAULT_LOG_CAP_BYTES)),
         };
+        let python = python::Python::new(self.python.unwrap_or_else(|| {
+            python_cache.map_or_else(PythonSetup::for_user, PythonSetup::from_env)
+        }));
         let engine = functions_runtime::Engine::new(self.engine);
         let registry = registry::Registry::default();
         let deployments = store.current_deployments().await.map_err(Error::internal)?;
         for deployment in deployments {
-            match registry::function_of(&deployment, &engine) {
+            match registry::function_of(&deployment, &engine, &python).await {
                 Ok(deployed) => registry.install(deployed),
                 Err(err) => eprintln!(
                     "functions-host: {} version {} cannot be loaded: {err}",
@@ -202,6 +220,7 @@ impl HostBuilder {
         }
         let inner = Arc::new(Inner {
             engine,
+            python,
             logs: logs::LogWriter::spawn(store.clone()),
             store,
             registry,
@@ -268,6 +287,7 @@ impl Host {
             max_queued: DEFAULT_MAX_QUEUED,
             result_cap_bytes: store::DEFAULT_RESULT_CAP_BYTES,
             public_url: "http://localhost".to_owned(),
+            python: None,
         }
     }
 

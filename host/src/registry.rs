@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
 
-use functions_runtime::CompileError;
 use functions_runtime::Engine;
 use functions_runtime::Function;
+use functions_runtime::MemorySnapshot;
+use functions_runtime::PythonCode;
 use functions_runtime::Settings;
 use functions_runtime::WasmModule;
 
+use crate::python::Python;
 use crate::store::Deployment;
 
 /// Maps names to their current [`Deployed`] function. Invocations clone the one they start with,
@@ -34,7 +36,7 @@ pub(crate) struct Deployed {
 }
 
 /// How a stored deployment runs.
-fn settings_of(deployment: &Deployment) -> Settings {
+pub(crate) fn settings_of(deployment: &Deployment) -> Settings {
     Settings {
         env: deployment.env.clone(),
         isolation: deployment.summary.isolation,
@@ -48,24 +50,68 @@ fn settings_of(deployment: &Deployment) -> Settings {
     }
 }
 
-/// The runnable form of a stored deployment. JavaScript modules are compiled already; a
-/// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
-/// load it).
-pub(crate) fn function_of(
-    deployment: &Deployment,
-    engine: &Engine,
-) -> Result<Deployed, CompileError> {
-    let wasm = match &deployment.wasm {
-        Some(wasm) => Some(engine.load_wasm(wasm.binary.clone(), &wasm.artifact)?),
-        None => None,
-    };
-    Ok(deployed_with(deployment, wasm))
+/// What a deployment runs, besides its modules: compiled WebAssembly, or Python code.
+pub(crate) enum Code {
+    /// Its JavaScript modules, as stored.
+    Modules,
+    /// A WebAssembly function's compiled module.
+    Wasm(WasmModule),
+    /// A Python function's code, its snapshot read.
+    Python(PythonCode),
 }
 
-/// `deployment` as the server runs it, its WebAssembly (if it is a WebAssembly function) `wasm`.
-pub(crate) fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Deployed {
+/// The runnable form of a stored deployment. JavaScript modules are compiled already; a
+/// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
+/// load it); a Python function's snapshot is read (made again if Pyodide or the host changed
+/// since it was made).
+pub(crate) async fn function_of(
+    deployment: &Deployment,
+    engine: &Engine,
+    python: &Python,
+) -> Result<Deployed, String> {
+    let code = if let Some(wasm) = &deployment.wasm {
+        Code::Wasm(
+            engine
+                .load_wasm(wasm.binary.clone(), &wasm.artifact)
+                .map_err(|err| err.to_string())?,
+        )
+    } else if let Some(stored) = &deployment.python {
+        let ready = python.ready(engine).await.map_err(|err| err.to_string())?;
+        let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
+            .ok()
+            .filter(|snapshot| snapshot.fits(&ready.build));
+        let code = |snapshot| {
+            crate::python::code(&ready, &deployment.summary.entry, &stored.files, snapshot)
+        };
+        let code = match snapshot {
+            Some(snapshot) => code(Arc::new(snapshot))?,
+            None => {
+                // Made by another Pyodide or host: made again, from this one's baseline.
+                let first = code(ready.baseline.clone())?;
+                let function = Function::python(
+                    deployment.name(),
+                    deployment.version(),
+                    first,
+                    settings_of(deployment),
+                );
+                let snapshot = engine
+                    .snapshot_python(&function)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                code(Arc::new(snapshot))?
+            }
+        };
+        Code::Python(code)
+    } else {
+        Code::Modules
+    };
+    Ok(deployed_with(deployment, code))
+}
+
+/// `deployment` as the server runs it, running `code`.
+pub(crate) fn deployed_with(deployment: &Deployment, code: Code) -> Deployed {
     Deployed {
-        function: function_with(deployment, wasm),
+        function: function_with(deployment, code),
         concurrency: deployment.summary.limits.concurrency(),
         public: deployment.summary.public,
         call_token: deployment.summary.call_token.as_str().into(),
@@ -73,13 +119,14 @@ pub(crate) fn deployed_with(deployment: &Deployment, wasm: Option<WasmModule>) -
     }
 }
 
-/// `deployment` as a [`Function`] whose WebAssembly, if it is a WebAssembly function, is `wasm`.
-pub(crate) fn function_with(deployment: &Deployment, wasm: Option<WasmModule>) -> Function {
+/// `deployment` as a [`Function`] running `code`.
+pub(crate) fn function_with(deployment: &Deployment, code: Code) -> Function {
     let settings = settings_of(deployment);
     let (name, version) = (deployment.name(), deployment.version());
-    match wasm {
-        Some(module) => Function::wasm(name, version, module, settings),
-        None => Function::new(
+    match code {
+        Code::Wasm(module) => Function::wasm(name, version, module, settings),
+        Code::Python(code) => Function::python(name, version, code, settings),
+        Code::Modules => Function::new(
             name,
             version,
             &deployment.summary.entry,

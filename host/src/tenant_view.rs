@@ -3,7 +3,10 @@
 //! key that made the call. An admin key, the embedding program and a host without keys see
 //! everything.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use functions_runtime::Function;
 
 use crate::CallInput;
 use crate::CallRequest;
@@ -83,26 +86,47 @@ impl TenantView<'_> {
             DeployError::Compile(err) => Error::compile(name, err),
         })?;
         new.owner = self.scope().map(str::to_owned);
-        let compiled = match &mut new.wasm {
-            Some(wasm) => {
+        // The function as it would run, version 0 (never stored).
+        let candidate = new.clone().stored(0, String::new(), None, (0, 0));
+        let code = match (&mut new.wasm, &mut new.python) {
+            (Some(wasm), _) => {
                 let module = inner
                     .engine
                     .compile_wasm(wasm.binary.clone())
                     .await
                     .map_err(|err| Error::compile(name, err))?;
                 wasm.artifact = module.artifact().clone();
-                Some(module)
+                registry::Code::Wasm(module)
             }
-            None => {
-                // The function as it would run, version 0 (never stored).
-                let candidate = new.clone().stored(0, String::new(), None, (0, 0));
-                let function = registry::function_with(&candidate, None);
+            (None, Some(python)) => {
+                // Imported once, from the baseline; its snapshot is what invocations restore.
+                let ready = inner.python.ready(&inner.engine).await?;
+                let code = |snapshot| {
+                    crate::python::code(&ready, &candidate.summary.entry, &python.files, snapshot)
+                        .map_err(Error::bad_request)
+                };
+                let function = Function::python(
+                    name,
+                    0,
+                    code(ready.baseline.clone())?,
+                    registry::settings_of(&candidate),
+                );
+                let snapshot = inner
+                    .engine
+                    .snapshot_python(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, crate::python::import_error(err)))?;
+                python.snapshot = snapshot.to_bytes().into();
+                registry::Code::Python(code(Arc::new(snapshot))?)
+            }
+            (None, None) => {
+                let function = registry::function_with(&candidate, registry::Code::Modules);
                 inner
                     .engine
                     .check(&function)
                     .await
                     .map_err(|err| Error::compile(name, err))?;
-                None
+                registry::Code::Modules
             }
         };
         let deployment = inner.store.deploy(new).await.map_err(|err| {
@@ -114,7 +138,7 @@ impl TenantView<'_> {
         })?;
         inner
             .registry
-            .install(registry::deployed_with(&deployment, compiled));
+            .install(registry::deployed_with(&deployment, code));
         Ok(deployment.summary)
     }
 

@@ -347,6 +347,15 @@ impl FunctionIsolate {
         let budget = RefCell::new(budget);
         let namespace = match function.python_code() {
             Some(python) => {
+                if let Some(snapshot) = &python.snapshot
+                    && !snapshot.fits(&python.build)
+                {
+                    return Err(InvokeError::Threw {
+                        message: "the function's Python snapshot was made by another build of                                   Pyodide or of the host: deploy it again"
+                            .into(),
+                        stack: String::new(),
+                    });
+                }
                 let boot = python.boot(&function.settings().env, make_snapshot);
                 runtime.with(|js| js.op_state().borrow_mut().put(boot));
                 let js = &mut *runtime.js;

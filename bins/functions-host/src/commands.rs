@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,11 +37,12 @@ const ENTRY_CANDIDATES: &[&str] = &[
     "main.ts",
     "main.js",
     "mod.ts",
+    "main.py",
 ];
 
 /// A function's source files read from `path`: the file itself, or every module file (`.js`,
-/// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`) under the directory, skipping hidden entries
-/// and `node_modules`. Returns the entry's path and the files by their path relative to `path`.
+/// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`, `.py`) under the directory, skipping hidden
+/// entries, `node_modules` and `__pycache__`. Returns the entry's path and the files by their path relative to `path`.
 /// A `.wasm` file as a manifest carries it: its name, and its bytes in base64.
 fn wasm_file(name: &str, bytes: &[u8]) -> (String, BTreeMap<String, String>) {
     use base64::Engine as _;
@@ -73,12 +75,14 @@ pub fn source_files(
         for item in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let item = item?.path();
             let file_name = item.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if file_name.starts_with('.') || file_name == "node_modules" {
+            if file_name.starts_with('.') || matches!(file_name, "node_modules" | "__pycache__") {
                 continue;
             }
             if item.is_dir() {
                 pending.push(item);
-            } else if functions_runtime::SourceLanguage::of_path(file_name).is_some() {
+            } else if functions_runtime::SourceLanguage::of_path(file_name).is_some()
+                || file_name.ends_with(".py")
+            {
                 let relative = item.strip_prefix(path).unwrap_or(&item);
                 let relative = relative
                     .components()
@@ -501,6 +505,37 @@ fn visible(message: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// Shows the download of Pyodide on stderr: a line redrawn as each tenth arrives (a log
+/// line per tenth when stderr is not a terminal).
+pub fn pyodide_progress() -> Arc<dyn Fn(functions_host::PyodideProgress) + Send + Sync> {
+    use std::io::IsTerminal;
+    let shown = std::sync::Mutex::new(None::<u64>);
+    let terminal = std::io::stderr().is_terminal();
+    Arc::new(move |progress: functions_host::PyodideProgress| {
+        let Some(total) = progress.total.filter(|total| *total > 0) else {
+            return;
+        };
+        let tenth = progress.received * 10 / total;
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        if *shown == Some(tenth) {
+            return;
+        }
+        *shown = Some(tenth);
+        let bar: String = (0..10).map(|i| if i < tenth { '#' } else { '.' }).collect();
+        let line = format!(
+            "Downloading Pyodide (Python for functions) [{bar}] {:.1} of {:.1} MB",
+            progress.received as f64 / 1e6,
+            total as f64 / 1e6
+        );
+        if terminal {
+            let end = if tenth >= 10 { "\n" } else { "" };
+            eprint!("\r{line}{end}");
+        } else {
+            eprintln!("{line}");
+        }
+    })
+}
+
 /// How long a stopping server lets requests and calls under way finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -521,6 +556,10 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
                 // One invocation, then the process ends: nothing to prepare for.
                 prepared_per_worker: 0,
                 ..Default::default()
+            })
+            .python(functions_host::PythonSetup {
+                progress: Some(pyodide_progress()),
+                ..functions_host::PythonSetup::for_user()
             })
             .open()
             .await?;

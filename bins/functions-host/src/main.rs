@@ -81,6 +81,11 @@ enum Command {
         /// answers only loopback host names, and `/api` refuses other web sites' requests).
         #[arg(long)]
         public: bool,
+        /// A local copy of Pyodide (the unpacked npm package pyodide@314.0.7) for Python
+        /// functions, on machines that cannot reach the npm registry (default: downloaded
+        /// into the data directory the first time a Python function is deployed).
+        #[arg(long, env = "FUNCTIONS_HOST_PYODIDE", value_name = "DIR")]
+        pyodide: Option<PathBuf>,
         #[command(flatten)]
         connections: commands::ConnectionArgs,
     },
@@ -117,7 +122,7 @@ enum Command {
     /// Create a function project in a new directory NAME, ready to deploy.
     New {
         name: String,
-        /// rust, go, zig, c, assemblyscript, typescript or javascript.
+        /// rust, go, zig, c, assemblyscript, typescript, javascript or python.
         #[arg(long)]
         lang: String,
     },
@@ -168,6 +173,7 @@ fn main() -> std::process::ExitCode {
             max_queued,
             result_cap_bytes,
             public,
+            pyodide,
             connections,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
             // Before the connection cap's default is taken from the descriptor limit.
@@ -184,7 +190,12 @@ fn main() -> std::process::ExitCode {
                 .engine(engine)
                 .api_keys(api_keys)
                 .max_queued(max_queued)
-                .result_cap_bytes(result_cap_bytes);
+                .result_cap_bytes(result_cap_bytes)
+                .python(functions_host::PythonSetup {
+                    local: pyodide,
+                    progress: Some(commands::pyodide_progress()),
+                    ..functions_host::PythonSetup::from_env(data.join("pyodide"))
+                });
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

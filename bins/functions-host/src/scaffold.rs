@@ -70,9 +70,13 @@ fn files(name: &str, lang: &str) -> anyhow::Result<Vec<(String, String)>> {
                     .replace("functions-host-example-assemblyscript", name),
             ),
         ],
-        "python" | "py" => bail!("Python functions are not supported yet"),
+        "python" | "py" => vec![file(
+            "main.py",
+            include_str!("../../../examples/python/hello.py"),
+        )],
         other => bail!(
-            "unknown language {other:?}: use rust, go, zig, c, assemblyscript, typescript or javascript"
+            "unknown language {other:?}: use rust, go, zig, c, assemblyscript, typescript, \
+             javascript or python"
         ),
     })
 }
@@ -113,6 +117,7 @@ mod tests {
             "assemblyscript",
             "typescript",
             "javascript",
+            "python",
         ] {
             let files = files("greeter", lang).unwrap();
             assert!(!files.is_empty(), "{lang}");
@@ -121,12 +126,6 @@ mod tests {
         assert!(
             go.iter()
                 .any(|(path, text)| path == "go.mod" && text.contains("module greeter"))
-        );
-        assert!(
-            files("greeter", "python")
-                .unwrap_err()
-                .to_string()
-                .contains("not supported yet")
         );
         assert!(
             files("greeter", "cobol")

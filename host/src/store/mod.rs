@@ -58,6 +58,16 @@ pub struct StoredWasm {
     pub artifact: Arc<[u8]>,
 }
 
+/// A Python function's code as stored: its files, and the memory snapshot its invocations
+/// restore (made at deploy, after its module was imported).
+#[derive(Clone, Debug)]
+pub struct StoredPython {
+    /// Its files by path (`.py` modules, and any text files they read).
+    pub files: BTreeMap<String, String>,
+    /// The snapshot ([`functions_runtime::MemorySnapshot::to_bytes`]; empty until made).
+    pub snapshot: Arc<[u8]>,
+}
+
 /// What a deploy stores; the store assigns the version.
 #[derive(Clone, Debug)]
 pub struct NewDeployment {
@@ -77,6 +87,8 @@ pub struct NewDeployment {
     pub allow_net: Vec<String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
+    /// A Python function's code (it has no `modules` then).
+    pub python: Option<StoredPython>,
     /// How a WebAssembly guest's stdout becomes the response.
     pub executor: Executor,
     /// Limits set at deploy (unset ones are the defaults).
@@ -122,6 +134,7 @@ impl NewDeployment {
             env: self.env,
             allow_net: self.allow_net,
             wasm: self.wasm,
+            python: self.python,
             executor: self.executor,
         }
     }
@@ -168,6 +181,8 @@ pub struct Deployment {
     pub allow_net: Vec<String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
+    /// A Python function's code (it has no `modules` then).
+    pub python: Option<StoredPython>,
     /// How a WebAssembly guest's stdout becomes the response.
     pub executor: Executor,
 }

@@ -42,6 +42,7 @@ use super::Store;
 use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
+use super::StoredPython;
 use super::StoredWasm;
 use super::random_hex;
 use super::unix_millis;
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS modules (
 /// Version 4 adds per-version limits and visibility, each function's call token, and the
 /// asynchronous calls with the ids of results rotated out of the result cache.
 /// Version 5 keeps a call's query string, and a failed call's error as the host's JSON form of
-/// it (`error`) instead of an HTTP response.
+/// it (`error`) instead of an HTTP response. Later ones say what they add.
 const MIGRATIONS: &[&str] = &[
     "ALTER TABLE versions ADD COLUMN allow_net TEXT NOT NULL DEFAULT '[]'",
     "ALTER TABLE versions ADD COLUMN executor TEXT NOT NULL DEFAULT 'command';
@@ -135,6 +136,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE logs ADD COLUMN source TEXT NOT NULL DEFAULT 'function';",
     // The tenant that first deployed each function (none for those from before).
     "ALTER TABLE functions ADD COLUMN owner TEXT;",
+    // Python functions: their files (JSON, path to text) and memory snapshot per version.
+    "CREATE TABLE python (
+       name TEXT NOT NULL,
+       version INTEGER NOT NULL,
+       files TEXT NOT NULL,
+       snapshot BLOB NOT NULL,
+       PRIMARY KEY (name, version)
+     );",
 ];
 
 /// A job for a database thread.
@@ -283,9 +292,11 @@ fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
 /// The current versions, code included, of `name` or of every function.
 fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deployment>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SUMMARY_COLUMNS}, v.source, v.env, v.allow_net, v.executor, w.binary, w.artifact
+        "SELECT {SUMMARY_COLUMNS}, v.source, v.env, v.allow_net, v.executor, w.binary, w.artifact,
+                p.files, p.snapshot
          FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
          LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
+         LEFT JOIN python p ON p.name = v.name AND p.version = v.version
          WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name"
     ))?;
     let mut rows = stmt.query([name])?;
@@ -302,9 +313,18 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
             binary: binary.into(),
             artifact: artifact.into(),
         });
+        let python_files: Option<String> = row.get(17)?;
+        let snapshot: Option<Vec<u8>> = row.get(18)?;
+        let python = match python_files.zip(snapshot) {
+            Some((files, snapshot)) => Some(StoredPython {
+                files: json_column(&files, "files")?,
+                snapshot: snapshot.into(),
+            }),
+            None => None,
+        };
         let mut modules = query_modules(conn, &summary.name, summary.version)?;
         // A version stored before modules were is its entry alone.
-        if modules.is_empty() && wasm.is_none() {
+        if modules.is_empty() && wasm.is_none() && python.is_none() {
             modules.insert(summary.entry.clone(), Module::javascript(source));
         }
         deployments.push(Deployment {
@@ -313,6 +333,7 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
             allow_net: json_column(&allow_net, "allow_net")?,
             executor: parse_column(&executor, "executor", Executor::parse)?,
             wasm,
+            python,
             summary,
         });
     }
@@ -415,6 +436,17 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
         tx.execute(
             "INSERT INTO wasm (name, version, binary, artifact) VALUES (?1, ?2, ?3, ?4)",
             params![new.name, version, &*wasm.binary, &*wasm.artifact],
+        )?;
+    }
+    if let Some(python) = &new.python {
+        tx.execute(
+            "INSERT INTO python (name, version, files, snapshot) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                new.name,
+                version,
+                serde_json::to_string(&python.files)?,
+                &*python.snapshot
+            ],
         )?;
     }
     {
@@ -584,7 +616,7 @@ impl Store for SqliteStore {
                     params![owned, owner],
                 )? > 0;
                 if deleted {
-                    for table in ["versions", "modules", "wasm", "logs"] {
+                    for table in ["versions", "modules", "wasm", "python", "logs"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [&owned])?;
                     }
                 }

@@ -1,0 +1,337 @@
+//! Python in the host: where the Pyodide build comes from, the baseline snapshot made from it
+//! once per build (kept on disk), and the snapshot each Python deploy makes from that.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use functions_runtime::Engine;
+use functions_runtime::Function;
+use functions_runtime::InvokeError;
+use functions_runtime::MemorySnapshot;
+use functions_runtime::PyodideBuild;
+use functions_runtime::PythonCode;
+use functions_runtime::Settings;
+
+use crate::Error;
+use crate::ErrorKind;
+
+pub use functions_pyodide::Progress;
+
+/// The environment variable naming a local copy of Pyodide, as `--pyodide DIR` does.
+pub const PYODIDE_DIR_VARIABLE: &str = "FUNCTIONS_HOST_PYODIDE";
+
+/// Where a host gets Pyodide, the first time a Python function needs it.
+#[derive(Clone)]
+pub struct PythonSetup {
+    /// A directory holding Pyodide's files (an unpacked npm package), used as it is; `None`
+    /// downloads the npm package into `cache` (once).
+    pub local: Option<PathBuf>,
+    /// Where the downloaded package and the baseline snapshots are kept.
+    pub cache: PathBuf,
+    /// The npm registry to download from.
+    pub registry: String,
+    /// Told how a download is coming along.
+    pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PythonSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PythonSetup")
+            .field("local", &self.local)
+            .field("cache", &self.cache)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PythonSetup {
+    /// [`PythonSetup::from_env`], keeping Pyodide in the user's cache directory
+    /// (`functions-host/pyodide` in `$XDG_CACHE_HOME`, else `~/.cache`): what a host without a
+    /// SQLite directory uses.
+    pub fn for_user() -> Self {
+        Self::from_env(user_cache_dir())
+    }
+
+    /// Pyodide from `FUNCTIONS_HOST_PYODIDE` when it is set, otherwise downloaded from the
+    /// registry npm would use (`npm_config_registry`) into `cache`.
+    pub fn from_env(cache: impl Into<PathBuf>) -> Self {
+        Self {
+            local: std::env::var_os(PYODIDE_DIR_VARIABLE)
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from),
+            cache: cache.into(),
+            registry: functions_pyodide::registry_from_env(functions_pyodide::DEFAULT_REGISTRY),
+            progress: None,
+        }
+    }
+}
+
+/// `functions-host/pyodide` in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`,
+/// else the temporary directory).
+fn user_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("functions-host").join("pyodide")
+}
+
+/// A Pyodide build ready to run functions: the build, and its baseline snapshot.
+#[derive(Clone)]
+pub(crate) struct Ready {
+    pub build: Arc<PyodideBuild>,
+    pub baseline: Arc<MemorySnapshot>,
+}
+
+/// Gets Pyodide ready on first use, and keeps it.
+pub(crate) struct Python {
+    setup: PythonSetup,
+    ready: tokio::sync::Mutex<Option<Ready>>,
+}
+
+impl Python {
+    pub fn new(setup: PythonSetup) -> Self {
+        Self {
+            setup,
+            ready: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The build and its baseline: read (or downloaded) and made the first time, then kept. A
+    /// failure is not kept: the next call tries again.
+    pub async fn ready(&self, engine: &Engine) -> Result<Ready, Error> {
+        let mut ready = self.ready.lock().await;
+        if let Some(ready) = &*ready {
+            return Ok(ready.clone());
+        }
+        let setup = self.setup.clone();
+        let build = tokio::task::spawn_blocking(move || load_build(&setup))
+            .await
+            .map_err(Error::internal)?
+            .map_err(|message| Error::new(ErrorKind::Unavailable, message))?;
+        let baseline = baseline(engine, &build, &self.setup.cache).await?;
+        let made = Ready { build, baseline };
+        *ready = Some(made.clone());
+        Ok(made)
+    }
+}
+
+/// Reads the Pyodide build `setup` names, downloading it first if need be.
+fn load_build(setup: &PythonSetup) -> Result<Arc<PyodideBuild>, String> {
+    let distribution = match &setup.local {
+        Some(dir) => functions_pyodide::Distribution::open(dir).map_err(|err| format!("{err:#}")),
+        None => {
+            let progress = setup.progress.clone();
+            let mut tell = move |at: Progress| {
+                if let Some(progress) = &progress {
+                    progress(at);
+                }
+            };
+            functions_pyodide::Distribution::cached(&setup.cache, &setup.registry, &mut tell)
+                .map_err(|err| {
+                    format!(
+                        "Python functions need Pyodide {}, which could not be downloaded from \
+                         {}: {err:#}. On a machine without access to the npm registry, unpack \
+                         the npm package pyodide@{} and pass its directory with --pyodide DIR \
+                         (or {PYODIDE_DIR_VARIABLE}=DIR)",
+                        functions_pyodide::VERSION,
+                        setup.registry,
+                        functions_pyodide::VERSION,
+                    )
+                })
+        }
+    }?;
+    let read = |file: functions_pyodide::File| {
+        distribution
+            .read(file)
+            .map_err(|err| format!("reading {file} of Pyodide: {err}"))
+    };
+    let glue = String::from_utf8(read(functions_pyodide::File::Glue)?)
+        .map_err(|_| "pyodide.asm.mjs is not UTF-8".to_owned())?;
+    PyodideBuild::new(
+        functions_pyodide::VERSION,
+        functions_pyodide::build_id(),
+        read(functions_pyodide::File::Wasm)?,
+        glue,
+        read(functions_pyodide::File::Stdlib)?,
+    )
+    .map(Arc::new)
+}
+
+/// The baseline snapshot of `build`: from `cache` if one of this build (and host) is there,
+/// otherwise made (seconds) and kept there.
+async fn baseline(
+    engine: &Engine,
+    build: &Arc<PyodideBuild>,
+    cache: &Path,
+) -> Result<Arc<MemorySnapshot>, Error> {
+    let path = cache.join(format!("baseline-{}.snapshot", build.snapshot_tag()));
+    let cached = tokio::fs::read(&path).await.ok().and_then(|bytes| {
+        MemorySnapshot::from_bytes(&bytes)
+            .ok()
+            .filter(|snapshot| snapshot.fits(build))
+    });
+    if let Some(snapshot) = cached {
+        return Ok(Arc::new(snapshot));
+    }
+    let interpreter = Function::python(
+        "python-baseline",
+        1,
+        PythonCode {
+            build: build.clone(),
+            files: Default::default(),
+            module_file: None,
+            entry: None,
+            snapshot: None,
+        },
+        Settings::default(),
+    );
+    let snapshot = engine
+        .snapshot_python(&interpreter)
+        .await
+        .map_err(|err| Error::internal(format!("starting Python failed: {err}")))?;
+    // Written beside its place, then moved there: another process never reads half of it.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let kept = async {
+        tokio::fs::create_dir_all(cache).await?;
+        tokio::fs::write(&partial, snapshot.to_bytes()).await?;
+        tokio::fs::rename(&partial, &path).await
+    };
+    if let Err(err) = kept.await {
+        eprintln!(
+            "functions-host: the Python baseline snapshot could not be kept in {}: {err}",
+            cache.display()
+        );
+    }
+    Ok(Arc::new(snapshot))
+}
+
+/// The file a Python deploy's `entry` names and the function in it, if it names one: `main.py`,
+/// `main.py:hello`, or `hello` (a function of `main.py`, or of the only `.py` file).
+pub(crate) fn split_entry<'a>(
+    entry: &'a str,
+    files: impl Iterator<Item = &'a String>,
+) -> Result<(String, Option<String>), String> {
+    let (file, function) = match entry.split_once(':') {
+        Some((file, function)) => (Some(file.to_owned()), Some(function.to_owned())),
+        None if entry.ends_with(".py") => (Some(entry.to_owned()), None),
+        None => (None, Some(entry.to_owned())),
+    };
+    let file = match file {
+        Some(file) => file,
+        None => {
+            let modules: Vec<&String> = files.filter(|path| path.ends_with(".py")).collect();
+            match modules.as_slice() {
+                [only] => (*only).clone(),
+                _ if modules.iter().any(|path| *path == "main.py") => "main.py".to_owned(),
+                _ => {
+                    return Err(format!(
+                        "the entry {entry:?} names a function, but not its file: use \
+                         \"FILE.py:{entry}\""
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(function) = &function
+        && !is_identifier(function)
+    {
+        return Err(format!(
+            "the entry's function {function:?} is not a Python name"
+        ));
+    }
+    Ok((file, function))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// A Python function's code, as deployed: `files`, `entry` (see [`split_entry`]), restoring
+/// `snapshot`.
+pub(crate) fn code(
+    ready: &Ready,
+    entry: &str,
+    files: &std::collections::BTreeMap<String, String>,
+    snapshot: Arc<MemorySnapshot>,
+) -> Result<PythonCode, String> {
+    let (module_file, entry) = split_entry(entry, files.keys())?;
+    Ok(PythonCode {
+        build: ready.build.clone(),
+        files: files.clone(),
+        module_file: Some(module_file),
+        entry,
+        snapshot: Some(snapshot),
+    })
+}
+
+/// A failure to import a deployed module, as the compile error of a deploy: the traceback, at
+/// the last of the function's own lines it names.
+pub(crate) fn import_error(err: InvokeError) -> functions_runtime::CompileError {
+    let (message, stack) = match err {
+        InvokeError::Threw { message, stack } => (message, stack),
+        other => (other.to_string(), String::new()),
+    };
+    let (file, line) = stack
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("File \"/function/")?;
+            let (file, rest) = rest.split_once('"')?;
+            let number = rest.strip_prefix(", line ")?;
+            let number = number.split(|c: char| !c.is_ascii_digit()).next()?;
+            Some((file.to_owned(), number.parse().ok()?))
+        })
+        .last()
+        .unwrap_or_default();
+    functions_runtime::CompileError {
+        message: if stack.is_empty() { message } else { stack },
+        file,
+        line,
+        column: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_name_a_file_a_function_or_both() {
+        let files = ["main.py".to_owned(), "util.py".to_owned()];
+        let split = |entry| split_entry(entry, files.iter());
+        assert_eq!(split("main.py"), Ok(("main.py".into(), None)));
+        assert_eq!(
+            split("util.py:go"),
+            Ok(("util.py".into(), Some("go".into())))
+        );
+        assert_eq!(split("hello"), Ok(("main.py".into(), Some("hello".into()))));
+        assert!(split("main.py:not a name").is_err());
+        let one = ["app.py".to_owned()];
+        assert_eq!(
+            split_entry("hello", one.iter()),
+            Ok(("app.py".into(), Some("hello".into())))
+        );
+        let two = ["a.py".to_owned(), "b.py".to_owned()];
+        assert!(split_entry("hello", two.iter()).is_err());
+    }
+
+    #[test]
+    fn import_errors_point_at_the_functions_last_line() {
+        let err = InvokeError::Threw {
+            message: "Uncaught NameError: name 'x' is not defined".into(),
+            stack: "Traceback (most recent call last):\n  File \"/function/main.py\", line 3, \
+                    in <module>\n    import util\n  File \"/function/util.py\", line 1, in \
+                    <module>\n    x\nNameError: name 'x' is not defined"
+                .into(),
+        };
+        let compile = import_error(err);
+        assert_eq!((compile.file.as_str(), compile.line), ("util.py", 1));
+        assert!(compile.message.starts_with("Traceback"));
+    }
+}
