@@ -466,7 +466,9 @@ mod tests {
         .unwrap();
         let bytes = pyodide_snapshot(&[1, 2, 3]);
         assert!(MemorySnapshot::from_pyodide(&bytes, &other).is_err());
-        let stored = MemorySnapshot::from_pyodide(&bytes, &build()).unwrap().to_bytes();
+        let stored = MemorySnapshot::from_pyodide(&bytes, &build())
+            .unwrap()
+            .to_bytes();
         assert!(MemorySnapshot::from_bytes(&stored[..stored.len() - 1]).is_ok());
         assert!(MemorySnapshot::from_bytes(&stored[..70]).is_err());
         assert!(MemorySnapshot::from_bytes(b"something else").is_err());

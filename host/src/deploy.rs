@@ -343,7 +343,9 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             (None, _) => "index.js".to_owned(),
         };
         // A Python entry may name a function in the file (`main.py:hello`).
-        let file = entry.split_once(':').map_or(entry.as_str(), |(file, _)| file);
+        let file = entry
+            .split_once(':')
+            .map_or(entry.as_str(), |(file, _)| file);
         Manifest {
             entry: Some(entry.clone()),
             files: BTreeMap::from([(file.to_owned(), source.to_owned())]),

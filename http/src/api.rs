@@ -111,6 +111,19 @@ pub(crate) async fn get(
             },
         });
     }
+    if let Some(python) = &deployment.python {
+        body["files"] = python.files.keys().cloned().collect::<Vec<_>>().into();
+        let file = deployment
+            .summary
+            .entry
+            .split(':')
+            .next()
+            .unwrap_or_default();
+        if let Some(source) = python.files.get(file) {
+            body["source"] = source.as_str().into();
+        }
+        body["python"] = json!({ "snapshot_bytes": python.snapshot.len() });
+    }
     body["env"] = deployment.env.keys().cloned().collect::<Vec<_>>().into();
     Ok(json(StatusCode::OK, &body))
 }

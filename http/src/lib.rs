@@ -335,6 +335,7 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
                 &serde_json::json!({
                     "status": "ok",
                     "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
+                    "python": { "snapshots_made": state.host.engine().python_snapshots_made() },
                 }),
             ))
         }

@@ -306,6 +306,9 @@ pub struct Engine {
     /// The wasmtime engine, created when the first WebAssembly function is compiled or loaded.
     #[cfg(feature = "wasm")]
     wasm: Arc<OnceLock<WasmEngine>>,
+    /// Python memory snapshots made so far.
+    #[cfg(feature = "js")]
+    python_snapshots: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -330,6 +333,8 @@ impl Engine {
             },
             #[cfg(feature = "wasm")]
             wasm: Arc::new(OnceLock::new()),
+            #[cfg(feature = "js")]
+            python_snapshots: Default::default(),
         }
     }
 
@@ -402,7 +407,19 @@ impl Engine {
     ) -> Result<crate::python::MemorySnapshot, InvokeError> {
         let (reply, result) = oneshot::channel();
         self.pool.snapshot_python(function.clone(), reply);
-        result.await.unwrap_or(Err(InvokeError::WorkerFailed))
+        let made = result.await.unwrap_or(Err(InvokeError::WorkerFailed));
+        if made.is_ok() {
+            self.python_snapshots
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        made
+    }
+
+    /// How many Python memory snapshots this engine has made ([`Engine::snapshot_python`]).
+    #[cfg(feature = "js")]
+    pub fn python_snapshots_made(&self) -> u64 {
+        self.python_snapshots
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Compiles and links the function's module without running it: what a deploy checks. A

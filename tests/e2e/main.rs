@@ -7,6 +7,7 @@ mod connections;
 mod disconnect;
 mod harness;
 mod limits;
+mod python;
 mod security;
 mod shutdown;
 mod typescript;
