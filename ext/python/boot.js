@@ -8,6 +8,7 @@
 
 import {
   op_python_boot,
+  op_python_packages,
   op_python_restore,
   op_python_snapshot_failed,
   op_python_snapshot_made,
@@ -127,11 +128,23 @@ async function bootPython(createPyodideModule) {
   }
   const pyodide = API.finalizeBootstrap(references, undefined);
   API.initializeStreams(undefined, out, err);
+  // The file system is JavaScript's, not in the snapshot: the function's files and its
+  // requirements are written in every interpreter.
   const FS = Module.FS;
-  for (const [path, text] of boot.files) {
+  const write = (path, contents) => {
     const slash = path.lastIndexOf("/");
-    if (slash > 0) FS.mkdirTree(`${HOME}/${path.slice(0, slash)}`);
-    FS.writeFile(`${HOME}/${path}`, text);
+    if (slash > 0) FS.mkdirTree(path.slice(0, slash));
+    FS.writeFile(path, contents);
+  };
+  for (const [path, text] of boot.files) write(`${HOME}/${path}`, text);
+  if (boot.packages.length > 0) {
+    const bytes = op_python_packages();
+    const sitePackages = API.sitepackages;
+    let offset = 0;
+    for (const [path, length] of boot.packages) {
+      write(`${sitePackages}/${path}`, bytes.subarray(offset, offset + length));
+      offset += length;
+    }
   }
   if (!restoring) {
     API.sys.path.insert(0, HOME);

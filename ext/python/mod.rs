@@ -274,6 +274,8 @@ pub struct PythonBoot {
     pub build: Arc<PyodideBuild>,
     /// The function's files (path → text), written under `/function`.
     pub files: BTreeMap<String, String>,
+    /// Its requirements' files (path in `site-packages` → contents).
+    pub packages: Arc<BTreeMap<String, Vec<u8>>>,
     /// The module to import (`main` for `main.py`); `None` for a baseline snapshot.
     pub module: Option<String>,
     /// The function to call, when the function names one (otherwise `on_fetch`, `handler` or
@@ -296,6 +298,9 @@ struct BootConfig {
     version: String,
     build_id: String,
     files: Vec<(String, String)>,
+    /// The requirements' files: their paths and sizes, their bytes one after the other in
+    /// what `op_python_packages` returns.
+    packages: Vec<(String, usize)>,
     module: Option<String>,
     entry: Option<String>,
     env: BTreeMap<String, String>,
@@ -318,6 +323,11 @@ fn op_python_boot(state: &mut OpState) -> BootConfig {
             .files
             .iter()
             .map(|(path, text)| (path.clone(), text.clone()))
+            .collect(),
+        packages: boot
+            .packages
+            .iter()
+            .map(|(path, bytes)| (path.clone(), bytes.len()))
             .collect(),
         module: boot.module.clone(),
         entry: boot.entry.clone(),
@@ -361,6 +371,19 @@ fn op_python_stdlib(state: &mut OpState) -> Vec<u8> {
     state.borrow::<PythonBoot>().build.stdlib.clone()
 }
 
+/// The requirements' files, one after the other (see `BootConfig::packages`).
+#[op2]
+#[buffer]
+fn op_python_packages(state: &mut OpState) -> Vec<u8> {
+    state
+        .borrow::<PythonBoot>()
+        .packages
+        .values()
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// Copies the snapshot's memory into the interpreter's (grown to its size first).
 #[op2(fast)]
 fn op_python_restore(state: &mut OpState, #[buffer] memory: &mut [u8]) -> bool {
@@ -393,6 +416,7 @@ deno_core::extension!(
     op_python_boot,
     op_python_wasm_module,
     op_python_stdlib,
+    op_python_packages,
     op_python_restore,
     op_python_snapshot_made,
     op_python_snapshot_failed,

@@ -115,6 +115,10 @@ pub struct Manifest {
     pub public: Option<bool>,
     /// How a WebAssembly guest's stdout becomes the response: `command` (default) or `wagi`.
     pub executor: Option<String>,
+    /// Python: packages to install (PEP 508 lines, as in `requirements.txt`, which is read
+    /// when this is empty), each a pure-Python wheel from the package index pip uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requirements: Vec<String>,
 }
 
 /// Limits a deploy may set for its function (the manifest's `limits`); unset ones are defaults.
@@ -407,6 +411,11 @@ fn resolve(
     if source.trim().is_empty() {
         return Err(bad(format!("the entry {entry:?} is empty")));
     }
+    if !manifest.requirements.is_empty() {
+        return Err(bad(
+            "\"requirements\" apply to Python functions: bundle JavaScript packages into the function",
+        ));
+    }
     if language == Language::Wasm {
         if manifest.files.len() > 1 {
             return Err(bad("a WebAssembly function is one .wasm file"));
@@ -512,6 +521,15 @@ fn python_deployment(
     if !manifest.bindings.is_empty() {
         return Err(bad("bindings are not supported yet"));
     }
+    let requirements = if manifest.requirements.is_empty() {
+        manifest
+            .files
+            .get("requirements.txt")
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    } else {
+        manifest.requirements
+    };
     Ok(NewDeployment {
         name: name.to_owned(),
         language: Language::Python,
@@ -523,6 +541,9 @@ fn python_deployment(
         wasm: None,
         python: Some(StoredPython {
             files: manifest.files,
+            requirements,
+            // Resolved, and the snapshot made, by the host (both need more than the manifest).
+            packages: Arc::default(),
             snapshot: Arc::from([]),
         }),
         executor: functions_runtime::Executor::Command,

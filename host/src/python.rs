@@ -15,6 +15,7 @@ use functions_runtime::Settings;
 
 use crate::Error;
 use crate::ErrorKind;
+use crate::store::StoredPython;
 
 pub use functions_pyodide::Progress;
 
@@ -118,6 +119,17 @@ impl Python {
     }
 }
 
+/// The files `requirements` resolve to on the package index pip uses (network: call it
+/// off the async threads); a requirement that cannot be met is the deploy's error, naming it.
+pub(crate) fn resolve_requirements(
+    requirements: &[String],
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    let index = functions_pyodide::wheels::index_from_pip();
+    let wheels = functions_pyodide::wheels::resolve(requirements, &index)
+        .map_err(|err| format!("{err:#}"))?;
+    Ok(functions_pyodide::wheels::site_packages(&wheels))
+}
+
 /// Reads the Pyodide build `setup` names, downloading it first if need be.
 fn load_build(setup: &PythonSetup) -> Result<Arc<PyodideBuild>, String> {
     let distribution = match &setup.local {
@@ -129,18 +141,9 @@ fn load_build(setup: &PythonSetup) -> Result<Arc<PyodideBuild>, String> {
                     progress(at);
                 }
             };
+            // Its error says what is missing, and how to do without the registry.
             functions_pyodide::Distribution::cached(&setup.cache, &setup.registry, &mut tell)
-                .map_err(|err| {
-                    format!(
-                        "Python functions need Pyodide {}, which could not be downloaded from \
-                         {}: {err:#}. On a machine without access to the npm registry, unpack \
-                         the npm package pyodide@{} and pass its directory with --pyodide DIR \
-                         (or {PYODIDE_DIR_VARIABLE}=DIR)",
-                        functions_pyodide::VERSION,
-                        setup.registry,
-                        functions_pyodide::VERSION,
-                    )
-                })
+                .map_err(|err| format!("{err:#}"))
         }
     }?;
     let read = |file: functions_pyodide::File| {
@@ -182,6 +185,7 @@ async fn baseline(
         PythonCode {
             build: build.clone(),
             files: Default::default(),
+            packages: Arc::default(),
             module_file: None,
             entry: None,
             snapshot: None,
@@ -251,18 +255,19 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
-/// A Python function's code, as deployed: `files`, `entry` (see [`split_entry`]), restoring
+/// A Python function's code, as stored, with its `entry` (see [`split_entry`]), restoring
 /// `snapshot`.
 pub(crate) fn code(
     ready: &Ready,
     entry: &str,
-    files: &std::collections::BTreeMap<String, String>,
+    stored: &StoredPython,
     snapshot: Arc<MemorySnapshot>,
 ) -> Result<PythonCode, String> {
-    let (module_file, entry) = split_entry(entry, files.keys())?;
+    let (module_file, entry) = split_entry(entry, stored.files.keys())?;
     Ok(PythonCode {
         build: ready.build.clone(),
-        files: files.clone(),
+        files: stored.files.clone(),
+        packages: stored.packages.clone(),
         module_file: Some(module_file),
         entry,
         snapshot: Some(snapshot),

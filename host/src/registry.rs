@@ -80,9 +80,8 @@ pub(crate) async fn function_of(
         let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
             .ok()
             .filter(|snapshot| snapshot.fits(&ready.build));
-        let code = |snapshot| {
-            crate::python::code(&ready, &deployment.summary.entry, &stored.files, snapshot)
-        };
+        let code =
+            |snapshot| crate::python::code(&ready, &deployment.summary.entry, stored, snapshot);
         let code = match snapshot {
             Some(snapshot) => code(Arc::new(snapshot))?,
             None => {

@@ -99,10 +99,21 @@ impl TenantView<'_> {
                 registry::Code::Wasm(module)
             }
             (None, Some(python)) => {
+                if !python.requirements.is_empty() {
+                    let requirements = python.requirements.clone();
+                    let packages = tokio::task::spawn_blocking(move || {
+                        crate::python::resolve_requirements(&requirements)
+                    })
+                    .await
+                    .map_err(Error::internal)?
+                    .map_err(Error::bad_request)?;
+                    python.packages = Arc::new(packages);
+                }
                 // Imported once, from the baseline; its snapshot is what invocations restore.
                 let ready = inner.python.ready(&inner.engine).await?;
+                let stored = python.clone();
                 let code = |snapshot| {
-                    crate::python::code(&ready, &candidate.summary.entry, &python.files, snapshot)
+                    crate::python::code(&ready, &candidate.summary.entry, &stored, snapshot)
                         .map_err(Error::bad_request)
                 };
                 let function = Function::python(

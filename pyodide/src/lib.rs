@@ -19,6 +19,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod wheels;
+
 use std::fmt;
 use std::fs;
 use std::io;

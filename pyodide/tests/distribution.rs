@@ -139,3 +139,31 @@ fn the_package_is_downloaded_once_checked_and_then_served_from_the_cache() {
     assert!(downloaded);
     assert_eq!(repaired.read(File::Stdlib).unwrap()[..2], *b"PK");
 }
+
+/// Requirements resolve to pure-Python wheels from the index pip uses, with their
+/// dependencies; a package with no such wheel is refused by name.
+#[test]
+fn requirements_resolve_to_pure_python_wheels() {
+    use functions_pyodide::wheels;
+    let index = wheels::index_from_pip();
+    let resolved = wheels::resolve(&["python-dateutil==2.9.0.post0".to_owned()], &index).unwrap();
+    let names: Vec<&str> = resolved.iter().map(|wheel| wheel.name.as_str()).collect();
+    assert_eq!(names, ["python-dateutil", "six"], "{resolved:?}");
+    let files = wheels::site_packages(&resolved);
+    assert!(files.contains_key("dateutil/parser/_parser.py"));
+    assert!(files.contains_key("six.py"));
+    assert!(resolved.iter().all(|wheel| wheel.sha256.len() == 64));
+
+    let err = wheels::resolve(&["numpy".to_owned()], &index).unwrap_err();
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("numpy") && message.contains("pure-Python"),
+        "{message}"
+    );
+    let err =
+        wheels::resolve(&["no-such-package-functions-host-xyz".to_owned()], &index).unwrap_err();
+    assert!(format!("{err:#}").contains("no package named"), "{err:#}");
+    let err =
+        wheels::resolve(&["six==1.16.0".to_owned(), "six>=99".to_owned()], &index).unwrap_err();
+    assert!(format!("{err:#}").contains("conflicts"), "{err:#}");
+}

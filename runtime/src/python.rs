@@ -38,6 +38,9 @@ pub struct PythonCode {
     pub build: Arc<PyodideBuild>,
     /// Its files (path → source), `.py` and any data files they read.
     pub files: BTreeMap<String, String>,
+    /// Its requirements' files, by their path in `site-packages` (see
+    /// `functions_pyodide::wheels`).
+    pub packages: Arc<BTreeMap<String, Vec<u8>>>,
     /// The file whose module is imported (`main.py`); `None` boots the interpreter alone (what
     /// a baseline snapshot holds).
     pub module_file: Option<String>,
@@ -60,6 +63,7 @@ impl PythonCode {
         PythonBoot {
             build: self.build.clone(),
             files: self.files.clone(),
+            packages: self.packages.clone(),
             module: self.module_name(),
             entry: self.entry.clone(),
             env: env.clone(),
@@ -88,6 +92,7 @@ mod tests {
         let code = |file: Option<&str>| PythonCode {
             build: build.clone(),
             files: BTreeMap::new(),
+            packages: Arc::default(),
             module_file: file.map(str::to_owned),
             entry: None,
             snapshot: None,

@@ -53,6 +53,7 @@ fn code(files: &[(&str, &str)], snapshot: Option<Arc<MemorySnapshot>>) -> Python
             .iter()
             .map(|(path, text)| ((*path).to_owned(), (*text).to_owned()))
             .collect(),
+        packages: Arc::default(),
         module_file: Some("main.py".into()),
         entry: None,
         snapshot,

@@ -222,15 +222,48 @@ fn a_python_loop_is_stopped_while_others_are_answered_and_snapshots_survive_rest
         (200, "\"hi later\"".to_owned())
     );
 
-    // The baseline and both functions' snapshots were made once; a restarted server restores
+    // A pure-Python requirement (and its dependency), from requirements.txt beside the
+    // module, deployed with the CLI: imported at the top, and lazily.
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("main.py"),
+        "from dateutil import parser\n\ndef handler(event):\n    \
+         from dateutil import relativedelta\n    import six\n    \
+         when = parser.parse(event['when'])\n    \
+         later = when + relativedelta.relativedelta(months=1)\n    \
+         return [later.isoformat(), six.PY3]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("requirements.txt"),
+        "# dates\npython-dateutil==2.9.0.post0\n",
+    )
+    .unwrap();
+    let out = server.cli(&[
+        "deploy",
+        project.path().join("main.py").to_str().unwrap(),
+        "--name",
+        "dates",
+    ]);
+    assert!(out.contains("Deployed dates version 1 (python)"), "{out}");
+    let dates = || server.post("/fn/dates/", r#"{"when":"2024-01-31 10:00"}"#);
+    let reply = dates();
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, r#"["2024-02-29T10:00:00", true]"#.to_owned())
+    );
+
+    // The baseline and the functions' snapshots were made once; a restarted server restores
     // them as they were stored.
     let made = server.get("/healthz").json()["python"]["snapshots_made"].clone();
-    assert_eq!(made, 3, "the baseline and two functions");
+    assert_eq!(made, 4, "the baseline and three functions");
     let server = server.restart();
     assert_eq!(
         server.post("/fn/hello/", r#"{"name":"again"}"#).text(),
         "\"hi again\""
     );
+    let reply = server.post("/fn/dates/", r#"{"when":"2024-01-31 10:00"}"#);
+    assert_eq!(reply.text(), r#"["2024-02-29T10:00:00", true]"#);
     assert_eq!(server.get("/healthz").json()["python"]["snapshots_made"], 0);
     let info = server.get("/api/functions/hello").json();
     assert_eq!(info["files"], json!(["main.py"]));
@@ -280,6 +313,19 @@ fn python_deploys_that_cannot_run_are_refused_with_the_reason() {
     );
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.error_message().contains("'nope'"), "{}", reply.text());
+    // A requirement with no pure-Python wheel is named.
+    let reply = deploy(
+        &server,
+        "native",
+        json!({"main.py": "import numpy\n\ndef handler(event):\n    pass\n"}),
+        json!({"requirements": ["numpy"]}),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let message = reply.error_message();
+    assert!(
+        message.contains("numpy") && message.contains("pure-Python"),
+        "{message}"
+    );
     // Nothing of these was stored.
     assert_eq!(server.get("/api/functions").json()["functions"], json!([]));
 }

@@ -40,9 +40,6 @@ const ENTRY_CANDIDATES: &[&str] = &[
     "main.py",
 ];
 
-/// A function's source files read from `path`: the file itself, or every module file (`.js`,
-/// `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`, `.json`, `.py`) under the directory, skipping hidden
-/// entries, `node_modules` and `__pycache__`. Returns the entry's path and the files by their path relative to `path`.
 /// A `.wasm` file as a manifest carries it: its name, and its bytes in base64.
 fn wasm_file(name: &str, bytes: &[u8]) -> (String, BTreeMap<String, String>) {
     use base64::Engine as _;
@@ -53,6 +50,11 @@ fn wasm_file(name: &str, bytes: &[u8]) -> (String, BTreeMap<String, String>) {
     )
 }
 
+/// A function's source files read from `path`: the file itself (with the `requirements.txt`
+/// beside a `.py` file), or every module file (`.js`, `.mjs`, `.jsx`, `.ts`, `.mts`, `.tsx`,
+/// `.json`, `.py`, and a Python `requirements.txt`) under the directory, skipping hidden
+/// entries, `node_modules` and `__pycache__`. Returns the entry's path and the files by their
+/// path relative to `path`.
 pub fn source_files(
     path: &Path,
     entry: Option<&str>,
@@ -66,7 +68,12 @@ pub fn source_files(
             .and_then(|n| n.to_str())
             .with_context(|| format!("{} has no file name", path.display()))?
             .to_owned();
-        let files = BTreeMap::from([(name.clone(), read(path)?)]);
+        let mut files = BTreeMap::from([(name.clone(), read(path)?)]);
+        // A Python function's requirements.txt beside it goes with it.
+        let requirements = path.with_file_name("requirements.txt");
+        if name.ends_with(".py") && requirements.is_file() {
+            files.insert("requirements.txt".to_owned(), read(&requirements)?);
+        }
         return Ok((entry.map_or(name, str::to_owned), files));
     }
     let mut files = BTreeMap::new();
@@ -82,6 +89,7 @@ pub fn source_files(
                 pending.push(item);
             } else if functions_runtime::SourceLanguage::of_path(file_name).is_some()
                 || file_name.ends_with(".py")
+                || file_name == "requirements.txt"
             {
                 let relative = item.strip_prefix(path).unwrap_or(&item);
                 let relative = relative

@@ -64,6 +64,10 @@ pub struct StoredWasm {
 pub struct StoredPython {
     /// Its files by path (`.py` modules, and any text files they read).
     pub files: BTreeMap<String, String>,
+    /// Its requirements, as deployed (PEP 508 lines).
+    pub requirements: Vec<String>,
+    /// The files its requirements resolved to, by their path in `site-packages`.
+    pub packages: Arc<BTreeMap<String, Vec<u8>>>,
     /// The snapshot ([`functions_runtime::MemorySnapshot::to_bytes`]; empty until made).
     pub snapshot: Arc<[u8]>,
 }

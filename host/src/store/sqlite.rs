@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc;
 
 use anyhow::Context;
@@ -136,11 +137,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE logs ADD COLUMN source TEXT NOT NULL DEFAULT 'function';",
     // The tenant that first deployed each function (none for those from before).
     "ALTER TABLE functions ADD COLUMN owner TEXT;",
-    // Python functions: their files (JSON, path to text) and memory snapshot per version.
+    // Python functions: their files (JSON, path to text), requirements (JSON) and the files
+    // those resolved to (functions_pyodide::wheels::encode_files), and memory snapshot per
+    // version.
     "CREATE TABLE python (
        name TEXT NOT NULL,
        version INTEGER NOT NULL,
        files TEXT NOT NULL,
+       requirements TEXT NOT NULL,
+       packages BLOB NOT NULL,
        snapshot BLOB NOT NULL,
        PRIMARY KEY (name, version)
      );",
@@ -293,7 +298,7 @@ fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
 fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deployment>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SUMMARY_COLUMNS}, v.source, v.env, v.allow_net, v.executor, w.binary, w.artifact,
-                p.files, p.snapshot
+                p.files, p.requirements, p.packages, p.snapshot
          FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
          LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
          LEFT JOIN python p ON p.name = v.name AND p.version = v.version
@@ -314,13 +319,19 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
             artifact: artifact.into(),
         });
         let python_files: Option<String> = row.get(17)?;
-        let snapshot: Option<Vec<u8>> = row.get(18)?;
-        let python = match python_files.zip(snapshot) {
-            Some((files, snapshot)) => Some(StoredPython {
-                files: json_column(&files, "files")?,
-                snapshot: snapshot.into(),
-            }),
-            None => None,
+        let requirements: Option<String> = row.get(18)?;
+        let packages: Option<Vec<u8>> = row.get(19)?;
+        let snapshot: Option<Vec<u8>> = row.get(20)?;
+        let python = match (python_files, requirements, packages, snapshot) {
+            (Some(files), Some(requirements), Some(packages), Some(snapshot)) => {
+                Some(StoredPython {
+                    files: json_column(&files, "files")?,
+                    requirements: json_column(&requirements, "requirements")?,
+                    packages: Arc::new(functions_pyodide::wheels::decode_files(&packages)?),
+                    snapshot: snapshot.into(),
+                })
+            }
+            _ => None,
         };
         let mut modules = query_modules(conn, &summary.name, summary.version)?;
         // A version stored before modules were is its entry alone.
@@ -440,11 +451,14 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
     }
     if let Some(python) = &new.python {
         tx.execute(
-            "INSERT INTO python (name, version, files, snapshot) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO python (name, version, files, requirements, packages, snapshot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 new.name,
                 version,
                 serde_json::to_string(&python.files)?,
+                serde_json::to_string(&python.requirements)?,
+                functions_pyodide::wheels::encode_files(&python.packages),
                 &*python.snapshot
             ],
         )?;
