@@ -9,6 +9,7 @@
 import {
   op_python_boot,
   op_python_packages,
+  op_python_prefault,
   op_python_restore,
   op_python_snapshot_failed,
   op_python_snapshot_made,
@@ -38,13 +39,15 @@ const RUNTIME_ENV = {
 };
 
 /**
- * Boots the interpreter with `createPyodideModule` (pyodide.asm.mjs's default export) and
- * returns a module namespace for `dispatch`: its default export calls the function's entry.
- * In an isolate asked to make a snapshot, hands the snapshot to the host instead.
+ * Starts an interpreter with `createPyodideModule` (pyodide.asm.mjs's default export): the
+ * WebAssembly instantiated and linked, the standard library in place, and, unless it will be
+ * restored from a snapshot, Python initialised. What this does depends only on the Pyodide
+ * build, so the engine does it ahead of time for interpreters to be restored (see
+ * `startPython`). Resolves to what `startPython` takes.
  */
-async function bootPython(createPyodideModule) {
+async function preparePython(createPyodideModule) {
   const boot = op_python_boot();
-  const restoring = boot.restore !== null;
+  const willRestore = boot.restore !== null || boot.prepareOnly;
   const out = (line) => console.log(line);
   const err = (line) => console.error(line);
   const config = {
@@ -56,7 +59,7 @@ async function bootPython(createPyodideModule) {
     packages: [],
     enableRunUntilComplete: true,
     checkAPIVersion: true,
-    _makeSnapshot: boot.makeSnapshot,
+    _makeSnapshot: false,
     BUILD_ID: boot.buildId,
     indexURL: "/nonexistent/",
     packageBaseUrl: "/nonexistent/",
@@ -70,7 +73,7 @@ async function bootPython(createPyodideModule) {
     noImageDecoding: true,
     noAudioDecoding: true,
     noWasmDecoding: false,
-    noInitialRun: restoring,
+    noInitialRun: willRestore,
     arguments: [],
     thisProgram: "/bin/python",
     API,
@@ -120,13 +123,36 @@ async function bootPython(createPyodideModule) {
   if (API.version !== boot.version) {
     throw new Error(`pyodide.asm.mjs is Pyodide ${API.version}, not ${boot.version}`);
   }
+  // An interpreter started ahead of time has its memory's pages mapped while it waits.
+  if (boot.prepareOnly) op_python_prefault(Module.HEAPU8);
+  return { Module, API, willRestore, out, err };
+}
+
+/**
+ * Makes an interpreter `preparePython` started the function's: restores its snapshot (if it
+ * has one), writes its files and requirements, imports its module (unless the snapshot holds
+ * it) and returns a module namespace for `dispatch`, whose default export calls the entry. In
+ * an isolate asked to make a snapshot, hands the snapshot to the host instead.
+ */
+async function startPython(prepared) {
+  const T = [["start", performance.now()]];
+  const mark = (name) => T.push([name, performance.now()]);
+  const boot = op_python_boot();
+  const { Module, API, out, err } = prepared;
+  const restoring = boot.restore !== null;
+  if (restoring !== prepared.willRestore || API.config.BUILD_ID !== boot.buildId) {
+    throw new Error("the interpreter was prepared for another kind of start");
+  }
+  API.config._makeSnapshot = boot.makeSnapshot;
   let references;
   if (restoring) {
     if (Module.HEAPU8.length < boot.memoryBytes) Module.growMemory(boot.memoryBytes);
     if (!op_python_restore(Module.HEAPU8)) throw new Error("the Python snapshot does not fit the interpreter's memory");
     references = JSON.parse(boot.restore);
+    mark("copied");
   }
   const pyodide = API.finalizeBootstrap(references, undefined);
+  mark("finalized");
   API.initializeStreams(undefined, out, err);
   // The file system is JavaScript's, not in the snapshot: the function's files and its
   // requirements are written in every interpreter.
@@ -169,6 +195,9 @@ async function bootPython(createPyodideModule) {
     }
     return { default: () => null };
   }
+  mark("end");
+  let last = T[0][1];
+  console.log(T.map(([n, t]) => { const d = (t - last).toFixed(1); last = t; return `${n}:${d}`; }).join(" "));
   if (shape === "fetch") {
     return {
       default: {
@@ -213,4 +242,5 @@ function pythonError(failure) {
   return error;
 }
 
-globalThis.__functionsHost.bootPython = bootPython;
+globalThis.__functionsHost.preparePython = preparePython;
+globalThis.__functionsHost.startPython = startPython;

@@ -1,7 +1,8 @@
 //! `python`: Python functions on Pyodide, booted in a function isolate by `boot.js`.
 //!
 //! The runtime puts a [`PythonBoot`] in the isolate's `OpState`, loads Pyodide's module factory
-//! (`pyodide.asm.mjs`) and calls `bootPython` (left on the host's internals). Through the ops
+//! (`pyodide.asm.mjs`) and calls `preparePython`, then `startPython` (left on the host's
+//! internals; the first can be done ahead of time, before the function is known). Through the ops
 //! here `boot.js` gets what it needs as bytes, never from a file system or the network: the
 //! interpreter's WebAssembly module, compiled once per process and shared by every isolate
 //! ([`PyodideBuild`]), the standard library, the function's files, and the memory image to
@@ -254,12 +255,12 @@ impl MemorySnapshot {
                 .memory
                 .get(start..(start + page.len()).min(self.memory.len()));
             match source {
-                Some(source) if source.iter().any(|&b| b != 0) => {
+                Some(source) if !is_zero(source) => {
                     page[..source.len()].copy_from_slice(source);
                     page[source.len()..].fill(0);
                 }
                 _ => {
-                    if page.iter().any(|&b| b != 0) {
+                    if !is_zero(page) {
                         page.fill(0);
                     }
                 }
@@ -268,7 +269,13 @@ impl MemorySnapshot {
     }
 }
 
-/// What one Python isolate boots: put in its `OpState` before `bootPython` runs.
+/// Whether every byte is zero (read whole, without an early exit, which vectorizes).
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0, |any, &byte| any | byte) == 0
+}
+
+/// What one Python isolate boots: put in its `OpState` before `preparePython` and
+/// `startPython` run.
 pub struct PythonBoot {
     /// The Pyodide build.
     pub build: Arc<PyodideBuild>,
@@ -287,6 +294,9 @@ pub struct PythonBoot {
     pub snapshot: Option<Arc<MemorySnapshot>>,
     /// Make a snapshot once booted (and the module imported), instead of serving invocations.
     pub make_snapshot: bool,
+    /// Only prepare an interpreter to be restored later (`preparePython`), for a function not
+    /// known yet.
+    pub prepare_only: bool,
 }
 
 /// A snapshot an isolate made, left in its `OpState`.
@@ -309,6 +319,7 @@ struct BootConfig {
     /// The memory size to grow to before the snapshot is copied in.
     memory_bytes: f64,
     make_snapshot: bool,
+    prepare_only: bool,
     host_module: &'static str,
 }
 
@@ -338,6 +349,7 @@ fn op_python_boot(state: &mut OpState) -> BootConfig {
             .as_ref()
             .map_or(0.0, |s| s.memory_bytes as f64),
         make_snapshot: boot.make_snapshot,
+        prepare_only: boot.prepare_only,
         host_module: HOST_MODULE,
     }
 }
@@ -397,6 +409,17 @@ fn op_python_restore(state: &mut OpState, #[buffer] memory: &mut [u8]) -> bool {
     }
 }
 
+/// Writes to every page of the interpreter's memory (leaving its bytes as they are), so that
+/// the operating system has given it all its pages before a snapshot is copied in: what an
+/// interpreter prepared ahead of time does while it waits.
+#[op2(fast)]
+fn op_python_prefault(#[buffer] memory: &mut [u8]) {
+    for page in memory.chunks_mut(4096) {
+        // SAFETY: a valid, aligned pointer into `page`; volatile so that it is not elided.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), page[0]) };
+    }
+}
+
 /// Takes the snapshot `boot.js` made (in Pyodide's format), or why it could not.
 #[op2(fast)]
 fn op_python_snapshot_made(state: &mut OpState, #[buffer] bytes: &[u8]) {
@@ -417,6 +440,7 @@ deno_core::extension!(
     op_python_wasm_module,
     op_python_stdlib,
     op_python_packages,
+    op_python_prefault,
     op_python_restore,
     op_python_snapshot_made,
     op_python_snapshot_failed,

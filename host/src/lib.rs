@@ -210,7 +210,7 @@ impl HostBuilder {
         let deployments = store.current_deployments().await.map_err(Error::internal)?;
         for deployment in deployments {
             match registry::function_of(&deployment, &engine, &python).await {
-                Ok(deployed) => registry.install(deployed),
+                Ok(deployed) => registry.install(deployed, &engine),
                 Err(err) => eprintln!(
                     "functions-host: {} version {} cannot be loaded: {err}",
                     deployment.name(),

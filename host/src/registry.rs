@@ -136,8 +136,12 @@ pub(crate) fn function_with(deployment: &Deployment, code: Code) -> Function {
 }
 
 impl Registry {
-    /// Makes `deployed` current unless a newer version already is.
-    pub fn install(&self, deployed: Deployed) {
+    /// Makes `deployed` current unless a newer version already is. A Python function's
+    /// interpreters are started ahead of its invocations, on `engine`.
+    pub fn install(&self, deployed: Deployed, engine: &Engine) {
+        if deployed.function.python_code().is_some() {
+            engine.expect_python(&deployed.function);
+        }
         let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
         let function = &deployed.function;
         let newer_installed = functions

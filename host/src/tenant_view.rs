@@ -149,7 +149,7 @@ impl TenantView<'_> {
         })?;
         inner
             .registry
-            .install(registry::deployed_with(&deployment, code));
+            .install(registry::deployed_with(&deployment, code), &inner.engine);
         Ok(deployment.summary)
     }
 

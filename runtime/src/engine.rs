@@ -44,6 +44,11 @@ pub struct EngineConfig {
     /// recently invoked fresh-isolate functions (default 32; 0 keeps none, so every invocation
     /// creates its isolate).
     pub prepared_per_worker: usize,
+    /// Each worker keeps a Python interpreter started ahead of time (Pyodide instantiated and
+    /// linked, for the build and memory limit of the Python functions it ran recently), so that
+    /// a cold start of a Python function only restores the function's snapshot into it
+    /// (default true).
+    pub prepare_python: bool,
     /// For tests of how the engine contains a failing worker: a worker panics when it starts
     /// an invocation of the function with this name.
     #[doc(hidden)]
@@ -59,6 +64,7 @@ impl Default for EngineConfig {
             use_snapshot: true,
             max_isolates: default_max_isolates(),
             prepared_per_worker: 32,
+            prepare_python: true,
             panic_on_function: None,
         }
     }
@@ -328,6 +334,7 @@ impl Engine {
                     snapshot,
                     max_isolates: config.max_isolates,
                     prepared_per_worker: config.prepared_per_worker,
+                    prepare_python: config.prepare_python,
                     panic_on_function: config.panic_on_function.map(Into::into),
                 })
             },
@@ -413,6 +420,15 @@ impl Engine {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         made
+    }
+
+    /// Says that `function`, a Python function restored from a snapshot, will be invoked:
+    /// every worker starts an interpreter for it ahead of time (see
+    /// [`EngineConfig::prepare_python`]), so that even its first invocation only restores its
+    /// snapshot. The host calls it for each Python function it deploys or loads.
+    #[cfg(feature = "js")]
+    pub fn expect_python(&self, function: &Function) {
+        self.pool.expect_python(function);
     }
 
     /// How many Python memory snapshots this engine has made ([`Engine::snapshot_python`]).

@@ -8,6 +8,7 @@
 //! *slice*, charged to the invocation's CPU budget (see `watchdog.rs`).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -52,8 +53,10 @@ pub(crate) struct Internals {
     pub dispatch: v8::Global<v8::Function>,
     /// Gives the function a base URL and a `location` (see `bootstrap.js`'s `setLocation`).
     pub set_location: v8::Global<v8::Function>,
-    /// Boots Python (see `ext/python/boot.js`).
-    pub boot_python: v8::Global<v8::Function>,
+    /// Starts a Python interpreter (see `ext/python/boot.js`).
+    pub prepare_python: v8::Global<v8::Function>,
+    /// Makes a started interpreter a Python function's (see `ext/python/boot.js`).
+    pub start_python: v8::Global<v8::Function>,
 }
 
 /// Makes an isolate the thread's entered one until dropped.
@@ -174,7 +177,8 @@ fn take_internals(runtime: &mut JsRuntime) -> Internals {
     Internals {
         dispatch: function("dispatch"),
         set_location: function("setLocation"),
-        boot_python: function("bootPython"),
+        prepare_python: function("preparePython"),
+        start_python: function("startPython"),
     }
 }
 
@@ -289,29 +293,21 @@ pub(crate) struct FunctionIsolate {
     limits: Limits,
 }
 
-impl FunctionIsolate {
-    /// Creates an isolate from the snapshot, with the function's memory limit, then loads and
-    /// evaluates the function's module (awaiting top-level `await`) in slices charged to
-    /// `budget` (a fresh budget for the top-level code; the invocation gets its own).
-    pub async fn load(
-        function: &Function,
-        snapshot: Option<&'static [u8]>,
-        thread: Rc<ThreadWatch>,
-        budget: Budget,
-    ) -> Result<Self, InvokeError> {
-        let limits = function.settings().limits.clone();
-        Self::load_with(function, snapshot, thread, budget, limits, false).await
-    }
+/// An isolate made for a function, with its limits, before the function's code is in it.
+struct Shell {
+    runtime: Runtime,
+    internals: Internals,
+    failures: ImportFailures,
+    control: Control,
+}
 
-    /// [`FunctionIsolate::load`] under `limits`; a Python function's isolate asked to
-    /// `make_snapshot` leaves its snapshot in its `OpState` (see [`make_python_snapshot`]).
-    async fn load_with(
+impl Shell {
+    /// Creates an isolate from the snapshot for `function`, with `limits`' memory limit.
+    fn new(
         function: &Function,
         snapshot: Option<&'static [u8]>,
         thread: Rc<ThreadWatch>,
-        budget: Budget,
-        limits: Limits,
-        make_snapshot: bool,
+        limits: &Limits,
     ) -> Result<Self, InvokeError> {
         let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let verdict = Arc::new(Verdict::default());
@@ -344,6 +340,31 @@ impl FunctionIsolate {
             off_thread,
             buffers: Some(buffers),
         };
+        Ok(Self {
+            runtime,
+            internals,
+            failures,
+            control,
+        })
+    }
+
+    /// Loads `function` into the isolate, in slices charged to `budget`: its module graph,
+    /// evaluated; or, for a Python function, its interpreter (continuing from `prepared`, when
+    /// an interpreter was prepared in this isolate already).
+    async fn load(
+        self,
+        function: &Function,
+        budget: Budget,
+        limits: Limits,
+        make_snapshot: bool,
+        prepared: Option<v8::Global<v8::Value>>,
+    ) -> Result<FunctionIsolate, InvokeError> {
+        let Self {
+            mut runtime,
+            internals,
+            failures,
+            control,
+        } = self;
         let budget = RefCell::new(budget);
         let namespace = match function.python_code() {
             Some(python) => {
@@ -351,7 +372,8 @@ impl FunctionIsolate {
                     && !snapshot.fits(&python.build)
                 {
                     return Err(InvokeError::Threw {
-                        message: "the function's Python snapshot was made by another build of                                   Pyodide or of the host: deploy it again"
+                        message: "the function's Python snapshot was made by another build of \
+                                  Pyodide or of the host: deploy it again"
                             .into(),
                         stack: String::new(),
                     });
@@ -359,7 +381,15 @@ impl FunctionIsolate {
                 let boot = python.boot(&function.settings().env, make_snapshot);
                 runtime.with(|js| js.op_state().borrow_mut().put(boot));
                 let js = &mut *runtime.js;
-                let booting = boot_python(js, &internals.boot_python);
+                let internals = &internals;
+                let booting = async move {
+                    let prepared = match prepared {
+                        Some(prepared) => prepared,
+                        None => prepare_python(js, &internals.prepare_python).await?,
+                    };
+                    let started = call(js, &internals.start_python, &prepared)?;
+                    until_settled(js, started).await
+                };
                 watched(&control, &budget, &limits, booting).await?
             }
             None => {
@@ -386,9 +416,14 @@ impl FunctionIsolate {
                 })?
             }
         };
-        let dispatch = internals.dispatch;
-        drop(internals.boot_python);
-        Ok(Self {
+        let Internals {
+            dispatch,
+            set_location,
+            prepare_python,
+            start_python,
+        } = internals;
+        drop((set_location, prepare_python, start_python));
+        Ok(FunctionIsolate {
             dispatch,
             namespace,
             runtime,
@@ -397,7 +432,137 @@ impl FunctionIsolate {
             limits,
         })
     }
+}
 
+/// An interpreter started ahead of time for Python functions of one Pyodide build and memory
+/// limit: an isolate in which Pyodide is instantiated and linked, waiting for a function's
+/// snapshot (`preparePython` done, `startPython` to come). This is what a cold start of a
+/// Python function does before it touches the function: most of it.
+pub(crate) struct PreparedPython {
+    // Before `shell`, whose isolate this handle is of.
+    prepared: v8::Global<v8::Value>,
+    shell: Shell,
+    build: Arc<functions_ext::python::PyodideBuild>,
+    memory_bytes: u64,
+}
+
+impl PreparedPython {
+    /// Starts an interpreter of `build` for functions whose memory limit is `memory_bytes`.
+    pub async fn prepare(
+        build: Arc<functions_ext::python::PyodideBuild>,
+        memory_bytes: u64,
+        snapshot: Option<&'static [u8]>,
+        thread: Rc<ThreadWatch>,
+    ) -> Result<Self, InvokeError> {
+        let limits = Limits {
+            memory_bytes,
+            ..Limits::default()
+        };
+        let interpreter = Function::python(
+            "python-interpreter",
+            0,
+            crate::python::PythonCode {
+                build: build.clone(),
+                files: Default::default(),
+                packages: Default::default(),
+                module_file: None,
+                entry: None,
+                snapshot: None,
+            },
+            crate::function::Settings {
+                limits: limits.clone(),
+                ..Default::default()
+            },
+        );
+        let mut shell = Shell::new(&interpreter, snapshot, thread, &limits)?;
+        let mut boot = interpreter
+            .python_code()
+            .expect("a Python function")
+            .boot(&BTreeMap::new(), false);
+        boot.prepare_only = true;
+        shell
+            .runtime
+            .with(|js| js.op_state().borrow_mut().put(boot));
+        let budget = RefCell::new(Budget::new(&crate::python::snapshot_limits(&limits)));
+        let prepared = {
+            let js = &mut *shell.runtime.js;
+            let preparing = prepare_python(js, &shell.internals.prepare_python);
+            watched(&shell.control, &budget, &limits, preparing).await?
+        };
+        Ok(Self {
+            prepared,
+            shell,
+            build,
+            memory_bytes,
+        })
+    }
+
+    /// Whether `function` (a Python function) can continue in this interpreter: it restores a
+    /// snapshot of the same build, under the same memory limit.
+    pub fn fits(&self, function: &Function) -> bool {
+        function.python_code().is_some_and(|python| {
+            python.snapshot.is_some()
+                && Arc::ptr_eq(&python.build, &self.build)
+                && function.settings().limits.memory_bytes == self.memory_bytes
+        })
+    }
+}
+
+impl FunctionIsolate {
+    /// Creates an isolate from the snapshot, with the function's memory limit, then loads and
+    /// evaluates the function's module (awaiting top-level `await`) in slices charged to
+    /// `budget` (a fresh budget for the top-level code; the invocation gets its own).
+    pub async fn load(
+        function: &Function,
+        snapshot: Option<&'static [u8]>,
+        thread: Rc<ThreadWatch>,
+        budget: Budget,
+    ) -> Result<Self, InvokeError> {
+        let limits = function.settings().limits.clone();
+        Self::load_with(function, snapshot, thread, budget, limits, false).await
+    }
+
+    /// [`FunctionIsolate::load`] under `limits`; a Python function's isolate asked to
+    /// `make_snapshot` leaves its snapshot in its `OpState` (see [`make_python_snapshot`]). A
+    /// Python function restored from a snapshot continues in `spare`, an interpreter prepared
+    /// ahead of time for its build and memory limit, when given one.
+    async fn load_with(
+        function: &Function,
+        snapshot: Option<&'static [u8]>,
+        thread: Rc<ThreadWatch>,
+        budget: Budget,
+        limits: Limits,
+        make_snapshot: bool,
+    ) -> Result<Self, InvokeError> {
+        let shell = Shell::new(function, snapshot, thread, &limits)?;
+        shell
+            .load(function, budget, limits, make_snapshot, None)
+            .await
+    }
+
+    /// Runs `function` (a Python function with a snapshot) in `spare`, an interpreter
+    /// [`PreparedPython::prepare`] made for its build and memory limit, restoring its snapshot
+    /// there: the part of a cold start that depends on the function.
+    pub async fn load_into(
+        spare: PreparedPython,
+        function: &Function,
+        budget: Budget,
+    ) -> Result<Self, InvokeError> {
+        let PreparedPython {
+            shell, prepared, ..
+        } = spare;
+        let net = function
+            .net_access()
+            .map_err(|message| InvokeError::Threw {
+                message: message.clone(),
+                stack: String::new(),
+            })?;
+        net.install(&mut shell.runtime.js.op_state().borrow_mut());
+        let limits = function.settings().limits.clone();
+        shell
+            .load(function, budget, limits, false, Some(prepared))
+            .await
+    }
     /// Runs one invocation until the handler has responded, in slices charged to `budget`: the
     /// handler gets `request`; the result is its response and, when work remains after the
     /// response (a streamed body, `ctx.waitUntil`), the [`Tail`] to [`FunctionIsolate::finish`]
@@ -594,12 +759,12 @@ async fn load_module(
     })
 }
 
-/// Boots a Python function's interpreter in `js` (its `PythonBoot` already in the op state):
-/// loads Pyodide's module factory (which the function's loader serves) and runs `boot.js`'s `bootPython` with it until
-/// it settles, to the namespace object `dispatch` takes.
-async fn boot_python(
+/// Starts an interpreter in `js` (its `PythonBoot` already in the op state): loads Pyodide's
+/// module factory (which the function's loader serves) and runs `boot.js`'s `preparePython`
+/// with it until it settles, to what `startPython` takes.
+async fn prepare_python(
     js: &mut JsRuntime,
-    boot: &v8::Global<v8::Function>,
+    prepare: &v8::Global<v8::Function>,
 ) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
     let specifier = deno_core::ModuleSpecifier::parse(crate::python::GLUE_SPECIFIER)
         .expect("the glue's URL is valid");
@@ -615,8 +780,8 @@ async fn boot_python(
         let factory = namespace.get(scope, key.into()).unwrap();
         v8::Global::new(scope, factory)
     };
-    let booted = call(js, boot, &factory)?;
-    until_settled(js, booted).await
+    let prepared = call(js, prepare, &factory)?;
+    until_settled(js, prepared).await
 }
 
 /// Boots `function` (a Python function) in an isolate of its own and makes a memory snapshot

@@ -61,6 +61,8 @@ pub(crate) enum Task {
         function: Function,
         reply: oneshot::Sender<Result<(), CompileError>>,
     },
+    /// Keep a Python interpreter prepared for this function (see `worker.rs`).
+    ExpectPython(Function),
     /// Boot a Python function and make its memory snapshot.
     SnapshotPython {
         function: Function,
@@ -283,6 +285,7 @@ pub(crate) struct PoolConfig {
     pub snapshot: Option<&'static [u8]>,
     pub max_isolates: usize,
     pub prepared_per_worker: usize,
+    pub prepare_python: bool,
     /// See [`crate::EngineConfig::panic_on_function`].
     pub panic_on_function: Option<Arc<str>>,
 }
@@ -315,6 +318,7 @@ impl Pool {
                     index,
                     snapshot: config.snapshot,
                     max_prepared: config.prepared_per_worker,
+                    prepare_python: config.prepare_python,
                     panic_on_function: config.panic_on_function.clone(),
                 };
                 std::thread::Builder::new()
@@ -371,6 +375,13 @@ impl Pool {
     /// Queues a check (compile and link).
     pub fn check(&self, function: Function, reply: oneshot::Sender<Result<(), CompileError>>) {
         self.shared.intake.push(Task::Check { function, reply });
+    }
+
+    /// Tells every worker to keep an interpreter prepared for `function`.
+    pub fn expect_python(&self, function: &Function) {
+        for worker in &self.shared.private {
+            let _ = worker.send(Task::ExpectPython(function.clone()));
+        }
     }
 
     /// Queues the making of a Python function's snapshot.

@@ -69,6 +69,7 @@ impl PythonCode {
             env: env.clone(),
             snapshot: self.snapshot.clone(),
             make_snapshot,
+            prepare_only: false,
         }
     }
 }

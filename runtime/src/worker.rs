@@ -38,6 +38,7 @@ use crate::function::Isolation;
 use crate::function::MAX_RESPONSE_BYTES;
 use crate::isolate;
 use crate::isolate::FunctionIsolate;
+use crate::isolate::PreparedPython;
 use crate::isolate::Runtime;
 use crate::isolate::Tail;
 use crate::pool::Job;
@@ -53,6 +54,9 @@ const MAX_WARM_ISOLATES: usize = 64;
 const PREPARED_IDLE: Duration = Duration::from_secs(60);
 /// Pre-created isolates of one function per worker, at most.
 const MAX_PREPARED_PER_FUNCTION: usize = 8;
+/// Pre-created isolates of one Python function per worker, at most (each holds an
+/// interpreter's memory, tens of MiB).
+const MAX_PREPARED_PER_PYTHON_FUNCTION: usize = 2;
 /// How far ahead the pre-created isolates of a function should cover its recent rate: at 100
 /// invocations a second on this worker, two are kept ready.
 const PREPARED_HORIZON: Duration = Duration::from_millis(20);
@@ -95,13 +99,27 @@ impl Ready {
         if self.function.isolation() != Isolation::Invocation || self.broken {
             return 0;
         }
+        let most = if self.function.python_code().is_some() {
+            MAX_PREPARED_PER_PYTHON_FUNCTION
+        } else {
+            MAX_PREPARED_PER_FUNCTION
+        };
         let wanted = (self.rate * PREPARED_HORIZON.as_secs_f64()).ceil() as usize;
-        wanted.clamp(1, MAX_PREPARED_PER_FUNCTION).min(max)
+        wanted.clamp(1, most).min(max)
     }
 
     fn is_warm(&self) -> bool {
         self.function.isolation() == Isolation::Function
     }
+}
+
+/// The interpreter a worker keeps prepared for Python functions.
+#[derive(Clone)]
+struct PythonWanted {
+    build: Arc<functions_ext::python::PyodideBuild>,
+    memory_bytes: u64,
+    /// When a Python function last started here.
+    last_used: Instant,
 }
 
 /// How a worker is set up.
@@ -110,6 +128,8 @@ pub(crate) struct WorkerSettings {
     pub snapshot: Option<&'static [u8]>,
     /// Pre-created isolates the worker keeps at most.
     pub max_prepared: usize,
+    /// Keep a Python interpreter prepared (see [`PreparedPython`]).
+    pub prepare_python: bool,
     /// See [`crate::EngineConfig::panic_on_function`].
     pub panic_on_function: Option<Arc<str>>,
 }
@@ -141,6 +161,13 @@ pub(crate) struct Worker {
     /// Isolates whose invocations are over, torn down when the worker has nothing else to do
     /// (tearing one down takes about as long as running a small invocation).
     spent: RefCell<Vec<FunctionIsolate>>,
+    /// Whether to keep a Python interpreter prepared for the Python functions invoked here.
+    prepare_python: bool,
+    /// The interpreter prepared for the next cold start of a Python function, if any.
+    python_spare: RefCell<Option<PreparedPython>>,
+    /// What the last Python function invoked here (restored from a snapshot) runs on, and
+    /// when: the build and memory limit of the interpreter to keep prepared.
+    python_wanted: RefCell<Option<PythonWanted>>,
     /// Set (and notified) when a task panicked.
     failed: Cell<bool>,
     failure: Notify,
@@ -173,6 +200,9 @@ impl Worker {
             drained: Notify::new(),
             refill: Notify::new(),
             spent: RefCell::default(),
+            prepare_python: settings.prepare_python,
+            python_spare: RefCell::default(),
+            python_wanted: RefCell::default(),
             failed: Cell::new(false),
             failure: Notify::new(),
             panic_on_function: settings.panic_on_function.clone(),
@@ -191,6 +221,7 @@ impl Worker {
             }
             worker.ready.borrow_mut().clear();
             worker.spent.borrow_mut().clear();
+            worker.python_spare.borrow_mut().take();
             drop(anchor);
         });
         if worker.failed.get() {
@@ -233,6 +264,9 @@ impl Worker {
                         let checked =
                             isolate::check(&function, worker.snapshot, worker.thread.clone());
                         let _ = reply.send(checked.await);
+                    }
+                    Task::ExpectPython(function) => {
+                        worker.expect_python(&function);
                     }
                     Task::SnapshotPython { function, reply } => {
                         let made = isolate::make_python_snapshot(
@@ -292,8 +326,21 @@ impl Worker {
             Some(isolate) => (isolate, Budget::new(limits)),
             None => {
                 let budget = Budget::new(limits);
-                let load =
-                    FunctionIsolate::load(&function, self.snapshot, self.thread.clone(), budget);
+                let spare = self.python_spare_for(&function);
+                let load = async {
+                    match spare {
+                        Some(spare) => FunctionIsolate::load_into(spare, &function, budget).await,
+                        None => {
+                            FunctionIsolate::load(
+                                &function,
+                                self.snapshot,
+                                self.thread.clone(),
+                                budget,
+                            )
+                            .await
+                        }
+                    }
+                };
                 let loaded = tokio::select! {
                     loaded = load => loaded,
                     reason = cancelled(&cancel, &mut reply) => Err(reason),
@@ -408,8 +455,69 @@ impl Worker {
         self.evict_over_cap();
     }
 
-    /// Pre-creates one isolate for the function that lacks the most, if any does.
+    /// Notes that Python functions like `function` (restored from a snapshot) run here: the
+    /// worker keeps an interpreter prepared for its build and memory limit.
+    fn expect_python(&self, function: &Function) -> bool {
+        let Some(python) = function.python_code() else {
+            return false;
+        };
+        if !self.prepare_python || python.snapshot.is_none() {
+            return false;
+        }
+        *self.python_wanted.borrow_mut() = Some(PythonWanted {
+            build: python.build.clone(),
+            memory_bytes: function.settings().limits.memory_bytes,
+            last_used: Instant::now(),
+        });
+        self.refill.notify_one();
+        true
+    }
+
+    /// The prepared interpreter, taken for `function` if it is a Python function it fits (its
+    /// place is filled again when the worker is idle).
+    fn python_spare_for(&self, function: &Function) -> Option<PreparedPython> {
+        if !self.expect_python(function) {
+            return None;
+        }
+        let mut spare = self.python_spare.borrow_mut();
+        if spare.as_ref().is_some_and(|spare| spare.fits(function)) {
+            spare.take()
+        } else {
+            None
+        }
+    }
+
+    /// Prepares a Python interpreter for the build (and memory limit) Python functions
+    /// recently ran on here, if none is; whether it did.
+    async fn prepare_python_spare(&self) -> bool {
+        if self.python_spare.borrow().is_some() {
+            return false;
+        }
+        let Some(wanted) = self.python_wanted.borrow().clone() else {
+            return false;
+        };
+        let prepared = PreparedPython::prepare(
+            wanted.build.clone(),
+            wanted.memory_bytes,
+            self.snapshot,
+            self.thread.clone(),
+        )
+        .await;
+        match prepared {
+            Ok(spare) => *self.python_spare.borrow_mut() = Some(spare),
+            // Not tried again until a Python function runs here again.
+            Err(_) => *self.python_wanted.borrow_mut() = None,
+        }
+        true
+    }
+
+    /// Pre-creates one isolate for the function that lacks the most, if any does (a Python
+    /// interpreter first, when one is wanted).
     async fn prepare_one(self: &Rc<Self>) {
+        if self.prepare_python_spare().await {
+            self.refill.notify_one();
+            return;
+        }
         let function = {
             let ready = self.ready.borrow();
             ready
@@ -442,9 +550,19 @@ impl Worker {
     }
 
     /// Drops the isolates of functions not invoked here for a while, and isolates that can no
-    /// longer be claimed (of a version since replaced).
+    /// longer be claimed (of a version since replaced); and the prepared Python interpreter
+    /// when no Python function ran here for a while.
     fn trim(&self) {
         let now = Instant::now();
+        let python_idle = self
+            .python_wanted
+            .borrow()
+            .as_ref()
+            .is_some_and(|wanted| now.duration_since(wanted.last_used) > PREPARED_IDLE);
+        if python_idle {
+            self.python_wanted.borrow_mut().take();
+            drop(self.python_spare.borrow_mut().take());
+        }
         let mut dropped = Vec::new();
         {
             let mut ready = self.ready.borrow_mut();
