@@ -335,7 +335,10 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
                 &serde_json::json!({
                     "status": "ok",
                     "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
-                    "python": { "snapshots_made": state.host.engine().python_snapshots_made() },
+                    "python": {
+                        "snapshots_made": state.host.engine().python_snapshots_made(),
+                        "interpreters_ready": state.host.engine().python_interpreters_ready(),
+                    },
                 }),
             ))
         }

@@ -431,6 +431,13 @@ impl Engine {
         self.pool.expect_python(function);
     }
 
+    /// Python interpreters started ahead of time and waiting for a function (at most one per
+    /// worker; see [`Engine::expect_python`]).
+    #[cfg(feature = "js")]
+    pub fn python_interpreters_ready(&self) -> usize {
+        self.pool.python_interpreters()
+    }
+
     /// How many Python memory snapshots this engine has made ([`Engine::snapshot_python`]).
     #[cfg(feature = "js")]
     pub fn python_snapshots_made(&self) -> u64 {

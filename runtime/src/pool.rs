@@ -229,6 +229,8 @@ pub(crate) struct Shared {
     /// The cap on isolates running invocations, and the invocations waiting for a place.
     admission: Mutex<FairShare<Box<Job>>>,
     pub workers: usize,
+    /// Python interpreters the workers hold prepared (see `worker.rs`).
+    pub python_interpreters: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -307,6 +309,7 @@ impl Pool {
             private,
             admission: Mutex::new(FairShare::new(config.max_isolates.max(1))),
             workers,
+            python_interpreters: Default::default(),
         });
         let threads = receivers
             .into_iter()
@@ -375,6 +378,13 @@ impl Pool {
     /// Queues a check (compile and link).
     pub fn check(&self, function: Function, reply: oneshot::Sender<Result<(), CompileError>>) {
         self.shared.intake.push(Task::Check { function, reply });
+    }
+
+    /// Python interpreters the workers hold prepared, waiting for a function.
+    pub fn python_interpreters(&self) -> usize {
+        self.shared
+            .python_interpreters
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Tells every worker to keep an interpreter prepared for `function`.

@@ -118,8 +118,6 @@ impl Ready {
 struct PythonWanted {
     build: Arc<functions_ext::python::PyodideBuild>,
     memory_bytes: u64,
-    /// When a Python function last started here.
-    last_used: Instant,
 }
 
 /// How a worker is set up.
@@ -165,9 +163,12 @@ pub(crate) struct Worker {
     prepare_python: bool,
     /// The interpreter prepared for the next cold start of a Python function, if any.
     python_spare: RefCell<Option<PreparedPython>>,
-    /// What the last Python function invoked here (restored from a snapshot) runs on, and
-    /// when: the build and memory limit of the interpreter to keep prepared.
+    /// What the Python function expected here last (restored from a snapshot) runs on: the
+    /// build and memory limit of the interpreter to keep prepared. Kept while the worker runs
+    /// (an interpreter is kept ready as long as Python functions may come).
     python_wanted: RefCell<Option<PythonWanted>>,
+    /// An interpreter is being prepared.
+    python_preparing: Cell<bool>,
     /// Set (and notified) when a task panicked.
     failed: Cell<bool>,
     failure: Notify,
@@ -203,6 +204,7 @@ impl Worker {
             prepare_python: settings.prepare_python,
             python_spare: RefCell::default(),
             python_wanted: RefCell::default(),
+            python_preparing: Cell::new(false),
             failed: Cell::new(false),
             failure: Notify::new(),
             panic_on_function: settings.panic_on_function.clone(),
@@ -221,7 +223,7 @@ impl Worker {
             }
             worker.ready.borrow_mut().clear();
             worker.spent.borrow_mut().clear();
-            worker.python_spare.borrow_mut().take();
+            drop(worker.set_python_spare(None));
             drop(anchor);
         });
         if worker.failed.get() {
@@ -467,7 +469,6 @@ impl Worker {
         *self.python_wanted.borrow_mut() = Some(PythonWanted {
             build: python.build.clone(),
             memory_bytes: function.settings().limits.memory_bytes,
-            last_used: Instant::now(),
         });
         self.refill.notify_one();
         true
@@ -479,45 +480,70 @@ impl Worker {
         if !self.expect_python(function) {
             return None;
         }
-        let mut spare = self.python_spare.borrow_mut();
-        if spare.as_ref().is_some_and(|spare| spare.fits(function)) {
-            spare.take()
+        let fits = self
+            .python_spare
+            .borrow()
+            .as_ref()
+            .is_some_and(|spare| spare.fits(function));
+        if fits {
+            self.set_python_spare(None)
         } else {
             None
         }
     }
 
-    /// Prepares a Python interpreter for the build (and memory limit) Python functions
-    /// recently ran on here, if none is; whether it did.
-    async fn prepare_python_spare(&self) -> bool {
-        if self.python_spare.borrow().is_some() {
-            return false;
+    /// Puts `spare` in the worker's place for a prepared interpreter (counted in
+    /// [`Shared::python_interpreters`]); what was there.
+    fn set_python_spare(&self, spare: Option<PreparedPython>) -> Option<PreparedPython> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counter = &self.shared.python_interpreters;
+        if spare.is_some() {
+            counter.fetch_add(1, Relaxed);
         }
-        let Some(wanted) = self.python_wanted.borrow().clone() else {
-            return false;
-        };
-        let prepared = PreparedPython::prepare(
-            wanted.build.clone(),
-            wanted.memory_bytes,
-            self.snapshot,
-            self.thread.clone(),
-        )
-        .await;
-        match prepared {
-            Ok(spare) => *self.python_spare.borrow_mut() = Some(spare),
-            // Not tried again until a Python function runs here again.
-            Err(_) => *self.python_wanted.borrow_mut() = None,
+        let old = std::mem::replace(&mut *self.python_spare.borrow_mut(), spare);
+        if old.is_some() {
+            counter.fetch_sub(1, Relaxed);
         }
-        true
+        old
     }
 
-    /// Pre-creates one isolate for the function that lacks the most, if any does (a Python
-    /// interpreter first, when one is wanted).
-    async fn prepare_one(self: &Rc<Self>) {
-        if self.prepare_python_spare().await {
-            self.refill.notify_one();
+    /// Starts preparing a Python interpreter for the build (and memory limit) of the Python
+    /// functions expected here, if none is prepared or being prepared: as a task of its own,
+    /// so that the worker takes on invocations meanwhile.
+    fn prepare_python_spare(self: &Rc<Self>) {
+        if self.python_spare.borrow().is_some() || self.python_preparing.get() {
             return;
         }
+        let Some(wanted) = self.python_wanted.borrow().clone() else {
+            return;
+        };
+        self.python_preparing.set(true);
+        let worker = self.clone();
+        tokio::task::spawn_local(async move {
+            let prepared = PreparedPython::prepare(
+                wanted.build.clone(),
+                wanted.memory_bytes,
+                worker.snapshot,
+                worker.thread.clone(),
+            )
+            .await;
+            worker.python_preparing.set(false);
+            match prepared {
+                Ok(spare) => {
+                    drop(worker.set_python_spare(Some(spare)));
+                    // Functions waiting for it can be prepared now.
+                    worker.refill.notify_one();
+                }
+                // Not tried again until a Python function is expected here again.
+                Err(_) => *worker.python_wanted.borrow_mut() = None,
+            }
+        });
+    }
+
+    /// Pre-creates one isolate for the function that lacks the most, if any does; a Python
+    /// function's only in a prepared interpreter (one is started for it otherwise).
+    async fn prepare_one(self: &Rc<Self>) {
+        self.prepare_python_spare();
         let function = {
             let ready = self.ready.borrow();
             ready
@@ -534,8 +560,15 @@ impl Worker {
             return;
         };
         let budget = Budget::new(&function.settings().limits);
-        let loaded =
-            FunctionIsolate::load(&function, self.snapshot, self.thread.clone(), budget).await;
+        let loaded = if function.python_code().is_some() {
+            let Some(spare) = self.python_spare_for(&function) else {
+                // The interpreter being prepared asks for another look once it is ready.
+                return;
+            };
+            FunctionIsolate::load_into(spare, &function, budget).await
+        } else {
+            FunctionIsolate::load(&function, self.snapshot, self.thread.clone(), budget).await
+        };
         match loaded {
             Ok(isolate) => self.put_back(&function, isolate),
             Err(_) => {
@@ -550,19 +583,9 @@ impl Worker {
     }
 
     /// Drops the isolates of functions not invoked here for a while, and isolates that can no
-    /// longer be claimed (of a version since replaced); and the prepared Python interpreter
-    /// when no Python function ran here for a while.
+    /// longer be claimed (of a version since replaced).
     fn trim(&self) {
         let now = Instant::now();
-        let python_idle = self
-            .python_wanted
-            .borrow()
-            .as_ref()
-            .is_some_and(|wanted| now.duration_since(wanted.last_used) > PREPARED_IDLE);
-        if python_idle {
-            self.python_wanted.borrow_mut().take();
-            drop(self.python_spare.borrow_mut().take());
-        }
         let mut dropped = Vec::new();
         {
             let mut ready = self.ready.borrow_mut();
