@@ -283,14 +283,14 @@ pub(crate) fn import_error(err: InvokeError) -> functions_runtime::CompileError 
     };
     let (file, line) = stack
         .lines()
-        .filter_map(|line| {
+        .rev()
+        .find_map(|line| {
             let rest = line.trim().strip_prefix("File \"/function/")?;
             let (file, rest) = rest.split_once('"')?;
             let number = rest.strip_prefix(", line ")?;
             let number = number.split(|c: char| !c.is_ascii_digit()).next()?;
             Some((file.to_owned(), number.parse().ok()?))
         })
-        .last()
         .unwrap_or_default();
     functions_runtime::CompileError {
         message: if stack.is_empty() { message } else { stack },

@@ -50,9 +50,9 @@ pub fn index_from_pip() -> String {
     // Later files override earlier ones, as in pip.
     files
         .iter()
+        .rev()
         .filter_map(|file| std::fs::read_to_string(file).ok())
-        .filter_map(|text| index_url_in(&text))
-        .last()
+        .find_map(|text| index_url_in(&text))
         .unwrap_or_else(|| DEFAULT_INDEX.to_owned())
 }
 
@@ -369,13 +369,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Files by their path in `site-packages`.
+type SitePackages = BTreeMap<String, Vec<u8>>;
+
 /// A wheel's files by their path in `site-packages` (its `.data/purelib` and `.data/platlib`
 /// moved to the top, its scripts and headers left out), and the dependencies its metadata
 /// declares (`Requires-Dist`).
-fn unpack_wheel(
-    bytes: &[u8],
-    filename: &str,
-) -> anyhow::Result<(BTreeMap<String, Vec<u8>>, Vec<String>)> {
+fn unpack_wheel(bytes: &[u8], filename: &str) -> anyhow::Result<(SitePackages, Vec<String>)> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .with_context(|| format!("{filename} is not a zip file"))?;
     let mut files = BTreeMap::new();

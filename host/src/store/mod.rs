@@ -526,6 +526,7 @@ pub(crate) mod tests {
             env: BTreeMap::from([("K".into(), "V".into())]),
             isolation: Isolation::Invocation,
             wasm: None,
+            python: None,
             executor: Executor::Command,
             allow_net: vec!["example.com".into()],
             limits: FunctionLimits::default(),
@@ -645,6 +646,51 @@ pub(crate) mod tests {
         // And from the files, after the process that stored them is gone.
         let store = SqliteStore::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
         assert_eq!(store.get("ts").await.unwrap().unwrap().modules, modules);
+    }
+
+    #[tokio::test]
+    async fn python_code_comes_back_as_stored_and_goes_with_its_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let python = StoredPython {
+            files: BTreeMap::from([(
+                "main.py".to_owned(),
+                "def handler(e):\n    pass\n".to_owned(),
+            )]),
+            requirements: vec!["six==1.16.0".to_owned()],
+            packages: Arc::new(BTreeMap::from([("six.py".to_owned(), vec![0, 1, 2, 255])])),
+            snapshot: Arc::from(&b"a snapshot"[..]),
+        };
+        let deployment = || NewDeployment {
+            entry: "main.py:handler".into(),
+            language: Language::Python,
+            modules: BTreeMap::new(),
+            python: Some(python.clone()),
+            ..new("py", "")
+        };
+        let same = |stored: Option<StoredPython>| {
+            let stored = stored.expect("Python code");
+            assert_eq!(stored.files, python.files);
+            assert_eq!(stored.requirements, python.requirements);
+            assert_eq!(stored.packages, python.packages);
+            assert_eq!(stored.snapshot, python.snapshot);
+        };
+        for (backend, store) in backends(dir.path()) {
+            store.deploy(deployment()).await.unwrap();
+            let stored = store.get("py").await.unwrap().unwrap();
+            assert!(stored.modules.is_empty(), "{backend}");
+            assert_eq!(stored.summary.entry, "main.py:handler");
+            same(stored.python);
+        }
+        let store = SqliteStore::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
+        same(store.get("py").await.unwrap().unwrap().python);
+        // Deleted with its function: a new function of the name starts at version 1, bare.
+        assert!(store.delete("py", None).await.unwrap());
+        let again = store
+            .deploy(new("py", "export default () => 1"))
+            .await
+            .unwrap();
+        assert_eq!(again.version(), 1);
+        assert!(store.get("py").await.unwrap().unwrap().python.is_none());
     }
 
     #[tokio::test]
