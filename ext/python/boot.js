@@ -135,8 +135,6 @@ async function preparePython(createPyodideModule) {
  * an isolate asked to make a snapshot, hands the snapshot to the host instead.
  */
 async function startPython(prepared) {
-  const T = [["start", performance.now()]];
-  const mark = (name) => T.push([name, performance.now()]);
   const boot = op_python_boot();
   const { Module, API, out, err } = prepared;
   const restoring = boot.restore !== null;
@@ -149,10 +147,8 @@ async function startPython(prepared) {
     if (Module.HEAPU8.length < boot.memoryBytes) Module.growMemory(boot.memoryBytes);
     if (!op_python_restore(Module.HEAPU8)) throw new Error("the Python snapshot does not fit the interpreter's memory");
     references = JSON.parse(boot.restore);
-    mark("copied");
   }
   const pyodide = API.finalizeBootstrap(references, undefined);
-  mark("finalized");
   API.initializeStreams(undefined, out, err);
   // The file system is JavaScript's, not in the snapshot: the function's files and its
   // requirements are written in every interpreter.
@@ -195,9 +191,6 @@ async function startPython(prepared) {
     }
     return { default: () => null };
   }
-  mark("end");
-  let last = T[0][1];
-  console.log(T.map(([n, t]) => { const d = (t - last).toFixed(1); last = t; return `${n}:${d}`; }).join(" "));
   if (shape === "fetch") {
     return {
       default: {

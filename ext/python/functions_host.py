@@ -118,21 +118,28 @@ async def _settle(awaitable):
 
 def call_fetch(request, env):
     """Calls `on_fetch(request, env)`: its `Response` (a JavaScript object), or a coroutine of
-    it; an error as a string."""
+    it; an error as a string (the only string it returns)."""
     try:
         result = _entry(request, env)
         if inspect.isawaitable(result):
             return _settle_fetch(result)
-        return result
+        return _response(result)
     except BaseException as error:  # noqa: BLE001
         return _failure(error)
 
 
 async def _settle_fetch(awaitable):
     try:
-        return await awaitable
+        return _response(await awaitable)
     except BaseException as error:  # noqa: BLE001
         return _failure(error)
+
+
+def _response(value):
+    if value is None or isinstance(value, (str, bytes, int, float, list, dict, tuple)):
+        kind = type(value).__name__
+        raise TypeError(f"on_fetch must return a Response (from js import Response), not {kind}")
+    return value
 
 
 def _result(value):

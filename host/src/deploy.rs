@@ -389,12 +389,18 @@ fn resolve(
             ));
         }
     };
+    // The entry's extension says the language; an entry with none (`hello`, a function) is
+    // Python when the files are.
+    let entry_file = entry
+        .split_once(':')
+        .map_or(entry.as_str(), |(file, _)| file);
     let language = match named_language(manifest.language.as_deref(), hints)? {
         Some(language) => language,
-        None if manifest.files.keys().any(|path| path.ends_with(".py")) => Language::Python,
-        None => extension(&entry)
-            .and_then(Language::of_alias)
-            .unwrap_or(Language::JavaScript),
+        None => match extension(entry_file).and_then(Language::of_alias) {
+            Some(language) => language,
+            None if manifest.files.keys().any(|path| path.ends_with(".py")) => Language::Python,
+            None => Language::JavaScript,
+        },
     };
     if language == Language::Python {
         return python_deployment(name, manifest, hints, &entry);
@@ -708,6 +714,17 @@ mod tests {
             entry: Some("main.py:hello".into()),
             ..DeployHints::default()
         };
+        let manifest = DeployHints {
+            content_type: Some("application/json".into()),
+            ..DeployHints::default()
+        };
+        let d = parse(
+            "f",
+            &manifest,
+            br#"{"entry":"hello","files":{"main.py":"def hello(): pass","data.json":"{}"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.language, Language::Python);
         let d = parse("f", &hints, b"def hello(): pass").unwrap();
         assert_eq!(
             (d.language, d.entry.as_str()),
@@ -765,6 +782,11 @@ mod tests {
             ),
             (
                 br#"{"entry":"a.ts","files":{"a.ts":"1","notes.txt":"hi"}}"#,
+                "not a module",
+            ),
+            // A JavaScript function's entry decides, whatever other files it has.
+            (
+                br#"{"entry":"a.js","files":{"a.js":"1","tool.py":"x = 1"}}"#,
                 "not a module",
             ),
             (b"  \n", "empty body"),

@@ -86,10 +86,14 @@ pub(crate) struct Ready {
     pub baseline: Arc<MemorySnapshot>,
 }
 
+/// Python deploys that resolve requirements and make snapshots at once; more wait their turn.
+const DEPLOYS_AT_ONCE: usize = 2;
+
 /// Gets Pyodide ready on first use, and keeps it.
 pub(crate) struct Python {
     setup: PythonSetup,
     ready: tokio::sync::Mutex<Option<Ready>>,
+    deploys: tokio::sync::Semaphore,
 }
 
 impl Python {
@@ -97,7 +101,16 @@ impl Python {
         Self {
             setup,
             ready: tokio::sync::Mutex::new(None),
+            deploys: tokio::sync::Semaphore::new(DEPLOYS_AT_ONCE),
         }
+    }
+
+    /// Waits for a Python deploy's turn (see [`DEPLOYS_AT_ONCE`]); it lasts until dropped.
+    pub async fn deploy_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.deploys
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The build and its baseline: read (or downloaded) and made the first time, then kept. A

@@ -99,6 +99,9 @@ impl TenantView<'_> {
                 registry::Code::Wasm(module)
             }
             (None, Some(python)) => {
+                // Resolving, importing and snapshotting take network, CPU and memory: a few
+                // deploys at a time.
+                let _turn = inner.python.deploy_turn().await;
                 if !python.requirements.is_empty() {
                     let requirements = python.requirements.clone();
                     let packages = tokio::task::spawn_blocking(move || {
@@ -128,7 +131,16 @@ impl TenantView<'_> {
                     .await
                     .map_err(|err| Error::compile(name, crate::python::import_error(err)))?;
                 python.snapshot = snapshot.to_bytes().into();
-                registry::Code::Python(code(Arc::new(snapshot))?)
+                let code = code(Arc::new(snapshot))?;
+                // It must start from that snapshot within its own limits.
+                let function =
+                    Function::python(name, 0, code.clone(), registry::settings_of(&candidate));
+                inner
+                    .engine
+                    .check(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                registry::Code::Python(code)
             }
             (None, None) => {
                 let function = registry::function_with(&candidate, registry::Code::Modules);

@@ -31,7 +31,7 @@ pub const DEFAULT_INDEX: &str = "https://pypi.org/simple";
 const MAX_WHEEL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The most files a function's requirements may unpack to, in bytes.
-const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
+const MAX_UNPACKED_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The package index pip reaches: `PIP_INDEX_URL`, else `index-url` in pip's configuration
 /// files (`/etc/pip.conf`, `~/.config/pip/pip.conf`, `~/.pip/pip.conf`), else PyPI.
@@ -164,12 +164,18 @@ struct IndexFile {
 #[derive(Deserialize)]
 struct IndexProject {
     files: Vec<IndexFile>,
+    /// The page's own URL, which relative file URLs are relative to (PEP 691).
+    #[serde(skip)]
+    url: String,
 }
 
 /// Resolves `requirements` (PEP 508 lines, as in `requirements.txt`) against the index at
 /// `index` and downloads the wheels: every requirement and dependency, each once.
 pub fn resolve(requirements: &[String], index: &str) -> anyhow::Result<Vec<Wheel>> {
     let environment = pyodide_environment();
+    let agent = agent();
+    // What is still to resolve, each with its markers evaluated when it was queued (a
+    // dependency's against the extras asked of the package that declares it).
     let mut queue: VecDeque<(Requirement, Option<String>)> = VecDeque::new();
     for line in requirements {
         let line = line.split('#').next().unwrap_or_default().trim();
@@ -181,18 +187,17 @@ pub fn resolve(requirements: &[String], index: &str) -> anyhow::Result<Vec<Wheel
         }
         let requirement = Requirement::from_str(line)
             .map_err(|err| anyhow::anyhow!("requirement {line:?} is not valid: {err}"))?;
-        queue.push_back((requirement, None));
+        if requirement.marker.evaluate(&environment, &[]) {
+            queue.push_back((requirement, None));
+        }
     }
-    let mut chosen: BTreeMap<String, Wheel> = BTreeMap::new();
-    let mut versions: BTreeMap<String, Version> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, Chosen> = BTreeMap::new();
+    let mut budget = MAX_UNPACKED_BYTES;
     while let Some((requirement, wanted_by)) = queue.pop_front() {
         let by = wanted_by
             .as_deref()
             .map(|by| format!(" (required by {by})"))
             .unwrap_or_default();
-        if !requirement.marker.evaluate(&environment, &[]) {
-            continue;
-        }
         let specifiers = match &requirement.version_or_url {
             None => None,
             Some(VersionOrUrl::VersionSpecifier(specifiers)) => Some(specifiers.clone()),
@@ -203,16 +208,40 @@ pub fn resolve(requirements: &[String], index: &str) -> anyhow::Result<Vec<Wheel
             }
         };
         let key = requirement.name.to_string();
-        if let Some(version) = versions.get(&key) {
-            if specifiers.as_ref().is_some_and(|s| !s.contains(version)) {
+        if let Some(known) = chosen.get_mut(&key) {
+            if specifiers
+                .as_ref()
+                .is_some_and(|s| !s.contains(&known.version))
+            {
                 bail!(
-                    "requirement {requirement}{by} conflicts with {key} {version}, chosen \
-                     already"
+                    "requirement {requirement}{by} conflicts with {key} {}, chosen already",
+                    known.version
                 );
+            }
+            // Extras not asked for before bring their dependencies.
+            let new_extras: Vec<_> = requirement
+                .extras
+                .iter()
+                .filter(|extra| !known.extras.contains(extra))
+                .cloned()
+                .collect();
+            if !new_extras.is_empty() {
+                known.extras.extend(new_extras.iter().cloned());
+                let parent = format!("{key} {}", known.version);
+                for dependency in &known.dependencies {
+                    let for_new_extra = new_extras.iter().any(|extra| {
+                        dependency
+                            .marker
+                            .evaluate(&environment, std::slice::from_ref(extra))
+                    });
+                    if for_new_extra && !dependency.marker.evaluate(&environment, &[]) {
+                        queue.push_back((dependency.clone(), Some(parent.clone())));
+                    }
+                }
             }
             continue;
         }
-        let project = fetch_project(index, &key)?;
+        let project = fetch_project(&agent, index, &key)?;
         let mut best: Option<(Version, &IndexFile)> = None;
         for file in &project.files {
             let Some(version) = pure_wheel_version(&file.filename) else {
@@ -237,10 +266,11 @@ pub fn resolve(requirements: &[String], index: &str) -> anyhow::Result<Vec<Wheel
                  packages that are pure Python can be used"
             );
         };
-        let bytes = download_checked(index, file)?;
-        let (files, dependencies) = unpack_wheel(&bytes, &file.filename)?;
+        let bytes = download_checked(&agent, &project.url, file)?;
+        let (files, declared) = unpack_wheel(&bytes, &file.filename, &mut budget)?;
         let parent = format!("{key} {version}");
-        for line in dependencies {
+        let mut dependencies = Vec::new();
+        for line in declared {
             let dependency = Requirement::from_str(&line).map_err(|err| {
                 anyhow::anyhow!("{parent} declares a dependency {line:?} that is not valid: {err}")
             })?;
@@ -249,30 +279,44 @@ pub fn resolve(requirements: &[String], index: &str) -> anyhow::Result<Vec<Wheel
                 .marker
                 .evaluate(&environment, &requirement.extras)
             {
-                queue.push_back((dependency, Some(parent.clone())));
+                queue.push_back((dependency.clone(), Some(parent.clone())));
             }
+            dependencies.push(dependency);
         }
-        versions.insert(key.clone(), version.clone());
         chosen.insert(
             key.clone(),
-            Wheel {
-                name: key,
-                version: version.to_string(),
-                filename: file.filename.clone(),
-                sha256: file.hashes.get("sha256").cloned().unwrap_or_default(),
-                files,
+            Chosen {
+                version: version.clone(),
+                extras: requirement.extras.clone(),
+                dependencies,
+                wheel: Wheel {
+                    name: key,
+                    version: version.to_string(),
+                    filename: file.filename.clone(),
+                    sha256: file.hashes.get("sha256").cloned().unwrap_or_default(),
+                    files,
+                },
             },
         );
     }
-    let total: u64 = chosen
-        .values()
-        .flat_map(|wheel| wheel.files.values())
-        .map(|bytes| bytes.len() as u64)
-        .sum();
-    if total > MAX_UNPACKED_BYTES {
-        bail!("the requirements unpack to {total} bytes, more than {MAX_UNPACKED_BYTES}");
-    }
-    Ok(chosen.into_values().collect())
+    Ok(chosen.into_values().map(|chosen| chosen.wheel).collect())
+}
+
+/// A package chosen while resolving: its version, the extras asked of it so far, and the
+/// dependencies its wheel declares.
+struct Chosen {
+    version: Version,
+    extras: Vec<pep508_rs::ExtraName>,
+    dependencies: Vec<Requirement>,
+    wheel: Wheel,
+}
+
+/// The HTTP client of an index: connections and reads that stall give up.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(15))
+        .timeout_read(std::time::Duration::from_secs(60))
+        .build()
 }
 
 /// The version of a pure-Python wheel (`NAME-VERSION(-BUILD)-py3-none-any.whl`, or a tag set
@@ -309,9 +353,10 @@ fn python_allows(requires: Option<&str>) -> bool {
     }
 }
 
-fn fetch_project(index: &str, name: &str) -> anyhow::Result<IndexProject> {
+fn fetch_project(agent: &ureq::Agent, index: &str, name: &str) -> anyhow::Result<IndexProject> {
     let url = format!("{}/{name}/", index.trim_end_matches('/'));
-    let response = ureq::get(&url)
+    let response = agent
+        .get(&url)
         .set("Accept", "application/vnd.pypi.simple.v1+json")
         .call();
     match response {
@@ -322,8 +367,11 @@ fn fetch_project(index: &str, name: &str) -> anyhow::Result<IndexProject> {
                 .take(64 * 1024 * 1024)
                 .read_to_string(&mut text)
                 .with_context(|| format!("reading {url}"))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{url} did not answer with the JSON simple API (PEP 691)"))
+            let mut project: IndexProject = serde_json::from_str(&text).with_context(|| {
+                format!("{url} did not answer with the JSON simple API (PEP 691)")
+            })?;
+            project.url = url;
+            Ok(project)
         }
         Err(ureq::Error::Status(404, _)) => {
             bail!("there is no package named {name:?} on {index}")
@@ -332,18 +380,20 @@ fn fetch_project(index: &str, name: &str) -> anyhow::Result<IndexProject> {
     }
 }
 
-/// The file's bytes, checked against the SHA-256 the index published for it.
-fn download_checked(index: &str, file: &IndexFile) -> anyhow::Result<Vec<u8>> {
+/// The file (listed on the project page at `page`) as downloaded, checked against the SHA-256
+/// the index published for it.
+fn download_checked(agent: &ureq::Agent, page: &str, file: &IndexFile) -> anyhow::Result<Vec<u8>> {
     let Some(expected) = file.hashes.get("sha256") else {
         bail!(
-            "{} on {index} has no published SHA-256: it cannot be checked, so it is not used",
+            "{} on {page} has no published SHA-256: it cannot be checked, so it is not used",
             file.filename
         );
     };
-    let url = url::Url::parse(&format!("{}/", index.trim_end_matches('/')))
+    let url = url::Url::parse(page)
         .and_then(|base| base.join(&file.url))
         .with_context(|| format!("the URL of {}", file.filename))?;
-    let response = ureq::get(url.as_str())
+    let response = agent
+        .get(url.as_str())
         .call()
         .with_context(|| format!("downloading {}", file.filename))?;
     let mut bytes = Vec::new();
@@ -374,13 +424,17 @@ type SitePackages = BTreeMap<String, Vec<u8>>;
 
 /// A wheel's files by their path in `site-packages` (its `.data/purelib` and `.data/platlib`
 /// moved to the top, its scripts and headers left out), and the dependencies its metadata
-/// declares (`Requires-Dist`).
-fn unpack_wheel(bytes: &[u8], filename: &str) -> anyhow::Result<(SitePackages, Vec<String>)> {
+/// declares (`Requires-Dist`). What it unpacks is taken from `budget`, the bytes the
+/// requirements may still unpack to; past it, it fails before reading more.
+fn unpack_wheel(
+    bytes: &[u8],
+    filename: &str,
+    budget: &mut u64,
+) -> anyhow::Result<(SitePackages, Vec<String>)> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .with_context(|| format!("{filename} is not a zip file"))?;
     let mut files = BTreeMap::new();
     let mut dependencies = Vec::new();
-    let mut unpacked = 0u64;
     for index in 0..archive.len() {
         let mut entry = archive
             .by_index(index)
@@ -392,23 +446,28 @@ fn unpack_wheel(bytes: &[u8], filename: &str) -> anyhow::Result<(SitePackages, V
             bail!("{filename} holds a file outside its own tree");
         };
         let path = path.to_string_lossy().replace('\\', "/");
-        let path = match path.split_once(".data/") {
-            Some((_, rest)) if !path.split('/').next().unwrap_or("").contains(".dist-info") => {
-                match rest.split_once('/') {
-                    Some(("purelib" | "platlib", inner)) => inner.to_owned(),
-                    _ => continue,
-                }
+        // `{name}-{version}.data/{purelib,platlib}/...` belongs at the top of site-packages.
+        let (top, inner) = path.split_once('/').unwrap_or((&path, ""));
+        let path = if top.ends_with(".data") {
+            match inner.split_once('/') {
+                Some(("purelib" | "platlib", inner)) => inner.to_owned(),
+                _ => continue,
             }
-            _ => path,
+        } else {
+            path.clone()
         };
-        unpacked += entry.size();
-        if unpacked > MAX_UNPACKED_BYTES {
-            bail!("{filename} unpacks to more than {MAX_UNPACKED_BYTES} bytes");
+        if entry.size() > *budget {
+            bail!(
+                "the requirements unpack to more than {MAX_UNPACKED_BYTES} bytes (at {path} in \
+                 {filename})"
+            );
         }
         let mut contents = Vec::with_capacity(entry.size() as usize);
-        entry
+        (&mut entry)
+            .take(*budget + 1)
             .read_to_end(&mut contents)
             .with_context(|| format!("reading {path} in {filename}"))?;
+        *budget = budget.saturating_sub(contents.len() as u64);
         if path.ends_with(".dist-info/METADATA") && path.matches('/').count() == 1 {
             dependencies = requires_dist(&String::from_utf8_lossy(&contents));
         }

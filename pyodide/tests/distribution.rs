@@ -167,3 +167,32 @@ fn requirements_resolve_to_pure_python_wheels() {
         wheels::resolve(&["six==1.16.0".to_owned(), "six>=99".to_owned()], &index).unwrap_err();
     assert!(format!("{err:#}").contains("conflicts"), "{err:#}");
 }
+
+/// An extra brings its own dependencies, also when the package was chosen before the extra was
+/// asked for.
+#[test]
+fn extras_bring_their_dependencies() {
+    use functions_pyodide::wheels;
+    let index = wheels::index_from_pip();
+    let names = |requirements: &[&str]| {
+        let requirements: Vec<String> = requirements.iter().map(|r| (*r).to_owned()).collect();
+        let resolved = wheels::resolve(&requirements, &index).unwrap();
+        resolved
+            .into_iter()
+            .map(|wheel| wheel.name)
+            .collect::<Vec<_>>()
+    };
+    let plain = names(&["requests==2.32.3"]);
+    assert!(plain.contains(&"urllib3".to_owned()), "{plain:?}");
+    assert!(!plain.contains(&"pysocks".to_owned()), "{plain:?}");
+    for requirements in [
+        &["requests[socks]==2.32.3"][..],
+        &["requests==2.32.3", "requests[socks]"][..],
+    ] {
+        let names = names(requirements);
+        assert!(
+            names.contains(&"pysocks".to_owned()),
+            "{requirements:?}: {names:?}"
+        );
+    }
+}

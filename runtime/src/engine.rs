@@ -446,12 +446,9 @@ impl Engine {
     }
 
     /// Compiles and links the function's module without running it: what a deploy checks. A
-    /// Python function is checked by making its snapshot ([`Engine::snapshot_python`]).
+    /// Python function (its snapshot made by [`Engine::snapshot_python`]) is started from its
+    /// snapshot as an invocation would be, under its limits (it is not called).
     pub async fn check(&self, function: &Function) -> Result<(), CompileError> {
-        #[cfg(feature = "js")]
-        if function.python_code().is_some() {
-            return Ok(());
-        }
         #[cfg(feature = "wasm")]
         if function.wasm_module().is_some() {
             // Compiled and checked already, by `compile_wasm` or `load_wasm`.

@@ -380,17 +380,25 @@ impl Shell {
                 }
                 let boot = python.boot(&function.settings().env, make_snapshot);
                 runtime.with(|js| js.op_state().borrow_mut().put(boot));
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    None => {
+                        // Starting Pyodide does not depend on the function: it is not charged
+                        // to the function's CPU time (as it is not when done ahead of time).
+                        let setup = crate::python::snapshot_limits(&limits, false);
+                        let setup_budget = RefCell::new(Budget::new(&setup));
+                        let js = &mut *runtime.js;
+                        let preparing = prepare_python(js, &internals.prepare_python);
+                        watched(&control, &setup_budget, &limits, preparing).await?
+                    }
+                };
                 let js = &mut *runtime.js;
-                let internals = &internals;
-                let booting = async move {
-                    let prepared = match prepared {
-                        Some(prepared) => prepared,
-                        None => prepare_python(js, &internals.prepare_python).await?,
-                    };
-                    let started = call(js, &internals.start_python, &prepared)?;
+                let start = &internals.start_python;
+                let starting = async move {
+                    let started = call(js, start, &prepared)?;
                     until_settled(js, started).await
                 };
-                watched(&control, &budget, &limits, booting).await?
+                watched(&control, &budget, &limits, starting).await?
             }
             None => {
                 let loading = load_module(&mut runtime.js, function, failures);
@@ -483,7 +491,7 @@ impl PreparedPython {
         shell
             .runtime
             .with(|js| js.op_state().borrow_mut().put(boot));
-        let budget = RefCell::new(Budget::new(&crate::python::snapshot_limits(&limits)));
+        let budget = RefCell::new(Budget::new(&crate::python::snapshot_limits(&limits, false)));
         let prepared = {
             let js = &mut *shell.runtime.js;
             let preparing = prepare_python(js, &shell.internals.prepare_python);
@@ -791,7 +799,10 @@ pub(crate) async fn make_python_snapshot(
     snapshot: Option<&'static [u8]>,
     thread: Rc<ThreadWatch>,
 ) -> Result<functions_ext::python::MemorySnapshot, InvokeError> {
-    let limits = crate::python::snapshot_limits(&function.settings().limits);
+    let baseline = function
+        .python_code()
+        .is_some_and(|python| python.module_file.is_none());
+    let limits = crate::python::snapshot_limits(&function.settings().limits, baseline);
     let budget = Budget::new(&limits);
     let isolate =
         FunctionIsolate::load_with(function, snapshot, thread, budget, limits, true).await?;
@@ -814,7 +825,8 @@ pub(crate) async fn make_python_snapshot(
     }
 }
 
-/// Checks that `function`'s modules compile and link, without evaluating them.
+/// Checks that `function`'s modules compile and link, without evaluating them; a Python
+/// function's, that it starts from its snapshot within its limits.
 pub(crate) async fn check(
     function: &Function,
     snapshot: Option<&'static [u8]>,
@@ -829,6 +841,19 @@ pub(crate) async fn check(
             column: 0,
         },
     };
+    if function.python_code().is_some() {
+        // Started as an invocation would start it, under its limits.
+        let budget = Budget::new(&function.settings().limits);
+        return FunctionIsolate::load(function, snapshot, thread, budget)
+            .await
+            .map(drop)
+            .map_err(|err| CompileError {
+                message: format!("the function cannot start from its snapshot: {err}"),
+                file: function.inner().specifier.to_string(),
+                line: 0,
+                column: 0,
+            });
+    }
     let (mut runtime, _internals, failures) =
         new_function_runtime(function, snapshot, None).map_err(to_compile_error)?;
     let control = Control {

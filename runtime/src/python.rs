@@ -21,13 +21,22 @@ use crate::function::Limits;
 /// out of the function's stack traces, as the host's own are).
 pub(crate) const GLUE_SPECIFIER: &str = "pyodide:pyodide.asm.mjs";
 
-/// What booting an interpreter and making its snapshot may take: booting from scratch takes
-/// seconds of CPU, far more than an invocation may.
-pub(crate) fn snapshot_limits(function: &Limits) -> Limits {
+/// What starting an interpreter (and making its snapshot) may take: booting from scratch
+/// takes seconds of CPU, far more than an invocation may. A function's own snapshot is made
+/// within its memory limit plus room for the copy of the interpreter's memory that a snapshot
+/// is (whether it then starts within its own limit is checked apart); the baseline
+/// (`baseline`: no function yet) with at least 512 MiB.
+pub(crate) fn snapshot_limits(function: &Limits, baseline: bool) -> Limits {
+    const MIB: u64 = 1024 * 1024;
+    let memory_bytes = if baseline {
+        function.memory_bytes.max(512 * MIB)
+    } else {
+        function.memory_bytes.saturating_add(64 * MIB)
+    };
     Limits {
         cpu_time: Duration::from_secs(60),
         wall_clock: Duration::from_secs(120),
-        memory_bytes: function.memory_bytes.max(512 * 1024 * 1024),
+        memory_bytes,
     }
 }
 

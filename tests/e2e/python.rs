@@ -94,6 +94,15 @@ fn python_shapes_errors_logs_and_randomness_over_http() {
         server.get("/fn/hello/").text(),
         r#"{"message": "Hello, World!"}"#
     );
+    // Starting the interpreter writes nothing to the function's logs.
+    let logs = server.get("/api/functions/hello/logs").json();
+    let written: Vec<&Value> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|line| line["source"] == "function")
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
     // A list is positional arguments; a named entry in a file with other functions.
     deployed(
         &server,
@@ -130,6 +139,21 @@ fn python_shapes_errors_logs_and_randomness_over_http() {
     assert_eq!(
         (reply.status, reply.text()),
         (201, "hi hi GET /some/where".to_owned())
+    );
+
+    // on_fetch must return a Response: a str is a clear error.
+    deployed(
+        &server,
+        "stringy",
+        json!({"main.py": "def on_fetch(request, env):\n    return 'not a response'\n"}),
+        json!({}),
+    );
+    let reply = server.get("/fn/stringy/");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert!(
+        reply.error_message().contains("must return a Response"),
+        "{}",
+        reply.text()
     );
 
     // An exception: a 500 whose traceback names the function's own file and line.
@@ -211,6 +235,17 @@ fn a_python_loop_is_stopped_while_others_are_answered_and_snapshots_survive_rest
     assert_eq!(spun.status, 504, "{}", spun.text());
     // The worker lives on.
     assert_eq!(server.post("/fn/hello/", r#"{"name":"after"}"#).status, 200);
+    // So does it after a function that takes all the memory it can.
+    deployed(
+        &server,
+        "hog",
+        json!({"main.py": "def handler(event):\n    blocks = []\n    while True:\n        blocks.append(bytearray(8 << 20))\n"}),
+        json!({}),
+    );
+    let reply = server.post("/fn/hog/", "{}");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "memory_limit");
+    assert_eq!(server.post("/fn/hello/", r#"{"name":"still"}"#).status, 200);
 
     // An asynchronous call.
     let reply = server.post("/api/functions/hello/calls", r#"{"name":"later"}"#);
@@ -256,7 +291,7 @@ fn a_python_loop_is_stopped_while_others_are_answered_and_snapshots_survive_rest
     // The baseline and the functions' snapshots were made once; a restarted server restores
     // them as they were stored.
     let made = server.get("/healthz").json()["python"]["snapshots_made"].clone();
-    assert_eq!(made, 4, "the baseline and three functions");
+    assert_eq!(made, 5, "the baseline and four functions");
     let server = server.restart();
     assert_eq!(
         server.post("/fn/hello/", r#"{"name":"again"}"#).text(),
@@ -313,6 +348,16 @@ fn python_deploys_that_cannot_run_are_refused_with_the_reason() {
     );
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.error_message().contains("'nope'"), "{}", reply.text());
+    // A module that needs more memory than the function may use: refused at deploy, not at
+    // every invocation.
+    let reply = deploy(
+        &server,
+        "big",
+        json!({"main.py": "DATA = bytearray(80 << 20)\n\ndef handler(event):\n    return len(DATA)\n"}),
+        json!({"limits": {"memory_mb": 64}}),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.error_message().contains("memory"), "{}", reply.text());
     // A requirement with no pure-Python wheel is named.
     let reply = deploy(
         &server,

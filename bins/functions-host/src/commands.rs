@@ -115,6 +115,21 @@ pub fn source_files(
                 )
             })?,
     };
+    // A Python function (its entry a .py file, or a function of one) takes its Python files and
+    // data; any other takes its modules: neither the other's.
+    let is_python_file = |path: &str| path.ends_with(".py") || path == "requirements.txt";
+    let python = entry.ends_with(".py")
+        || entry.contains(".py:")
+        || (!entry.contains('.') && files.keys().any(|path| path.ends_with(".py")));
+    files.retain(|path, _| {
+        let script = functions_runtime::SourceLanguage::of_path(path)
+            .is_some_and(|language| language != functions_runtime::SourceLanguage::Json);
+        if python {
+            !script
+        } else {
+            !is_python_file(path)
+        }
+    });
     Ok((entry, files))
 }
 
