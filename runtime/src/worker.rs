@@ -57,6 +57,8 @@ const MAX_PREPARED_PER_FUNCTION: usize = 8;
 /// Pre-created isolates of one Python function per worker, at most (each holds an
 /// interpreter's memory, tens of MiB).
 const MAX_PREPARED_PER_PYTHON_FUNCTION: usize = 2;
+/// Isolates of Python functions, warm or pre-created, one worker keeps at most.
+const MAX_PYTHON_ISOLATES: usize = 8;
 /// How far ahead the pre-created isolates of a function should cover its recent rate: at 100
 /// invocations a second on this worker, two are kept ready.
 const PREPARED_HORIZON: Duration = Duration::from_millis(20);
@@ -615,26 +617,30 @@ impl Worker {
     }
 
     /// Drops least recently used prepared isolates past the caps: [`MAX_WARM_ISOLATES`] for
-    /// warm ones, the configured one for pre-created ones.
+    /// warm ones, the configured one for pre-created ones, and [`MAX_PYTHON_ISOLATES`] for
+    /// Python functions' of either kind.
     fn evict_over_cap(&self) {
-        for (warm, cap) in [(true, MAX_WARM_ISOLATES), (false, self.max_prepared)] {
-            self.evict(warm, cap);
-        }
+        self.evict(MAX_WARM_ISOLATES, |entry| entry.is_warm());
+        self.evict(self.max_prepared, |entry| !entry.is_warm());
+        self.evict(MAX_PYTHON_ISOLATES, |entry| {
+            entry.function.python_code().is_some()
+        });
     }
 
-    fn evict(&self, warm: bool, cap: usize) {
+    /// Drops least recently used prepared isolates of the entries `counted` picks, past `cap`.
+    fn evict(&self, cap: usize, counted: impl Fn(&Ready) -> bool) {
         let mut dropped = Vec::new();
         {
             let mut ready = self.ready.borrow_mut();
             let mut total: usize = ready
                 .values()
-                .filter(|entry| entry.is_warm() == warm)
+                .filter(|entry| counted(entry))
                 .map(|entry| entry.isolates.len())
                 .sum();
             while total > cap {
                 let Some((name, entry)) = ready
                     .iter_mut()
-                    .filter(|(_, entry)| entry.is_warm() == warm && !entry.isolates.is_empty())
+                    .filter(|(_, entry)| counted(entry) && !entry.isolates.is_empty())
                     .min_by_key(|(_, entry)| entry.last_used)
                 else {
                     break;
