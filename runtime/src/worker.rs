@@ -171,6 +171,10 @@ pub(crate) struct Worker {
     python_wanted: RefCell<Option<PythonWanted>>,
     /// An interpreter is being prepared.
     python_preparing: Cell<bool>,
+    /// Notified when the interpreter being prepared is ready (or failed).
+    python_ready: Notify,
+    /// Invocations waiting for it.
+    python_waiting: Cell<usize>,
     /// Set (and notified) when a task panicked.
     failed: Cell<bool>,
     failure: Notify,
@@ -207,6 +211,8 @@ impl Worker {
             python_spare: RefCell::default(),
             python_wanted: RefCell::default(),
             python_preparing: Cell::new(false),
+            python_ready: Notify::new(),
+            python_waiting: Cell::new(0),
             failed: Cell::new(false),
             failure: Notify::new(),
             panic_on_function: settings.panic_on_function.clone(),
@@ -330,9 +336,8 @@ impl Worker {
             Some(isolate) => (isolate, Budget::new(limits)),
             None => {
                 let budget = Budget::new(limits);
-                let spare = self.python_spare_for(&function);
                 let load = async {
-                    match spare {
+                    match self.python_spare_or_wait(&function).await {
                         Some(spare) => FunctionIsolate::load_into(spare, &function, budget).await,
                         None => {
                             FunctionIsolate::load(
@@ -494,6 +499,38 @@ impl Worker {
         }
     }
 
+    /// [`Worker::python_spare_for`], waiting for the interpreter being prepared, if one is
+    /// and `function` can use it: it will be ready sooner than `function` could start one of
+    /// its own, and no work is done twice.
+    async fn python_spare_or_wait(&self, function: &Function) -> Option<PreparedPython> {
+        let ready = self.python_ready.notified();
+        if let Some(spare) = self.python_spare_for(function) {
+            return Some(spare);
+        }
+        let awaited = self.python_preparing.get()
+            && self.python_wanted.borrow().as_ref().is_some_and(|wanted| {
+                function.python_code().is_some_and(|python| {
+                    Arc::ptr_eq(&python.build, &wanted.build)
+                        && function.settings().limits.memory_bytes == wanted.memory_bytes
+                })
+            });
+        if !awaited {
+            return None;
+        }
+        /// Counts a waiting invocation until dropped (also when it is cancelled meanwhile).
+        struct Waiting<'a>(&'a Cell<usize>);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() - 1);
+            }
+        }
+        self.python_waiting.set(self.python_waiting.get() + 1);
+        let waiting = Waiting(&self.python_waiting);
+        ready.await;
+        drop(waiting);
+        self.python_spare_for(function)
+    }
+
     /// Puts `spare` in the worker's place for a prepared interpreter (counted in
     /// [`Shared::python_interpreters`]); what was there.
     fn set_python_spare(&self, spare: Option<PreparedPython>) -> Option<PreparedPython> {
@@ -539,6 +576,8 @@ impl Worker {
                 // Not tried again until a Python function is expected here again.
                 Err(_) => *worker.python_wanted.borrow_mut() = None,
             }
+            // Invocations waiting for it take it (the first), or start their own.
+            worker.python_ready.notify_waiters();
         });
     }
 
@@ -563,7 +602,13 @@ impl Worker {
         };
         let budget = Budget::new(&function.settings().limits);
         let loaded = if function.python_code().is_some() {
-            let Some(spare) = self.python_spare_for(&function) else {
+            // Invocations waiting for the interpreter come first.
+            let spare = if self.python_waiting.get() == 0 {
+                self.python_spare_for(&function)
+            } else {
+                None
+            };
+            let Some(spare) = spare else {
                 // The interpreter being prepared asks for another look once it is ready.
                 return;
             };
