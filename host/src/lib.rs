@@ -209,7 +209,7 @@ impl HostBuilder {
         let registry = registry::Registry::default();
         let deployments = store.current_deployments().await.map_err(Error::internal)?;
         for deployment in deployments {
-            match registry::function_of(&deployment, &engine, &python).await {
+            match registry::function_of(&deployment, &engine, &python, store.as_ref()).await {
                 Ok(deployed) => registry.install(deployed, &engine),
                 Err(err) => eprintln!(
                     "functions-host: {} version {} cannot be loaded: {err}",

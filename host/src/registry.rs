@@ -13,6 +13,7 @@ use functions_runtime::WasmModule;
 
 use crate::python::Python;
 use crate::store::Deployment;
+use crate::store::Store;
 
 /// Maps names to their current [`Deployed`] function. Invocations clone the one they start with,
 /// so a redeploy never disturbs invocations in flight.
@@ -63,11 +64,12 @@ pub(crate) enum Code {
 /// The runnable form of a stored deployment. JavaScript modules are compiled already; a
 /// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
 /// load it); a Python function's snapshot is read (made again if Pyodide or the host changed
-/// since it was made).
+/// since it was made, and then written back to `store`).
 pub(crate) async fn function_of(
     deployment: &Deployment,
     engine: &Engine,
     python: &Python,
+    store: &dyn Store,
 ) -> Result<Deployed, String> {
     let code = if let Some(wasm) = &deployment.wasm {
         Code::Wasm(
@@ -97,6 +99,20 @@ pub(crate) async fn function_of(
                     .snapshot_python(&function)
                     .await
                     .map_err(|err| err.to_string())?;
+                // Kept, so that the next start restores it as it is.
+                let stored = store
+                    .replace_python_snapshot(
+                        deployment.name(),
+                        deployment.version(),
+                        snapshot.to_bytes().into(),
+                    )
+                    .await;
+                if let Err(err) = stored {
+                    eprintln!(
+                        "functions-host: the new snapshot of {} could not be stored: {err:#}",
+                        deployment.name()
+                    );
+                }
                 code(Arc::new(snapshot))?
             }
         };

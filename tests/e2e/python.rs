@@ -299,6 +299,30 @@ fn a_python_loop_is_stopped_while_others_are_answered_and_snapshots_survive_rest
     );
     let reply = server.post("/fn/dates/", r#"{"when":"2024-01-31 10:00"}"#);
     assert_eq!(reply.text(), r#"["2024-02-29T10:00:00", true]"#);
+
+    // A stored snapshot this host cannot restore (as after an upgrade of Pyodide or of the
+    // host) is made again as the host starts, and stored: the next start restores it.
+    let db = rusqlite::Connection::open(data.path().join("functions.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE python SET snapshot = x'00' WHERE name = 'hello'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let server = server.restart();
+    assert_eq!(server.get("/healthz").json()["python"]["snapshots_made"], 1);
+    assert_eq!(
+        server.post("/fn/hello/", r#"{"name":"remade"}"#).text(),
+        "\"hi remade\""
+    );
+    let server = server.restart();
+    assert_eq!(server.get("/healthz").json()["python"]["snapshots_made"], 0);
+    assert_eq!(
+        server.post("/fn/hello/", r#"{"name":"kept"}"#).text(),
+        "\"hi kept\""
+    );
     assert_eq!(server.get("/healthz").json()["python"]["snapshots_made"], 0);
     let info = server.get("/api/functions/hello").json();
     assert_eq!(info["files"], json!(["main.py"]));

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
@@ -180,6 +181,27 @@ impl Store for MemoryStore {
             });
         }
         Ok(deleted)
+    }
+
+    async fn replace_python_snapshot(
+        &self,
+        name: &str,
+        version: u64,
+        snapshot: Arc<[u8]>,
+    ) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let current = state
+            .functions
+            .get_mut(name)
+            .map(|function| &mut function.current)
+            .filter(|current| current.summary.version == version);
+        match current.and_then(|current| current.python.as_mut()) {
+            Some(python) => {
+                python.snapshot = snapshot;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn rotate_call_token(

@@ -428,6 +428,16 @@ pub trait Store: Send + Sync + 'static {
     /// `owner`, none that `owner` owns: the check and the change are one step).
     async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool>;
 
+    /// Replaces the memory snapshot of version `version` of Python function `name` (made again
+    /// because the one stored no longer fits the host's Pyodide); false when there is no such
+    /// version.
+    async fn replace_python_snapshot(
+        &self,
+        name: &str,
+        version: u64,
+        snapshot: Arc<[u8]>,
+    ) -> StoreResult<bool>;
+
     /// Gives `name` a new call token (the old address stops working); `None` when there is no
     /// such function (with `owner`, none that `owner` owns).
     async fn rotate_call_token(
@@ -683,6 +693,23 @@ pub(crate) mod tests {
         }
         let store = SqliteStore::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
         same(store.get("py").await.unwrap().unwrap().python);
+        // A snapshot made again replaces the stored one, of that version only.
+        let remade: Arc<[u8]> = Arc::from(&b"made again"[..]);
+        assert!(
+            store
+                .replace_python_snapshot("py", 1, remade.clone())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .replace_python_snapshot("py", 2, remade.clone())
+                .await
+                .unwrap()
+        );
+        let stored = store.get("py").await.unwrap().unwrap().python.unwrap();
+        assert_eq!(stored.snapshot, remade);
+        assert_eq!(stored.packages, python.packages);
         // Deleted with its function: a new function of the name starts at version 1, bare.
         assert!(store.delete("py", None).await.unwrap());
         let again = store

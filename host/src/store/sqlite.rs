@@ -646,6 +646,24 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
+    async fn replace_python_snapshot(
+        &self,
+        name: &str,
+        version: u64,
+        snapshot: Arc<[u8]>,
+    ) -> StoreResult<bool> {
+        let owned = name.to_owned();
+        let changed = self
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE python SET snapshot = ?3 WHERE name = ?1 AND version = ?2",
+                    params![owned, version, &*snapshot],
+                )?)
+            })
+            .await?;
+        Ok(changed > 0)
+    }
+
     async fn rotate_call_token(
         &self,
         name: &str,
