@@ -22,7 +22,6 @@
 mod harness;
 
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -42,16 +41,6 @@ use functions_runtime::Settings;
 
 const HELLO: &str = "def hello(name=\"World\"):\n    return {\"message\": f\"Hello, {name}!\"}\n";
 const EXPECTED: &[u8] = br#"{"message": "Hello, Bench!"}"#;
-
-/// Pyodide, downloaded once per build directory.
-fn pyodide_dir() -> PathBuf {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyodide");
-    let registry = functions_pyodide::registry_from_env(functions_pyodide::DEFAULT_REGISTRY);
-    functions_pyodide::Distribution::cached(&cache, &registry, &mut |_| {})
-        .expect("Pyodide is downloaded")
-        .dir()
-        .to_owned()
-}
 
 fn build(dir: &Path) -> Arc<PyodideBuild> {
     let distribution = functions_pyodide::Distribution::open(dir).unwrap();
@@ -160,12 +149,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn python(c: &mut Criterion) {
-    let pyodide = pyodide_dir();
+    let pyodide = harness::pyodide();
 
     // Over HTTP.
     let cold_data = tempfile::tempdir().unwrap();
     let (cold_server, cold_client) =
-        server(cold_data.path(), &pyodide, &["--prepared-isolates", "0"]);
+        server(cold_data.path(), pyodide, &["--prepared-isolates", "0"]);
     c.bench_function("python/http/cold", |b| {
         b.iter_custom(|iterations| {
             (0..iterations)
@@ -174,7 +163,7 @@ fn python(c: &mut Criterion) {
         })
     });
     let warm_data = tempfile::tempdir().unwrap();
-    let (warm_server, warm_client) = server(warm_data.path(), &pyodide, &[]);
+    let (warm_server, warm_client) = server(warm_data.path(), pyodide, &[]);
     c.bench_function("python/http/warm", |b| {
         b.iter(|| invoke(&warm_client, "warm"))
     });
@@ -189,7 +178,7 @@ fn python(c: &mut Criterion) {
     drop(warm_server);
 
     // In the engine, with no interpreter started ahead.
-    let build = build(&pyodide);
+    let build = build(pyodide);
     let engine = Engine::new(EngineConfig {
         workers: 1,
         prepared_per_worker: 0,
@@ -203,10 +192,7 @@ fn python(c: &mut Criterion) {
     let interpreter = Function::python(
         "baseline",
         1,
-        PythonCode {
-            module_file: None,
-            ..code(&build, None)
-        },
+        PythonCode::interpreter(build.clone()),
         Settings::default(),
     );
     let baseline = Arc::new(

@@ -103,15 +103,16 @@ def call_event(event_json):
         else:
             result = _entry(event)
         if inspect.isawaitable(result):
-            return _settle(result)
+            return _settle(result, _result)
         return _result(result)
     except BaseException as error:  # noqa: BLE001
         return _failure(error)
 
 
-async def _settle(awaitable):
+async def _settle(awaitable, finish):
+    """`finish` of what `awaitable` gives, or its failure as `_failure` reports it."""
     try:
-        return _result(await awaitable)
+        return finish(await awaitable)
     except BaseException as error:  # noqa: BLE001
         return _failure(error)
 
@@ -122,15 +123,8 @@ def call_fetch(request, env):
     try:
         result = _entry(request, env)
         if inspect.isawaitable(result):
-            return _settle_fetch(result)
+            return _settle(result, _response)
         return _response(result)
-    except BaseException as error:  # noqa: BLE001
-        return _failure(error)
-
-
-async def _settle_fetch(awaitable):
-    try:
-        return _response(await awaitable)
     except BaseException as error:  # noqa: BLE001
         return _failure(error)
 

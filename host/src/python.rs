@@ -195,14 +195,7 @@ async fn baseline(
     let interpreter = Function::python(
         "python-baseline",
         1,
-        PythonCode {
-            build: build.clone(),
-            files: Default::default(),
-            packages: Arc::default(),
-            module_file: None,
-            entry: None,
-            snapshot: None,
-        },
+        PythonCode::interpreter(build.clone()),
         Settings::default(),
     );
     let snapshot = engine

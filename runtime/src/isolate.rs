@@ -469,14 +469,7 @@ impl PreparedPython {
         let interpreter = Function::python(
             "python-interpreter",
             0,
-            crate::python::PythonCode {
-                build: build.clone(),
-                files: Default::default(),
-                packages: Default::default(),
-                module_file: None,
-                entry: None,
-                snapshot: None,
-            },
+            crate::python::PythonCode::interpreter(build.clone()),
             crate::function::Settings {
                 limits: limits.clone(),
                 ..Default::default()
@@ -508,11 +501,10 @@ impl PreparedPython {
     /// Whether `function` (a Python function) can continue in this interpreter: it restores a
     /// snapshot of the same build, under the same memory limit.
     pub fn fits(&self, function: &Function) -> bool {
-        function.python_code().is_some_and(|python| {
-            python.snapshot.is_some()
-                && Arc::ptr_eq(&python.build, &self.build)
-                && function.settings().limits.memory_bytes == self.memory_bytes
-        })
+        function
+            .python_code()
+            .is_some_and(|python| python.snapshot.is_some())
+            && crate::python::PythonCode::runs_on(function, &self.build, self.memory_bytes)
     }
 }
 
@@ -559,13 +551,7 @@ impl FunctionIsolate {
         let PreparedPython {
             shell, prepared, ..
         } = spare;
-        let net = function
-            .net_access()
-            .map_err(|message| InvokeError::Threw {
-                message: message.clone(),
-                stack: String::new(),
-            })?;
-        net.install(&mut shell.runtime.js.op_state().borrow_mut());
+        net_access(function)?.install(&mut shell.runtime.js.op_state().borrow_mut());
         let limits = function.settings().limits.clone();
         shell
             .load(function, budget, limits, false, Some(prepared))
@@ -722,6 +708,15 @@ async fn until_settled(
     .await
 }
 
+/// What `function`'s `fetch` may reach; an `allow_net` that is not a list of hosts fails its
+/// invocations.
+fn net_access(function: &Function) -> Result<&functions_ext::fetch::NetAccess, InvokeError> {
+    function.net_access().map_err(|message| InvokeError::Threw {
+        message: message.clone(),
+        stack: String::new(),
+    })
+}
+
 /// Creates a runtime for `function` (from `snapshot`, with `create_params`), with its location
 /// and network access installed; its module graph is not loaded yet.
 fn new_function_runtime(
@@ -729,12 +724,7 @@ fn new_function_runtime(
     snapshot: Option<&'static [u8]>,
     create_params: Option<v8::CreateParams>,
 ) -> Result<(Runtime, Internals, ImportFailures), InvokeError> {
-    let net = function
-        .net_access()
-        .map_err(|message| InvokeError::Threw {
-            message: message.clone(),
-            stack: String::new(),
-        })?;
+    let net = net_access(function)?;
     let loader = FunctionLoader::new(function.clone());
     let failures = loader.failures();
     let (mut runtime, internals) = Runtime::new(snapshot, Some(Rc::new(loader)), create_params);

@@ -61,6 +61,32 @@ pub struct PythonCode {
 }
 
 impl PythonCode {
+    /// The interpreter of `build` alone: no files, no module (what a baseline snapshot holds,
+    /// and what an interpreter prepared ahead of any function starts as).
+    pub fn interpreter(build: Arc<PyodideBuild>) -> Self {
+        Self {
+            build,
+            files: BTreeMap::new(),
+            packages: Arc::default(),
+            module_file: None,
+            entry: None,
+            snapshot: None,
+        }
+    }
+
+    /// Whether an interpreter of `build` with `memory_bytes` of memory can restore `function`
+    /// (a Python function of that build and memory limit).
+    pub(crate) fn runs_on(
+        function: &crate::Function,
+        build: &Arc<PyodideBuild>,
+        memory_bytes: u64,
+    ) -> bool {
+        function.python_code().is_some_and(|python| {
+            Arc::ptr_eq(&python.build, build)
+                && function.settings().limits.memory_bytes == memory_bytes
+        })
+    }
+
     /// The Python module name of `module_file` (`pkg/app.py` is `pkg.app`).
     pub fn module_name(&self) -> Option<String> {
         let file = self.module_file.as_deref()?;

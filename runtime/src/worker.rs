@@ -44,6 +44,7 @@ use crate::isolate::Tail;
 use crate::pool::Job;
 use crate::pool::Shared;
 use crate::pool::Task;
+use crate::python::PythonCode;
 use crate::watchdog::Budget;
 use crate::watchdog::ThreadWatch;
 use crate::watchdog::Watchdog;
@@ -509,10 +510,7 @@ impl Worker {
         }
         let awaited = self.python_preparing.get()
             && self.python_wanted.borrow().as_ref().is_some_and(|wanted| {
-                function.python_code().is_some_and(|python| {
-                    Arc::ptr_eq(&python.build, &wanted.build)
-                        && function.settings().limits.memory_bytes == wanted.memory_bytes
-                })
+                PythonCode::runs_on(function, &wanted.build, wanted.memory_bytes)
             });
         if !awaited {
             return None;

@@ -66,10 +66,7 @@ async fn baseline(engine: &Engine) -> Arc<MemorySnapshot> {
         tokio::sync::OnceCell::const_new();
     BASELINE
         .get_or_init(|| async {
-            let interpreter = PythonCode {
-                module_file: None,
-                ..code(&[], None)
-            };
+            let interpreter = PythonCode::interpreter(build());
             let function = Function::python("baseline", 1, interpreter, Settings::default());
             Arc::new(engine.snapshot_python(&function).await.expect("a baseline"))
         })

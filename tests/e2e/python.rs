@@ -6,27 +6,13 @@
 //! itself, into a cache of its own.
 
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 use serde_json::json;
 
 use crate::harness::Server;
+use crate::harness::pyodide;
 use crate::harness::repository;
-
-/// Pyodide, downloaded for the tests.
-fn pyodide() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyodide");
-        let registry = functions_pyodide::registry_from_env(functions_pyodide::DEFAULT_REGISTRY);
-        functions_pyodide::Distribution::cached(&cache, &registry, &mut |_| {})
-            .expect("Pyodide is downloaded")
-            .dir()
-            .to_owned()
-    })
-}
 
 fn start(data: &Path) -> Server {
     Server::start_with(
