@@ -1,7 +1,8 @@
 //! The deno_core extensions that make up a function's JavaScript environment.
 //!
 //! Each folder is one extension: `fetch/` (deno_fetch's, and the function's network access),
-//! `console/` (console output into the function's logs), `runtime/` (the global scope and the
+//! `console/` (console output into the function's logs), `rpc/` (calls between functions
+//! through bindings), `runtime/` (the global scope and the
 //! per-invocation dispatcher) and `python/` (Python functions booted on Pyodide). The web
 //! platform underneath (URL, encoding, streams, timers, events, ...) comes from the `deno_web`
 //! and `deno_webidl` crates, Web Crypto from `deno_crypto`.
@@ -14,6 +15,7 @@
 pub mod console;
 pub mod fetch;
 pub mod python;
+pub mod rpc;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -48,6 +50,7 @@ fn extensions_with(deno_fetch: Extension) -> Vec<Extension> {
         deno_fetch,
         fetch::fetch_access(),
         console::console::init(),
+        rpc::rpc::init(),
         runtime::host::init(),
         python::python::init(),
     ]

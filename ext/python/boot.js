@@ -191,8 +191,19 @@ async function startPython(prepared) {
     }
     return { default: () => null };
   }
+  // What other functions call through a binding: the module's public functions.
+  const rpc = {};
+  for (const name of JSON.parse(host.methods())) {
+    rpc[name] = async (...args) => {
+      let result = host.call_method(name, JSON.stringify(args));
+      if (isPyProxy(result)) result = await settle(result);
+      if (result[0] === "E") throw pythonError(result);
+      return JSON.parse(result.slice(1));
+    };
+  }
   if (shape === "fetch") {
     return {
+      rpc,
       default: {
         async fetch(request, env) {
           let result = host.call_fetch(request, env);
@@ -204,6 +215,7 @@ async function startPython(prepared) {
     };
   }
   return {
+    rpc,
     async default(event) {
       let result = host.call_event(JSON.stringify(event));
       if (isPyProxy(result)) result = await settle(result);

@@ -25,6 +25,7 @@ WARM_MODULES = (
 
 _entry = None
 _shape = None
+_module = None
 
 
 def warm_up():
@@ -37,10 +38,11 @@ def load(module_name, entry_name):
     """Imports the function's module and picks its entry: `entry_name` when given, else
     `on_fetch`, else `handler`, else the module's only public function. Returns the shape
     ("fetch", "handler" or "call"), or "E" and the error's JSON."""
-    global _entry, _shape
+    global _entry, _shape, _module
     try:
         module = importlib.import_module(module_name)
         _entry, _shape = _pick(module, entry_name)
+        _module = module
         return _shape
     except BaseException as error:  # noqa: BLE001 - every failure is the function's to see
         return _failure(error)
@@ -49,6 +51,50 @@ def load(module_name, entry_name):
 def shape():
     """The shape of the entry picked by `load`, if it ran (as in a function's own snapshot)."""
     return _shape
+
+
+def _public_functions(module):
+    """The functions `module` defines whose names do not start with `_`."""
+    return [
+        value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and inspect.isfunction(value)
+        and value.__module__ == module.__name__
+    ]
+
+
+def _methods():
+    """The functions other functions may call through a binding: the module's public ones,
+    but `on_fetch` (the HTTP handler, which takes the host's request and env)."""
+    if _module is None:
+        return []
+    return [f for f in _public_functions(_module) if f.__name__ != "on_fetch"]
+
+
+def methods():
+    """The JSON list of the names of `_methods()`."""
+    return json.dumps([f.__name__ for f in _methods()])
+
+
+def call_method(name, args_json):
+    """Calls the module's public function `name` for a caller through a binding, with the
+    JSON list of its arguments: one object is keyword arguments, anything else positional
+    ones. Returns what `call_event` does."""
+    try:
+        method = next((f for f in _methods() if f.__name__ == name), None)
+        if method is None:
+            raise AttributeError(f"the function has no public function {name!r} to call")
+        args = json.loads(args_json)
+        if len(args) == 1 and isinstance(args[0], dict):
+            result = method(**args[0])
+        else:
+            result = method(*args)
+        if inspect.isawaitable(result):
+            return _settle(result, _result)
+        return _result(result)
+    except BaseException as error:  # noqa: BLE001
+        return _failure(error)
 
 
 def _pick(module, entry_name):
@@ -62,13 +108,7 @@ def _pick(module, entry_name):
         entry = getattr(module, name, None)
         if callable(entry):
             return entry, kind
-    public = [
-        value
-        for name, value in vars(module).items()
-        if not name.startswith("_")
-        and inspect.isfunction(value)
-        and value.__module__ == module.__name__
-    ]
+    public = _public_functions(module)
     if len(public) == 1:
         return public[0], "call"
     found = ", ".join(f.__name__ for f in public) or "none"

@@ -27,6 +27,7 @@ const {
   DataViewPrototypeGetByteLength,
   DataViewPrototypeGetByteOffset,
   ErrorPrototype,
+  FunctionPrototypeToString,
   JSONParse,
   JSONStringify,
   ObjectDefineProperty,
@@ -72,6 +73,7 @@ const {
   Uint8ArrayPrototype,
 } = primordials;
 
+import * as rpc from "ext:rpc/rpc.js";
 const load = core.loadExtScript;
 const webidl = load("ext:deno_webidl/00_webidl.js");
 // Objects of the host that scripts read missing keys from, or add keys to, as they load (on
@@ -564,6 +566,8 @@ core.defineGlobalProperties(globalThis, {
   ErrorEvent: nonEnumerable(event.ErrorEvent),
   PromiseRejectionEvent: nonEnumerable(event.PromiseRejectionEvent),
   reportError: writable(event.reportError),
+  RpcTarget: nonEnumerable(rpc.RpcTarget),
+  WorkerEntrypoint: nonEnumerable(rpc.WorkerEntrypoint),
   AbortController: nonEnumerable(abortSignal.AbortController),
   AbortSignal: nonEnumerable(abortSignal.AbortSignal),
   // Streams, files, compression
@@ -754,6 +758,21 @@ async function settleWaitUntil(pending) {
   }
 }
 
+/** Whether `value` is a class (which is instantiated, never called). */
+function isClass(value) {
+  return StringPrototypeStartsWith(FunctionPrototypeToString(value), "class");
+}
+
+/**
+ * The object whose `fetch(request, env, ctx)` handles HTTP requests: the default export, or an
+ * instance of it when it is a class (WorkerEntrypoint-style); null when there is none.
+ */
+function fetchHandler(handler, env, ctx) {
+  const target = typeof handler === "function" && isClass(handler) ? new handler(ctx, env) : handler;
+  if (target !== null && typeof target === "object" && typeof target.fetch === "function") return target;
+  return null;
+}
+
 /**
  * Runs one invocation of the module whose namespace is `ns`: reads the request from the host,
  * calls the default export (a fetch handler or a plain function) and hands the response back.
@@ -767,8 +786,18 @@ async function dispatch(ns) {
   const pending = [];
   const ctx = new ExecutionContext(pending);
   const env = head.env;
+  // Called through a binding: the session is served until the caller is done with it.
+  const serving = rpc.begin(env);
   let res;
-  if (typeof handler === "function") {
+  if (serving !== null) {
+    // A Python function (whose namespace is boot.js's, not a module's) offers its module's
+    // public functions.
+    const main = core.isModuleNamespaceObject(ns) ? handler : ns.rpc;
+    await rpc.serve(serving, main, env, ctx);
+    // The caller has had its answers: nothing reads this response (no Response object made).
+    op_invocation_respond(204, [], null, false);
+    return tailOf(pending.length > 0 ? [settleWaitUntil(pending)] : []);
+  } else if (typeof handler === "function" && !isClass(handler)) {
     let event;
     try {
       event = eventOf(head);
@@ -784,15 +813,17 @@ async function dispatch(ns) {
     } else {
       res = Response.json(result);
     }
-  } else if (handler !== null && typeof handler === "object" && typeof handler.fetch === "function") {
-    res = await handler.fetch(requestOf(head), env, ctx);
+  } else {
+    const target = fetchHandler(handler, env, ctx);
+    if (target === null) {
+      throw new TypeError(
+        "the module's default export must be a function or an object with a fetch(request, env, ctx) method",
+      );
+    }
+    res = await target.fetch(requestOf(head), env, ctx);
     if (!ObjectPrototypeIsPrototypeOf(ResponsePrototype, res)) {
       throw new TypeError(`fetch() must return a Response, but it returned ${typeof res === "object" ? (res === null ? "null" : "an object") : typeof res}`);
     }
-  } else {
-    throw new TypeError(
-      "the module's default export must be a function or an object with a fetch(request, env, ctx) method",
-    );
   }
   // What still runs after the response: the body's stream and `ctx.waitUntil` promises. The
   // host answers the client first, then keeps the isolate until `tail` settles.
@@ -802,6 +833,11 @@ async function dispatch(ns) {
   const tail = [];
   if (streaming !== null) ArrayPrototypePush(tail, streaming.pumping);
   if (pending.length > 0) ArrayPrototypePush(tail, settleWaitUntil(pending));
+  return tailOf(tail);
+}
+
+/** What `dispatch` resolves to for the work in `tail` (promises), which runs after the response. */
+function tailOf(tail) {
   if (tail.length === 0) return null;
   return {
     tail: PromisePrototypeThen(SafePromiseAll(tail), () => null, (err) => `${err?.stack ?? err}`),
@@ -978,7 +1014,7 @@ lockPrototype(PromisePrototype, { __proto__: null, readOnly: ["constructor", "th
 ObjectDefineProperty(Promise, SymbolSpecies, { __proto__: null, configurable: false });
 
 ObjectDefineProperty(globalThis, "__functionsHost", {
-  value: { dispatch, prepare, setLocation },
+  value: { dispatch, prepare, setLocation, rpcWarmUp: rpc.warmUp },
   writable: true,
   enumerable: false,
   configurable: true,

@@ -225,6 +225,31 @@ pub fn warm_up(runtime: &mut JsRuntime) {
             "warm-up round {round} answered {response:?}"
         );
     }
+    // Calls between functions, through two sessions of this isolate connected to each other.
+    let (client, server) = crate::rpc::loopback(&mut runtime.op_state().borrow_mut());
+    let promise = {
+        deno_core::scope!(scope, runtime);
+        let global = scope.get_current_context().global(scope);
+        let key = v8::String::new(scope, crate::runtime::INTERNALS_GLOBAL).unwrap();
+        let internals = global.get(scope, key.into()).unwrap();
+        let internals = v8::Local::<v8::Object>::try_from(internals).unwrap();
+        let key = v8::String::new(scope, "rpcWarmUp").unwrap();
+        let warm = internals.get(scope, key.into()).unwrap();
+        let warm =
+            v8::Local::<v8::Function>::try_from(warm).expect("bootstrap.js leaves rpcWarmUp");
+        let undefined = v8::undefined(scope).into();
+        let ids = [
+            v8::Integer::new_from_unsigned(scope, client).into(),
+            v8::Integer::new_from_unsigned(scope, server).into(),
+        ];
+        let promise = warm.call(scope, undefined, &ids).unwrap();
+        v8::Global::new(scope, promise)
+    };
+    let settled = runtime.resolve(promise);
+    event_loop
+        .block_on(runtime.with_event_loop_promise(Box::pin(settled), Default::default()))
+        .unwrap_or_else(|error| panic!("the RPC warm-up failed: {error}"));
+    crate::rpc::end(&mut runtime.op_state().borrow_mut());
 }
 
 /// `navigator.userAgent` (read once, while the snapshot is built).
@@ -236,7 +261,7 @@ fn op_host_user_agent() -> &'static str {
 
 deno_core::extension!(
   host,
-  deps = [deno_webidl, deno_web, deno_crypto, deno_fetch, fetch_access, console],
+  deps = [deno_webidl, deno_web, deno_crypto, deno_fetch, fetch_access, console, rpc],
   ops = [
     op_host_user_agent,
     op_invocation_request,

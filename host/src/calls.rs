@@ -238,8 +238,8 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
     let request = inner.call_request(&call.name, &call.id, input);
     let (gate, starting) = functions_runtime::start_gate();
     let controls = functions_runtime::Controls {
-        cancel: None,
         start: Some(gate),
+        ..functions_runtime::Controls::default()
     };
     let start = async {
         let Some(go) = starting.ready().await else {

@@ -104,7 +104,8 @@ pub struct Manifest {
     /// Hosts (`host` or `host:port`) the function's `fetch` may reach.
     #[serde(default)]
     pub allow_net: Vec<String>,
-    /// Capabilities to other functions (not supported yet).
+    /// The functions it may call, each `{"function": "<name>"}` under the binding's name (an
+    /// identifier, which the handler's `env` holds it as). JavaScript, TypeScript and Python.
     #[serde(default)]
     pub bindings: BTreeMap<String, serde_json::Value>,
     /// Limits (unset ones are the defaults).
@@ -285,6 +286,66 @@ fn validate_host(entry: &str) -> Result<(), DeployError> {
     }
 }
 
+/// Most bindings a function may have.
+const MAX_BINDINGS: usize = 64;
+
+/// Longest binding name.
+const MAX_BINDING_NAME: usize = 64;
+
+/// A manifest's `bindings` checked: binding name to the name of the function it reaches.
+/// Whether that function exists (for the deployer) is the host's to check.
+fn bindings_of(manifest: &Manifest) -> Result<BTreeMap<String, String>, DeployError> {
+    if manifest.bindings.len() > MAX_BINDINGS {
+        return Err(bad(format!(
+            "a function has at most {MAX_BINDINGS} bindings, not {}",
+            manifest.bindings.len()
+        )));
+    }
+    let mut bindings = BTreeMap::new();
+    for (binding, value) in &manifest.bindings {
+        let identifier = binding
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && binding
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !identifier {
+            return Err(bad(format!(
+                "binding name {binding:?} is not an identifier (letters, digits, _; not starting with a digit)"
+            )));
+        }
+        if binding.len() > MAX_BINDING_NAME {
+            return Err(bad(format!(
+                "binding name {binding:?} is longer than {MAX_BINDING_NAME} characters"
+            )));
+        }
+        if manifest.env.contains_key(binding) {
+            return Err(bad(format!(
+                "{binding:?} is both an env variable and a binding"
+            )));
+        }
+        let shape = || {
+            bad(format!(
+                "binding {binding:?} must be an object {{\"function\": \"<name>\"}}"
+            ))
+        };
+        let object = value.as_object().ok_or_else(shape)?;
+        if let Some(unknown) = object.keys().find(|key| *key != "function") {
+            return Err(bad(format!(
+                "binding {binding:?} has an unknown key {unknown:?}: it takes only \"function\""
+            )));
+        }
+        let target = object
+            .get("function")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(shape)?;
+        validate_name(target).map_err(|err| bad(format!("binding {binding:?}: {err}")))?;
+        bindings.insert(binding.clone(), target.to_owned());
+    }
+    Ok(bindings)
+}
+
 fn is_manifest(hints: &DeployHints) -> bool {
     let json = hints.content_type.as_deref().is_some_and(|ct| {
         ct.split(';')
@@ -426,6 +487,11 @@ fn resolve(
         if manifest.files.len() > 1 {
             return Err(bad("a WebAssembly function is one .wasm file"));
         }
+        if !manifest.bindings.is_empty() {
+            return Err(bad(
+                "bindings apply to JavaScript, TypeScript and Python functions: a WebAssembly guest cannot call other functions (it can be called through one)",
+            ));
+        }
         if !manifest.allow_net.is_empty() {
             return Err(bad(
                 "\"allow_net\" applies to JavaScript functions: WebAssembly guests get no network",
@@ -455,9 +521,7 @@ fn resolve(
     for host in &manifest.allow_net {
         validate_host(host)?;
     }
-    if !manifest.bindings.is_empty() {
-        return Err(bad("bindings are not supported yet"));
-    }
+    let bindings = bindings_of(&manifest)?;
     let modules = functions_runtime::compile_files(name, &entry, &manifest.files)?;
     Ok(NewDeployment {
         name: name.to_owned(),
@@ -467,6 +531,7 @@ fn resolve(
         env: manifest.env,
         isolation,
         allow_net: manifest.allow_net,
+        bindings,
         wasm: None,
         python: None,
         executor: functions_runtime::Executor::Command,
@@ -524,9 +589,7 @@ fn python_deployment(
     for host in &manifest.allow_net {
         validate_host(host)?;
     }
-    if !manifest.bindings.is_empty() {
-        return Err(bad("bindings are not supported yet"));
-    }
+    let bindings = bindings_of(&manifest)?;
     let requirements = if manifest.requirements.is_empty() {
         manifest
             .files
@@ -544,6 +607,7 @@ fn python_deployment(
         env: manifest.env,
         isolation,
         allow_net: manifest.allow_net,
+        bindings,
         wasm: None,
         python: Some(StoredPython {
             files: manifest.files,
@@ -586,6 +650,7 @@ fn wasm_deployment(
         env,
         isolation: functions_runtime::Isolation::Invocation,
         allow_net: Vec::new(),
+        bindings: BTreeMap::new(),
         wasm: Some(StoredWasm {
             binary: binary.into(),
             artifact: Arc::from([]),
@@ -797,6 +862,106 @@ mod tests {
                 "{err} does not contain {expected}"
             );
         }
+    }
+
+    #[test]
+    fn bindings_are_checked_and_carried() {
+        let hints = DeployHints {
+            content_type: Some("application/json".into()),
+            ..DeployHints::default()
+        };
+        let deploy = |files: &str, extra: &str| {
+            let body = format!(r#"{{"files":{files}{extra}}}"#);
+            parse("caller", &hints, body.as_bytes())
+        };
+        let js = r#"{"index.js":"export default () => 1"}"#;
+        let python = r#"{"main.py":"def handler(event):\n    return 1\n"}"#;
+        let expected = BTreeMap::from([
+            ("MATH".to_owned(), "math".to_owned()),
+            ("_db2".to_owned(), "store-v2".to_owned()),
+        ]);
+        let bindings = r#","bindings":{"MATH":{"function":"math"},"_db2":{"function":"store-v2"}}"#;
+        for files in [js, python] {
+            assert_eq!(
+                deploy(files, bindings).unwrap().bindings,
+                expected,
+                "{files}"
+            );
+            assert!(deploy(files, "").unwrap().bindings.is_empty());
+        }
+        let ts = r#"{"index.ts":"export default (): number => 1"}"#;
+        assert_eq!(deploy(ts, bindings).unwrap().bindings, expected);
+
+        let long = "B".repeat(65);
+        let many: Vec<String> = (0..65)
+            .map(|i| format!(r#""B{i}":{{"function":"f"}}"#))
+            .collect();
+        let many = format!(r#","bindings":{{{}}}"#, many.join(","));
+        let long_name = format!(r#","bindings":{{"{long}":{{"function":"f"}}}}"#);
+        for (extra, message) in [
+            (
+                r#","bindings":{"1x":{"function":"math"}}"#,
+                r#"binding name "1x" is not an identifier (letters, digits, _; not starting with a digit)"#,
+            ),
+            (
+                r#","bindings":{"a-b":{"function":"math"}}"#,
+                r#"binding name "a-b" is not an identifier"#,
+            ),
+            (
+                r#","bindings":{"":{"function":"math"}}"#,
+                r#"binding name "" is not an identifier"#,
+            ),
+            (long_name.as_str(), "is longer than 64 characters"),
+            (
+                r#","bindings":{"MATH":"math"}"#,
+                r#"binding "MATH" must be an object {"function": "<name>"}"#,
+            ),
+            (
+                r#","bindings":{"MATH":{}}"#,
+                r#"binding "MATH" must be an object {"function": "<name>"}"#,
+            ),
+            (
+                r#","bindings":{"MATH":{"function":7}}"#,
+                r#"binding "MATH" must be an object {"function": "<name>"}"#,
+            ),
+            (
+                r#","bindings":{"MATH":{"function":"math","service":"x"}}"#,
+                r#"binding "MATH" has an unknown key "service": it takes only "function""#,
+            ),
+            (
+                r#","bindings":{"MATH":{"function":"../math"}}"#,
+                r#"binding "MATH": invalid function name "../math""#,
+            ),
+            (
+                r#","env":{"MATH":"1"},"bindings":{"MATH":{"function":"math"}}"#,
+                r#""MATH" is both an env variable and a binding"#,
+            ),
+            (many.as_str(), "a function has at most 64 bindings, not 65"),
+        ] {
+            for files in [js, python] {
+                let err = deploy(files, extra).unwrap_err().to_string();
+                assert!(err.contains(message), "{extra}: {err}");
+            }
+        }
+        // 64 is allowed.
+        let most: Vec<String> = (0..64)
+            .map(|i| format!(r#""B{i}":{{"function":"f"}}"#))
+            .collect();
+        let most = format!(r#","bindings":{{{}}}"#, most.join(","));
+        assert_eq!(deploy(js, &most).unwrap().bindings.len(), MAX_BINDINGS);
+        // A WebAssembly guest cannot call other functions.
+        let err = parse(
+            "f",
+            &hints,
+            br#"{"language":"wasm","files":{"a.wasm":"AGFzbQEAAAA="},"bindings":{"MATH":{"function":"math"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "bindings apply to JavaScript, TypeScript and Python functions: a WebAssembly guest \
+             cannot call other functions (it can be called through one)"
+        );
     }
 
     /// A JSON value of any kind, small, with file maps among the objects.

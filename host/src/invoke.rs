@@ -97,16 +97,65 @@ impl Inner {
         controls: Controls,
         permit: impl Send + 'static,
     ) -> Result<functions_runtime::Response, Error> {
-        let function = &deployed.function;
-        let (name, owner) = (function.name(), deployed.owner.clone());
-        let outcome = self.engine.invoke_with(function, request, controls).await;
+        let outcome = self
+            .engine
+            .invoke_with(&deployed.function, request, controls)
+            .await;
+        self.record(deployed, outcome, permit).await
+    }
+
+    /// Stores an invocation's console output (and, when it runs on after its response, its
+    /// later lines once it is done, holding `permit` until then), and returns its response or
+    /// why there is none.
+    pub(crate) async fn record(
+        &self,
+        deployed: &Deployed,
+        outcome: functions_runtime::Outcome,
+        permit: impl Send + 'static,
+    ) -> Result<functions_runtime::Response, Error> {
+        let (logs, result) = self.outcome_logs(
+            deployed,
+            outcome,
+            permit,
+            &tokio::runtime::Handle::current(),
+        );
+        self.logs
+            .write(deployed.function.name(), deployed.owner.as_deref(), logs)
+            .await;
+        result
+    }
+
+    /// Like [`Inner::record`], without waiting (on any thread): the lines are queued for the
+    /// store; what runs on after the response is awaited on `runtime`.
+    pub(crate) fn record_soon(
+        &self,
+        deployed: &Deployed,
+        outcome: functions_runtime::Outcome,
+        permit: impl Send + 'static,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        let (logs, _) = self.outcome_logs(deployed, outcome, permit, runtime);
+        self.logs
+            .submit(deployed.function.name(), deployed.owner.as_deref(), logs);
+    }
+
+    /// An invocation's outcome as log entries and a result; when it runs on after its response,
+    /// a task on `runtime` stores its later lines when it is done, holding `permit` until then.
+    fn outcome_logs(
+        &self,
+        deployed: &Deployed,
+        outcome: functions_runtime::Outcome,
+        permit: impl Send + 'static,
+        runtime: &tokio::runtime::Handle,
+    ) -> (Vec<LogEntry>, Result<functions_runtime::Response, Error>) {
+        let (name, owner) = (deployed.function.name(), deployed.owner.clone());
         let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
         if let Some(after_response) = outcome.after_response {
             // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are
             // stored when it is done, without holding up the response.
             let writer = self.logs.clone();
             let name = name.to_owned();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let finished = after_response.await;
                 drop(permit);
                 let mut logs = log_entries(finished.logs, finished.dropped_log_lines);
@@ -120,8 +169,7 @@ impl Inner {
             logs.push(LogEntry::from_host("error", error_log_line(&err)));
             Error::from(err)
         });
-        self.logs.write(name, deployed.owner.as_deref(), logs).await;
-        result
+        (logs, result)
     }
 }
 
@@ -141,7 +189,7 @@ pub(crate) async fn invoke(
     let cancel = Cancel::new();
     let controls = Controls {
         cancel: Some(cancel.clone()),
-        start: None,
+        ..Controls::default()
     };
     let invocation = {
         let inner = inner.clone();
@@ -196,7 +244,11 @@ fn log_entries(lines: Vec<functions_runtime::LogLine>, dropped: usize) -> Vec<Lo
         .map(|line| LogEntry {
             timestamp: line.timestamp,
             level: line.level.as_str(),
-            source: LogSource::Function,
+            source: if line.host {
+                LogSource::Host
+            } else {
+                LogSource::Function
+            },
             message: line.message,
         })
         .collect();

@@ -118,6 +118,16 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// The permit, if the ticket had its turn at once; the ticket otherwise.
+    pub fn now(mut self) -> Result<Permit, Self> {
+        if self.wait.is_some() {
+            return Err(self);
+        }
+        Ok(self.permit.take().expect("a ticket resolves once"))
+    }
+}
+
 impl Future for Ticket {
     type Output = Permit;
 

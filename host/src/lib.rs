@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod calls;
+mod capnweb;
 mod deploy;
 mod error;
 mod invoke;
@@ -34,6 +35,7 @@ mod lanes;
 mod logs;
 mod python;
 mod registry;
+mod rpc;
 pub mod store;
 mod tenant_view;
 mod tenants;
@@ -43,6 +45,8 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::Duration;
 
+pub use capnweb::CapnwebSession;
+pub use capnweb::CapnwebTransport;
 pub use deploy::DeployError;
 pub use deploy::DeployHints;
 pub use deploy::FunctionLimits;
@@ -233,6 +237,10 @@ impl HostBuilder {
             public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
             draining: Default::default(),
         });
+        inner.engine.set_services(Arc::new(rpc::HostServices {
+            inner: Arc::downgrade(&inner),
+            runtime: tokio::runtime::Handle::current(),
+        }));
         calls::recover(&inner).await?;
         Ok(Host(inner))
     }

@@ -64,6 +64,21 @@ impl LogWriter {
         }
     }
 
+    /// Queues `entries` of function `name` for the store, without waiting for them to be stored
+    /// (callable from any thread).
+    pub fn submit(&self, name: &str, owner: Option<&str>, entries: Vec<LogEntry>) {
+        if !entries.is_empty() {
+            let _ = self.writes.send(Write {
+                lines: LogLines {
+                    name: name.to_owned(),
+                    owner: owner.map(str::to_owned),
+                    entries,
+                },
+                stored: None,
+            });
+        }
+    }
+
     /// Returns once every line written before is stored.
     pub async fn flush(&self) {
         self.send("", None, Vec::new()).await;

@@ -48,6 +48,7 @@ pub(crate) fn settings_of(deployment: &Deployment) -> Settings {
         executor: deployment.executor,
         // A key's functions share one fair share of the engine.
         share_group: deployment.summary.owner.as_deref().map(Into::into),
+        bindings: deployment.bindings.clone(),
     }
 }
 

@@ -55,9 +55,35 @@ impl TenantView<'_> {
         }
     }
 
+    /// Fails with [`ErrorKind::BadRequest`] unless each binding of function `name` reaches a
+    /// deployed function this tenant may use, or `name` itself. Another tenant's function is
+    /// refused as one that is not deployed, so that its name does not leak.
+    fn check_bindings(
+        &self,
+        name: &str,
+        bindings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        for (binding, target) in bindings {
+            let reachable = target == name
+                || self
+                    .host
+                    .0
+                    .registry
+                    .get(target)
+                    .is_some_and(|deployed| self.may_use(deployed.owner.as_deref()));
+            if !reachable {
+                return Err(Error::bad_request(format!(
+                    "binding {binding:?}: no function named {target:?} is deployed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Deploys a new version of function `name`: its code is checked and compiled first (bad
     /// code never replaces good code), then stored, then made current. A new function becomes
-    /// the tenant's; another tenant's is [`ErrorKind::NotFound`].
+    /// the tenant's; another tenant's is [`ErrorKind::NotFound`]. Each of its bindings must
+    /// reach a function the tenant may use (or itself).
     pub async fn deploy(
         &self,
         name: &str,
@@ -86,6 +112,7 @@ impl TenantView<'_> {
             DeployError::Compile(err) => Error::compile(name, err),
         })?;
         new.owner = self.scope().map(str::to_owned);
+        self.check_bindings(name, &new.bindings)?;
         // The function as it would run, version 0 (never stored).
         let candidate = new.clone().stored(0, String::new(), None, (0, 0));
         let code = match (&mut new.wasm, &mut new.python) {

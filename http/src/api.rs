@@ -100,6 +100,12 @@ pub(crate) async fn get(
         .collect::<Vec<_>>()
         .into();
     body["allow_net"] = deployment.allow_net.clone().into();
+    body["bindings"] = deployment
+        .bindings
+        .iter()
+        .map(|(binding, target)| (binding.clone(), json!({ "function": target })))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     if let Some(wasm) = &deployment.wasm {
         body["files"] = vec![deployment.summary.entry.clone()].into();
         body["executor"] = deployment.executor.as_str().into();

@@ -2,8 +2,8 @@
 //! from `Authorization` headers, bodies, and each domain error's HTTP status.
 //!
 //! Routes (DESIGN.md): `ANY /fn/{name}/{path...}` and `ANY /call/{name}/{token}/{path...}`
-//! invoke; `/api/...` manages (and queues asynchronous calls); `GET /healthz` answers once the
-//! server is ready.
+//! invoke; `POST|GET /rpc/{name}` speaks capnweb (HTTP batch, or a WebSocket); `/api/...`
+//! manages (and queues asynchronous calls); `GET /healthz` answers once the server is ready.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,6 +24,7 @@ mod connection;
 mod error;
 mod invoke;
 mod local_only;
+mod rpc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ struct State {
     /// Whether the server answers only this machine (no API keys and not started as public).
     local_only: bool,
     limits: ConnectionLimits,
+    /// Becomes true when the server stops: WebSocket sessions close.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A bound HTTP server over a host.
@@ -159,13 +162,16 @@ impl Server {
             limits,
             ..
         } = self;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let state = Arc::new(State {
             host,
             public_url,
             local_only,
             limits,
+            stopping,
         });
-        let connections = hyper_util::server::graceful::GracefulShutdown::new();
+        // Each connection's task holds a sender: all are done when `recv` sees none left.
+        let (alive, mut connections) = tokio::sync::mpsc::channel::<()>(1);
         let open = Arc::new(tokio::sync::Semaphore::new(state.limits.max_connections));
         tokio::pin!(shutdown);
         loop {
@@ -202,13 +208,17 @@ impl Server {
             let served = Arc::new(AtomicUsize::new(0));
             let io = StallGuard::new(stream, state.limits.idle_timeout);
             let header_timeout = state.limits.header_timeout;
+            let stopping = state.stopping.clone();
             let state = state.clone();
             let service = service_fn(move |request| {
                 let state = state.clone();
                 let number = served.fetch_add(1, Ordering::Relaxed) + 1;
                 async move {
                     let mut response = route(&state, request).await;
-                    if number >= state.limits.max_requests_per_connection {
+                    // (Not on a switch to a WebSocket: the connection is the socket's now.)
+                    if number >= state.limits.max_requests_per_connection
+                        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                    {
                         response.headers_mut().insert(
                             http::header::CONNECTION,
                             http::HeaderValue::from_static("close"),
@@ -217,22 +227,40 @@ impl Server {
                     Ok::<_, std::convert::Infallible>(response)
                 }
             });
+            // With upgrades: `/rpc/{name}` becomes a WebSocket.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(io), service);
-            let connection = connections.watch(connection);
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            let alive = alive.clone();
             tokio::spawn(async move {
-                let _ = connection.await;
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    () = stopped(stopping) => {
+                        // The request in flight is answered, then the connection closes.
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
                 drop(slot);
+                drop(alive);
             });
         }
         drop(listener);
+        let _ = stop.send(true);
+        drop(alive);
         let (drained, _) = tokio::join!(state.host.shutdown(drain), async {
-            let _ = tokio::time::timeout(drain, connections.shutdown()).await;
+            let _ = tokio::time::timeout(drain, connections.recv()).await;
         });
         Ok(drained)
     }
+}
+
+/// Resolves once the server stops (see [`State::stopping`]).
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// How long the server waits before accepting again when the process is out of descriptors or
@@ -327,6 +355,7 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let view = state.host.as_tenant(tenant.as_ref());
     let result = match segments.as_slice() {
         ["fn", name, ..] => invoke::invoke(state, name, request).await,
+        ["rpc", name] | ["rpc", name, ""] => rpc::serve(state, name, request).await,
         ["call", name, token, ..] => invoke::invoke_by_token(state, name, token, request).await,
         ["healthz"] => {
             let wasm = state.host.engine().wasm_stats();

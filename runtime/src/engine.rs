@@ -229,6 +229,11 @@ pub struct Controls {
     /// Holds the invocation before its handler (or WebAssembly guest) runs (see
     /// [`start_gate`]).
     pub start: Option<StartGate>,
+    /// How it was reached, when another function called it (a fetch through a binding): its
+    /// deadline and depth apply, and its trace continues. `None`: a root invocation, whose
+    /// trace continues the request's `traceparent` header, if it has one.
+    #[cfg(feature = "js")]
+    pub chain: Option<crate::CallChain>,
 }
 
 /// What one invocation produced by the time its handler responded: the response or error, and
@@ -484,13 +489,19 @@ impl Engine {
     ) -> Outcome {
         #[cfg(feature = "wasm")]
         if let Some(module) = function.wasm_module() {
+            // Reached by another function's fetch through a binding: logged as JavaScript's
+            // invocations log it.
+            #[cfg(feature = "js")]
+            let fetched_by = controls.chain.as_ref().and_then(|chain| chain.fetched_by());
+            #[cfg(not(feature = "js"))]
+            let fetched_by: Option<String> = None;
             let run = async {
                 if let Some(gate) = controls.start {
                     gate.open().await;
                 }
                 self.wasm().invoke(function, module, request).await
             };
-            return match controls.cancel {
+            let mut outcome = match controls.cancel {
                 None => run.await,
                 Some(cancel) => tokio::select! {
                     outcome = run => outcome,
@@ -500,11 +511,18 @@ impl Engine {
                     ),
                 },
             };
+            if let Some(line) = fetched_by {
+                let mut output = ConsoleOutput::default();
+                output.push_host(functions_types::LogLevel::Info, &line);
+                outcome.logs.splice(0..0, output.lines);
+            }
+            return outcome;
         }
         #[cfg(feature = "js")]
         {
             let (reply, outcome) = oneshot::channel();
-            self.pool.invoke(function.clone(), request, controls, reply);
+            self.pool
+                .invoke(function.clone(), request, controls, None, reply);
             outcome
                 .await
                 // The engine is alive (this borrows it): a reply dropped unsent means the worker
@@ -521,6 +539,43 @@ impl Engine {
                 ConsoleOutput::default(),
             )
         }
+    }
+}
+
+#[cfg(feature = "js")]
+impl Engine {
+    /// Sets what starts the functions that bindings reach, the embedder's [`crate::Services`]
+    /// (once; without it, calls through bindings fail). Hold the engine weakly there.
+    pub fn set_services(&self, services: Arc<dyn crate::Services>) {
+        self.pool.set_services(services);
+    }
+
+    /// Serves `session` (a call through a binding) with an invocation of `function`, which
+    /// ends when the caller is done with the session: its outcome is a `204` then, or why the
+    /// invocation failed (which the caller's pending calls fail with too). The function's
+    /// limits apply, within the caller's deadline.
+    pub async fn serve(&self, function: &Function, session: crate::RpcSession) -> Outcome {
+        if let Some(message) = crate::services::no_methods(function) {
+            session.refuse(message.clone());
+            return Outcome::new(
+                Err(InvokeError::Threw {
+                    message,
+                    stack: String::new(),
+                }),
+                ConsoleOutput::default(),
+            );
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.pool.invoke(
+            function.clone(),
+            Request::default(),
+            Controls::default(),
+            Some(session),
+            reply,
+        );
+        outcome.await.unwrap_or_else(|_| {
+            Outcome::new(Err(InvokeError::WorkerFailed), ConsoleOutput::default())
+        })
     }
 }
 

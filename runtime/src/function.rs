@@ -64,6 +64,9 @@ pub struct Settings {
     /// key that owns them): no function, and no group, holds more than half of the running
     /// isolates or WebAssembly instances.
     pub share_group: Option<Arc<str>>,
+    /// The functions this one may call: each binding's name (its key in the handler's `env`)
+    /// and the name of the function it reaches (see `Engine`'s RPC).
+    pub bindings: BTreeMap<String, String>,
 }
 
 /// How a guest's standard output becomes the HTTP response.

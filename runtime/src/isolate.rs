@@ -207,6 +207,13 @@ struct Control {
     off_thread: OffThreadTime,
     /// Its memory outside the heap, checked after each slice (and while one runs).
     buffers: Option<Arc<BufferBudget>>,
+    /// Set when the invocation starts another call of a session it serves: its budget starts
+    /// again after the slice (see `functions_ext::rpc::CallBudget`).
+    renewal: functions_ext::rpc::CallBudget,
+    /// The function's limits, for a renewed budget.
+    limits: Limits,
+    /// The caller's deadline, which a renewed budget keeps (when another function called).
+    not_after: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 /// Polls a future of an isolate's work as slices: each poll enters the isolate and, with a
@@ -257,6 +264,11 @@ impl<T> Future for Slices<'_, T> {
                         unsafe { v8::Isolate::ref_from_raw_isolate_ptr_mut(&mut raw) },
                         true,
                     );
+                }
+                if control.renewal.take() {
+                    budget
+                        .borrow_mut()
+                        .renew(&control.limits, control.not_after.get());
                 }
                 let elsewhere = control.off_thread.take();
                 if !elsewhere.is_zero() && budget.borrow_mut().charge(elsewhere, &control.verdict) {
@@ -324,10 +336,12 @@ impl Shell {
         });
         buffers.watch(handle.clone());
         let off_thread = OffThreadTime::default();
+        let renewal = functions_ext::rpc::CallBudget::default();
         runtime.with(|js| {
             let state = js.op_state();
             let mut state = state.borrow_mut();
             state.put(off_thread.clone());
+            state.put(renewal.clone());
             state.put(OffHeapBudget(buffers.clone()));
             drop(state);
             buffers.check_after_collections(js.v8_isolate());
@@ -339,6 +353,9 @@ impl Shell {
             thread,
             off_thread,
             buffers: Some(buffers),
+            renewal,
+            limits: limits.clone(),
+            not_after: Default::default(),
         };
         Ok(Self {
             runtime,
@@ -564,11 +581,15 @@ impl FunctionIsolate {
     pub async fn invoke(
         &mut self,
         request: Request,
+        rpc: functions_ext::rpc::RpcInvocation,
         budget: Budget,
     ) -> Result<(Response, Option<Tail>), InvokeError> {
         *self.budget.get_mut() = budget;
+        // A renewal asked for in an earlier invocation is not this one's.
+        self.control.renewal.take();
         let op_state = self.runtime.js.op_state();
         op_state.borrow_mut().put(request);
+        functions_ext::rpc::begin(&mut op_state.borrow_mut(), rpc);
         let js = &mut *self.runtime.js;
         let dispatch = &self.dispatch;
         let namespace = &self.namespace;
@@ -612,6 +633,17 @@ impl FunctionIsolate {
                 stack,
             }),
         }
+    }
+
+    /// Sets the caller's deadline, which the invocation's budget keeps when it is renewed for a
+    /// new call (see `Control::renewal`); `None` for a root invocation.
+    pub fn set_not_after(&self, not_after: Option<std::time::Instant>) {
+        self.control.not_after.set(not_after);
+    }
+
+    /// Ends the invocation's RPC: the sessions it opened or served close, its capabilities go.
+    pub fn end_rpc(&mut self) {
+        functions_ext::rpc::end(&mut self.runtime.js.op_state().borrow_mut());
     }
 
     /// Why the isolate was stopped at a limit, if it was (then it must not run again).
@@ -853,6 +885,9 @@ pub(crate) async fn check(
         thread,
         off_thread: OffThreadTime::default(),
         buffers: None,
+        renewal: Default::default(),
+        limits: function.settings().limits.clone(),
+        not_after: Default::default(),
     };
     let loading = load_module(&mut runtime.js, function, failures);
     let loaded = Slices::new(&control, None, loading).await;
@@ -870,9 +905,16 @@ async fn watched<T>(
     limits: &Limits,
     work: impl Future<Output = Result<T, deno_core::error::CoreError>>,
 ) -> Result<T, InvokeError> {
-    let deadline = budget.borrow().deadline;
-    let work = Slices::new(control, Some(budget), work);
-    let result = match tokio::time::timeout_at(deadline.into(), work).await {
+    let mut work = Slices::new(control, Some(budget), work);
+    // The deadline may move later while the work runs (a budget renewed for a new call).
+    let timed = loop {
+        let deadline = budget.borrow().deadline;
+        match tokio::time::timeout_at(deadline.into(), &mut work).await {
+            Err(_) if budget.borrow().deadline > deadline => continue,
+            timed => break timed,
+        }
+    };
+    let result = match timed {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(match &*err.0 {
             CoreErrorKind::PendingPromiseResolution => InvokeError::Hung,

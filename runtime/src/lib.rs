@@ -36,6 +36,8 @@ mod module;
 mod pool;
 #[cfg(feature = "js")]
 mod python;
+#[cfg(feature = "js")]
+mod services;
 mod share;
 #[cfg(feature = "wasm")]
 mod wasm;
@@ -65,6 +67,22 @@ pub use function::Isolation;
 pub use function::Limits;
 pub use function::MAX_RESPONSE_BYTES;
 pub use function::Settings;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::BoxedResponse;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::CAPNWEB_CALLER;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::CallChain;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::CapnwebClient;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::Hop;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::MAX_DEPTH as MAX_RPC_DEPTH;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::Protocol as RpcProtocol;
+#[cfg(feature = "js")]
+pub use functions_ext::rpc::RpcSession;
 pub use functions_types::BodyError;
 pub use functions_types::BodyStream;
 pub use functions_types::LogLevel;
@@ -83,6 +101,10 @@ pub use python::MemorySnapshot;
 pub use python::PyodideBuild;
 #[cfg(feature = "js")]
 pub use python::PythonCode;
+#[cfg(feature = "js")]
+pub use services::Serve;
+#[cfg(feature = "js")]
+pub use services::Services;
 #[cfg(feature = "wasm")]
 pub use wasm::WasmKind;
 #[cfg(feature = "wasm")]

@@ -33,12 +33,14 @@ use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::python::MemorySnapshot;
+use crate::services::Services;
 use crate::share::FairShare;
 use crate::share::Holder;
 use crate::watchdog::Watchdog;
 use crate::worker::Ended;
 use crate::worker::Worker;
 use crate::worker::WorkerSettings;
+use functions_ext::rpc::RpcSession;
 
 /// One invocation on its way to a worker.
 pub(crate) struct Job {
@@ -50,6 +52,8 @@ pub(crate) struct Job {
     pub admitted: Admitted,
     /// Whether routing claimed one of the receiving worker's prepared isolates for it.
     pub claimed: bool,
+    /// The session it serves, when it is a call through a binding.
+    pub session: Option<RpcSession>,
 }
 
 /// Work for a worker thread.
@@ -231,24 +235,44 @@ pub(crate) struct Shared {
     pub workers: usize,
     /// Python interpreters the workers hold prepared (see `worker.rs`).
     pub python_interpreters: std::sync::atomic::AtomicUsize,
+    /// What starts the functions that bindings reach (the embedder's).
+    pub services: std::sync::OnceLock<Arc<dyn Services>>,
 }
 
 impl Shared {
     /// Sends an admitted invocation to a worker holding a prepared isolate for it, or to the
     /// intake.
-    fn route(&self, mut job: Box<Job>) {
+    fn route(&self, job: Box<Job>) {
+        match self.prepared.claim(&job.function) {
+            Some(worker) => self.send_claimed(job, worker),
+            None => self.intake.push(Task::Invoke(job)),
+        }
+    }
+
+    /// Sends `job` to `worker`, whose prepared isolate routing claimed for it.
+    fn send_claimed(&self, mut job: Box<Job>, worker: usize) {
+        job.claimed = true;
+        if let Err(mpsc::error::SendError(task)) = self.private[worker].send(Task::Invoke(job)) {
+            // The worker is gone: the job's reply is dropped with it, which reports the
+            // engine stopped.
+            drop(task);
+        }
+    }
+
+    /// Where a call through a binding made on worker `here` runs: a worker holding a prepared
+    /// isolate of its function (the job is sent there), or `here` (the job is returned, claimed
+    /// if `here` holds one).
+    pub fn route_from(&self, mut job: Box<Job>, here: usize) -> Option<Box<Job>> {
+        if self.prepared.claim_at(&job.function, here) {
+            job.claimed = true;
+            return Some(job);
+        }
         match self.prepared.claim(&job.function) {
             Some(worker) => {
-                job.claimed = true;
-                if let Err(mpsc::error::SendError(task)) =
-                    self.private[worker].send(Task::Invoke(job))
-                {
-                    // The worker is gone: the job's reply is dropped with it, which reports
-                    // the engine stopped.
-                    drop(task);
-                }
+                self.send_claimed(job, worker);
+                None
             }
-            None => self.intake.push(Task::Invoke(job)),
+            None => Some(job),
         }
     }
 
@@ -264,7 +288,7 @@ impl Shared {
 }
 
 /// A place under the cap on running isolates, given back when dropped.
-pub(crate) struct Admitted(Option<(Arc<Shared>, Holder)>);
+pub(crate) struct Admitted(pub(crate) Option<(Arc<Shared>, Holder)>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
@@ -310,6 +334,7 @@ impl Pool {
             admission: Mutex::new(FairShare::new(config.max_isolates.max(1))),
             workers,
             python_interpreters: Default::default(),
+            services: std::sync::OnceLock::new(),
         });
         let threads = receivers
             .into_iter()
@@ -351,14 +376,20 @@ impl Pool {
     }
 
     /// Queues an invocation: to a worker now if it is under the cap on running isolates,
-    /// otherwise once a place frees up, in arrival order.
+    /// otherwise once a place frees up, in arrival order. A call from another function (through
+    /// a binding: `session`, or a fetch with a chain) goes at once: its root holds a place, and
+    /// a caller waiting for a callee that waits for a place could hold them all. A session of a
+    /// client outside (capnweb) is admitted like any invocation from outside.
     pub fn invoke(
         &self,
         function: Function,
         request: Request,
         controls: Controls,
+        session: Option<RpcSession>,
         reply: oneshot::Sender<Outcome>,
     ) {
+        let nested =
+            session.as_ref().is_some_and(RpcSession::is_nested) || controls.chain.is_some();
         let job = Box::new(Job {
             function,
             request,
@@ -366,7 +397,12 @@ impl Pool {
             controls,
             admitted: Admitted(None),
             claimed: false,
+            session,
         });
+        if nested {
+            self.shared.route(job);
+            return;
+        }
         let holder = job.function.holder();
         let admitted = lock(&self.shared.admission).enter(holder.clone(), job);
         if let Some(mut job) = admitted {
@@ -378,6 +414,11 @@ impl Pool {
     /// Queues a check (compile and link).
     pub fn check(&self, function: Function, reply: oneshot::Sender<Result<(), CompileError>>) {
         self.shared.intake.push(Task::Check { function, reply });
+    }
+
+    /// Sets what starts the functions bindings reach (once; later calls are ignored).
+    pub fn set_services(&self, services: Arc<dyn Services>) {
+        let _ = self.shared.services.set(services);
     }
 
     /// Python interpreters the workers hold prepared, waiting for a function.

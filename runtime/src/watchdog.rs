@@ -177,6 +177,15 @@ impl Budget {
         }
     }
 
+    /// Starts the budget again, as for a new invocation of `limits` (CPU time and wall clock
+    /// from now), its deadline no later than `not_after`.
+    pub fn renew(&mut self, limits: &Limits, not_after: Option<Instant>) {
+        let fresh = Self::new(limits);
+        self.cpu_left = fresh.cpu_left;
+        self.cpu_time = fresh.cpu_time;
+        self.deadline = not_after.map_or(fresh.deadline, |d| d.min(fresh.deadline));
+    }
+
     /// A full CPU budget of `limits` that keeps `self`'s deadline: restarting the CPU budget
     /// (at the handler's start, after the module's top-level code) never extends the wall clock.
     pub fn renewed(self, limits: &Limits) -> Self {

@@ -22,6 +22,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use functions_ext::console::ConsoleOutput;
+use functions_ext::rpc::CallChain;
+use functions_ext::rpc::RpcInvocation;
 use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -176,6 +178,9 @@ pub(crate) struct Worker {
     python_ready: Notify,
     /// Invocations waiting for it.
     python_waiting: Cell<usize>,
+    /// What starts the callees of the calls its isolates make through bindings (made once the
+    /// embedder has set its services).
+    connector: RefCell<Option<Rc<dyn functions_ext::rpc::Connector>>>,
     /// Set (and notified) when a task panicked.
     failed: Cell<bool>,
     failure: Notify,
@@ -214,6 +219,7 @@ impl Worker {
             python_preparing: Cell::new(false),
             python_ready: Notify::new(),
             python_waiting: Cell::new(0),
+            connector: RefCell::default(),
             failed: Cell::new(false),
             failure: Notify::new(),
             panic_on_function: settings.panic_on_function.clone(),
@@ -318,6 +324,7 @@ impl Worker {
             controls,
             admitted,
             claimed,
+            session,
         } = *job;
         if self.panic_on_function.as_deref() == Some(function.name()) {
             panic!(
@@ -327,7 +334,23 @@ impl Worker {
         }
         request.env = function.settings().env.clone();
         self.arrived(&function);
-        let Controls { cancel, start } = controls;
+        let Controls {
+            cancel,
+            start,
+            chain,
+        } = controls;
+        let chain = match (&session, chain) {
+            (Some(session), _) => session.hop().chain.clone(),
+            (None, Some(chain)) => chain,
+            (None, None) => CallChain::root(function.name(), traceparent(&request)),
+        };
+        // A failure of an invocation serving a session is its caller's too.
+        let aborter = session.as_ref().map(|session| session.aborter());
+        let fail = |err: &InvokeError| {
+            if let Some(aborter) = &aborter {
+                aborter.abort(format!("{} failed: {err}", function.name()));
+            }
+        };
         let limits = &function.settings().limits;
         // A job that routing could not claim an isolate for may find one here anyway: one
         // freed (or prepared) while the job was on its way.
@@ -358,6 +381,7 @@ impl Worker {
                 match loaded {
                     Ok(isolate) => (isolate, budget.renewed(limits)),
                     Err(err) => {
+                        fail(&err);
                         let _ = reply.send(Outcome::new(Err(err), ConsoleOutput::default()));
                         return;
                     }
@@ -374,12 +398,34 @@ impl Worker {
                 return;
             }
         }
+        // Calls it makes run within its deadline, and so does it within its caller's.
+        let mut budget = budget;
+        let not_after = chain.deadline();
+        isolate.set_not_after(not_after);
+        let chain = chain.within(budget.deadline);
+        budget.deadline = chain.deadline().unwrap_or(budget.deadline);
+        let rpc = RpcInvocation {
+            function: function.name().into(),
+            chain,
+            bindings: function
+                .settings()
+                .bindings
+                .iter()
+                .map(|(name, target)| (name.as_str().into(), target.as_str().into()))
+                .collect(),
+            owner: function.settings().share_group.clone(),
+            wall_clock: function.settings().limits.wall_clock,
+            not_after,
+            session,
+            connector: self.connector(),
+        };
         let result = tokio::select! {
-            result = respond(&mut isolate, request, budget) => result,
+            result = respond(&mut isolate, request, rpc, budget) => result,
             reason = cancelled(&cancel, &mut reply) => Err(reason),
         };
         let failed = match result {
             Err(err) => {
+                fail(&err);
                 let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
                 true
             }
@@ -399,6 +445,8 @@ impl Worker {
                 failed
             }
         };
+        // The sessions it opened close: the functions it called end their invocations.
+        isolate.end_rpc();
         let reusable =
             function.isolation() == Isolation::Function && !failed && isolate.stopped().is_none();
         if reusable {
@@ -412,6 +460,40 @@ impl Worker {
             drop(isolate);
         }
         drop(admitted);
+    }
+
+    /// The connector of this worker's isolates, if the embedder has set its services.
+    fn connector(self: &Rc<Self>) -> Option<Rc<dyn functions_ext::rpc::Connector>> {
+        let mut connector = self.connector.borrow_mut();
+        if connector.is_none() {
+            let services = self.shared.services.get()?.clone();
+            *connector = Some(crate::services::connector(self, services));
+        }
+        connector.clone()
+    }
+
+    /// Serves `session` (a call through a binding from one of this worker's isolates) with an
+    /// invocation of `function`: here, unless another worker holds a prepared isolate of it
+    /// and this one does not. It is not admitted under the cap on running isolates: its root
+    /// holds a place (see `Pool::invoke`).
+    pub fn serve_here(
+        self: &Rc<Self>,
+        function: Function,
+        session: functions_ext::rpc::RpcSession,
+        reply: oneshot::Sender<Outcome>,
+    ) {
+        let job = Box::new(Job {
+            function,
+            request: Request::default(),
+            reply,
+            controls: Controls::default(),
+            admitted: crate::pool::Admitted(None),
+            claimed: false,
+            session: Some(session),
+        });
+        if let Some(job) = self.shared.route_from(job, self.index) {
+            self.start(Task::Invoke(job));
+        }
     }
 
     /// Notes an invocation of `function` arriving here: its rate, and whether it wants more
@@ -729,9 +811,10 @@ async fn cancelled(
 async fn respond(
     isolate: &mut FunctionIsolate,
     request: Request,
+    rpc: RpcInvocation,
     budget: Budget,
 ) -> Result<(crate::Response, Option<Tail>), InvokeError> {
-    let (response, tail) = isolate.invoke(request, budget).await?;
+    let (response, tail) = isolate.invoke(request, rpc, budget).await?;
     match &response.body {
         ResponseBody::Full(body) if body.len() > MAX_RESPONSE_BYTES => {
             Err(InvokeError::OutputTooLarge {
@@ -740,6 +823,15 @@ async fn respond(
         }
         _ => Ok((response, tail)),
     }
+}
+
+/// The request's W3C `traceparent` header, if it has one.
+fn traceparent(request: &Request) -> Option<&str> {
+    request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+        .map(|(_, value)| value.as_str())
 }
 
 /// Runs what remains after the response; the error it ended with, if any.

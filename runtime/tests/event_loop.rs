@@ -201,7 +201,7 @@ async fn a_cancelled_invocation_stops_and_says_why() {
     let cancel = Cancel::new();
     let controls = Controls {
         cancel: Some(cancel.clone()),
-        start: None,
+        ..Controls::default()
     };
     let started = Instant::now();
     let (outcome, ()) = tokio::join!(
@@ -226,8 +226,8 @@ async fn a_gated_invocation_starts_only_when_let_go() {
     let stamp = Function::javascript("stamp", "export default () => Date.now()");
     let (gate, starting) = functions_runtime::start_gate();
     let controls = Controls {
-        cancel: None,
         start: Some(gate),
+        ..Controls::default()
     };
     let (outcome, released_at) = tokio::join!(
         engine.invoke_with(&stamp, Request::json("{}"), controls),

@@ -2,12 +2,15 @@
 //! HTTP and through its CLI.
 
 mod apps;
+mod bindings;
 mod calls;
+mod capnweb;
 mod connections;
 mod disconnect;
 mod harness;
 mod limits;
 mod python;
+mod rpc;
 mod security;
 mod shutdown;
 mod typescript;

@@ -420,3 +420,87 @@ fn new_python_projects_run_locally_and_fetch_pyodide_themselves() {
     assert!(out.status.success(), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Downloading"));
 }
+
+#[test]
+fn python_functions_call_and_are_called_through_bindings() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path());
+    deployed(
+        &server,
+        "pymath",
+        json!({ "main.py": r#"
+def add(a, b):
+    return a + b
+
+def greet(name, punctuation="!"):
+    return {"message": f"Hello, {name}{punctuation}"}
+
+async def double(x):
+    return x * 2
+
+def fail():
+    raise ValueError("bad value")
+
+def handler(event):
+    return event
+"# }),
+        json!({}),
+    );
+    let js = |name: &str, source: &str, bindings: Value| {
+        let manifest = json!({ "files": { "index.js": source }, "bindings": bindings });
+        let reply = server.put(
+            &format!("/api/functions/{name}"),
+            "application/json",
+            manifest.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 201, "deploying {name}: {}", reply.text());
+    };
+    js(
+        "jscaller",
+        r#"export default async (e, env) => {
+          const caught = async (call) => { try { await call(); } catch (err) { return [err.name, err.message]; } };
+          return {
+            add: await env.PY.add(2, 3),
+            keywords: await env.PY.greet({ name: "Ada" }),
+            positional: await env.PY.greet("Bob", "?"),
+            pipelined: await env.PY.greet({ name: "Cy" }).message,
+            awaited: await env.PY.double(21),
+            raised: await caught(() => env.PY.fail()),
+            private: await caught(() => env.PY._secret()),
+          };
+        }"#,
+        json!({ "PY": { "function": "pymath" } }),
+    );
+    let reply = server.post("/fn/jscaller", "{}");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let out = reply.json();
+    assert_eq!(out["add"], 5);
+    assert_eq!(out["keywords"], json!({ "message": "Hello, Ada!" }));
+    assert_eq!(out["positional"], json!({ "message": "Hello, Bob?" }));
+    assert_eq!(out["pipelined"], "Hello, Cy!");
+    assert_eq!(out["awaited"], 42);
+    assert_eq!(out["raised"], json!(["ValueError", "bad value"]));
+    assert_eq!(out["private"][0], "TypeError");
+
+    js(
+        "jsmath",
+        "export default { add(a, b) { return a + b; }, user(id) { return { id, name: `user${id}` }; } }",
+        json!({}),
+    );
+    deployed(
+        &server,
+        "pycaller",
+        json!({ "main.py": r#"
+from js import Response
+
+async def on_fetch(request, env):
+    total = await env.MATH.add(1, 2)
+    user = await env.MATH.user(3)
+    return Response.new(f"{total} {user.name}")
+"# }),
+        json!({ "bindings": { "MATH": { "function": "jsmath" } } }),
+    );
+    let reply = server.get("/fn/pycaller/");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.text(), "3 user3");
+}

@@ -191,6 +191,9 @@ pub struct LogLine {
     pub level: LogLevel,
     /// The formatted message, without its trailing newline.
     pub message: String,
+    /// Written by the host about the invocation (a call it made to another function, say),
+    /// not by the function.
+    pub host: bool,
 }
 
 /// The console output of the invocation running in an isolate (kept in its `OpState`).
@@ -213,6 +216,15 @@ impl ConsoleOutput {
     /// Adds a line written at `timestamp` (its trailing newline dropped), unless the output is
     /// full ([`MAX_OUTPUT_BYTES`]), in which case it is counted as dropped.
     pub fn push_at(&mut self, timestamp: SystemTime, level: LogLevel, message: &str) {
+        self.add(timestamp, level, message, false);
+    }
+
+    /// Adds a line of the host's about the invocation, written now (see [`LogLine::host`]).
+    pub fn push_host(&mut self, level: LogLevel, message: &str) {
+        self.add(SystemTime::now(), level, message, true);
+    }
+
+    fn add(&mut self, timestamp: SystemTime, level: LogLevel, message: &str, host: bool) {
         let message = message.strip_suffix('\n').unwrap_or(message);
         if self.bytes + message.len() > MAX_OUTPUT_BYTES {
             self.dropped += 1;
@@ -223,6 +235,7 @@ impl ConsoleOutput {
             timestamp,
             level,
             message: message.to_owned(),
+            host,
         });
     }
 }

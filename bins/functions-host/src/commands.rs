@@ -163,6 +163,10 @@ pub struct DeployArgs {
     /// A host (`host` or `host:port`) the function's `fetch` may reach; repeatable.
     #[arg(long = "allow-net", value_name = "HOST")]
     allow_net: Vec<String>,
+    /// A function this one may call, `NAME=FUNCTION`: the handler's `env.NAME` reaches the
+    /// deployed function FUNCTION; repeatable.
+    #[arg(long = "bind", value_name = "NAME=FUNCTION")]
+    bind: Vec<String>,
     /// `invocation` (a fresh isolate per call, the default) or `function` (one warm isolate).
     #[arg(long)]
     isolation: Option<String>,
@@ -229,7 +233,19 @@ fn code_manifest(
     })
 }
 
-/// `deploy PATH`: sends a manifest with the files, env, permissions and isolation.
+/// A `--bind NAME=FUNCTION` flag's binding name and function name (the server checks both).
+fn binding_of(pair: &str) -> anyhow::Result<(&str, &str)> {
+    match pair.split_once('=') {
+        Some((binding, function)) if !binding.is_empty() && !function.is_empty() => {
+            Ok((binding, function))
+        }
+        _ => bail!(
+            "--bind {pair:?} is not NAME=FUNCTION (the binding's name in env, then the function it calls)"
+        ),
+    }
+}
+
+/// `deploy PATH`: sends a manifest with the files, env, bindings, permissions and isolation.
 pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
     let mut manifest = code_manifest(
         &args.path,
@@ -248,6 +264,13 @@ pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
         manifest.env.insert(key.to_owned(), value.to_owned());
     }
     manifest.allow_net = args.allow_net.clone();
+    for pair in &args.bind {
+        let (binding, function) = binding_of(pair)?;
+        manifest.bindings.insert(
+            binding.to_owned(),
+            serde_json::json!({ "function": function }),
+        );
+    }
     manifest.isolation = args.isolation.clone();
     let mut limits = serde_json::Map::new();
     for pair in &args.limits {

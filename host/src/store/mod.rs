@@ -89,6 +89,8 @@ pub struct NewDeployment {
     pub isolation: Isolation,
     /// Hosts its `fetch` may reach.
     pub allow_net: Vec<String>,
+    /// The functions it may call: binding name (a key of its `env`) to the function's name.
+    pub bindings: BTreeMap<String, String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
     /// A Python function's code (it has no `modules` then).
@@ -137,6 +139,7 @@ impl NewDeployment {
             modules: self.modules,
             env: self.env,
             allow_net: self.allow_net,
+            bindings: self.bindings,
             wasm: self.wasm,
             python: self.python,
             executor: self.executor,
@@ -183,6 +186,8 @@ pub struct Deployment {
     pub env: BTreeMap<String, String>,
     /// Hosts its `fetch` may reach.
     pub allow_net: Vec<String>,
+    /// The functions it may call: binding name to the function's name.
+    pub bindings: BTreeMap<String, String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
     /// A Python function's code (it has no `modules` then).
@@ -539,6 +544,7 @@ pub(crate) mod tests {
             python: None,
             executor: Executor::Command,
             allow_net: vec!["example.com".into()],
+            bindings: BTreeMap::from([("MATH".into(), "math".into())]),
             limits: FunctionLimits::default(),
             public: true,
             owner: None,
@@ -616,6 +622,11 @@ pub(crate) mod tests {
             assert_eq!(summary, vec![("a", 2, "v2"), ("b", 1, "b1")], "{backend}");
             assert_eq!(current[0].env.get("K").map(String::as_str), Some("V"));
             assert_eq!(current[0].allow_net, ["example.com"]);
+            assert_eq!(
+                current[0].bindings,
+                BTreeMap::from([("MATH".to_owned(), "math".to_owned())]),
+                "{backend}"
+            );
             let listed: Vec<_> = store.list().await.unwrap();
             assert_eq!(listed[0], second.summary, "{backend}");
             assert_eq!(listed.len(), 2);

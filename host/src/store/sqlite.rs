@@ -149,6 +149,8 @@ const MIGRATIONS: &[&str] = &[
        snapshot BLOB NOT NULL,
        PRIMARY KEY (name, version)
      );",
+    // The functions each version may call (JSON, binding name to function name).
+    "ALTER TABLE versions ADD COLUMN bindings TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// A job for a database thread.
@@ -298,7 +300,7 @@ fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
 fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deployment>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SUMMARY_COLUMNS}, v.source, v.env, v.allow_net, v.executor, w.binary, w.artifact,
-                p.files, p.requirements, p.packages, p.snapshot
+                p.files, p.requirements, p.packages, p.snapshot, v.bindings
          FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
          LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
          LEFT JOIN python p ON p.name = v.name AND p.version = v.version
@@ -322,6 +324,7 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
         let requirements: Option<String> = row.get(18)?;
         let packages: Option<Vec<u8>> = row.get(19)?;
         let snapshot: Option<Vec<u8>> = row.get(20)?;
+        let bindings: String = row.get(21)?;
         let python = match (python_files, requirements, packages, snapshot) {
             (Some(files), Some(requirements), Some(packages), Some(snapshot)) => {
                 Some(StoredPython {
@@ -342,6 +345,7 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
             modules,
             env: json_column(&env, "env")?,
             allow_net: json_column(&allow_net, "allow_net")?,
+            bindings: json_column(&bindings, "bindings")?,
             executor: parse_column(&executor, "executor", Executor::parse)?,
             wasm,
             python,
@@ -407,6 +411,7 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
     let now = unix_millis(std::time::SystemTime::now());
     let env = serde_json::to_string(&new.env)?;
     let allow_net = serde_json::to_string(&new.allow_net)?;
+    let bindings = serde_json::to_string(&new.bindings)?;
     let limits = serde_json::to_string(&new.limits)?;
     let entry_source = new
         .modules
@@ -426,8 +431,8 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
     )?;
     tx.execute(
         "INSERT INTO versions (name, version, language, entry, source, env, isolation, allow_net,
-                               executor, created_at, limits, public)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                               executor, created_at, limits, public, bindings)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             new.name,
             version,
@@ -440,7 +445,8 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
             new.executor.as_str(),
             now,
             limits,
-            new.public
+            new.public,
+            bindings
         ],
     )?;
     if let Some(wasm) = &new.wasm {
@@ -817,7 +823,7 @@ mod tests {
         let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
         let old = store.get("old").await.unwrap().unwrap();
         assert_eq!(&*old.modules["index.js"].code, "export default () => 1");
-        assert!(old.allow_net.is_empty());
+        assert!(old.allow_net.is_empty() && old.bindings.is_empty());
         store
             .deploy(super::super::tests::new("old", "v2"))
             .await
@@ -839,6 +845,7 @@ mod tests {
             ("env", "{not json"),
             ("isolation", "sometimes"),
             ("language", "cobol"),
+            ("bindings", "[]"),
         ] {
             store
                 .write(move |conn| {
@@ -852,7 +859,8 @@ mod tests {
             store
                 .write(|conn| {
                     conn.execute(
-                        "UPDATE versions SET env = '{}', isolation = 'invocation', language = 'javascript'",
+                        "UPDATE versions SET env = '{}', isolation = 'invocation', language = 'javascript',
+                                            bindings = '{}'",
                         [],
                     )?;
                     Ok(())
