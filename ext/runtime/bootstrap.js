@@ -633,10 +633,11 @@ class ExecutionContext {
   passThroughOnException() {}
 }
 
+/** An error the host answers for the function (marked so, as the HTTP layer marks its own). */
 function jsonError(status, code, message) {
   return new Response(JSONStringify({ error: { code, message } }), {
     status,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", "x-functions-host-error": code },
   });
 }
 

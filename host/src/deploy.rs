@@ -362,16 +362,26 @@ fn named_language(
     manifest_language: Option<&str>,
     hints: &DeployHints,
 ) -> Result<Option<Language>, DeployError> {
-    match manifest_language.or(hints.lang.as_deref()) {
-        Some(value) => Language::of_alias(value).map(Some).ok_or_else(|| {
+    let language = |value: &str| {
+        Language::of_alias(value).ok_or_else(|| {
             bad(format!(
                 "unknown language {value:?}: use javascript, typescript, wasm or python"
             ))
-        }),
-        None => Ok(hints
-            .content_type
-            .as_deref()
-            .and_then(language_of_content_type)),
+        })
+    };
+    // `?lang=` is checked even when the manifest names the language itself.
+    let hinted = match hints.lang.as_deref() {
+        Some(value) if value != "manifest" => Some(language(value)?),
+        _ => None,
+    };
+    match manifest_language {
+        Some(value) => language(value).map(Some),
+        None => Ok(hinted.or_else(|| {
+            hints
+                .content_type
+                .as_deref()
+                .and_then(language_of_content_type)
+        })),
     }
 }
 
@@ -546,16 +556,19 @@ fn isolation_of(
     manifest: &Manifest,
     hints: &DeployHints,
 ) -> Result<functions_runtime::Isolation, DeployError> {
-    let isolation = manifest
-        .isolation
-        .as_deref()
-        .or(hints.isolation.as_deref())
-        .unwrap_or("invocation");
-    functions_runtime::Isolation::parse(isolation).ok_or_else(|| {
-        bad(format!(
-            "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
-        ))
-    })
+    let parse = |isolation: &str| {
+        functions_runtime::Isolation::parse(isolation).ok_or_else(|| {
+            bad(format!(
+                "invalid isolation {isolation:?}: use \"invocation\" or \"function\""
+            ))
+        })
+    };
+    // `?isolation=` is checked even when the manifest sets its own.
+    let hinted = hints.isolation.as_deref().map(parse).transpose()?;
+    match manifest.isolation.as_deref() {
+        Some(isolation) => parse(isolation),
+        None => Ok(hinted.unwrap_or(parse("invocation")?)),
+    }
 }
 
 /// A Python deploy: its files (`.py` modules and text files they read) and entry (`main.py`,

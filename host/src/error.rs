@@ -127,10 +127,12 @@ impl Error {
 
     /// A function whose queue holds `max` waiting calls already.
     pub fn queue_full(name: &str, max: usize) -> Self {
-        Self::new(
+        let mut err = Self::new(
             ErrorKind::QueueFull,
             format!("{max} calls of {name:?} are waiting already: try again later"),
-        )
+        );
+        err.retry_after = Some(Duration::from_secs(1));
+        err
     }
 
     /// A request whose key's request quota is spent for the next `retry_after`.

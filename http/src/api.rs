@@ -57,7 +57,7 @@ pub(crate) async fn deploy(
         .read_body(body, functions_host::MAX_DEPLOY_BYTES)
         .await?;
     let query = parts.uri.query();
-    let param = |key: &str| query_param(query, key).map(str::to_owned);
+    let param = |key: &str| query_param(query, key);
     let hints = DeployHints {
         lang: param("lang"),
         entry: param("entry"),
@@ -159,7 +159,8 @@ pub(crate) async fn rotate_token(
     ))
 }
 
-/// `GET /api/functions/{name}/logs?after=ID&limit=N`: log lines, oldest first.
+/// `GET /api/functions/{name}/logs?after=ID&limit=N&wait=SECONDS`: log lines, oldest first.
+/// With `wait`, when no line follows `after` yet, the answer waits (up to that long) for one.
 pub(crate) async fn logs(
     view: TenantView<'_>,
     name: &str,
@@ -174,10 +175,17 @@ pub(crate) async fn logs(
             .unwrap_or(Ok(default))
     };
     let after = parse("after", 0)?;
-    let limit = parse("limit", 1000)?.clamp(1, MAX_LOG_PAGE as i64) as u32;
-    let lines: Vec<Value> = view
-        .logs(name, after, limit)
-        .await?
+    let limit = parse("limit", 1000)?.clamp(1, MAX_LOG_PAGE as i64) as usize;
+    let wait = super::calls::wait_of(query_param(query, "wait").as_deref())?;
+    let mut lines = view.logs(name, after, limit as u32).await?;
+    if lines.is_empty() && !wait.is_zero() {
+        let mut follower = view.follow_logs(name, after);
+        if let Ok(next) = tokio::time::timeout(wait, follower.next()).await {
+            lines = next?;
+            lines.truncate(limit);
+        }
+    }
+    let lines: Vec<Value> = lines
         .into_iter()
         .map(|l| {
             json!({

@@ -46,6 +46,19 @@ pub(crate) async fn create(
     Ok(json(StatusCode::ACCEPTED, &json!({ "call_id": id })))
 }
 
+/// The `wait=SECONDS` of a long poll (none: zero), capped at [`functions_host::MAX_RESULT_WAIT`].
+pub(crate) fn wait_of(wait: Option<&str>) -> Result<Duration, ApiError> {
+    match wait {
+        None => Ok(Duration::ZERO),
+        Some(seconds) => seconds
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(functions_host::MAX_RESULT_WAIT.as_secs_f64())))
+            .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds")),
+    }
+}
+
 /// `GET /api/calls/{id}?wait=SECONDS`: the call's response (or its error) with its state in
 /// `X-Call-State`, once it is done.
 pub(crate) async fn fetch(
@@ -53,15 +66,7 @@ pub(crate) async fn fetch(
     id: &str,
     wait: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let wait = match wait {
-        None => Duration::ZERO,
-        Some(seconds) => seconds
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(functions_host::MAX_RESULT_WAIT.as_secs_f64())))
-            .ok_or_else(|| ApiError::bad_request("wait must be a number of seconds"))?,
-    };
+    let wait = wait_of(wait)?;
     let (mut response, call_state) = match view.result(id, wait).await? {
         CallStatus::Waiting(call_state) => (
             json(

@@ -61,7 +61,8 @@ fn default_max_connections() -> usize {
 
 /// The answer to a connection past [`ConnectionLimits::max_connections`].
 pub(crate) const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 89\r\n\r\n\
+content-type: application/json\r\nconnection: close\r\nretry-after: 1\r\n\
+x-functions-host-error: too_many_connections\r\ncontent-length: 89\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"the server has too many connections\"}}";
 
 /// A connection's socket that fails a write the client has left blocked (a full send buffer:

@@ -11,6 +11,11 @@ use http::header;
 use serde_json::Value;
 use serde_json::json;
 
+/// The header that marks an error the host answered (its value is the error's code), as opposed
+/// to a function's own response, whatever its status.
+pub const HOST_ERROR: header::HeaderName =
+    header::HeaderName::from_static("x-functions-host-error");
+
 /// An error answered to the client (boxed: handlers return it on every path).
 #[derive(Debug)]
 pub struct ApiError(Box<ErrorBody>);
@@ -47,7 +52,7 @@ struct ErrorBody {
     /// Extra fields of the error object (e.g. `line` and `column` of a compile error).
     details: serde_json::Map<String, Value>,
     /// The `Allow` header of a 405.
-    allow: Option<&'static str>,
+    allow: Option<String>,
     /// The `Retry-After` header of a 429 for a spent quota, in seconds.
     retry_after: Option<u64>,
 }
@@ -71,7 +76,8 @@ impl ApiError {
     }
 
     /// A 405 naming the methods allowed.
-    pub fn method_not_allowed(allow: &'static str) -> Self {
+    pub fn method_not_allowed(allow: impl Into<String>) -> Self {
+        let allow = allow.into();
         let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -110,6 +116,12 @@ impl ApiError {
     pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = json(self.0.status, &self.body());
         let body = *self.0;
+        if body.status == StatusCode::UPGRADE_REQUIRED {
+            // The only upgrade the server offers: capnweb's WebSocket at /rpc/{name}.
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
         if body.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -120,11 +132,15 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if let Some(allow) = body.allow {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        if let Some(allow) = body
+            .allow
+            .and_then(|allow| HeaderValue::try_from(allow).ok())
+        {
+            response.headers_mut().insert(header::ALLOW, allow);
         }
+        response
+            .headers_mut()
+            .insert(HOST_ERROR, HeaderValue::from_static(body.code));
         response
     }
 }

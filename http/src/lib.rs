@@ -24,6 +24,7 @@ mod connection;
 mod error;
 mod invoke;
 mod local_only;
+mod routes;
 mod rpc;
 
 use std::net::SocketAddr;
@@ -34,7 +35,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use bytes::BytesMut;
 use functions_host::Host;
-use http::Method;
 use http::Request;
 use http::Response;
 use http::StatusCode;
@@ -48,8 +48,10 @@ use tokio::net::TcpSocket;
 
 pub use connection::ConnectionLimits;
 pub use error::ApiError;
+pub use error::HOST_ERROR;
 
 use connection::StallGuard;
+use routes::Endpoint;
 
 type HttpResponse = Response<body::Body>;
 
@@ -322,29 +324,32 @@ impl State {
     }
 }
 
-/// The value of `key` in a query string.
-fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then_some(v)
-    })
+/// The value of `key` in a query string, percent-decoded (`+` is a space).
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find_map(|(k, v)| (k == key).then(|| v.into_owned()))
 }
+
+/// The OpenAPI 3.1 description of every route, served at `GET /api/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
     if state.local_only {
         let public_host = state.public_url.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', ':']).next().unwrap_or_default()
         });
-        if let Some(refusal) =
-            local_only::refusal(request.headers(), segments[0] == "api", public_host)
-        {
+        let api = path.starts_with("/api/") || path == "/api";
+        if let Some(refusal) = local_only::refusal(request.headers(), api, public_host) {
             return refusal.into_response();
         }
     }
-    let tenant = if segments[0] == "api" {
+    let found = match routes::find(&method, &path) {
+        Ok(found) => found,
+        Err(err) => return err.into_response(),
+    };
+    let tenant = if found.keyed {
         match state.host.admit(presented_key(request.headers())) {
             Ok(tenant) => tenant,
             Err(refusal) => return ApiError::from(refusal).into_response(),
@@ -353,57 +358,53 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
         None
     };
     let view = state.host.as_tenant(tenant.as_ref());
-    let result = match segments.as_slice() {
-        ["fn", name, ..] => invoke::invoke(state, name, request).await,
-        ["rpc", name] | ["rpc", name, ""] => rpc::serve(state, name, request).await,
-        ["call", name, token, ..] => invoke::invoke_by_token(state, name, token, request).await,
-        ["healthz"] => {
-            let wasm = state.host.engine().wasm_stats();
-            Ok(error::json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "status": "ok",
-                    "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
-                    "python": {
-                        "snapshots_made": state.host.engine().python_snapshots_made(),
-                        "interpreters_ready": state.host.engine().python_interpreters_ready(),
-                    },
-                }),
-            ))
+    let name = found.params.first().copied().unwrap_or_default();
+    let query = request.uri().query();
+    let result = match found.endpoint {
+        Endpoint::Invoke => invoke::invoke(state, name, request).await,
+        Endpoint::InvokeByToken => {
+            invoke::invoke_by_token(state, name, found.params[1], request).await
         }
-        ["api", "functions"] => match method {
-            Method::GET => api::list(state, view).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        ["api", "functions", name] => match method {
-            Method::PUT => api::deploy(state, view, name, request).await,
-            Method::GET => api::get(state, view, name).await,
-            Method::DELETE => api::delete(view, name).await,
-            _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
-        },
-        ["api", "functions", name, "calls"] => match method {
-            Method::POST => calls::create(state, view, name, request).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
-        ["api", "functions", name, "token"] => match method {
-            Method::POST => api::rotate_token(state, view, name).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
-        },
-        ["api", "calls", id] => match method {
-            Method::GET => calls::fetch(view, id, query_param(request.uri().query(), "wait")).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        ["api", "functions", name, "logs"] => match method {
-            Method::GET => api::logs(view, name, request.uri().query()).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        _ => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {method} {path}"),
-        )),
+        Endpoint::Rpc => rpc::serve(state, name, request).await,
+        Endpoint::Health => Ok(health(state)),
+        Endpoint::OpenApi => Ok(openapi()),
+        Endpoint::List => api::list(state, view).await,
+        Endpoint::Deploy => api::deploy(state, view, name, request).await,
+        Endpoint::Get => api::get(state, view, name).await,
+        Endpoint::Delete => api::delete(view, name).await,
+        Endpoint::Call => calls::create(state, view, name, request).await,
+        Endpoint::RotateToken => api::rotate_token(state, view, name).await,
+        Endpoint::Logs => api::logs(view, name, query).await,
+        Endpoint::Result => calls::fetch(view, name, query_param(query, "wait").as_deref()).await,
     };
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// `GET /healthz`: the server is up, with what its engine has made ready.
+fn health(state: &State) -> HttpResponse {
+    let engine = state.host.engine();
+    let wasm = engine.wasm_stats();
+    error::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ok",
+            "wasm": { "compiled": wasm.compiled, "loaded": wasm.loaded },
+            "python": {
+                "snapshots_made": engine.python_snapshots_made(),
+                "interpreters_ready": engine.python_interpreters_ready(),
+            },
+        }),
+    )
+}
+
+/// `GET /api/openapi.json`
+fn openapi() -> HttpResponse {
+    let mut response = Response::new(body::Body::full(OPENAPI));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 #[cfg(test)]

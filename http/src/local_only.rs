@@ -64,7 +64,7 @@ pub(crate) fn refusal_of_another_machine() -> Vec<u8> {
     .to_string();
     format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{body}",
+         x-functions-host-error: not_this_machine\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

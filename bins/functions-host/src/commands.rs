@@ -13,8 +13,8 @@ use anyhow::bail;
 use crate::toolchain;
 use functions_host_client::Client;
 
-/// How often `logs --follow` asks for new lines.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one request of `logs --follow` waits for a new line before it asks again.
+const FOLLOW_WAIT: Duration = Duration::from_secs(30);
 
 fn payload_bytes(payload: Option<&str>) -> anyhow::Result<Vec<u8>> {
     match payload {
@@ -376,7 +376,8 @@ pub fn remove(client: &Client, name: &str) -> anyhow::Result<()> {
 pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
     let mut after = 0;
     loop {
-        let lines = client.logs(name, after, 10_000)?;
+        let wait = if follow { FOLLOW_WAIT } else { Duration::ZERO };
+        let lines = client.logs(name, after, 10_000, wait)?;
         let mut stdout = std::io::stdout().lock();
         for line in &lines {
             after = line["id"].as_i64().unwrap_or(after);
@@ -391,9 +392,6 @@ pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
         drop(stdout);
         if !follow {
             return Ok(());
-        }
-        if lines.is_empty() {
-            std::thread::sleep(FOLLOW_INTERVAL);
         }
     }
 }

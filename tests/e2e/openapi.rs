@@ -1,0 +1,171 @@
+//! The HTTP API against its description (`http/openapi.json`, served at `GET /api/openapi.json`):
+//! the document is served, host errors are marked apart from functions' own responses, logs can
+//! be long-polled, and schemathesis fuzzes a live server with the document.
+
+use std::time::Duration;
+
+use crate::harness::Server;
+use crate::harness::command;
+use crate::harness::request_with_headers_and_body;
+
+const KEY: &str = "fuzz-key";
+
+#[test]
+fn the_document_is_served_without_a_key_and_routes_answer_405_with_allow() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &[], &[("FUNCTIONS_HOST_API_KEYS", KEY)]);
+    let reply = server.get("/api/openapi.json");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let doc = reply.json();
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+    assert!(doc["paths"]["/api/functions/{name}"]["put"].is_object());
+    // The rest of /api needs the key.
+    let reply = server.get("/api/functions");
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.header("x-functions-host-error"), Some("unauthorized"));
+    let reply = request_with_headers_and_body(
+        &server.base,
+        "PATCH",
+        "/api/functions/hello",
+        &[("authorization", &format!("Bearer {KEY}"))],
+        None,
+    );
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("GET, PUT, DELETE"));
+    assert_eq!(reply.json()["error"]["code"], "method_not_allowed");
+    let reply = server.get("/nowhere");
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("x-functions-host-error"), Some("not_found"));
+}
+
+#[test]
+fn host_errors_are_marked_and_a_functions_own_are_not() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    server.deploy(
+        "teapot",
+        br#"export default { fetch(request) {
+              if (new URL(request.url).pathname === "/throw") throw new Error("boom");
+              return Response.json({ error: { code: "not_found" } }, { status: 404 });
+            } }"#,
+    );
+    let own = server.get("/fn/teapot/");
+    assert_eq!(own.status, 404);
+    assert_eq!(own.header("x-functions-host-error"), None);
+    let thrown = server.get("/fn/teapot/throw");
+    assert_eq!(thrown.status, 500);
+    assert_eq!(
+        thrown.header("x-functions-host-error"),
+        Some("function_error")
+    );
+    let missing = server.get("/fn/nobody/");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("x-functions-host-error"), Some("not_found"));
+}
+
+#[test]
+fn a_logs_request_with_wait_answers_when_a_line_arrives() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    server.deploy(
+        "chatty",
+        br#"export default (event) => { console.log("said", event.word); return "ok" }"#,
+    );
+    let last = |server: &Server| {
+        server.get("/api/functions/chatty/logs").json()["logs"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map_or(0, |line| line["id"].as_i64().unwrap())
+    };
+    let after = last(&server);
+    // Nothing new: the answer comes after the wait, empty.
+    let empty = server.get(&format!(
+        "/api/functions/chatty/logs?after={after}&wait=0.2"
+    ));
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json()["logs"], serde_json::json!([]));
+    std::thread::scope(|scope| {
+        let waiting = scope
+            .spawn(|| server.get(&format!("/api/functions/chatty/logs?after={after}&wait=60")));
+        // The long poll is answered by the line, not by its timeout.
+        let reply = loop {
+            assert_eq!(server.post("/fn/chatty/", r#"{"word":"hi"}"#).status, 200);
+            if waiting.is_finished() {
+                break waiting.join().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(reply.status, 200);
+        let lines = reply.json()["logs"].as_array().unwrap().clone();
+        assert!(!lines.is_empty());
+        assert!(lines.iter().all(|l| l["id"].as_i64().unwrap() > after));
+    });
+    let bad = server.get("/api/functions/chatty/logs?wait=soon");
+    assert_eq!(bad.status, 400);
+}
+
+/// schemathesis (PyPI; `tests/setup.sh` installs it with the guest toolchains) generates requests
+/// from the served document, valid and invalid, against a server with an API key and a few
+/// functions: no answer may be a server error (except a function's own 500), and every answer must
+/// fit the document (status, content type, headers, body schema).
+#[test]
+fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &[], &[("FUNCTIONS_HOST_API_KEYS", KEY)]);
+    let auth = format!("Bearer {KEY}");
+    for (name, source) in [
+        (
+            "hello",
+            "export default (e) => ({ message: `Hello, ${e?.name}!` })",
+        ),
+        (
+            "app",
+            "export default { fetch: (r) => new Response(new URL(r.url).pathname) }",
+        ),
+    ] {
+        let reply = request_with_headers_and_body(
+            &server.base,
+            "PUT",
+            &format!("/api/functions/{name}"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/javascript"),
+            ],
+            Some(source.as_bytes()),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.text());
+    }
+    // Run from tests/, where the settings' hooks file is.
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests");
+    let output = command("st")
+        .args(["--config-file", "schemathesis.toml", "run"])
+        .arg(format!("{}/api/openapi.json", server.base))
+        .args(["--header", &format!("Authorization: {auth}")])
+        .env("NO_COLOR", "1")
+        .current_dir(&tests)
+        .output()
+        .expect("schemathesis (st) runs: tests/setup.sh installs it");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "schemathesis failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // It really ran: thousands of requests, every one passing.
+    let generated = stdout
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_suffix(" passed")?
+                .split_once(" generated, ")
+        })
+        .and_then(|(generated, passed)| {
+            Some((generated.parse::<u32>().ok()?, passed.parse::<u32>().ok()?))
+        });
+    assert!(
+        matches!(generated, Some((made, passed)) if made >= 1000 && made == passed),
+        "{stdout}"
+    );
+}
