@@ -39,4 +39,5 @@ toolchains="${XDG_CACHE_HOME:-$HOME/.cache}/functions-host-toolchains"
 
 npm ci --prefix apps --no-audit --no-fund
 npm ci --prefix ../examples/assemblyscript --no-audit --no-fund
+npm ci --prefix ../sdk/typescript --no-audit --no-fund
 wpt/fetch.sh

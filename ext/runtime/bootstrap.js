@@ -21,6 +21,7 @@ const {
   ArrayBufferIsView,
   ArrayBufferPrototypeGetByteLength,
   ArrayPrototype,
+  ArrayPrototypeFilter,
   ArrayPrototypeIncludes,
   ArrayPrototypePush,
   DataViewPrototypeGetBuffer,
@@ -43,6 +44,7 @@ const {
   ObjectPrototype,
   ObjectPrototypeIsPrototypeOf,
   ObjectSetPrototypeOf,
+  StringPrototypeToLowerCase,
   Promise,
   PromisePrototype,
   PromisePrototypeThen,
@@ -633,11 +635,14 @@ class ExecutionContext {
   passThroughOnException() {}
 }
 
-/** An error the host answers for the function (marked so, as the HTTP layer marks its own). */
+/** The header that marks an error the host answered (functions_types::HOST_ERROR_HEADER). */
+const HOST_ERROR = "x-functions-host-error";
+
+/** An error the host answers for the function, marked so (as the HTTP layer marks its own). */
 function jsonError(status, code, message) {
   return new Response(JSONStringify({ error: { code, message } }), {
     status,
-    headers: { "content-type": "application/json", "x-functions-host-error": code },
+    headers: { "content-type": "application/json", [HOST_ERROR]: code },
   });
 }
 
@@ -688,9 +693,15 @@ const TIMED_OUT = Symbol("timed out");
  * or bytes) is streamed: the host gets the head at once, and `{ pumping }` is returned, a
  * promise that settles when the body has ended. Otherwise the whole body goes with the head.
  */
-async function respond(res) {
+/**
+ * Hands `res` to the host. The host's error mark is dropped from a function's own response, so
+ * that only errors the host answers (`marked`) carry it.
+ */
+async function respond(res, marked = false) {
   const inner = toInnerResponse(res);
-  const list = inner.headerList;
+  const list = marked
+    ? inner.headerList
+    : ArrayPrototypeFilter(inner.headerList, ({ 0: name }) => StringPrototypeToLowerCase(name) !== HOST_ERROR);
   const stream = inner.body?.streamOrStatic;
   if (inner.body === null || isStaticBody(stream)) {
     let body = null;
@@ -803,7 +814,7 @@ async function dispatch(ns) {
     try {
       event = eventOf(head);
     } catch (err) {
-      await respond(jsonError(400, "bad_request", `request body is not valid JSON: ${err.message}`));
+      await respond(jsonError(400, "bad_request", `request body is not valid JSON: ${err.message}`), true);
       return;
     }
     const result = await handler(event, env, ctx);

@@ -14,7 +14,7 @@ use serde_json::json;
 /// The header that marks an error the host answered (its value is the error's code), as opposed
 /// to a function's own response, whatever its status.
 pub const HOST_ERROR: header::HeaderName =
-    header::HeaderName::from_static("x-functions-host-error");
+    header::HeaderName::from_static(functions_runtime::HOST_ERROR_HEADER);
 
 /// An error answered to the client (boxed: handlers return it on every path).
 #[derive(Debug)]

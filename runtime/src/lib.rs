@@ -85,6 +85,7 @@ pub use functions_ext::rpc::Protocol as RpcProtocol;
 pub use functions_ext::rpc::RpcSession;
 pub use functions_types::BodyError;
 pub use functions_types::BodyStream;
+pub use functions_types::HOST_ERROR_HEADER;
 pub use functions_types::LogLevel;
 pub use functions_types::LogLine;
 pub use functions_types::Request;

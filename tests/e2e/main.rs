@@ -12,6 +12,7 @@ mod limits;
 mod openapi;
 mod python;
 mod rpc;
+mod sdk;
 mod security;
 mod shutdown;
 mod typescript;

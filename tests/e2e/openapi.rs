@@ -47,7 +47,9 @@ fn host_errors_are_marked_and_a_functions_own_are_not() {
         "teapot",
         br#"export default { fetch(request) {
               if (new URL(request.url).pathname === "/throw") throw new Error("boom");
-              return Response.json({ error: { code: "not_found" } }, { status: 404 });
+              // Its own 404, dressed as the host's: the mark is dropped.
+              return Response.json({ error: { code: "not_found" } },
+                { status: 404, headers: { "X-Functions-Host-Error": "not_found" } });
             } }"#,
     );
     let own = server.get("/fn/teapot/");

@@ -44,6 +44,11 @@ impl Request {
     }
 }
 
+/// The header that marks an error the host answered (its value is the error's code), as opposed
+/// to a function's own response with the same status. Functions cannot set it: it is dropped
+/// from their responses.
+pub const HOST_ERROR_HEADER: &str = "x-functions-host-error";
+
 /// The response an invocation produced.
 #[derive(Debug, Default)]
 pub struct Response {

@@ -49,7 +49,8 @@ pub(crate) fn environment(
 }
 
 /// A response from WAGI output: CGI headers, a blank line, the body. `Status: 404 Not Found` sets
-/// the status, `Location` alone makes it a 302, every other header passes through.
+/// the status, `Location` alone makes it a 302, every other header passes through (but the host's
+/// error mark, [`crate::HOST_ERROR_HEADER`]).
 pub(crate) fn parse_wagi(output: &[u8]) -> Result<Response, String> {
     let (head, body) = split_head(output).ok_or_else(|| {
         "the function's output has no CGI header block (header lines, then an empty line)"
@@ -71,7 +72,7 @@ pub(crate) fn parse_wagi(output: &[u8]) -> Result<Response, String> {
                     .filter(|code| (100..=999).contains(code))
                     .ok_or_else(|| format!("the CGI Status {value:?} is not an HTTP status"))?,
             );
-        } else {
+        } else if !name.eq_ignore_ascii_case(crate::HOST_ERROR_HEADER) {
             headers.push((name.to_ascii_lowercase(), value.to_owned()));
         }
     }
@@ -140,7 +141,7 @@ mod tests {
             (response.status, response.headers, body)
         };
         let (status, headers, body) =
-            parts(b"Content-Type: text/html\r\nStatus: 404 Not Found\r\n\r\n<p>gone</p>\n");
+            parts(b"Content-Type: text/html\r\nStatus: 404 Not Found\r\nX-Functions-Host-Error: not_found\r\n\r\n<p>gone</p>\n");
         assert_eq!(status, 404);
         assert_eq!(
             headers,
