@@ -26,6 +26,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// `method` at `template`.
+    pub const fn new(method: &'static str, template: &'static str) -> Self {
+        Self { method, template }
+    }
+
     /// The path with `params` in place of the template's `{...}` segments, in order (each
     /// percent-encoded as a path segment).
     pub fn path(&self, params: &[&str]) -> String {
@@ -62,50 +67,23 @@ pub mod routes {
     use super::Route;
 
     /// Runs a function (`{path}` is the rest of the URL: empty for the function's root).
-    pub const INVOKE: Route = Route {
-        method: "POST",
-        template: "/fn/{name}/{path}",
-    };
+    pub const INVOKE: Route = Route::new("POST", "/fn/{name}/{path}");
     /// Deploys a new version.
-    pub const DEPLOY: Route = Route {
-        method: "PUT",
-        template: "/api/functions/{name}",
-    };
+    pub const DEPLOY: Route = Route::new("PUT", "/api/functions/{name}");
     /// Every function.
-    pub const LIST: Route = Route {
-        method: "GET",
-        template: "/api/functions",
-    };
+    pub const LIST: Route = Route::new("GET", "/api/functions");
     /// One function, with its code.
-    pub const GET: Route = Route {
-        method: "GET",
-        template: "/api/functions/{name}",
-    };
+    pub const GET: Route = Route::new("GET", "/api/functions/{name}");
     /// Deletes a function.
-    pub const DELETE: Route = Route {
-        method: "DELETE",
-        template: "/api/functions/{name}",
-    };
+    pub const DELETE: Route = Route::new("DELETE", "/api/functions/{name}");
     /// Queues an asynchronous call.
-    pub const CALL: Route = Route {
-        method: "POST",
-        template: "/api/functions/{name}/calls",
-    };
+    pub const CALL: Route = Route::new("POST", "/api/functions/{name}/calls");
     /// A call's result.
-    pub const RESULT: Route = Route {
-        method: "GET",
-        template: "/api/calls/{call_id}",
-    };
+    pub const RESULT: Route = Route::new("GET", "/api/calls/{call_id}");
     /// A new call address.
-    pub const TOKEN: Route = Route {
-        method: "POST",
-        template: "/api/functions/{name}/token",
-    };
+    pub const TOKEN: Route = Route::new("POST", "/api/functions/{name}/token");
     /// Log lines.
-    pub const LOGS: Route = Route {
-        method: "GET",
-        template: "/api/functions/{name}/logs",
-    };
+    pub const LOGS: Route = Route::new("GET", "/api/functions/{name}/logs");
 
     /// All of the above.
     pub const ALL: [Route; 9] = [INVOKE, DEPLOY, LIST, GET, DELETE, CALL, RESULT, TOKEN, LOGS];

@@ -6,7 +6,7 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { FunctionClient, FunctionError } from '../dist/index.js';
-import { firstLine, startServer, wasiHello } from './harness.mjs';
+import { failure, firstLine, startServer, wasiHello } from './harness.mjs';
 
 const HELLO = "export default async (event) => { console.log('greeting ' + event.name); return { message: 'Hello, ' + event.name + '!' } }";
 const ECHO = `export default {
@@ -41,17 +41,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-/** The FunctionError `promise` rejects with (anything else fails the test). */
-async function failure(promise) {
-  const outcome = await promise.then(
-    (value) => ({ value }),
-    (err) => ({ err }),
-  );
-  assert.ok('err' in outcome, `expected a FunctionError, got ${JSON.stringify(outcome.value)}`);
-  assert.ok(outcome.err instanceof FunctionError, `not a FunctionError: ${outcome.err?.stack ?? outcome.err}`);
-  return outcome.err;
-}
 
 describe('invoke', () => {
   test('POSTs an event as JSON to /fn/{name}/', async () => {

@@ -1,12 +1,15 @@
 // Starts the real functions-host server for the tests (the binary named by FUNCTIONS_HOST_BIN)
 // on a free port with fresh data, and stops it. Not a test file itself: it only exports.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+
+import { FunctionError } from '../dist/index.js';
 
 /** The functions-host binary the tests run, from FUNCTIONS_HOST_BIN. */
 export function binary() {
@@ -134,4 +137,15 @@ export function wasiHello(text) {
 /** `n` as 4 little-endian bytes. */
 function le32(n) {
   return [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
+}
+
+/** The FunctionError `promise` rejects with (anything else fails the test). */
+export async function failure(promise) {
+  const outcome = await promise.then(
+    (value) => ({ value }),
+    (err) => ({ err }),
+  );
+  assert.ok('err' in outcome, `expected a FunctionError, got ${JSON.stringify(outcome.value)}`);
+  assert.ok(outcome.err instanceof FunctionError, `not a FunctionError: ${outcome.err?.stack ?? outcome.err}`);
+  return outcome.err;
 }

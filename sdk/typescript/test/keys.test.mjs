@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { FunctionClient, FunctionError } from '../dist/index.js';
-import { startServer } from './harness.mjs';
+import { FunctionClient } from '../dist/index.js';
+import { failure, startServer } from './harness.mjs';
 
 let server;
 
@@ -18,16 +18,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-/** The FunctionError `promise` rejects with. */
-async function failure(promise) {
-  const err = await promise.then(
-    (value) => assert.fail(`expected a FunctionError, got ${JSON.stringify(value)}`),
-    (err) => err,
-  );
-  assert.ok(err instanceof FunctionError, String(err?.stack ?? err));
-  return err;
-}
 
 test('401 without a key or with a wrong one; a key sees its own functions', async () => {
   for (const apiKey of [undefined, '', 'alph', 'alpha2']) {

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { FunctionClient, FunctionError } from '../dist/index.js';
-import { firstLine, startServer } from './harness.mjs';
+import { FunctionClient } from '../dist/index.js';
+import { failure, firstLine, startServer } from './harness.mjs';
 
 let server;
 
@@ -16,16 +16,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-/** The FunctionError `promise` rejects with. */
-async function failure(promise) {
-  const err = await promise.then(
-    (value) => assert.fail(`expected a FunctionError, got ${JSON.stringify(value)}`),
-    (err) => err,
-  );
-  assert.ok(err instanceof FunctionError, String(err?.stack ?? err));
-  return err;
-}
 
 test('429 when the queue is full, 410 for a result rotated out', async () => {
   const client = new FunctionClient({ baseUrl: server.baseUrl });
