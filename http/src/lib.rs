@@ -21,6 +21,7 @@ mod api;
 mod body;
 mod calls;
 mod connection;
+mod cors;
 mod error;
 mod invoke;
 mod local_only;
@@ -336,16 +337,36 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
+    let api = path.starts_with("/api/") || path == "/api";
     if state.local_only {
         let public_host = state.public_url.split_once("://").map_or("", |(_, rest)| {
             rest.split(['/', ':']).next().unwrap_or_default()
         });
-        let api = path.starts_with("/api/") || path == "/api";
         if let Some(refusal) = local_only::refusal(request.headers(), api, public_host) {
             return refusal.into_response();
         }
     }
-    let found = match routes::find(&method, &path) {
+    // Other servers let pages on any origin call /api with a key.
+    let cross_origin =
+        api && !state.local_only && request.headers().contains_key(http::header::ORIGIN);
+    if cross_origin && let Some(preflight) = cors::preflight(&method, request.headers()) {
+        return preflight;
+    }
+    let mut response = dispatch(state, request, &method, &path).await;
+    if cross_origin {
+        cors::allow(&mut response);
+    }
+    response
+}
+
+/// Answers `request` at its route.
+async fn dispatch(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+    method: &http::Method,
+    path: &str,
+) -> HttpResponse {
+    let found = match routes::find(method, path) {
         Ok(found) => found,
         Err(err) => return err.into_response(),
     };

@@ -180,9 +180,12 @@ fn transpile(
             },
         )
         .map_err(|err| match &err {
-            deno_ast::TranspileError::ParseErrors(errors) if !errors.0.is_empty() => {
-                syntax_error(&errors.0[0])
-            }
+            // Errors found parsing, or only once the program is folded (an unclosed block at
+            // the end of a file): both point into the source.
+            deno_ast::TranspileError::ParseErrors(errors)
+            | deno_ast::TranspileError::FoldProgram(
+                deno_ast::FoldProgramError::ParseDiagnostics(errors),
+            ) if !errors.0.is_empty() => syntax_error(&errors.0[0]),
             _ => CompileError {
                 message: err.to_string(),
                 file: specifier.to_string(),
@@ -291,6 +294,14 @@ mod tests {
             "{err:?}"
         );
         assert!(err.message.starts_with("SyntaxError"), "{err:?}");
+    }
+
+    #[test]
+    fn an_unclosed_block_at_the_end_has_a_position() {
+        let source: Arc<str> = "const a = 1, b = 2;\nexport default () => {{ a + b;\n".into();
+        let err = Module::compile(&specifier("index.ts"), SourceLanguage::TypeScript, source)
+            .unwrap_err();
+        assert!(err.line > 0 && err.column > 0, "{err:?}");
     }
 
     #[test]

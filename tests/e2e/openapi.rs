@@ -40,6 +40,75 @@ fn the_document_is_served_without_a_key_and_routes_answer_405_with_allow() {
 }
 
 #[test]
+fn pages_on_other_origins_may_call_the_api_of_a_server_with_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), &[], &[("FUNCTIONS_HOST_API_KEYS", KEY)]);
+    let origin = ("origin", "https://app.example");
+    // The browser's preflight, without the key (browsers send none).
+    let preflight = request_with_headers_and_body(
+        &server.base,
+        "OPTIONS",
+        "/api/functions/hello",
+        &[
+            origin,
+            ("access-control-request-method", "PUT"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ],
+        None,
+    );
+    assert_eq!(preflight.status, 204, "{}", preflight.text());
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        preflight
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("PUT")
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization")
+    );
+    // The request itself: answered, readable by the page, errors included.
+    let auth = format!("Bearer {KEY}");
+    let list = request_with_headers_and_body(
+        &server.base,
+        "GET",
+        "/api/functions",
+        &[origin, ("authorization", &auth)],
+        None,
+    );
+    assert_eq!(list.status, 200);
+    assert_eq!(list.header("access-control-allow-origin"), Some("*"));
+    let refused =
+        request_with_headers_and_body(&server.base, "GET", "/api/functions", &[origin], None);
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        refused
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("x-functions-host-error")
+    );
+    // A plain OPTIONS is no preflight: the route takes no such method.
+    let plain =
+        request_with_headers_and_body(&server.base, "OPTIONS", "/api/functions", &[origin], None);
+    assert_eq!(plain.status, 405);
+
+    // A server with no keys answers its own machine's pages only.
+    let data = tempfile::tempdir().unwrap();
+    let local = Server::start(data.path());
+    let refused =
+        request_with_headers_and_body(&local.base, "GET", "/api/functions", &[origin], None);
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+}
+
+#[test]
 fn host_errors_are_marked_and_a_functions_own_are_not() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
