@@ -21,7 +21,6 @@ const {
   ArrayBufferIsView,
   ArrayBufferPrototypeGetByteLength,
   ArrayPrototype,
-  ArrayPrototypeFilter,
   ArrayPrototypeIncludes,
   ArrayPrototypePush,
   DataViewPrototypeGetBuffer,
@@ -638,6 +637,19 @@ class ExecutionContext {
 /** The header that marks an error the host answered (functions_types::HOST_ERROR_HEADER). */
 const HOST_ERROR = "x-functions-host-error";
 
+/**
+ * A function's header list without the host's error mark: a new plain array, copied by index (no
+ * species lookup, nothing user code can reach).
+ */
+function withoutHostMark(headerList) {
+  const kept = [];
+  for (let i = 0; i < headerList.length; i++) {
+    const entry = headerList[i];
+    if (StringPrototypeToLowerCase(entry[0]) !== HOST_ERROR) ArrayPrototypePush(kept, entry);
+  }
+  return kept;
+}
+
 /** An error the host answers for the function, marked so (as the HTTP layer marks its own). */
 function jsonError(status, code, message) {
   return new Response(JSONStringify({ error: { code, message } }), {
@@ -692,16 +704,12 @@ const TIMED_OUT = Symbol("timed out");
  * Hands the response to the host. A body that is a `ReadableStream` (not one made from a string
  * or bytes) is streamed: the host gets the head at once, and `{ pumping }` is returned, a
  * promise that settles when the body has ended. Otherwise the whole body goes with the head.
- */
-/**
- * Hands `res` to the host. The host's error mark is dropped from a function's own response, so
- * that only errors the host answers (`marked`) carry it.
+ * The host's error mark is dropped from a function's own response, so that only errors the host
+ * answers (`marked`) carry it.
  */
 async function respond(res, marked = false) {
   const inner = toInnerResponse(res);
-  const list = marked
-    ? inner.headerList
-    : ArrayPrototypeFilter(inner.headerList, ({ 0: name }) => StringPrototypeToLowerCase(name) !== HOST_ERROR);
+  const list = marked ? inner.headerList : withoutHostMark(inner.headerList);
   const stream = inner.body?.streamOrStatic;
   if (inner.body === null || isStaticBody(stream)) {
     let body = null;

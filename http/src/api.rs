@@ -160,11 +160,13 @@ pub(crate) async fn rotate_token(
 }
 
 /// `GET /api/functions/{name}/logs?after=ID&limit=N&wait=SECONDS`: log lines, oldest first.
-/// With `wait`, when no line follows `after` yet, the answer waits (up to that long) for one.
+/// With `wait`, when no line follows `after` yet, the answer waits (up to that long) for one; a
+/// server that starts stopping answers at once (an empty page), so waiting holds no shutdown up.
 pub(crate) async fn logs(
     view: TenantView<'_>,
     name: &str,
     query: Option<&str>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<HttpResponse, ApiError> {
     let parse = |key: &str, default: i64| -> Result<i64, ApiError> {
         query_param(query, key)
@@ -180,9 +182,14 @@ pub(crate) async fn logs(
     let mut lines = view.logs(name, after, limit as u32).await?;
     if lines.is_empty() && !wait.is_zero() {
         let mut follower = view.follow_logs(name, after);
-        if let Ok(next) = tokio::time::timeout(wait, follower.next()).await {
-            lines = next?;
-            lines.truncate(limit);
+        tokio::select! {
+            next = tokio::time::timeout(wait, follower.next()) => {
+                if let Ok(next) = next {
+                    lines = next?;
+                    lines.truncate(limit);
+                }
+            }
+            () = super::stopped(stopping) => {}
         }
     }
     let lines: Vec<Value> = lines

@@ -1,7 +1,8 @@
-//! CORS for `/api` on a server with API keys (or started as public): a web page on any origin
-//! may call the API, with a key. The key is a bearer token the page must hold, never a cookie,
-//! so no ambient authority crosses origins. A local-only server (no keys) refuses cross-site
-//! `/api` requests instead (`local_only.rs`), and `/fn` answers are the functions' own.
+//! CORS for `/api` on a server with API keys: a web page on any origin may call the API, with a
+//! key. The key is a bearer token the page must hold, never a cookie, so no ambient authority
+//! crosses origins. A server without keys answers no CORS (a public one would otherwise let any
+//! page deploy and delete; a local-only one refuses cross-site `/api` requests outright, see
+//! `local_only.rs`), and `/fn` answers are the functions' own.
 
 use http::HeaderMap;
 use http::HeaderName;
@@ -57,6 +58,8 @@ pub(crate) fn allow(response: &mut HttpResponse) {
         [
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
             (header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS),
+            // Answered only to requests with an `Origin`: a cache must tell them apart.
+            (header::VARY, "origin"),
         ],
     );
 }

@@ -63,6 +63,8 @@ struct State {
     public_url: String,
     /// Whether the server answers only this machine (no API keys and not started as public).
     local_only: bool,
+    /// Whether `/api` answers CORS: only with API keys, which pages must then present.
+    cors: bool,
     limits: ConnectionLimits,
     /// Becomes true when the server stops: WebSocket sessions close.
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -158,6 +160,7 @@ impl Server {
         drain: std::time::Duration,
     ) -> std::io::Result<functions_host::Drained> {
         let local_only = self.local_only();
+        let cors = self.host.api_keys().count() > 0;
         let Self {
             listener,
             host,
@@ -170,6 +173,7 @@ impl Server {
             host,
             public_url,
             local_only,
+            cors,
             limits,
             stopping,
         });
@@ -346,9 +350,8 @@ async fn route(state: &Arc<State>, request: Request<Incoming>) -> HttpResponse {
             return refusal.into_response();
         }
     }
-    // Other servers let pages on any origin call /api with a key.
-    let cross_origin =
-        api && !state.local_only && request.headers().contains_key(http::header::ORIGIN);
+    // A server with keys lets pages on any origin call /api with one.
+    let cross_origin = api && state.cors && request.headers().contains_key(http::header::ORIGIN);
     if cross_origin && let Some(preflight) = cors::preflight(&method, request.headers()) {
         return preflight;
     }
@@ -395,7 +398,7 @@ async fn dispatch(
         Endpoint::Delete => api::delete(view, name).await,
         Endpoint::Call => calls::create(state, view, name, request).await,
         Endpoint::RotateToken => api::rotate_token(state, view, name).await,
-        Endpoint::Logs => api::logs(view, name, query).await,
+        Endpoint::Logs => api::logs(view, name, query, state.stopping.clone()).await,
         Endpoint::Result => calls::fetch(view, name, query_param(query, "wait").as_deref()).await,
     };
     result.unwrap_or_else(ApiError::into_response)

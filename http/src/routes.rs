@@ -91,7 +91,10 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
     open(
         "/healthz",
-        Methods::Only(&[(Method::GET, Endpoint::Health)]),
+        Methods::Only(&[
+            (Method::GET, Endpoint::Health),
+            (Method::HEAD, Endpoint::Health),
+        ]),
     ),
     open(
         "/api/openapi.json",

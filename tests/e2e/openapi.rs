@@ -94,18 +94,31 @@ fn pages_on_other_origins_may_call_the_api_of_a_server_with_keys() {
             .unwrap()
             .contains("x-functions-host-error")
     );
+    assert_eq!(list.header("vary"), Some("origin"));
     // A plain OPTIONS is no preflight: the route takes no such method.
     let plain =
         request_with_headers_and_body(&server.base, "OPTIONS", "/api/functions", &[origin], None);
     assert_eq!(plain.status, 405);
 
-    // A server with no keys answers its own machine's pages only.
+    // A server with no keys answers its own machine's pages only, and a public one answers no
+    // CORS (no key would stand between a page and a deploy).
     let data = tempfile::tempdir().unwrap();
     let local = Server::start(data.path());
     let refused =
         request_with_headers_and_body(&local.base, "GET", "/api/functions", &[origin], None);
     assert_eq!(refused.status, 403);
     assert_eq!(refused.header("access-control-allow-origin"), None);
+    let data = tempfile::tempdir().unwrap();
+    let public = Server::start_with(data.path(), &["--public"], &[]);
+    let preflight = request_with_headers_and_body(
+        &public.base,
+        "OPTIONS",
+        "/api/functions/hello",
+        &[origin, ("access-control-request-method", "PUT")],
+        None,
+    );
+    assert_eq!(preflight.status, 405);
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
 }
 
 #[test]
@@ -115,7 +128,16 @@ fn host_errors_are_marked_and_a_functions_own_are_not() {
     server.deploy(
         "teapot",
         br#"export default { fetch(request) {
-              if (new URL(request.url).pathname === "/throw") throw new Error("boom");
+              const path = new URL(request.url).pathname;
+              if (path === "/throw") throw new Error("boom");
+              if (path === "/species") {
+                // Every array the host's code makes by species would now carry a forged mark.
+                class Forged extends Array {
+                  constructor() { super(); this[1] = ["x-functions-host-error", "not_found"]; }
+                }
+                Array.prototype.constructor = Forged;
+                return new Response("mine", { status: 404 });
+              }
               // Its own 404, dressed as the host's: the mark is dropped.
               return Response.json({ error: { code: "not_found" } },
                 { status: 404, headers: { "X-Functions-Host-Error": "not_found" } });
@@ -124,6 +146,9 @@ fn host_errors_are_marked_and_a_functions_own_are_not() {
     let own = server.get("/fn/teapot/");
     assert_eq!(own.status, 404);
     assert_eq!(own.header("x-functions-host-error"), None);
+    let species = server.get("/fn/teapot/species");
+    assert_eq!(species.status, 404);
+    assert_eq!(species.header("x-functions-host-error"), None);
     let thrown = server.get("/fn/teapot/throw");
     assert_eq!(thrown.status, 500);
     assert_eq!(
@@ -175,6 +200,38 @@ fn a_logs_request_with_wait_answers_when_a_line_arrives() {
     });
     let bad = server.get("/api/functions/chatty/logs?wait=soon");
     assert_eq!(bad.status, 400);
+
+    // A waiting poll holds no shutdown up: it is answered (an empty page) as the server stops,
+    // well before the 30 s the server gives requests under way.
+    let poll_path = format!(
+        "/api/functions/chatty/logs?after={}&wait=120",
+        last(&server)
+    );
+    std::thread::scope(|scope| {
+        let base = server.base.clone();
+        let waiting = scope.spawn(move || {
+            functions_host_client::Client::new(&base, None).send("GET", &poll_path, None)
+        });
+        assert_eq!(server.get("/healthz").status, 200);
+        let started = std::time::Instant::now();
+        assert!(server.terminate().success());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a long poll held the shutdown for {:?}",
+            started.elapsed()
+        );
+        // (Had the poll not reached the server before it stopped, it was refused instead.)
+        if let Ok(reply) = waiting.join().unwrap() {
+            assert!(
+                reply.status == 200 || reply.status == 503,
+                "{}",
+                reply.text()
+            );
+            if reply.status == 200 {
+                assert_eq!(reply.json().unwrap()["logs"], serde_json::json!([]));
+            }
+        }
+    });
 }
 
 /// schemathesis (PyPI; `tests/setup.sh` installs it with the guest toolchains) generates requests

@@ -248,7 +248,7 @@ export interface LogLine {
 
 /** What a {@link FunctionError} carries besides its message. */
 export interface FunctionErrorDetails {
-  /** The machine-readable code: `not_found`, `compile_error`, `function_error`, `time_limit`, `network_error`, ... */
+  /** The machine-readable code: `not_found`, `compile_error`, `function_error`, `time_limit`, `network_error`, `redirect` (a browser hid a redirect), ... */
   code: string;
   /** The HTTP status (0 when the server could not be reached). */
   status: number;
@@ -312,6 +312,9 @@ export class FunctionError extends Error {
 
 /** The header the server marks its own error responses with (its value is the error's code). */
 const HOST_ERROR_HEADER = 'x-functions-host-error';
+
+/** The most log lines the server answers in one page. */
+const MAX_LOG_PAGE = 10_000;
 
 /** Server-side names of the limits. */
 const LIMIT_NAMES: Record<string, string> = {
@@ -569,7 +572,8 @@ export class FunctionClient {
 
   async *#logs(name: string, options: LogsOptions): AsyncGenerator<LogLine, void, undefined> {
     const { follow = false, signal } = options;
-    const limit = Math.max(1, Math.floor(options.limit ?? 1000));
+    // (The server answers at most 10,000 lines a page.)
+    const limit = Math.min(MAX_LOG_PAGE, Math.max(1, Math.floor(options.limit ?? 1000)));
     const wait = Math.max(0, options.wait ?? 30);
     let after = options.after ?? 0;
     // Whether the stored lines have been read: then each request of a follower waits.
@@ -613,16 +617,27 @@ export class FunctionClient {
     const headers = new Headers();
     if (this.#apiKey !== undefined) headers.set('authorization', `Bearer ${this.#apiKey}`);
     init.headers?.forEach((value, key) => headers.set(key, value));
-    const request: RequestInit = { method, headers };
+    // Never followed: the API does not redirect, and a function's redirect is its answer (followed,
+    // it would take the key wherever the function pointed, another function's /api included).
+    const request: RequestInit = { method, headers, redirect: 'manual' };
     if (init.body !== undefined) request.body = init.body;
     if (init.signal !== undefined) request.signal = init.signal;
     const url = this.baseUrl + path;
+    let response: Response;
     try {
-      return this.#fetch === undefined ? await globalThis.fetch(url, request) : await this.#fetch(url, request);
+      response = this.#fetch === undefined ? await globalThis.fetch(url, request) : await this.#fetch(url, request);
     } catch (err) {
       if (init.signal?.aborted) throw init.signal.reason ?? err;
       throw networkError(this.baseUrl, err);
     }
+    if (response.type === 'opaqueredirect') {
+      // A browser hides a redirect it does not follow: status 0, no headers.
+      throw new FunctionError(`${method} ${path} answered a redirect, which a browser does not let the page read`, {
+        code: 'redirect',
+        status: 0,
+      });
+    }
+    return response;
   }
 
   /** Sends a request and answers its JSON body; any answer but a 2xx is a {@link FunctionError}. */
@@ -670,7 +685,10 @@ async function requestBody(input: RequestLike): Promise<BodyInit | undefined> {
 
 /** A name as one path segment. */
 function segment(name: string): string {
-  return encodeURIComponent(String(name));
+  const encoded = encodeURIComponent(String(name));
+  // A URL parser resolves these away, escaped or not (`get('.')` would list).
+  if (encoded === '.' || encoded === '..') throw new TypeError(`${JSON.stringify(name)} is not a name`);
+  return encoded;
 }
 
 /** The bytes of a binary source, or undefined for text and files. */

@@ -62,3 +62,21 @@ test('429 with retryAfter once a key has spent its request quota', async () => {
   assert.equal(typeof spent.retryAfter, 'number');
   assert.ok(spent.retryAfter >= 1 && spent.retryAfter <= 60, `retryAfter ${spent.retryAfter}`);
 });
+
+test("a function's redirect is its answer: never followed with the caller's key", async () => {
+  const alpha = new FunctionClient({ baseUrl: server.baseUrl, apiKey: 'alpha' });
+  await alpha.deploy("export default () => 'mine'", { id: 'precious' });
+  const { callUrl } = await alpha.get('precious');
+  // Another key's function points its callers at alpha's token rotation, keeping method and body.
+  const beta = new FunctionClient({ baseUrl: server.baseUrl, apiKey: 'beta' });
+  for (const [id, status] of [['evil307', 307], ['evil302', 302]]) {
+    await beta.deploy(
+      `export default { fetch: () => new Response(null, { status: ${status}, headers: { location: '/api/functions/precious/token' } }) }`,
+      { id },
+    );
+    const answer = await alpha.invoke(id, { name: 'Ada' });
+    assert.equal(answer.status, status);
+    assert.equal(answer.headers.get('location'), '/api/functions/precious/token');
+  }
+  assert.equal((await alpha.get('precious')).callUrl, callUrl, 'the token was not rotated');
+});

@@ -117,6 +117,24 @@ test('names are one path segment', async () => {
   await client.deploy('1', { id: 'a/b' });
   assert.equal(requests[0].url, 'http://h/fn/..%2Fapi%2Ffunctions/');
   assert.equal(requests[1].url, 'http://h/api/functions/a%2Fb');
+  // Dot segments are refused (a URL parser would resolve them: get('.') would list).
+  await assert.rejects(client.get('.'), TypeError);
+  await assert.rejects(client.delete('..'), TypeError);
+  assert.equal(requests.length, 2);
+});
+
+test('a redirect is not followed; a browser\'s hidden one is a FunctionError', async () => {
+  const { fetch, requests } = recorder(() => new Response(null, { status: 307, headers: { location: '/x' } }));
+  const client = new FunctionClient({ baseUrl: 'http://h', fetch });
+  const answer = await client.invoke('f');
+  assert.equal(answer.status, 307);
+  assert.equal(requests.length, 1);
+  const opaque = { type: 'opaqueredirect', status: 0, ok: false, headers: new Headers() };
+  const browser = new FunctionClient({ baseUrl: 'http://h', fetch: async (_, init) => {
+    assert.equal(init.redirect, 'manual');
+    return opaque;
+  } });
+  await assert.rejects(browser.invoke('f'), (err) => err instanceof FunctionError && err.code === 'redirect');
 });
 
 test('data is JSON when the response says so, else text', async () => {
