@@ -146,9 +146,7 @@ impl Route {
             }
             let segment = segments.next()?;
             if part.starts_with('{') {
-                if segment.is_empty() {
-                    return None;
-                }
+                // Even empty: the handler says what is wrong with the name (a 400 or a 404).
                 params.push(segment);
             } else if part != segment {
                 return None;
@@ -270,7 +268,19 @@ mod tests {
     fn unknown_paths_are_404_and_wrong_methods_405() {
         assert_eq!(found(Method::GET, "/"), Err(StatusCode::NOT_FOUND));
         assert_eq!(found(Method::GET, "/fn"), Err(StatusCode::NOT_FOUND));
-        assert_eq!(found(Method::GET, "/fn//x"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            found(Method::GET, "/fn//x"),
+            Ok((Endpoint::Invoke, vec![""]))
+        );
+        // The list, or a deploy with an empty name (a 400 from the deploy).
+        assert_eq!(
+            found(Method::GET, "/api/functions/"),
+            Ok((Endpoint::List, vec![]))
+        );
+        assert_eq!(
+            found(Method::PUT, "/api/functions/"),
+            Ok((Endpoint::Deploy, vec![""]))
+        );
         assert_eq!(
             found(Method::GET, "/api/functions/a/b"),
             Err(StatusCode::NOT_FOUND)
