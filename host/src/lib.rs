@@ -30,6 +30,7 @@ mod calls;
 mod capnweb;
 mod deploy;
 mod error;
+mod follow;
 mod invoke;
 mod lanes;
 mod logs;
@@ -69,6 +70,7 @@ pub use store::Deployment;
 pub use store::DeploymentSummary;
 pub use store::LogSource;
 pub use store::MemoryStore;
+pub use store::PostgresStore;
 pub use store::SqliteStore;
 pub use store::Store;
 pub use store::StoredLog;
@@ -122,12 +124,15 @@ pub(crate) struct Inner {
     public_url: RwLock<String>,
     /// Set by [`Host::shutdown`]: no new invocation or call starts.
     draining: std::sync::atomic::AtomicBool,
+    /// Functions this host is changing in the store and then in its registry.
+    local_changes: follow::LocalChanges,
 }
 
 /// How to open a [`Host`]: [`Host::builder`], then settings, then [`HostBuilder::open`].
 pub struct HostBuilder {
     store: Option<Arc<dyn Store>>,
     sqlite: Option<(std::path::PathBuf, u64)>,
+    postgres: Option<PostgresChoice>,
     engine: EngineConfig,
     api_keys: ApiKeys,
     max_queued: usize,
@@ -152,6 +157,25 @@ impl HostBuilder {
     /// Like [`HostBuilder::sqlite`], with each function's logs capped at `log_cap_bytes`.
     pub fn sqlite_with_log_cap(mut self, dir: impl AsRef<Path>, log_cap_bytes: u64) -> Self {
         self.sqlite = Some((dir.as_ref().to_owned(), log_cap_bytes));
+        self
+    }
+
+    /// Keeps everything in the PostgreSQL database at `url` (`postgres://user@host/db`),
+    /// shared with every other host on it: each serves every function, and queued calls survive
+    /// any one of them. `local` is this host's own directory, for what it keeps of the
+    /// database's (code read from it, Pyodide). Each function's logs are capped at
+    /// `log_cap_bytes`.
+    pub fn postgres(
+        mut self,
+        url: impl Into<String>,
+        local: impl AsRef<Path>,
+        log_cap_bytes: u64,
+    ) -> Self {
+        self.postgres = Some(PostgresChoice {
+            url: url.into(),
+            local: local.as_ref().to_owned(),
+            log_cap_bytes,
+        });
         self
     }
 
@@ -198,13 +222,20 @@ impl HostBuilder {
     /// calls a previous host on this store left pending (failing those it left running). Needs
     /// a tokio runtime (any flavour).
     pub async fn open(self) -> Result<Host, Error> {
-        let python_cache = self.sqlite.as_ref().map(|(dir, _)| dir.join("pyodide"));
-        let store: Arc<dyn Store> = match (self.store, self.sqlite) {
-            (Some(store), _) => store,
-            (None, Some((dir, log_cap))) => {
+        let local_dir = (self.postgres.as_ref().map(|pg| &pg.local))
+            .or(self.sqlite.as_ref().map(|(dir, _)| dir));
+        let python_cache = local_dir.map(|dir| dir.join("pyodide"));
+        let store: Arc<dyn Store> = match (self.store, self.sqlite, self.postgres) {
+            (Some(store), _, _) => store,
+            (None, _, Some(pg)) => Arc::new(
+                PostgresStore::open(&pg.url, pg.log_cap_bytes, Some(pg.local.join("blobs")))
+                    .await
+                    .map_err(|err| Error::new(ErrorKind::Unavailable, format!("{err:#}")))?,
+            ),
+            (None, Some((dir, log_cap)), None) => {
                 Arc::new(SqliteStore::open(&dir, log_cap).map_err(Error::internal)?)
             }
-            (None, None) => Arc::new(MemoryStore::new(store::DEFAULT_LOG_CAP_BYTES)),
+            (None, None, None) => Arc::new(MemoryStore::new(store::DEFAULT_LOG_CAP_BYTES)),
         };
         let python = python::Python::new(self.python.unwrap_or_else(|| {
             python_cache.map_or_else(PythonSetup::for_user, PythonSetup::from_env)
@@ -236,14 +267,23 @@ impl HostBuilder {
             result_cap_bytes: self.result_cap_bytes,
             public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
             draining: Default::default(),
+            local_changes: Default::default(),
         });
         inner.engine.set_services(Arc::new(rpc::HostServices {
             inner: Arc::downgrade(&inner),
             runtime: tokio::runtime::Handle::current(),
         }));
+        follow::spawn(&inner);
         calls::recover(&inner).await?;
         Ok(Host(inner))
     }
+}
+
+/// The PostgreSQL store a [`HostBuilder`] opens.
+struct PostgresChoice {
+    url: String,
+    local: std::path::PathBuf,
+    log_cap_bytes: u64,
 }
 
 /// What to deploy.
@@ -290,6 +330,7 @@ impl Host {
         HostBuilder {
             store: None,
             sqlite: None,
+            postgres: None,
             engine: EngineConfig::default(),
             api_keys: ApiKeys::default(),
             max_queued: DEFAULT_MAX_QUEUED,

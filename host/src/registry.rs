@@ -34,6 +34,16 @@ pub(crate) struct Deployed {
     pub call_token: Arc<str>,
     /// The tenant that first deployed it, if one did.
     pub owner: Option<Arc<str>>,
+    /// When the function was first deployed (Unix milliseconds): with its version, which
+    /// deployment this is, even across a delete and a new first deploy under the name.
+    pub created_at: i64,
+}
+
+impl Deployed {
+    /// Which deployment of its name this is: later ones compare greater.
+    pub fn generation(&self) -> (i64, u64) {
+        (self.created_at, self.function.version())
+    }
 }
 
 /// How a stored deployment runs.
@@ -132,6 +142,7 @@ pub(crate) fn deployed_with(deployment: &Deployment, code: Code) -> Deployed {
         public: deployment.summary.public,
         call_token: deployment.summary.call_token.as_str().into(),
         owner: deployment.summary.owner.as_deref().map(Into::into),
+        created_at: deployment.summary.created_at,
     }
 }
 
@@ -153,20 +164,26 @@ pub(crate) fn function_with(deployment: &Deployment, code: Code) -> Function {
 }
 
 impl Registry {
-    /// Makes `deployed` current unless a newer version already is. A Python function's
+    /// Makes `deployed` current unless a later deployment of its name already is (a host
+    /// never goes back to an older version once it serves a newer one). A Python function's
     /// interpreters are started ahead of its invocations, on `engine`.
     pub fn install(&self, deployed: Deployed, engine: &Engine) {
         if deployed.function.python_code().is_some() {
             engine.expect_python(&deployed.function);
         }
         let mut functions = self.functions.write().unwrap_or_else(|p| p.into_inner());
-        let function = &deployed.function;
         let newer_installed = functions
-            .get(function.name())
-            .is_some_and(|f| f.function.version() > function.version());
+            .get(deployed.function.name())
+            .is_some_and(|f| f.generation() > deployed.generation());
         if !newer_installed {
-            functions.insert(function.name().to_owned(), deployed);
+            functions.insert(deployed.function.name().to_owned(), deployed);
         }
+    }
+
+    /// The names of the functions it has.
+    pub fn names(&self) -> Vec<String> {
+        let functions = self.functions.read().unwrap_or_else(|p| p.into_inner());
+        functions.keys().cloned().collect()
     }
 
     /// Gives function `name` a new call token.

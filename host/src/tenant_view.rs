@@ -179,6 +179,7 @@ impl TenantView<'_> {
                 registry::Code::Modules
             }
         };
+        let _change = inner.local_changes.begin(name);
         let deployment = inner.store.deploy(new).await.map_err(|err| {
             if err.downcast_ref::<OwnedByAnother>().is_some() {
                 Error::function_not_found(name)
@@ -242,7 +243,8 @@ impl TenantView<'_> {
                         Err(_) => return Ok(CallStatus::Waiting(state)),
                         Ok(Ok(StoreEvent::CallEnded { id: ended })) if ended == id => break,
                         // Missed events might have been this call's: look again.
-                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))
+                        | Ok(Ok(StoreEvent::Missed)) => break,
                         Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
                             return Ok(CallStatus::Waiting(state));
                         }
@@ -298,6 +300,7 @@ impl TenantView<'_> {
     pub async fn delete(&self, name: &str) -> Result<(), Error> {
         self.check(name)?;
         let inner = &self.host.0;
+        let _change = inner.local_changes.begin(name);
         if !inner
             .store
             .delete(name, self.scope())
@@ -315,6 +318,7 @@ impl TenantView<'_> {
     pub async fn rotate_token(&self, name: &str) -> Result<String, Error> {
         self.check(name)?;
         let inner = &self.host.0;
+        let _change = inner.local_changes.begin(name);
         let token = inner
             .store
             .rotate_call_token(name, self.scope())
@@ -354,7 +358,8 @@ impl LogFollower {
                     Ok(StoreEvent::Deleted { name }) if name == self.name => {
                         return Err(Error::function_not_found(&self.name));
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+                    | Ok(StoreEvent::Missed) => break,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         return Err(Error::new(ErrorKind::Unavailable, "the store closed"));
                     }

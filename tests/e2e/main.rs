@@ -9,6 +9,7 @@ mod connections;
 mod disconnect;
 mod harness;
 mod limits;
+mod nodes;
 mod openapi;
 mod python;
 mod rpc;

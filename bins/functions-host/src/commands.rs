@@ -400,7 +400,7 @@ pub fn logs(client: &Client, name: &str, follow: bool) -> anyhow::Result<()> {
 pub async fn serve(
     host: functions_host::HostBuilder,
     serving: Serving,
-    data: &Path,
+    kept: &str,
 ) -> anyhow::Result<()> {
     let host = host.open().await?;
     let keys = host.api_keys().count();
@@ -424,9 +424,8 @@ pub async fn serve(
     }
     // Tests and scripts wait for this line: the server accepts connections from here on.
     println!(
-        "functions-host listening on http://{} (data in {})",
-        server.local_addr()?,
-        data.display()
+        "functions-host listening on http://{} ({kept})",
+        server.local_addr()?
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shutdown = async move {

@@ -46,9 +46,19 @@ enum Command {
         /// behind a proxy): the base of the URLs it answers.
         #[arg(long)]
         public_url: Option<String>,
-        /// Directory of the embedded SQLite database.
+        /// Directory of the embedded SQLite database; with a PostgreSQL store, of what this node
+        /// keeps for itself (code read from the database, Pyodide).
         #[arg(long, default_value = ".functions")]
         data: PathBuf,
+        /// Where deployments, logs and queued calls are kept: `sqlite:DIR` (one node; the
+        /// default is `sqlite:` the --data directory) or `postgres://user@host/db` (any number
+        /// of nodes sharing the database).
+        #[arg(
+            long,
+            env = "FUNCTIONS_HOST_STORE",
+            value_name = "sqlite:DIR|postgres://..."
+        )]
+        store: Option<String>,
         /// Worker threads running invocations (default: the number of cores); each runs the
         /// event loops of many isolates.
         #[arg(long)]
@@ -147,6 +157,30 @@ fn server_api_keys(file: Option<&std::path::Path>) -> anyhow::Result<functions_h
     Ok(from_file.merge(functions_host::ApiKeys::parse(&from_env)?))
 }
 
+/// The store `serve` keeps everything in.
+enum StoreChoice {
+    /// SQLite in this directory.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database at this address, with this node's own directory.
+    Postgres(String, PathBuf),
+}
+
+/// The store `--store` names (SQLite in the data directory when it names none).
+fn store_choice(store: Option<&str>, data: PathBuf) -> anyhow::Result<StoreChoice> {
+    match store {
+        None => Ok(StoreChoice::Sqlite(data)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreChoice::Postgres(url.to_owned(), data))
+        }
+        Some(sqlite) => match sqlite.strip_prefix("sqlite:") {
+            Some(dir) if !dir.is_empty() => Ok(StoreChoice::Sqlite(dir.into())),
+            _ => Err(anyhow::anyhow!(
+                "--store {sqlite:?} is not a store: use sqlite:DIR or postgres://user@host/db"
+            )),
+        },
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. } | Command::Run { .. }) {
@@ -165,6 +199,7 @@ fn main() -> std::process::ExitCode {
             listen,
             public_url,
             data,
+            store,
             workers,
             max_isolates,
             prepared_isolates,
@@ -185,8 +220,20 @@ fn main() -> std::process::ExitCode {
                 prepared_per_worker: prepared_isolates,
                 ..defaults
             };
-            let host = functions_host::Host::builder()
-                .sqlite_with_log_cap(&data, log_cap_bytes)
+            let (host, data, kept) = match store_choice(store.as_deref(), data) {
+                Ok(StoreChoice::Sqlite(dir)) => (
+                    functions_host::Host::builder().sqlite_with_log_cap(&dir, log_cap_bytes),
+                    dir.clone(),
+                    format!("data in {}", dir.display()),
+                ),
+                Ok(StoreChoice::Postgres(url, data)) => (
+                    functions_host::Host::builder().postgres(url, &data, log_cap_bytes),
+                    data.clone(),
+                    format!("store in PostgreSQL, node data in {}", data.display()),
+                ),
+                Err(err) => return Err(err),
+            };
+            let host = host
                 .engine(engine)
                 .api_keys(api_keys)
                 .max_queued(max_queued)
@@ -207,7 +254,7 @@ fn main() -> std::process::ExitCode {
                         public,
                         limits: connections.limits(),
                     };
-                    rt.block_on(commands::serve(host, serving, &data))
+                    rt.block_on(commands::serve(host, serving, &kept))
                 })
         }),
         Command::Deploy(args) => commands::deploy(&client, &args),

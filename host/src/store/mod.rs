@@ -8,11 +8,14 @@
 //! [`Store::events`], so that every host on it (one, or many on a shared database) learns of
 //! deploys, deletes, appended logs and finished calls.
 
+mod columns;
 mod memory;
+mod postgres;
 mod sqlite;
 mod sqlite_calls;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
@@ -381,7 +384,8 @@ pub enum Fetched {
 }
 
 /// A change a store made, announced to every host on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum StoreEvent {
     /// A new version of `name` is current.
     Deployed {
@@ -410,6 +414,9 @@ pub enum StoreEvent {
         /// The call.
         id: String,
     },
+    /// Changes may have gone unannounced (a shared store lost its connection for a while):
+    /// whatever follows the store's events must read what it depends on again.
+    Missed,
 }
 
 /// Persistent state of a host. Implementations must be safe to share between tasks; each
@@ -493,8 +500,14 @@ pub trait Store: Send + Sync + 'static {
     /// ones were cut short).
     async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>>;
 
-    /// What the store changes from now on.
+    /// What the store changes from now on (with a shared store, what any host on it changes).
     fn events(&self) -> broadcast::Receiver<StoreEvent>;
+
+    /// Whether other hosts may change the store too (then each host follows [`Store::events`]
+    /// to serve what they deploy).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Unix milliseconds of `time`.
@@ -587,21 +600,34 @@ pub(crate) mod tests {
         })
     }
 
-    /// Each backend, fresh; `reopen` gives the SQLite one again on the same files.
-    fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>)> {
+    /// Each backend, fresh, its functions' logs capped at `cap`: SQLite in `dir`, memory,
+    /// and PostgreSQL (a new database on the tests' throw-away server).
+    pub(crate) async fn backends_with_cap(
+        dir: &std::path::Path,
+        cap: u64,
+    ) -> Vec<(&'static str, Box<dyn Store>)> {
+        let url = tokio::task::spawn_blocking(functions_test_postgres::database)
+            .await
+            .unwrap();
         vec![
+            ("sqlite", Box::new(SqliteStore::open(dir, cap).unwrap())),
+            ("memory", Box::new(MemoryStore::new(cap))),
             (
-                "sqlite",
-                Box::new(SqliteStore::open(dir, DEFAULT_LOG_CAP_BYTES).unwrap()),
+                "postgres",
+                Box::new(PostgresStore::open(&url, cap, None).await.unwrap()),
             ),
-            ("memory", Box::new(MemoryStore::new(DEFAULT_LOG_CAP_BYTES))),
         ]
+    }
+
+    /// Each backend, fresh, with the default log cap.
+    async fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>)> {
+        backends_with_cap(dir, DEFAULT_LOG_CAP_BYTES).await
     }
 
     #[tokio::test]
     async fn redeploys_replace_the_current_version_and_deletes_forget_everything() {
         let dir = tempfile::tempdir().unwrap();
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             let mut events = store.events();
             assert_eq!(store.deploy(new("a", "v1")).await.unwrap().version(), 1);
             let second = store.deploy(new("a", "v2")).await.unwrap();
@@ -652,7 +678,7 @@ pub(crate) mod tests {
             ("d.json".to_owned(), r#"{"n": 1}"#.to_owned()),
         ]);
         let modules = functions_runtime::compile_files("ts", "main.ts", &files).unwrap();
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             let deployment = NewDeployment {
                 entry: "main.ts".into(),
                 language: Language::TypeScript,
@@ -695,7 +721,7 @@ pub(crate) mod tests {
             assert_eq!(stored.packages, python.packages);
             assert_eq!(stored.snapshot, python.snapshot);
         };
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             store.deploy(deployment()).await.unwrap();
             let stored = store.get("py").await.unwrap().unwrap();
             assert!(stored.modules.is_empty(), "{backend}");
@@ -735,14 +761,7 @@ pub(crate) mod tests {
     async fn logs_are_capped_oldest_first() {
         let cap = 10 * (100 + LOG_LINE_OVERHEAD);
         let dir = tempfile::tempdir().unwrap();
-        let stores: Vec<(&str, Box<dyn Store>)> = vec![
-            (
-                "sqlite",
-                Box::new(SqliteStore::open(dir.path(), cap).unwrap()),
-            ),
-            ("memory", Box::new(MemoryStore::new(cap))),
-        ];
-        for (backend, store) in stores {
+        for (backend, store) in backends_with_cap(dir.path(), cap).await {
             store.deploy(new("a", "x")).await.unwrap();
             for i in 0..25 {
                 let message = format!("{i:03}{}", "x".repeat(97));
@@ -763,7 +782,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_call_runs_once_and_its_outcome_is_fetched_once() {
         let dir = tempfile::tempdir().unwrap();
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             store.add_call(&call("a"), input("1")).await.unwrap();
             store.add_call(&call("b"), input("2")).await.unwrap();
             assert_eq!(
@@ -827,7 +846,7 @@ pub(crate) mod tests {
             owner: owner.map(str::to_owned),
             ..new("f", source)
         };
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             let first = store.deploy(by(Some("key-a"), "v1")).await.unwrap();
             assert_eq!(first.summary.owner.as_deref(), Some("key-a"), "{backend}");
             let second = store.deploy(by(Some("key-a"), "v2")).await.unwrap();
@@ -872,7 +891,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn another_tenant_cannot_delete_rotate_or_read_the_logs_of_a_function() {
         let dir = tempfile::tempdir().unwrap();
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             store
                 .deploy(NewDeployment {
                     owner: Some("key-a".into()),
@@ -914,7 +933,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_call_result_is_found_only_by_the_tenant_that_made_the_call() {
         let dir = tempfile::tempdir().unwrap();
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             let mine = QueuedCall {
                 tenant: Some("key-a".into()),
                 ..call("mine")
@@ -946,7 +965,7 @@ pub(crate) mod tests {
     async fn the_oldest_unfetched_results_are_rotated_out_past_the_cap() {
         let dir = tempfile::tempdir().unwrap();
         let body = "x".repeat(1000);
-        for (backend, store) in backends(dir.path()) {
+        for (backend, store) in backends(dir.path()).await {
             for i in 0..5 {
                 let id = format!("c{i}");
                 store.add_call(&call(&id), input("")).await.unwrap();

@@ -15,10 +15,7 @@ use std::sync::mpsc;
 
 use anyhow::Context;
 use anyhow::anyhow;
-use functions_runtime::Executor;
-use functions_runtime::Isolation;
 use functions_runtime::Module;
-use functions_runtime::ModuleKind;
 use rusqlite::Connection;
 use rusqlite::OptionalExtension;
 use rusqlite::params;
@@ -43,11 +40,14 @@ use super::Store;
 use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
-use super::StoredPython;
-use super::StoredWasm;
+use super::columns::CodeColumns;
+use super::columns::PythonColumns;
+use super::columns::SummaryColumns;
+use super::columns::module_kind_name;
+use super::columns::module_of;
+use super::columns::stored_source;
 use super::random_hex;
 use super::unix_millis;
-use crate::Language;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS functions (
@@ -262,38 +262,26 @@ impl SqliteStore {
     }
 }
 
-/// A text column that must hold one of an enum's names.
-fn parse_column<T>(value: &str, column: &str, parse: impl Fn(&str) -> Option<T>) -> StoreResult<T> {
-    parse(value).ok_or_else(|| anyhow!("stored {column} {value:?} is not one this host knows"))
-}
-
-/// A JSON column, which must parse.
-fn json_column<T: serde::de::DeserializeOwned>(value: &str, column: &str) -> StoreResult<T> {
-    serde_json::from_str(value).with_context(|| format!("stored {column} is corrupt: {value:?}"))
-}
-
 /// The columns of a summary, in the order [`summary_of`] reads them.
 const SUMMARY_COLUMNS: &str = "v.name, v.version, v.language, v.entry, v.isolation, v.limits, \
      v.public, f.call_token, v.created_at, f.created_at, f.owner";
 
 /// A summary from a row whose first columns are [`SUMMARY_COLUMNS`].
 fn summary_of(row: &rusqlite::Row) -> StoreResult<DeploymentSummary> {
-    let language: String = row.get(2)?;
-    let isolation: String = row.get(4)?;
-    let limits: String = row.get(5)?;
-    Ok(DeploymentSummary {
+    SummaryColumns {
         name: row.get(0)?,
         version: row.get(1)?,
-        language: parse_column(&language, "language", Language::parse)?,
+        language: row.get(2)?,
         entry: row.get(3)?,
-        isolation: parse_column(&isolation, "isolation", Isolation::parse)?,
-        limits: json_column(&limits, "limits")?,
+        isolation: row.get(4)?,
+        limits: row.get(5)?,
         public: row.get(6)?,
         call_token: row.get(7)?,
         deployed_at: row.get(8)?,
         created_at: row.get(9)?,
         owner: row.get(10)?,
-    })
+    }
+    .parse()
 }
 
 /// The current versions, code included, of `name` or of every function.
@@ -311,46 +299,33 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
     while let Some(row) = rows.next()? {
         let summary = summary_of(row)?;
         let source: String = row.get(11)?;
-        let env: String = row.get(12)?;
-        let allow_net: String = row.get(13)?;
-        let executor: String = row.get(14)?;
         let binary: Option<Vec<u8>> = row.get(15)?;
         let artifact: Option<Vec<u8>> = row.get(16)?;
-        let wasm = binary.zip(artifact).map(|(binary, artifact)| StoredWasm {
-            binary: binary.into(),
-            artifact: artifact.into(),
-        });
-        let python_files: Option<String> = row.get(17)?;
-        let requirements: Option<String> = row.get(18)?;
-        let packages: Option<Vec<u8>> = row.get(19)?;
-        let snapshot: Option<Vec<u8>> = row.get(20)?;
-        let bindings: String = row.get(21)?;
-        let python = match (python_files, requirements, packages, snapshot) {
+        let python = match (row.get(17)?, row.get(18)?, row.get(19)?, row.get(20)?) {
             (Some(files), Some(requirements), Some(packages), Some(snapshot)) => {
-                Some(StoredPython {
-                    files: json_column(&files, "files")?,
-                    requirements: json_column(&requirements, "requirements")?,
-                    packages: Arc::new(functions_pyodide::wheels::decode_files(&packages)?),
-                    snapshot: snapshot.into(),
+                Some(PythonColumns {
+                    files,
+                    requirements,
+                    packages,
+                    snapshot,
                 })
             }
             _ => None,
         };
+        let code = CodeColumns {
+            env: row.get(12)?,
+            allow_net: row.get(13)?,
+            executor: row.get(14)?,
+            bindings: row.get(21)?,
+            wasm: binary.zip(artifact),
+            python,
+        };
         let mut modules = query_modules(conn, &summary.name, summary.version)?;
         // A version stored before modules were is its entry alone.
-        if modules.is_empty() && wasm.is_none() && python.is_none() {
+        if modules.is_empty() && code.wasm.is_none() && code.python.is_none() {
             modules.insert(summary.entry.clone(), Module::javascript(source));
         }
-        deployments.push(Deployment {
-            modules,
-            env: json_column(&env, "env")?,
-            allow_net: json_column(&allow_net, "allow_net")?,
-            bindings: json_column(&bindings, "bindings")?,
-            executor: parse_column(&executor, "executor", Executor::parse)?,
-            wasm,
-            python,
-            summary,
-        });
+        deployments.push(code.parse(summary, modules)?);
     }
     Ok(deployments)
 }
@@ -368,28 +343,8 @@ fn query_modules(
     let mut modules = BTreeMap::new();
     while let Some(row) = rows.next()? {
         let kind: String = row.get(1)?;
-        let code: String = row.get(2)?;
-        let source_map: Option<String> = row.get(3)?;
-        let source: Option<String> = row.get(4)?;
-        let code: std::sync::Arc<str> = code.into();
-        let kind = match kind.as_str() {
-            "javascript" => ModuleKind::JavaScript,
-            "json" => ModuleKind::Json,
-            other => {
-                return Err(anyhow!(
-                    "stored module kind {other:?} is not one this host knows"
-                ));
-            }
-        };
-        modules.insert(
-            row.get::<_, String>(0)?,
-            Module {
-                kind,
-                source: source.map_or_else(|| code.clone(), Into::into),
-                code,
-                source_map: source_map.map(Into::into),
-            },
-        );
+        let module = module_of(&kind, row.get(2)?, row.get(3)?, row.get(4)?)?;
+        modules.insert(row.get::<_, String>(0)?, module);
     }
     Ok(modules)
 }
@@ -475,20 +430,14 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for (path, module) in &new.modules {
-            let kind = match module.kind {
-                ModuleKind::JavaScript => "javascript",
-                ModuleKind::Json => "json",
-            };
-            // Most modules run as written: their source is their code, stored once.
-            let source = (module.source != module.code).then_some(&*module.source);
             insert.execute(params![
                 new.name,
                 version,
                 path,
-                kind,
+                module_kind_name(module.kind),
                 &*module.code,
                 module.source_map.as_deref(),
-                source
+                stored_source(module)
             ])?;
         }
     }

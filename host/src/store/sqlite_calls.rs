@@ -10,14 +10,13 @@ use rusqlite::params;
 
 use super::CallInput;
 use super::CallOutcome;
-use super::CallResult;
 use super::CallState;
 use super::Fetched;
 use super::MAX_ROTATED_IDS;
 use super::QueuedCall;
 use super::StoreResult;
-use super::failure_of;
-use super::stored_failure;
+use super::columns::OutcomeColumns;
+use super::columns::outcome_columns;
 use super::unix_millis;
 
 /// Records a new pending call.
@@ -72,32 +71,22 @@ pub(super) fn finish(
     outcome: &CallOutcome,
     cap: u64,
 ) -> StoreResult<Vec<String>> {
-    let (state, status, headers, body, error) = match outcome {
-        CallOutcome::Finished(result) => (
-            CallState::Finished,
-            Some(result.status),
-            Some(serde_json::to_string(&result.headers)?),
-            Some(&result.body[..]),
-            None,
-        ),
-        CallOutcome::Failed(err) => (
-            CallState::Failed,
-            None,
-            None,
-            None,
-            Some(stored_failure(err)),
-        ),
-    };
-    let bytes = (body.map_or(0, <[u8]>::len)
-        + headers.as_ref().map_or(0, String::len)
-        + error.as_ref().map_or(0, String::len)) as u64;
+    let (columns, bytes) = outcome_columns(outcome)?;
     let tx = conn.transaction()?;
     let name: Option<String> = tx
         .query_row(
             "UPDATE calls SET state = ?2, status = ?3, headers = ?4, body = ?5, error = ?6,
                               result_bytes = ?7
              WHERE id = ?1 AND state IN ('pending', 'running') RETURNING name",
-            params![id, state.as_str(), status, headers, body, error, bytes],
+            params![
+                id,
+                columns.state,
+                columns.status,
+                columns.headers,
+                columns.body,
+                columns.error,
+                bytes
+            ],
             |row| row.get(0),
         )
         .optional()?;
@@ -171,16 +160,16 @@ pub(super) fn fetch(conn: &mut Connection, id: &str, tenant: Option<&str>) -> St
         .optional()?;
     if let Some((state, status, headers, body, error)) = done {
         let outcome = match (state.as_str(), error) {
-            ("failed", Some(error)) => CallOutcome::Failed(failure_of(&error)?),
-            ("finished", None) => CallOutcome::Finished(CallResult {
-                status: status.ok_or_else(|| anyhow::anyhow!("call {id} has no status"))?,
-                headers: serde_json::from_str(headers.as_deref().unwrap_or("[]"))
-                    .map_err(|err| anyhow::anyhow!("call {id}'s stored headers: {err}"))?,
-                body: body.unwrap_or_default(),
-            }),
             // A call that failed before version 5 of the tables stored an HTTP error body.
             ("failed", None) => CallOutcome::Failed(legacy_failure(status, body.as_deref())),
-            (state, _) => anyhow::bail!("call {id} is in an unknown state {state:?}"),
+            (_, error) => OutcomeColumns {
+                state,
+                status,
+                headers,
+                body,
+                error,
+            }
+            .parse(id)?,
         };
         return Ok(Fetched::Done(outcome));
     }
