@@ -1,19 +1,31 @@
 //! Asynchronous calls: [`crate::Host::call`] stores one and answers its id at once;
 //! [`crate::Host::result`] answers its outcome once it is done (and forgets it).
 //!
-//! A call is stored before its id is answered, then takes a place in line: first in its tenant's
-//! lane (the API key's concurrency quota) when the host has keys, then in its function's lane
-//! (the function's concurrency, shared with synchronous invocations). Places are taken in arrival
-//! order, so calls start in the order they came. Each step is logged in the function's logs:
-//! `CALL`, `PENDING` (when it has to wait), `RUNNING`, then `FINISHED` or `FAILED`.
+//! Calls wait in the store, not in a host: each host's [`Dispatcher`] claims the pending calls
+//! of a function in arrival order when it has room for them ([`crate::Store::claim_calls`]),
+//! within the function's `concurrency` and each API key's quota of calls at once, both counted
+//! in the store (so on a shared store they hold for all hosts together). A claimed call takes
+//! its place in its function's lane on the host, which synchronous invocations share, and
+//! starts in claim order. Each step is logged in the function's logs: `CALL`, `PENDING` (when
+//! it has to wait), `RUNNING`, then `FINISHED` or `FAILED`.
 //!
-//! At startup, calls that were running when the host stopped are failed ("host restarted": they
-//! may have had effects, so they are not run again) and pending calls are queued again in their
-//! original order.
+//! A host renews its claims with a heartbeat. When a host stops (on one host: when the host
+//! that opens the store again finds calls of its predecessor; on a shared store: when another
+//! host finds its lease expired), its claimed calls become pending again and run once on a
+//! host that lives, and its running calls fail as `host_restarted` (they may have had effects,
+//! so they are not run again).
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::Weak;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::Error;
 use crate::ErrorKind;
@@ -21,56 +33,103 @@ use crate::Inner;
 use crate::lanes::Permit;
 use crate::store::CallInput;
 use crate::store::CallOutcome;
-use crate::store::CallState;
+use crate::store::Claim;
 use crate::store::LogEntry;
+use crate::store::QueueLimits;
+use crate::store::Queued;
 use crate::store::QueuedCall;
+use crate::store::StoreEvent;
+use crate::store::TenantQuota;
 
 /// How much of a call's input or output its log lines quote.
 const LOG_PREFIX_CHARS: usize = 80;
 
-/// The calls waiting in line.
-#[derive(Default)]
-pub(crate) struct CallQueue {
-    /// Calls waiting to start, by function.
-    waiting: Mutex<HashMap<String, usize>>,
-    /// Per function, without API keys: (the number the next queued call gets, the number of the
-    /// next call to start). Calls get their places in number order, and start (are marked
-    /// running and logged) in it too, though their tasks may wake in another.
+/// How often a host renews its lease, takes over from hosts that died, and looks for calls
+/// it heard nothing of.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Takes calls from the store for this host and starts them in order.
+pub(crate) struct Dispatcher {
+    /// This host's name among the hosts on the store (random, new at each start).
+    node: String,
+    /// Each API key's quota of calls at once.
+    tenant_quota: TenantQuota,
+    /// Wakes the dispatching task.
+    wake: tokio::sync::Notify,
+    /// Functions that may have calls to claim, and whether this host just added one (then it
+    /// claims even without room of its own, so that the others hear of room it leaves).
+    wanted: Mutex<BTreeMap<String, bool>>,
+    /// Calls this host holds per function: claimed, waiting for their turn or running.
+    held: Mutex<HashMap<String, usize>>,
+    /// Unclaimed calls per function, as last seen (synchronous invocations count them as
+    /// waiting too).
+    pending: Mutex<HashMap<String, usize>>,
+    /// Hosts with a live lease on the store, this one included.
+    live_nodes: AtomicUsize,
+    /// Per function: (the number the next claimed call gets, the number of the next call to
+    /// start). Claimed calls take their places in number order, and start (are marked running
+    /// and logged) in it too, though their tasks may wake in another.
     turns: Mutex<HashMap<String, (u64, u64)>>,
     /// Notified whenever a numbered call has started.
     started: tokio::sync::Notify,
 }
 
-impl CallQueue {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    fn turns(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, u64)>> {
-        self.turns.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts a call of `name` as waiting, unless `max` wait already.
-    pub fn admit(&self, name: &str, max: usize) -> Result<(), Error> {
-        let mut waiting = self.waiting();
-        let count = waiting.entry(name.to_owned()).or_default();
-        if *count >= max {
-            return Err(Error::queue_full(name, max));
+impl Dispatcher {
+    /// A dispatcher for a new host, which API keys `quotas` (tenant id to quota) limit.
+    pub fn new(quotas: HashMap<String, usize>) -> Self {
+        Self {
+            node: format!("node-{}", crate::store::random_hex(8)),
+            tenant_quota: Arc::new(move |tenant: &str| {
+                quotas
+                    .get(tenant)
+                    .copied()
+                    .unwrap_or(crate::tenants::DEFAULT_TENANT_CONCURRENCY)
+            }),
+            wake: tokio::sync::Notify::new(),
+            wanted: Mutex::default(),
+            held: Mutex::default(),
+            pending: Mutex::default(),
+            live_nodes: AtomicUsize::new(1),
+            turns: Mutex::default(),
+            started: tokio::sync::Notify::new(),
         }
-        *count += 1;
-        Ok(())
     }
 
-    /// A call of `name` counted as waiting no longer is.
-    pub fn leave(&self, name: &str) {
-        if let Some(count) = self.waiting().get_mut(name) {
-            *count = count.saturating_sub(1);
-        }
+    /// This host's name on the store.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Hosts with a live lease on the store, as of the last heartbeat.
+    pub fn live_nodes(&self) -> usize {
+        self.live_nodes.load(Ordering::Relaxed).max(1)
+    }
+
+    /// This host's share of a limit of `limit` for all hosts together (at least one): what
+    /// each host allows of the synchronous invocations it serves itself.
+    pub fn share(&self, limit: usize) -> usize {
+        let nodes = self.live_nodes.load(Ordering::Relaxed).max(1);
+        limit.div_ceil(nodes).max(1)
+    }
+
+    /// Unclaimed calls of `name`, as last seen.
+    pub fn pending(&self, name: &str) -> usize {
+        lock(&self.pending).get(name).copied().unwrap_or(0)
+    }
+
+    /// Asks for `name`'s calls to be claimed; `added` when this host just added one.
+    fn want(&self, name: &str, added: bool) {
+        *lock(&self.wanted).entry(name.to_owned()).or_default() |= added;
+        self.wake.notify_one();
     }
 
     /// Numbers a call of `name` that takes its place in line now.
     fn number(&self, name: &str) -> u64 {
-        let mut turns = self.turns();
+        let mut turns = lock(&self.turns);
         let (next, _) = turns.entry(name.to_owned()).or_default();
         *next += 1;
         *next - 1
@@ -82,8 +141,7 @@ impl CallQueue {
             let started = self.started.notified();
             tokio::pin!(started);
             started.as_mut().enable();
-            if self
-                .turns()
+            if lock(&self.turns)
                 .get(name)
                 .is_some_and(|(_, turn)| *turn == number)
             {
@@ -95,14 +153,23 @@ impl CallQueue {
 
     /// Lets the call after the one that just started start.
     fn pass_turn(&self, name: &str) {
-        if let Some((_, turn)) = self.turns().get_mut(name) {
+        if let Some((_, turn)) = lock(&self.turns).get_mut(name) {
             *turn += 1;
         }
         self.started.notify_waiters();
     }
+
+    /// A call of `name` this host held is done (or given back): room for another.
+    fn release(&self, name: &str) {
+        if let Some(count) = lock(&self.held).get_mut(name) {
+            *count = count.saturating_sub(1);
+        }
+        self.want(name, false);
+    }
 }
 
-/// Stores a new call of `name` (which must be deployed) and puts it in line; its id.
+/// Stores a new call of `name` (which must be deployed); its id. The call runs on whichever
+/// host claims it first.
 pub(crate) async fn create(
     inner: &Arc<Inner>,
     name: &str,
@@ -115,21 +182,34 @@ pub(crate) async fn create(
     if input.payload.len() > crate::MAX_PAYLOAD_BYTES {
         return Err(Error::payload_too_large(crate::MAX_PAYLOAD_BYTES));
     }
-    inner.calls.admit(name, inner.max_queued)?;
     let call = QueuedCall {
         id: crate::store::random_hex(16),
         name: name.to_owned(),
         tenant: tenant.as_ref().map(|t| t.id.clone()),
     };
     let line = format!("CALL {} {}", call.id, quote(&input.payload));
-    if let Err(err) = inner.store.add_call(&call, input).await {
-        inner.calls.leave(name);
-        return Err(Error::internal(err));
+    let limits = QueueLimits {
+        concurrency: deployed.concurrency,
+        max_pending: inner.max_queued,
+    };
+    let queued = inner
+        .store
+        .add_call(&call, input, limits)
+        .await
+        .map_err(Error::store)?;
+    let owner = deployed.owner.as_deref();
+    match queued {
+        Queued::Full => return Err(Error::queue_full(name, inner.max_queued)),
+        Queued::Next => log(inner, name, owner, "info", line).await,
+        Queued::Waits => {
+            log(inner, name, owner, "info", line).await;
+            let line = format!("PENDING {}", call.id);
+            log(inner, name, owner, "info", line).await;
+        }
     }
-    log(inner, name, deployed.owner.as_deref(), "info", line).await;
-    let id = call.id.clone();
-    schedule(inner, call, tenant.map_or(0, |t| t.concurrency));
-    Ok(id)
+    // Only now is it claimed: its CALL line comes before any other.
+    inner.dispatcher.want(name, true);
+    Ok(call.id)
 }
 
 /// Whether the key that made `call` may use its function, now owned by `owner`: the function
@@ -154,79 +234,153 @@ fn log_owner(inner: &Inner, call: &QueuedCall) -> Option<Arc<str>> {
     }
 }
 
-/// Puts a stored pending call in line and runs it at its turn. `tenant_concurrency` is its key's
-/// quota (unused without a tenant). Called in arrival order: places are taken synchronously.
-fn schedule(inner: &Arc<Inner>, call: QueuedCall, tenant_concurrency: usize) {
-    let tenant_ticket = call
-        .tenant
-        .as_ref()
-        .map(|tenant| inner.tenant_lanes.enqueue(tenant, tenant_concurrency));
-    let concurrency = inner
-        .registry
-        .get(&call.name)
-        .map_or(1, |deployed| deployed.concurrency);
-    // Without a tenant lane, the function's place is taken now, to keep arrival order, and the
-    // call is numbered to start in it.
-    let mut function_ticket =
-        (tenant_ticket.is_none()).then(|| inner.lanes.enqueue(&call.name, concurrency));
-    let number = function_ticket
-        .is_some()
-        .then(|| inner.calls.number(&call.name));
-    let inner = inner.clone();
-    tokio::spawn(async move {
-        let owner = log_owner(&inner, &call);
-        let pending = || format!("PENDING {}", call.id);
-        let waits = tenant_ticket.as_ref().is_some_and(|t| !t.is_ready())
-            || function_ticket.as_ref().is_some_and(|t| !t.is_ready());
-        if waits {
-            log(&inner, &call.name, owner.as_deref(), "info", pending()).await;
+/// Starts the host's dispatching task (it ends with the host), after taking over the calls of
+/// the host's predecessors on the store.
+pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    take_over(inner).await.map_err(Error::store)?;
+    let host = Arc::downgrade(inner);
+    let events = inner.store.events();
+    tokio::spawn(dispatch(host, events));
+    Ok(())
+}
+
+/// Renews this host's lease, fails the running calls of hosts that died, and returns how many
+/// hosts live.
+async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let dispatcher = &inner.dispatcher;
+    let live = inner.store.heartbeat(&dispatcher.node).await?;
+    dispatcher.live_nodes.store(live, Ordering::Relaxed);
+    for call in inner.store.reap_calls(&dispatcher.node).await? {
+        let err = Error::new(
+            ErrorKind::HostRestarted,
+            "host restarted: the call was running when its host stopped, and may have had \
+             effects, so it was not run again",
+        );
+        let owner = log_owner(inner, &call);
+        finish(inner, &call, owner.as_deref(), CallOutcome::Failed(err)).await;
+    }
+    Ok(())
+}
+
+/// The dispatching task: claims calls whenever this host may have room for them and there
+/// may be some (woken by this host, by the store's events, and every [`HEARTBEAT_EVERY`]).
+async fn dispatch(host: Weak<Inner>, mut events: tokio::sync::broadcast::Receiver<StoreEvent>) {
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(inner) = host.upgrade() else { return };
+        let mut look_everywhere = false;
+        tokio::select! {
+            () = inner.dispatcher.wake.notified() => {}
+            _ = heartbeat.tick() => look_everywhere = true,
+            event = events.recv() => match event {
+                Ok(StoreEvent::CallsWaiting { name }) => inner.dispatcher.want(&name, false),
+                Ok(StoreEvent::Missed) | Err(RecvError::Lagged(_)) => look_everywhere = true,
+                Ok(_) => continue,
+                Err(RecvError::Closed) => return,
+            },
         }
-        let tenant_permit = match tenant_ticket {
-            Some(ticket) => Some(ticket.await),
-            None => None,
+        if look_everywhere {
+            if let Err(err) = take_over(&inner).await {
+                eprintln!("functions-host: renewing this host's lease on its calls: {err:#}");
+            }
+            match inner.store.functions_with_pending_calls().await {
+                Ok(names) => names
+                    .iter()
+                    .for_each(|name| inner.dispatcher.want(name, false)),
+                Err(err) => eprintln!("functions-host: looking for calls: {err:#}"),
+            }
+        }
+        if inner.is_draining() {
+            continue;
+        }
+        claim_wanted(&inner).await;
+    }
+}
+
+/// Claims what this host has room for of each wanted function's calls, and starts them.
+async fn claim_wanted(inner: &Arc<Inner>) {
+    let dispatcher = &inner.dispatcher;
+    let wanted: Vec<(String, bool)> = std::mem::take(&mut *lock(&dispatcher.wanted))
+        .into_iter()
+        .collect();
+    for (name, added) in wanted {
+        let concurrency = inner
+            .registry
+            .get(&name)
+            .map_or(1, |deployed| deployed.concurrency);
+        let held = lock(&dispatcher.held).get(&name).copied().unwrap_or(0);
+        let room = dispatcher.share(concurrency).saturating_sub(held);
+        if room == 0 && !added {
+            // Woken again when one of its calls here ends.
+            continue;
+        }
+        let claim = Claim {
+            node: dispatcher.node.clone(),
+            name: name.clone(),
+            concurrency,
+            max: room,
+            tenant_quota: dispatcher.tenant_quota.clone(),
         };
-        let ticket = match function_ticket.take() {
-            Some(ticket) => ticket,
-            None => {
-                let ticket = inner.lanes.enqueue(&call.name, concurrency);
-                if !ticket.is_ready() && !waits {
-                    log(&inner, &call.name, owner.as_deref(), "info", pending()).await;
-                }
-                ticket
+        let claimed = match inner.store.claim_calls(claim).await {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                eprintln!("functions-host: claiming calls of {name}: {err:#}");
+                continue;
             }
         };
-        let permit = ticket.await;
-        inner.calls.leave(&call.name);
-        if let Some(number) = number {
-            inner.calls.await_turn(&call.name, number).await;
+        lock(&dispatcher.pending).insert(name.clone(), claimed.pending);
+        if claimed.contended {
+            // Another host is claiming them: its claim tells the others of room it leaves.
+            continue;
         }
-        run(&inner, &call, permit, number.is_some()).await;
-        drop(tenant_permit);
+        if claimed.pending > 0 {
+            // Tried again at the next wake: what held them back (room, a tenant's quota or an
+            // older call of its tenant) may be gone by then.
+            lock(&dispatcher.wanted).entry(name.clone()).or_default();
+        }
+        *lock(&dispatcher.held).entry(name.clone()).or_default() += claimed.calls.len();
+        for call in claimed.calls {
+            schedule(inner, call, concurrency);
+        }
+    }
+}
+
+/// Puts a call this host claimed in its function's lane and runs it at its turn. Called in
+/// claim order: places are taken synchronously.
+fn schedule(inner: &Arc<Inner>, call: QueuedCall, concurrency: usize) {
+    let ticket = inner
+        .lanes
+        .enqueue(&call.name, inner.dispatcher.share(concurrency));
+    let number = inner.dispatcher.number(&call.name);
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let permit = ticket.await;
+        inner.dispatcher.await_turn(&call.name, number).await;
+        run(&inner, &call, permit).await;
+        inner.dispatcher.release(&call.name);
     });
 }
 
-/// Runs a call whose turn it is, stores its outcome; `numbered` when the next numbered call
-/// waits for this one to start. The call is marked running (and logged so) only when its
-/// function is about to run it: until then it is pending, and a host that stops runs it after
-/// its restart.
-async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bool) {
-    let pass_turn = || {
-        if numbered {
-            inner.calls.pass_turn(&call.name);
-        }
-    };
+/// Runs a claimed call whose turn it is, stores its outcome. The call is marked running (and
+/// logged so) only when its function is about to run it: until then it is pending, and a host
+/// that stops gives it back.
+async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
+    let dispatcher = &inner.dispatcher;
+    let pass_turn = || dispatcher.pass_turn(&call.name);
     if inner.is_draining() {
-        // The host is shutting down: the call stays pending, for the next host to run.
-        return pass_turn();
+        // The host is shutting down: the call is pending again, for another host (or this
+        // one's next start) to run.
+        pass_turn();
+        return persist(&format!("giving back call {}", call.id), || {
+            inner.store.release_call(&call.id, &dispatcher.node)
+        })
+        .await;
     }
-    let input = match inner.store.call_input(&call.id).await {
-        Ok(Some(input)) => input,
+    let reading = format!("reading call {}", call.id);
+    let Some(input) = persist(&reading, || inner.store.call_input(&call.id)).await else {
         // Not pending any more: it ran already.
-        Ok(None) => return pass_turn(),
-        Err(err) => {
-            eprintln!("functions-host: reading call {}: {err:#}", call.id);
-            return pass_turn();
-        }
+        return pass_turn();
     };
     let deployed = inner.registry.get(&call.name);
     let Some(deployed) = deployed.filter(|d| may_still_use(inner, call, d.owner.as_deref())) else {
@@ -237,25 +391,37 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
     };
     let request = inner.call_request(&call.name, &call.id, input);
     let (gate, starting) = functions_runtime::start_gate();
+    let cancel = functions_runtime::Cancel::new();
     let controls = functions_runtime::Controls {
         start: Some(gate),
+        cancel: Some(cancel.clone()),
         ..functions_runtime::Controls::default()
     };
+    // Whether it runs here, and (when it does not) the gate kept shut until it is cancelled.
     let start = async {
         let Some(go) = starting.ready().await else {
             // It ended before it could start (its module failed to load).
-            return pass_turn();
+            pass_turn();
+            return (true, None);
         };
-        match inner.store.start_call(&call.id).await {
-            Ok(true) => {
-                let line = format!("RUNNING {}", call.id);
-                log(inner, &call.name, deployed.owner.as_deref(), "info", line).await;
-            }
-            Ok(false) => {}
-            Err(err) => eprintln!("functions-host: starting call {}: {err:#}", call.id),
-        }
+        let started = persist(&format!("starting call {}", call.id), || {
+            inner.store.start_call(&call.id, &dispatcher.node)
+        })
+        .await;
         pass_turn();
+        if !started {
+            // Taken over by another host (this one was thought dead): it runs there.
+            cancel.cancel("the call was taken over by another host");
+            return (false, Some(go));
+        }
+        // With hosts sharing the store, which one runs it.
+        let line = match inner.store.shared() {
+            true => format!("RUNNING {} on {}", call.id, dispatcher.node),
+            false => format!("RUNNING {}", call.id),
+        };
+        log(inner, &call.name, deployed.owner.as_deref(), "info", line).await;
         go.go();
+        (true, None)
     };
     // The call holds its place until its outcome is stored.
     let execute = async {
@@ -264,13 +430,44 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit, numbered: bo
             Err(err) => Err(err),
         }
     };
-    let ((), outcome) = tokio::join!(start, execute);
-    let outcome = match outcome {
-        Ok(result) => CallOutcome::Finished(result),
-        Err(err) => CallOutcome::Failed(err),
-    };
-    finish(inner, call, deployed.owner.as_deref(), outcome).await;
+    let ((ran_here, _shut), outcome) = tokio::join!(start, execute);
+    if ran_here {
+        let outcome = match outcome {
+            Ok(result) => CallOutcome::Finished(result),
+            Err(err) => CallOutcome::Failed(err),
+        };
+        finish(inner, call, deployed.owner.as_deref(), outcome).await;
+    }
     drop(permit);
+}
+
+/// Runs `step`, a change to the store that a call's life depends on, until the store takes it
+/// (it may be unreachable for a while: a lost step would lose the call). The first failure is
+/// reported; each later try waits a little longer, up to a second.
+async fn persist<T, F: Future<Output = anyhow::Result<T>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> T {
+    let mut delay = Duration::from_millis(50);
+    let mut reported = false;
+    loop {
+        match step().await {
+            Ok(value) => {
+                if reported {
+                    eprintln!("functions-host: {what}: done after all");
+                }
+                return value;
+            }
+            Err(err) => {
+                if !reported {
+                    eprintln!("functions-host: {what}: {err:#} (trying again)");
+                    reported = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Logs how a call ended (to its function while it is still `owner`'s), stores its outcome, and
@@ -289,16 +486,11 @@ async fn finish(inner: &Inner, call: &QueuedCall, owner: Option<&str>, outcome: 
         ),
     };
     log(inner, &call.name, owner, level, line).await;
-    if let Err(err) = inner
-        .store
-        .finish_call(&call.id, &outcome, inner.result_cap_bytes)
-        .await
-    {
-        eprintln!(
-            "functions-host: storing the result of call {}: {err:#}",
-            call.id
-        );
-    }
+    let node = inner.dispatcher.node();
+    persist(&format!("storing the result of call {}", call.id), || {
+        (inner.store).finish_call(&call.id, node, &outcome, inner.result_cap_bytes)
+    })
+    .await;
 }
 
 /// Appends one lifecycle line to `name`'s logs, while it is `owner`'s.
@@ -322,40 +514,4 @@ fn quote(bytes: &[u8]) -> String {
         quoted.push('…');
     }
     quoted
-}
-
-/// At startup: fails the calls that were running when the host stopped, and queues the pending
-/// ones again in arrival order.
-pub(crate) async fn recover(inner: &Arc<Inner>) -> Result<(), Error> {
-    let running = inner
-        .store
-        .calls_in_state(CallState::Running)
-        .await
-        .map_err(Error::internal)?;
-    for call in running {
-        let err = Error::new(
-            ErrorKind::HostRestarted,
-            "host restarted: the call was running when the server stopped, and may have had \
-             effects, so it was not run again",
-        );
-        let owner = log_owner(inner, &call);
-        finish(inner, &call, owner.as_deref(), CallOutcome::Failed(err)).await;
-    }
-    let pending = inner
-        .store
-        .calls_in_state(CallState::Pending)
-        .await
-        .map_err(Error::internal)?;
-    for call in pending {
-        *inner.calls.waiting().entry(call.name.clone()).or_default() += 1;
-        let concurrency = call
-            .tenant
-            .as_ref()
-            .and_then(|id| inner.api_keys.tenant(id))
-            .map_or(crate::tenants::DEFAULT_TENANT_CONCURRENCY, |t| {
-                t.concurrency
-            });
-        schedule(inner, call, concurrency);
-    }
-    Ok(())
 }

@@ -116,6 +116,18 @@ impl Error {
         Self::new(ErrorKind::Internal, format!("{err:#}"))
     }
 
+    /// The store failed: [`ErrorKind::Unavailable`] while it cannot be reached (a shared
+    /// database restarting, say: worth trying again shortly), else [`ErrorKind::Internal`].
+    pub fn store(err: anyhow::Error) -> Self {
+        if crate::store::is_unreachable(&err) {
+            return Self::new(
+                ErrorKind::Unavailable,
+                format!("the store cannot be reached now: try again shortly ({err:#})"),
+            );
+        }
+        Self::internal(err)
+    }
+
     /// A request without a valid API key.
     pub fn unauthorized() -> Self {
         Self::new(

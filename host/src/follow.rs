@@ -108,7 +108,11 @@ pub(crate) fn spawn(inner: &Arc<Inner>) {
                     | StoreEvent::Deleted { name }
                     | StoreEvent::TokenRotated { name },
                 ) => follow_one(&inner, &name).await,
-                Some(StoreEvent::Logged { .. } | StoreEvent::CallEnded { .. }) => {}
+                Some(
+                    StoreEvent::Logged { .. }
+                    | StoreEvent::CallEnded { .. }
+                    | StoreEvent::CallsWaiting { .. },
+                ) => {}
                 Some(StoreEvent::Missed) | None => follow_all(&inner).await,
             }
         }

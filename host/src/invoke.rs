@@ -77,14 +77,17 @@ impl Inner {
         });
     }
 
-    /// A place in the function's FIFO lane (its concurrency limit); queue full when as many
-    /// wait as the host allows.
+    /// A place in the function's FIFO lane (its concurrency limit, or this host's share of it
+    /// when several share the store); queue full when as many wait as the host allows, its
+    /// unclaimed asynchronous calls counted.
     pub(crate) fn queue_ticket(&self, deployed: &Deployed) -> Result<Ticket, Error> {
         let name = deployed.function.name();
-        if self.lanes.waiting(name) >= self.max_queued {
+        if self.lanes.waiting(name) + self.dispatcher.pending(name) >= self.max_queued {
             return Err(Error::queue_full(name, self.max_queued));
         }
-        Ok(self.lanes.enqueue(name, deployed.concurrency))
+        Ok(self
+            .lanes
+            .enqueue(name, self.dispatcher.share(deployed.concurrency)))
     }
 
     /// Runs one invocation with `controls`, holding `permit` (a place in line, kept until a

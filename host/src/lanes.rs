@@ -113,6 +113,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Whether the permit is available without waiting.
+    #[cfg(test)]
     pub fn is_ready(&self) -> bool {
         self.wait.is_none()
     }

@@ -111,9 +111,8 @@ pub(crate) struct Inner {
     api_keys: ApiKeys,
     /// Each function's FIFO lane: its concurrency limit, for invocations and calls alike.
     lanes: Arc<lanes::Lanes>,
-    /// Each API key's FIFO lane: its quota of concurrent asynchronous calls.
-    tenant_lanes: Arc<lanes::Lanes>,
-    calls: calls::CallQueue,
+    /// Takes asynchronous calls from the store for this host.
+    dispatcher: calls::Dispatcher,
     logs: logs::LogWriter,
     /// The most calls (and synchronous invocations) of one function that may wait.
     max_queued: usize,
@@ -242,7 +241,7 @@ impl HostBuilder {
         }));
         let engine = functions_runtime::Engine::new(self.engine);
         let registry = registry::Registry::default();
-        let deployments = store.current_deployments().await.map_err(Error::internal)?;
+        let deployments = store.current_deployments().await.map_err(Error::store)?;
         for deployment in deployments {
             match registry::function_of(&deployment, &engine, &python, store.as_ref()).await {
                 Ok(deployed) => registry.install(deployed, &engine),
@@ -253,6 +252,7 @@ impl HostBuilder {
                 ),
             }
         }
+        let call_quotas = self.api_keys.call_quotas();
         let inner = Arc::new(Inner {
             engine,
             python,
@@ -261,8 +261,7 @@ impl HostBuilder {
             registry,
             api_keys: self.api_keys,
             lanes: Arc::default(),
-            tenant_lanes: Arc::default(),
-            calls: calls::CallQueue::default(),
+            dispatcher: calls::Dispatcher::new(call_quotas),
             max_queued: self.max_queued,
             result_cap_bytes: self.result_cap_bytes,
             public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
@@ -274,7 +273,7 @@ impl HostBuilder {
             runtime: tokio::runtime::Handle::current(),
         }));
         follow::spawn(&inner);
-        calls::recover(&inner).await?;
+        calls::start(&inner).await?;
         Ok(Host(inner))
     }
 }
@@ -343,6 +342,18 @@ impl Host {
     /// The engine that runs the functions.
     pub fn engine(&self) -> &functions_runtime::Engine {
         &self.0.engine
+    }
+
+    /// This host's name among the hosts on its store (new at each start): the lines of the
+    /// calls it runs name it, when the store is shared.
+    pub fn node_id(&self) -> &str {
+        self.0.dispatcher.node()
+    }
+
+    /// How many hosts hold a live lease on the store, this one included (as of its last
+    /// heartbeat).
+    pub fn live_nodes(&self) -> usize {
+        self.0.dispatcher.live_nodes()
     }
 
     /// The API keys the host requires.
@@ -477,10 +488,7 @@ impl Host {
         self.0
             .draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let idle = async {
-            self.0.lanes.idle().await;
-            self.0.tenant_lanes.idle().await;
-        };
+        let idle = self.0.lanes.idle();
         let drained = match tokio::time::timeout(within, idle).await {
             Ok(()) => Drained::Fully,
             Err(_) => Drained::TimedOut,

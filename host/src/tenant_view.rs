@@ -184,7 +184,7 @@ impl TenantView<'_> {
             if err.downcast_ref::<OwnedByAnother>().is_some() {
                 Error::function_not_found(name)
             } else {
-                Error::internal(err)
+                Error::store(err)
             }
         })?;
         inner
@@ -220,7 +220,7 @@ impl TenantView<'_> {
                 .store
                 .fetch_call(id, scope)
                 .await
-                .map_err(Error::internal)?
+                .map_err(Error::store)?
             {
                 Fetched::Done(outcome) => return Ok(CallStatus::Done(outcome)),
                 Fetched::RotatedOut => {
@@ -263,7 +263,7 @@ impl TenantView<'_> {
             .store
             .logs(name, after, limit, self.scope())
             .await
-            .map_err(Error::internal)
+            .map_err(Error::store)
     }
 
     /// Function `name`'s log lines with ids above `after`, then each new line as it is stored.
@@ -279,7 +279,7 @@ impl TenantView<'_> {
 
     /// The current version (no code) of every function this tenant may use.
     pub async fn list(&self) -> Result<Vec<DeploymentSummary>, Error> {
-        let mut list = self.host.0.store.list().await.map_err(Error::internal)?;
+        let mut list = self.host.0.store.list().await.map_err(Error::store)?;
         list.retain(|summary| self.may_use(summary.owner.as_deref()));
         Ok(list)
     }
@@ -291,7 +291,7 @@ impl TenantView<'_> {
             .store
             .get(name)
             .await
-            .map_err(Error::internal)?
+            .map_err(Error::store)?
             .filter(|deployment| self.may_use(deployment.summary.owner.as_deref()))
             .ok_or_else(|| Error::function_not_found(name))
     }
@@ -305,7 +305,7 @@ impl TenantView<'_> {
             .store
             .delete(name, self.scope())
             .await
-            .map_err(Error::internal)?
+            .map_err(Error::store)?
         {
             return Err(Error::function_not_found(name));
         }
@@ -323,7 +323,7 @@ impl TenantView<'_> {
             .store
             .rotate_call_token(name, self.scope())
             .await
-            .map_err(Error::internal)?
+            .map_err(Error::store)?
             .ok_or_else(|| Error::function_not_found(name))?;
         inner.registry.set_call_token(name, &token);
         Ok(token)

@@ -138,6 +138,13 @@ impl ApiKeys {
         })
     }
 
+    /// Each tenant's quota of asynchronous calls running at once, by id.
+    pub(crate) fn call_quotas(&self) -> HashMap<String, usize> {
+        (self.keys.iter())
+            .map(|key| (key.tenant.id.clone(), key.tenant.concurrency))
+            .collect()
+    }
+
     /// The tenant with fingerprint `id`, if one of the keys has it.
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
         self.keys

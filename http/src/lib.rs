@@ -417,6 +417,7 @@ fn health(state: &State) -> HttpResponse {
                 "snapshots_made": engine.python_snapshots_made(),
                 "interpreters_ready": engine.python_interpreters_ready(),
             },
+            "node": { "id": state.host.node_id(), "nodes": state.host.live_nodes() },
         }),
     )
 }

@@ -1,8 +1,12 @@
 //! Several nodes on one PostgreSQL (`serve --store postgres://...`): any node serves any
 //! function, whichever node it was deployed on, and every node reads the same logs.
 
+use std::collections::HashMap;
 use std::time::Duration;
 use std::time::Instant;
+
+use serde_json::Value;
+use serde_json::json;
 
 use crate::harness::Server;
 
@@ -111,5 +115,246 @@ fn logs_from_every_node_are_read_in_one_place_in_order() {
             .filter(|line| line.starts_with("line ") && line != "line undefined")
             .collect();
         assert_eq!(lines, expected, "as read on {}", node.base);
+    }
+}
+
+/// Waits until every node serves `name` (invoked with `payload`).
+fn served_everywhere(nodes: &[Server], name: &str, payload: &str) {
+    for node in nodes {
+        let start = Instant::now();
+        while node.post(&format!("/fn/{name}"), payload).status != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{} does not serve {name}",
+                node.base
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Deploys a JavaScript function from a manifest with `limits`, on `node`.
+fn deploy_with_limits(node: &Server, name: &str, source: &str, limits: Value) {
+    let manifest = json!({ "files": { "index.js": source }, "limits": limits });
+    let reply = node.put(
+        &format!("/api/functions/{name}"),
+        "application/json",
+        manifest.to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.text());
+}
+
+/// Queues a call on `node`; its id.
+fn call(node: &Server, name: &str, payload: &str) -> String {
+    let reply = node.post(&format!("/api/functions/{name}/calls"), payload);
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    reply.json()["call_id"].as_str().unwrap().to_owned()
+}
+
+/// All of `name`'s log lines, oldest first, as `node` reads them.
+fn all_log_lines(node: &Server, name: &str) -> Vec<String> {
+    node.get(&format!("/api/functions/{name}/logs?limit=10000"))
+        .json()["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `node`'s name on the store, once it counts `count` live nodes.
+fn node_id_once_it_sees(node: &Server, count: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = node.get("/healthz").json();
+        if health["node"]["nodes"] == count {
+            return health["node"]["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never saw {count} nodes: {health}",
+            node.base
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `(call id, node id)` of each `RUNNING` line (`RUNNING id on node`), in log order.
+fn runs(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("RUNNING "))
+        .map(|rest| {
+            let (id, node) = rest
+                .split_once(" on ")
+                .expect("a node in each RUNNING line");
+            (id.to_owned(), node.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_calls_over_three_nodes_run_once_within_the_concurrency_in_order() {
+    let (nodes, _dirs) = nodes(3);
+    let ids: Vec<String> = nodes.iter().map(|n| node_id_once_it_sees(n, 3)).collect();
+    deploy_with_limits(
+        &nodes[0],
+        "double",
+        "export default (e) => { console.log('ran', e.n); return { n: e.n * 2 }; }",
+        json!({ "concurrency": 4 }),
+    );
+    deploy_with_limits(
+        &nodes[1],
+        "one-by-one",
+        "export default async (e) => { console.log('ran', e.n); await new Promise((r) => setTimeout(r, 2)); return e.n; }",
+        json!({ "concurrency": 1 }),
+    );
+    served_everywhere(&nodes, "double", r#"{"n":-1}"#);
+    served_everywhere(&nodes, "one-by-one", r#"{"n":-1}"#);
+    // Each call made on one node, its result fetched from the next.
+    let calls: Vec<(usize, String)> = (0..1000)
+        .map(|n| {
+            (
+                n % 3,
+                call(&nodes[n % 3], "double", &format!(r#"{{"n":{n}}}"#)),
+            )
+        })
+        .collect();
+    let in_line: Vec<(usize, String)> = (0..150)
+        .map(|n| {
+            (
+                n % 3,
+                call(&nodes[n % 3], "one-by-one", &format!(r#"{{"n":{n}}}"#)),
+            )
+        })
+        .collect();
+    for (n, (made_on, id)) in calls.iter().enumerate() {
+        let reply = nodes[(made_on + 1) % 3].get(&format!("/api/calls/{id}?wait=120"));
+        assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+        assert_eq!(reply.json(), json!({ "n": n * 2 }));
+    }
+    for (n, (made_on, id)) in in_line.iter().enumerate() {
+        let reply = nodes[(made_on + 2) % 3].get(&format!("/api/calls/{id}?wait=120"));
+        assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+        assert_eq!(reply.json(), json!(n));
+    }
+
+    let lines = all_log_lines(&nodes[2], "double");
+    let mut ran: HashMap<&str, usize> = HashMap::new();
+    for line in &lines {
+        if let Some(n) = line.strip_prefix("ran ").filter(|n| *n != "-1") {
+            *ran.entry(n).or_default() += 1;
+        }
+    }
+    assert_eq!(ran.len(), 1000, "every call ran");
+    assert!(ran.values().all(|count| *count == 1), "each exactly once");
+    // Never more than four at once, on all nodes together.
+    let mut running = 0usize;
+    for line in &lines {
+        if line.starts_with("RUNNING ") {
+            running += 1;
+            assert!(running <= 4, "{running} calls running at once");
+        } else if line.starts_with("FINISHED ") || line.starts_with("FAILED ") {
+            running -= 1;
+        }
+    }
+    // Every node ran some, each in arrival order.
+    let order: HashMap<&str, usize> = calls
+        .iter()
+        .enumerate()
+        .map(|(n, (_, id))| (id.as_str(), n))
+        .collect();
+    let runs = runs(&lines);
+    assert_eq!(runs.len(), 1000);
+    for node in &ids {
+        let mine: Vec<usize> = runs
+            .iter()
+            .filter(|(_, ran_on)| ran_on == node)
+            .map(|(id, _)| order[id.as_str()])
+            .collect();
+        assert!(!mine.is_empty(), "{node} ran none");
+        assert!(mine.is_sorted(), "{node} started calls out of order");
+    }
+    // One at a time: in arrival order exactly, whichever node ran each.
+    let lines = all_log_lines(&nodes[0], "one-by-one");
+    let ran: Vec<String> = lines
+        .iter()
+        .filter(|line| line.starts_with("ran ") && *line != "ran -1")
+        .cloned()
+        .collect();
+    let expected: Vec<String> = (0..150).map(|n| format!("ran {n}")).collect();
+    assert_eq!(ran, expected);
+}
+
+#[test]
+fn a_node_killed_mid_call_loses_no_call_and_its_started_ones_fail_as_restarted() {
+    let (mut nodes, _dirs) = nodes(3);
+    let node_ids: Vec<String> = nodes.iter().map(|n| node_id_once_it_sees(n, 3)).collect();
+    // Call 0 takes long: whichever node starts it is still running it when node A dies.
+    deploy_with_limits(
+        &nodes[0],
+        "slow",
+        "export default async (e) => {
+           console.log('ran', e.n);
+           await new Promise((r) => setTimeout(r, e.n === 0 ? 30000 : 300));
+           return { n: e.n };
+         }",
+        json!({ "concurrency": 3, "wall_clock_ms": 60000 }),
+    );
+    served_everywhere(&nodes, "slow", r#"{"n":-1}"#);
+    let calls: Vec<String> = (0..30)
+        .map(|n| call(&nodes[0], "slow", &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    // Until node A has started some of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started_on_a = loop {
+        let started: Vec<String> = runs(&all_log_lines(&nodes[1], "slow"))
+            .into_iter()
+            .filter(|(_, node)| *node == node_ids[0])
+            .map(|(id, _)| id)
+            .collect();
+        if !started.is_empty() {
+            break started;
+        }
+        assert!(Instant::now() < deadline, "node A started no call");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let a = nodes.remove(0);
+    drop(a); // SIGKILL
+    // Every call ends: those A had started as restarted (unless A finished one just before it
+    // died), the others with their result, each run once.
+    let lines_before: Vec<String> = all_log_lines(&nodes[0], "slow");
+    let mut restarted = Vec::new();
+    for (n, id) in calls.iter().enumerate() {
+        let reply = nodes[n % 2].get(&format!("/api/calls/{id}?wait=120"));
+        if reply.status == 500 {
+            assert_eq!(reply.json()["error"]["code"], "host_restarted", "call {n}");
+            restarted.push(id.clone());
+        } else {
+            assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+            assert_eq!(reply.json(), json!({ "n": n }));
+        }
+    }
+    let lines = all_log_lines(&nodes[0], "slow");
+    assert!(lines.len() > lines_before.len());
+    for id in &restarted {
+        assert!(
+            started_on_a.contains(id)
+                || runs(&lines)
+                    .iter()
+                    .any(|(run, node)| run == id && *node == node_ids[0]),
+            "{id} failed as restarted but A never started it"
+        );
+    }
+    assert!(
+        !restarted.is_empty(),
+        "A's 30-second call 0 or its others failed as restarted"
+    );
+    for (n, id) in calls.iter().enumerate() {
+        if restarted.contains(id) {
+            continue;
+        }
+        let count = lines.iter().filter(|l| **l == format!("ran {n}")).count();
+        assert_eq!(count, 1, "call {n} ran {count} times");
     }
 }

@@ -12,9 +12,12 @@ use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 use super::CALL_TOKEN_BYTES;
+use super::CLAIM_WINDOW;
 use super::CallInput;
 use super::CallOutcome;
 use super::CallState;
+use super::Claim;
+use super::Claimed;
 use super::Deployment;
 use super::DeploymentSummary;
 use super::EVENT_BUFFER;
@@ -24,11 +27,15 @@ use super::LogLines;
 use super::MAX_ROTATED_IDS;
 use super::NewDeployment;
 use super::OwnedByAnother;
+use super::QueueLimits;
+use super::Queued;
 use super::QueuedCall;
 use super::Store;
 use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
+use super::TenantCalls;
+use super::choose_claims;
 use super::random_hex;
 use super::unix_millis;
 
@@ -59,6 +66,19 @@ struct Function {
     log_bytes: u64,
 }
 
+impl Call {
+    /// Whether it waits for a host to claim it.
+    fn is_unclaimed(&self) -> bool {
+        self.state == CallState::Pending && self.node.is_none()
+    }
+
+    /// Whether a host claimed or runs it.
+    fn in_flight(&self) -> bool {
+        (self.state == CallState::Pending && self.node.is_some())
+            || self.state == CallState::Running
+    }
+}
+
 /// Whether `function` is `owner`'s (any owner's when `owner` is `None`).
 fn is_owned_by(function: &Function, owner: Option<&str>) -> bool {
     owner.is_none_or(|owner| function.current.summary.owner.as_deref() == Some(owner))
@@ -67,6 +87,8 @@ fn is_owned_by(function: &Function, owner: Option<&str>) -> bool {
 struct Call {
     call: QueuedCall,
     state: CallState,
+    /// The host that claimed it (while pending) or runs it.
+    node: Option<String>,
     input: CallInput,
     outcome: Option<CallOutcome>,
     result_bytes: u64,
@@ -295,11 +317,29 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()> {
+    async fn add_call(
+        &self,
+        call: &QueuedCall,
+        input: CallInput,
+        limits: QueueLimits,
+    ) -> StoreResult<Queued> {
         let mut state = self.lock();
         if state.call_seq.contains_key(&call.id) {
             anyhow::bail!("call {} exists already", call.id);
         }
+        let of_function = || state.calls.values().filter(|c| c.call.name == call.name);
+        let waiting = of_function()
+            .filter(|c| c.state == CallState::Pending && c.node.is_none())
+            .count();
+        if waiting >= limits.max_pending {
+            return Ok(Queued::Full);
+        }
+        let in_flight = of_function().filter(|c| c.in_flight()).count();
+        let queued = if waiting == 0 && in_flight < limits.concurrency {
+            Queued::Next
+        } else {
+            Queued::Waits
+        };
         let seq = state.next_seq;
         state.next_seq += 1;
         state.call_seq.insert(call.id.clone(), seq);
@@ -308,11 +348,68 @@ impl Store for MemoryStore {
             Call {
                 call: call.clone(),
                 state: CallState::Pending,
+                node: None,
                 input,
                 outcome: None,
                 result_bytes: 0,
             },
         );
+        Ok(queued)
+    }
+
+    async fn claim_calls(&self, claim: Claim) -> StoreResult<Claimed> {
+        let mut state = self.lock();
+        let of_function = || state.calls.values().filter(|c| c.call.name == claim.name);
+        let in_flight = of_function().filter(|c| c.in_flight()).count();
+        let room = claim.concurrency.saturating_sub(in_flight).min(claim.max);
+        let candidates: Vec<u64> = state
+            .calls
+            .iter()
+            .filter(|(_, c)| c.call.name == claim.name && c.is_unclaimed())
+            .map(|(seq, _)| *seq)
+            .take(CLAIM_WINDOW)
+            .collect();
+        let order: Vec<(i64, Option<String>)> = candidates
+            .iter()
+            .map(|seq| (*seq as i64, state.calls[seq].call.tenant.clone()))
+            .collect();
+        let mut tenants: HashMap<String, TenantCalls> = HashMap::new();
+        for (seq, call) in &state.calls {
+            let Some(tenant) = &call.call.tenant else {
+                continue;
+            };
+            let calls = tenants.entry(tenant.clone()).or_default();
+            if call.in_flight() {
+                calls.running += 1;
+            } else if call.is_unclaimed() && call.call.name != claim.name {
+                let seq = *seq as i64;
+                calls.first_elsewhere = Some(calls.first_elsewhere.map_or(seq, |s| s.min(seq)));
+            }
+        }
+        let chosen = choose_claims(&order, room, &mut tenants, &claim.tenant_quota);
+        let mut claimed = Claimed::default();
+        for index in chosen {
+            let call = state.calls.get_mut(&candidates[index]).expect("listed");
+            call.node = Some(claim.node.clone());
+            claimed.calls.push(call.call.clone());
+        }
+        claimed.pending = state
+            .calls
+            .values()
+            .filter(|c| c.call.name == claim.name && c.is_unclaimed())
+            .count();
+        Ok(claimed)
+    }
+
+    async fn release_call(&self, id: &str, node: &str) -> StoreResult<()> {
+        let mut state = self.lock();
+        if let Some(seq) = state.call_seq.get(id).copied()
+            && let Some(call) = state.calls.get_mut(&seq)
+            && call.state == CallState::Pending
+            && call.node.as_deref() == Some(node)
+        {
+            call.node = None;
+        }
         Ok(())
     }
 
@@ -326,16 +423,15 @@ impl Store for MemoryStore {
             .map(|call| call.input.clone()))
     }
 
-    async fn start_call(&self, id: &str) -> StoreResult<bool> {
+    async fn start_call(&self, id: &str, node: &str) -> StoreResult<bool> {
         let mut state = self.lock();
         let Some(seq) = state.call_seq.get(id).copied() else {
             return Ok(false);
         };
-        let Some(call) = state
-            .calls
-            .get_mut(&seq)
-            .filter(|call| call.state == CallState::Pending)
-        else {
+        let Some(call) = state.calls.get_mut(&seq).filter(|call| {
+            matches!(call.state, CallState::Pending | CallState::Running)
+                && call.node.as_deref() == Some(node)
+        }) else {
             return Ok(false);
         };
         call.state = CallState::Running;
@@ -346,6 +442,7 @@ impl Store for MemoryStore {
     async fn finish_call(
         &self,
         id: &str,
+        node: &str,
         outcome: &CallOutcome,
         cap: u64,
     ) -> StoreResult<Vec<String>> {
@@ -355,11 +452,10 @@ impl Store for MemoryStore {
             let Some(seq) = state.call_seq.get(id).copied() else {
                 return Ok(rotated);
             };
-            let Some(call) = state
-                .calls
-                .get_mut(&seq)
-                .filter(|call| matches!(call.state, CallState::Pending | CallState::Running))
-            else {
+            let Some(call) = state.calls.get_mut(&seq).filter(|call| {
+                matches!(call.state, CallState::Pending | CallState::Running)
+                    && call.node.as_deref() == Some(node)
+            }) else {
                 return Ok(rotated);
             };
             call.state = match outcome {
@@ -428,14 +524,38 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn calls_in_state(&self, wanted: CallState) -> StoreResult<Vec<QueuedCall>> {
-        Ok(self
-            .lock()
-            .calls
-            .values()
-            .filter(|call| call.state == wanted)
-            .map(|call| call.call.clone())
-            .collect())
+    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
+        let mut names: Vec<String> = (self.lock().calls.values())
+            .filter(|call| call.is_unclaimed())
+            .map(|call| call.call.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn heartbeat(&self, _node: &str) -> StoreResult<usize> {
+        // Only the host that made it uses a store in memory.
+        Ok(1)
+    }
+
+    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
+        // Only one host uses a store in memory: any other is gone.
+        let mut adopted = Vec::new();
+        for call in self.lock().calls.values_mut() {
+            if call.node.as_deref().is_none_or(|other| other == node) {
+                continue;
+            }
+            match call.state {
+                CallState::Pending => call.node = None,
+                CallState::Running => {
+                    call.node = Some(node.to_owned());
+                    adopted.push(call.call.clone());
+                }
+                CallState::Finished | CallState::Failed => {}
+            }
+        }
+        Ok(adopted)
     }
 
     fn events(&self) -> broadcast::Receiver<StoreEvent> {

@@ -11,6 +11,7 @@
 mod columns;
 mod memory;
 mod postgres;
+mod postgres_calls;
 mod sqlite;
 mod sqlite_calls;
 
@@ -339,6 +340,103 @@ pub struct QueuedCall {
     pub tenant: Option<String>,
 }
 
+/// How long a host's claims last without its heartbeat: a host not heard from for this long is
+/// taken for dead, and its calls are taken over.
+pub const NODE_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What limits a function's queue, for a call added to it.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Its calls that may run at once.
+    pub concurrency: usize,
+    /// Its calls that may wait; more are refused.
+    pub max_pending: usize,
+}
+
+/// What adding a call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// Stored; nothing is ahead of it, and its function has room to run it.
+    Next,
+    /// Stored; it waits for calls ahead of it, or for room to run.
+    Waits,
+    /// Not stored: as many calls wait as may.
+    Full,
+}
+
+/// A tenant's quota of calls running at once, by tenant id.
+pub type TenantQuota = Arc<dyn Fn(&str) -> usize + Send + Sync>;
+
+/// A host's claim on a function's pending calls ([`Store::claim_calls`]).
+#[derive(Clone)]
+pub struct Claim {
+    /// The claiming host.
+    pub node: String,
+    /// The function.
+    pub name: String,
+    /// Its calls that may be claimed or running at once, on all hosts.
+    pub concurrency: usize,
+    /// The most calls this host takes now.
+    pub max: usize,
+    /// Each tenant's quota of its calls claimed or running at once, on all hosts.
+    pub tenant_quota: TenantQuota,
+}
+
+/// What a claim got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The calls claimed, in arrival order.
+    pub calls: Vec<QueuedCall>,
+    /// The function's calls still unclaimed after it.
+    pub pending: usize,
+    /// Another host was claiming the function's calls at the same moment: nothing was looked
+    /// at, and it is worth trying again.
+    pub contended: bool,
+}
+
+/// Where a tenant's calls stand, for a claim of one function's calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TenantCalls {
+    /// Its calls claimed or running, of any function, on any host.
+    pub running: usize,
+    /// The arrival number of its oldest unclaimed call of another function: its calls of this
+    /// function that came later wait for that one (a tenant's calls start in arrival order).
+    pub first_elsewhere: Option<i64>,
+}
+
+/// Which of `candidates` (the function's unclaimed calls, oldest first: arrival number and
+/// tenant) a claim takes: in order, up to `room`, skipping each tenant's calls from the first
+/// that has to wait (its tenant at its quota, or with an older call of another function).
+/// Indices into `candidates`.
+pub(crate) fn choose_claims(
+    candidates: &[(i64, Option<String>)],
+    room: usize,
+    tenants: &mut std::collections::HashMap<String, TenantCalls>,
+    quota: &TenantQuota,
+) -> Vec<usize> {
+    let mut chosen = Vec::new();
+    let mut waiting = std::collections::HashSet::new();
+    for (index, (seq, tenant)) in candidates.iter().enumerate() {
+        if chosen.len() >= room {
+            break;
+        }
+        if let Some(tenant) = tenant {
+            let calls = tenants.entry(tenant.clone()).or_default();
+            let behind = calls.first_elsewhere.is_some_and(|first| first < *seq);
+            if waiting.contains(tenant) || behind || calls.running >= quota(tenant) {
+                waiting.insert(tenant.clone());
+                continue;
+            }
+            calls.running += 1;
+        }
+        chosen.push(index);
+    }
+    chosen
+}
+
+/// How many unclaimed calls a claim looks at past those its tenants' quotas hold back.
+pub(crate) const CLAIM_WINDOW: usize = 1000;
+
 /// A call's input: what a synchronous invocation's request would have carried.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallInput {
@@ -414,6 +512,11 @@ pub enum StoreEvent {
         /// The call.
         id: String,
     },
+    /// Function `name` has calls to claim, and room to run some.
+    CallsWaiting {
+        /// The function.
+        name: String,
+    },
     /// Changes may have gone unannounced (a shared store lost its connection for a while):
     /// whatever follows the store's events must read what it depends on again.
     Missed,
@@ -473,21 +576,41 @@ pub trait Store: Send + Sync + 'static {
         owner: Option<&str>,
     ) -> StoreResult<Vec<StoredLog>>;
 
-    /// Records a new pending call.
-    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()>;
+    /// Records a new pending call of `call.name`, unless `limits.max_pending` of its calls
+    /// wait already (in this store: on any host).
+    async fn add_call(
+        &self,
+        call: &QueuedCall,
+        input: CallInput,
+        limits: QueueLimits,
+    ) -> StoreResult<Queued>;
+
+    /// Claims for host `claim.node` the oldest pending calls of function `claim.name`, in
+    /// arrival order: at most `claim.max`, and only while fewer than `claim.concurrency` of the
+    /// function's calls are claimed or running (on any host) and each call's tenant has fewer
+    /// than its quota claimed or running. A claimed call stays pending until the host starts
+    /// it ([`Store::start_call`]) or gives it back ([`Store::release_call`]); if the host dies
+    /// first, [`Store::reap_calls`] gives it back.
+    async fn claim_calls(&self, claim: Claim) -> StoreResult<Claimed>;
+
+    /// Gives back a call `node` claimed and has not started: pending, for any host to claim.
+    async fn release_call(&self, id: &str, node: &str) -> StoreResult<()>;
 
     /// The input of a pending call; `None` if it is not pending (it ran already).
     async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>>;
 
-    /// Claims a pending call for running (marks it running); false if it is not pending, so a
-    /// call never runs twice.
-    async fn start_call(&self, id: &str) -> StoreResult<bool>;
+    /// Marks a call `node` claimed running; true when it is running on `node` (now, or since
+    /// an earlier try whose answer was lost), false when it is not `node`'s (so a call never
+    /// runs twice).
+    async fn start_call(&self, id: &str, node: &str) -> StoreResult<bool>;
 
-    /// Stores how a pending or running call ended, then rotates the oldest unfetched results
-    /// of its function out past `cap` bytes. Returns the ids rotated out.
+    /// Stores how a call `node` claimed or runs ended (nothing, if it is no longer `node`'s),
+    /// then rotates the oldest unfetched results of its function out past `cap` bytes. Returns
+    /// the ids rotated out.
     async fn finish_call(
         &self,
         id: &str,
+        node: &str,
         outcome: &CallOutcome,
         cap: u64,
     ) -> StoreResult<Vec<String>>;
@@ -496,9 +619,18 @@ pub trait Store: Send + Sync + 'static {
     /// `tenant`, only a call that tenant made is found (any other is [`Fetched::Unknown`]).
     async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched>;
 
-    /// Calls in `state`, in arrival order (for recovery: `Pending` ones run again, `Running`
-    /// ones were cut short).
-    async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>>;
+    /// The functions that have calls nobody has claimed.
+    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>>;
+
+    /// Renews host `node`'s lease on the calls it claimed; how many hosts hold a live lease
+    /// (this one included).
+    async fn heartbeat(&self, node: &str) -> StoreResult<usize>;
+
+    /// Takes over from the hosts whose lease ran out ([`NODE_LEASE`]; with a store only one
+    /// host uses, every host but `node`): their claimed calls are pending again, and their
+    /// running calls become `node`'s, returned for `node` to fail (they may have had effects,
+    /// so they never run again).
+    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>>;
 
     /// What the store changes from now on (with a shared store, what any host on it changes).
     fn events(&self) -> broadcast::Receiver<StoreEvent>;
@@ -508,6 +640,18 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+}
+
+/// Whether `err` says the store cannot be reached now (its database is down, restarting or
+/// out of connections), rather than that it refused or failed at what it was asked.
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|err| err.is_closed() || err.code().is_none())
+            || cause.is::<postgres::NoConnection>()
+            || cause.is::<std::io::Error>()
+    })
 }
 
 /// Unix milliseconds of `time`.
@@ -779,64 +923,243 @@ pub(crate) mod tests {
         }
     }
 
+    fn limits(concurrency: usize, max_pending: usize) -> QueueLimits {
+        QueueLimits {
+            concurrency,
+            max_pending,
+        }
+    }
+
+    /// A claim of function `f`'s calls by `node`, each tenant allowed one at a time.
+    fn claim(node: &str, concurrency: usize, max: usize) -> Claim {
+        Claim {
+            node: node.into(),
+            name: "f".into(),
+            concurrency,
+            max,
+            tenant_quota: Arc::new(|_| 1),
+        }
+    }
+
+    /// The ids of the calls `node` claims.
+    async fn claimed(store: &dyn Store, node: &str, concurrency: usize, max: usize) -> Vec<String> {
+        let claimed = store
+            .claim_calls(claim(node, concurrency, max))
+            .await
+            .unwrap();
+        claimed.calls.into_iter().map(|call| call.id).collect()
+    }
+
     #[tokio::test]
-    async fn a_call_runs_once_and_its_outcome_is_fetched_once() {
+    async fn calls_are_claimed_in_order_within_the_concurrency_and_run_once() {
         let dir = tempfile::tempdir().unwrap();
         for (backend, store) in backends(dir.path()).await {
-            store.add_call(&call("a"), input("1")).await.unwrap();
-            store.add_call(&call("b"), input("2")).await.unwrap();
+            let store = store.as_ref();
             assert_eq!(
-                store.calls_in_state(CallState::Pending).await.unwrap(),
-                vec![call("a"), call("b")],
+                store
+                    .add_call(&call("a"), input("1"), limits(2, 3))
+                    .await
+                    .unwrap(),
+                Queued::Next,
                 "{backend}"
             );
+            for id in ["b", "c"] {
+                let queued = store.add_call(&call(id), input("2"), limits(2, 3)).await;
+                assert_eq!(queued.unwrap(), Queued::Waits, "{backend}");
+            }
+            assert_eq!(
+                store
+                    .add_call(&call("d"), input("3"), limits(2, 3))
+                    .await
+                    .unwrap(),
+                Queued::Full,
+                "{backend}: three wait already"
+            );
+            assert_eq!(store.functions_with_pending_calls().await.unwrap(), ["f"]);
+            // One for the first host, whose share is one; the second takes what is left of
+            // the concurrency of two, however much it asks for.
+            assert_eq!(claimed(store, "n1", 2, 1).await, ["a"], "{backend}");
+            let second = store.claim_calls(claim("n2", 2, 5)).await.unwrap();
+            assert_eq!(second.calls, [call("b")], "{backend}");
+            assert_eq!(second.pending, 1);
+            assert!(claimed(store, "n1", 2, 5).await.is_empty(), "{backend}");
             assert_eq!(
                 store.fetch_call("a", None).await.unwrap(),
-                Fetched::NotYet(CallState::Pending)
+                Fetched::NotYet(CallState::Pending),
+                "claimed is still pending"
             );
             assert_eq!(store.call_input("a").await.unwrap(), Some(input("1")));
-            assert!(store.start_call("a").await.unwrap());
-            assert!(
-                !store.start_call("a").await.unwrap(),
-                "{backend}: started twice"
-            );
+            // Only the host that claimed a call starts it; trying again is no harm.
+            assert!(!store.start_call("a", "n2").await.unwrap(), "{backend}");
+            assert!(store.start_call("a", "n1").await.unwrap(), "{backend}");
+            assert!(store.start_call("a", "n1").await.unwrap(), "{backend}");
             assert!(store.call_input("a").await.unwrap().is_none());
             assert_eq!(
-                store.calls_in_state(CallState::Running).await.unwrap(),
-                vec![call("a")]
+                store.fetch_call("a", None).await.unwrap(),
+                Fetched::NotYet(CallState::Running)
             );
+            // A call given back is claimed again, first in line.
+            store.release_call("b", "n2").await.unwrap();
+            assert_eq!(claimed(store, "n1", 2, 5).await, ["b"], "{backend}");
             let mut events = store.events();
+            // Only its host stores how it ended.
             store
-                .finish_call("a", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
+                .finish_call("a", "n2", &finished("not mine"), DEFAULT_RESULT_CAP_BYTES)
                 .await
                 .unwrap();
-            assert_eq!(
-                events.recv().await.unwrap(),
-                StoreEvent::CallEnded { id: "a".into() }
-            );
+            store
+                .finish_call("a", "n1", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
+                .await
+                .unwrap();
+            loop {
+                match events.recv().await.unwrap() {
+                    StoreEvent::CallEnded { id } => break assert_eq!(id, "a"),
+                    StoreEvent::CallsWaiting { .. } => {}
+                    other => panic!("{backend}: {other:?}"),
+                }
+            }
             assert_eq!(
                 store.fetch_call("a", None).await.unwrap(),
                 Fetched::Done(finished("one")),
                 "{backend}"
             );
             assert_eq!(store.fetch_call("a", None).await.unwrap(), Fetched::Unknown);
+            // Room again: the last one is claimed.
+            assert_eq!(claimed(store, "n2", 2, 5).await, ["c"], "{backend}");
+            assert!(
+                store
+                    .functions_with_pending_calls()
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
             // A failure comes back as the error it was.
             let failure =
                 crate::Error::new(crate::ErrorKind::TimeLimit, "too slow").with("line", 3);
+            let failed = CallOutcome::Failed(failure.clone());
             store
-                .finish_call(
-                    "b",
-                    &CallOutcome::Failed(failure.clone()),
-                    DEFAULT_RESULT_CAP_BYTES,
-                )
+                .finish_call("b", "n1", &failed, DEFAULT_RESULT_CAP_BYTES)
                 .await
                 .unwrap();
             assert_eq!(
                 store.fetch_call("b", None).await.unwrap(),
-                Fetched::Done(CallOutcome::Failed(failure)),
+                Fetched::Done(failed),
                 "{backend}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_hosts_calls_are_taken_over_after_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // SQLite and memory: one host at a time, so any other host is gone (PostgreSQL waits
+        // for the lease: postgres.rs tests it).
+        for (backend, store) in backends(dir.path()).await.into_iter().take(2) {
+            let store = store.as_ref();
+            for id in ["a", "b", "c"] {
+                store
+                    .add_call(&call(id), input(id), limits(5, 5))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(claimed(store, "old", 5, 2).await, ["a", "b"]);
+            assert!(store.start_call("a", "old").await.unwrap());
+            let adopted = store.reap_calls("new").await.unwrap();
+            assert_eq!(adopted, [call("a")], "{backend}: the running one");
+            // The claimed one is pending again, ahead of the rest.
+            assert_eq!(claimed(store, "new", 5, 5).await, ["b", "c"], "{backend}");
+            assert!(!store.start_call("b", "old").await.unwrap(), "{backend}");
+            assert!(store.reap_calls("new").await.unwrap().is_empty());
+            // The old host can no longer store an outcome; the new one can.
+            let outcome = finished("late");
+            store
+                .finish_call("a", "old", &outcome, 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.fetch_call("a", None).await.unwrap(),
+                Fetched::NotYet(CallState::Running)
+            );
+            store
+                .finish_call("a", "new", &outcome, 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.fetch_call("a", None).await.unwrap(),
+                Fetched::Done(outcome)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenants_quota_holds_back_its_calls_but_not_others() {
+        let dir = tempfile::tempdir().unwrap();
+        for (backend, store) in backends(dir.path()).await {
+            let store = store.as_ref();
+            let of = |id: &str, tenant: &str| QueuedCall {
+                tenant: Some(tenant.into()),
+                ..call(id)
+            };
+            for (id, tenant) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a")] {
+                store
+                    .add_call(&of(id, tenant), input(""), limits(10, 10))
+                    .await
+                    .unwrap();
+            }
+            // One at a time per tenant: a2 and a3 wait for a1, b1 does not.
+            assert_eq!(claimed(store, "n", 10, 10).await, ["a1", "b1"], "{backend}");
+            assert!(store.start_call("a1", "n").await.unwrap());
+            store
+                .finish_call("a1", "n", &finished(""), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(claimed(store, "n", 10, 10).await, ["a2"], "{backend}");
+        }
+    }
+
+    #[test]
+    fn claims_take_each_tenants_calls_in_its_order_within_its_quota() {
+        let quota: TenantQuota = Arc::new(|tenant| if tenant == "a" { 2 } else { 1 });
+        let of = |seq: i64, tenant: Option<&str>| (seq, tenant.map(str::to_owned));
+        let candidates = [
+            of(1, Some("a")),
+            of(2, None),
+            of(3, Some("b")),
+            of(4, Some("a")),
+            of(5, Some("b")),
+            of(6, None),
+            of(9, Some("c")),
+            of(10, Some("d")),
+        ];
+        let mut tenants = std::collections::HashMap::from([
+            (
+                "a".to_owned(),
+                TenantCalls {
+                    running: 1,
+                    first_elsewhere: None,
+                },
+            ),
+            // c's call 7 of another function comes first; d's 11 comes after.
+            (
+                "c".to_owned(),
+                TenantCalls {
+                    running: 0,
+                    first_elsewhere: Some(7),
+                },
+            ),
+            (
+                "d".to_owned(),
+                TenantCalls {
+                    running: 0,
+                    first_elsewhere: Some(11),
+                },
+            ),
+        ]);
+        let chosen = choose_claims(&candidates, 10, &mut tenants, &quota);
+        assert_eq!(chosen, [0, 1, 2, 5, 7]);
+        assert_eq!(tenants["a"].running, 2);
+        let mut tenants = std::collections::HashMap::new();
+        assert_eq!(choose_claims(&candidates, 2, &mut tenants, &quota), [0, 1]);
     }
 
     #[tokio::test]
@@ -938,14 +1261,18 @@ pub(crate) mod tests {
                 tenant: Some("key-a".into()),
                 ..call("mine")
             };
-            store.add_call(&mine, input("1")).await.unwrap();
+            store
+                .add_call(&mine, input("1"), limits(1, 1))
+                .await
+                .unwrap();
             assert_eq!(
                 store.fetch_call("mine", Some("key-b")).await.unwrap(),
                 Fetched::Unknown,
                 "{backend}"
             );
+            assert_eq!(claimed(store.as_ref(), "n", 1, 1).await, ["mine"]);
             store
-                .finish_call("mine", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
+                .finish_call("mine", "n", &finished("one"), DEFAULT_RESULT_CAP_BYTES)
                 .await
                 .unwrap();
             assert_eq!(
@@ -968,10 +1295,14 @@ pub(crate) mod tests {
         for (backend, store) in backends(dir.path()).await {
             for i in 0..5 {
                 let id = format!("c{i}");
-                store.add_call(&call(&id), input("")).await.unwrap();
-                assert!(store.start_call(&id).await.unwrap());
+                store
+                    .add_call(&call(&id), input(""), limits(1, 1))
+                    .await
+                    .unwrap();
+                assert_eq!(claimed(store.as_ref(), "n", 1, 1).await, vec![id.clone()]);
+                assert!(store.start_call(&id, "n").await.unwrap());
                 let rotated = store
-                    .finish_call(&id, &finished(&body), 3500)
+                    .finish_call(&id, "n", &finished(&body), 3500)
                     .await
                     .unwrap();
                 if i == 3 {

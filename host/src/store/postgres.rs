@@ -32,7 +32,8 @@ use tokio_postgres::NoTls;
 use super::CALL_TOKEN_BYTES;
 use super::CallInput;
 use super::CallOutcome;
-use super::CallState;
+use super::Claim;
+use super::Claimed;
 use super::Deployment;
 use super::DeploymentSummary;
 use super::EVENT_BUFFER;
@@ -40,22 +41,22 @@ use super::Fetched;
 use super::LOG_LINE_OVERHEAD;
 use super::LogLines;
 use super::LogSource;
-use super::MAX_ROTATED_IDS;
 use super::NewDeployment;
 use super::OwnedByAnother;
+use super::QueueLimits;
+use super::Queued;
 use super::QueuedCall;
 use super::Store;
 use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
 use super::columns::CodeColumns;
-use super::columns::OutcomeColumns;
 use super::columns::PythonColumns;
 use super::columns::SummaryColumns;
 use super::columns::module_kind_name;
 use super::columns::module_of;
-use super::columns::outcome_columns;
 use super::columns::stored_source;
+use super::postgres_calls;
 use super::random_hex;
 use super::unix_millis;
 
@@ -82,7 +83,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
 
 /// The tables, in the order their changes were made; `schema_version` counts those applied.
-const MIGRATIONS: &[&str] = &["
+/// The first makes them; the second adds the hosts (`nodes`) and their leases on calls.
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE functions (
   name TEXT PRIMARY KEY,
   current_version BIGINT NOT NULL,
@@ -161,7 +164,24 @@ CREATE TABLE rotated_calls (
   name TEXT NOT NULL,
   rotated_at BIGINT NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE nodes (
+  id TEXT PRIMARY KEY,
+  heartbeat_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE call_lanes (
+  name TEXT PRIMARY KEY
+);
+ALTER TABLE calls ADD COLUMN node TEXT;
+CREATE INDEX calls_by_tenant ON calls (tenant, state);
+",
+];
+
+/// No connection to the database could be had (it is down, restarting, or refuses more).
+#[derive(Debug, thiserror::Error)]
+#[error("no connection to PostgreSQL: {0}")]
+pub struct NoConnection(String);
 
 /// Deployments, logs and calls in a PostgreSQL database shared by any number of hosts.
 pub struct PostgresStore {
@@ -271,10 +291,11 @@ impl PostgresStore {
 
     /// A connection from the pool.
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool
+        Ok(self
+            .pool
             .get()
             .await
-            .map_err(|err| anyhow!("no connection to PostgreSQL: {err}"))
+            .map_err(|err| NoConnection(err.to_string()))?)
     }
 }
 
@@ -376,7 +397,7 @@ async fn listen(
 }
 
 /// Announces `event` to every node once `client`'s transaction commits.
-async fn notify(client: &impl GenericClient, event: &StoreEvent) -> StoreResult<()> {
+pub(super) async fn notify(client: &impl GenericClient, event: &StoreEvent) -> StoreResult<()> {
     let payload = serde_json::to_string(event)?;
     client
         .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
@@ -913,201 +934,55 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO calls (id, name, tenant, state, content_type, query, payload,
-                                    created_at)
-                 VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
-                &[
-                    &call.id,
-                    &call.name,
-                    &call.tenant,
-                    &input.content_type,
-                    &input.query,
-                    &input.payload,
-                    &unix_millis(std::time::SystemTime::now()),
-                ],
-            )
-            .await?;
-        Ok(())
+    async fn add_call(
+        &self,
+        call: &QueuedCall,
+        input: CallInput,
+        limits: QueueLimits,
+    ) -> StoreResult<Queued> {
+        postgres_calls::add(&mut *self.client().await?, call, input, limits).await
+    }
+
+    async fn claim_calls(&self, claim: Claim) -> StoreResult<Claimed> {
+        postgres_calls::claim(&mut *self.client().await?, &claim).await
+    }
+
+    async fn release_call(&self, id: &str, node: &str) -> StoreResult<()> {
+        postgres_calls::release(&mut *self.client().await?, id, node).await
     }
 
     async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT content_type, query, payload FROM calls
-                 WHERE id = $1 AND state = 'pending'",
-                &[&id],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(CallInput {
-                content_type: row.try_get(0)?,
-                query: row.try_get(1)?,
-                payload: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        postgres_calls::input(&self.client().await?, id).await
     }
 
-    async fn start_call(&self, id: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        // The payload is not needed again: a call that was running is never run again.
-        let changed = client
-            .execute(
-                "UPDATE calls SET state = 'running', payload = ''::BYTEA
-                 WHERE id = $1 AND state = 'pending'",
-                &[&id],
-            )
-            .await?;
-        Ok(changed == 1)
+    async fn start_call(&self, id: &str, node: &str) -> StoreResult<bool> {
+        postgres_calls::start(&self.client().await?, id, node).await
     }
 
     async fn finish_call(
         &self,
         id: &str,
+        node: &str,
         outcome: &CallOutcome,
         cap: u64,
     ) -> StoreResult<Vec<String>> {
-        let (columns, bytes) = outcome_columns(outcome)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let name: Option<String> = tx
-            .query_opt(
-                "UPDATE calls SET state = $2, status = $3, headers = $4, body = $5, error = $6,
-                                  result_bytes = $7
-                 WHERE id = $1 AND state IN ('pending', 'running') RETURNING name",
-                &[
-                    &id,
-                    &columns.state,
-                    &columns.status.map(i32::from),
-                    &columns.headers,
-                    &columns.body,
-                    &columns.error,
-                    &(bytes as i64),
-                ],
-            )
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        let mut rotated = Vec::new();
-        if let Some(name) = name {
-            // One node at a time rotates a function's results.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('results:' || $1))",
-                &[&name],
-            )
-            .await?;
-            let total: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(SUM(result_bytes), 0)::BIGINT FROM calls
-                     WHERE name = $1 AND state IN ('finished', 'failed')",
-                    &[&name],
-                )
-                .await?
-                .try_get(0)?;
-            if total as u64 > cap {
-                let mut excess = total as u64 - cap;
-                for row in tx
-                    .query(
-                        "SELECT id, result_bytes FROM calls
-                         WHERE name = $1 AND state IN ('finished', 'failed') ORDER BY seq",
-                        &[&name],
-                    )
-                    .await?
-                {
-                    if excess == 0 {
-                        break;
-                    }
-                    rotated.push(row.try_get::<_, String>(0)?);
-                    excess = excess.saturating_sub(row.try_get::<_, i64>(1)? as u64);
-                }
-                let now = unix_millis(std::time::SystemTime::now());
-                tx.execute("DELETE FROM calls WHERE id = ANY($1)", &[&rotated])
-                    .await?;
-                tx.execute(
-                    "INSERT INTO rotated_calls (id, name, rotated_at)
-                     SELECT id, $2, $3 FROM UNNEST($1::TEXT[]) AS id ON CONFLICT (id) DO NOTHING",
-                    &[&rotated, &name, &now],
-                )
-                .await?;
-                tx.execute(
-                    "DELETE FROM rotated_calls
-                     WHERE seq <= (SELECT MAX(seq) FROM rotated_calls) - $1",
-                    &[&(MAX_ROTATED_IDS as i64)],
-                )
-                .await?;
-            }
-        }
-        notify(&tx, &StoreEvent::CallEnded { id: id.to_owned() }).await?;
-        tx.commit().await?;
-        Ok(rotated)
+        postgres_calls::finish(&mut *self.client().await?, id, node, outcome, cap).await
     }
 
     async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched> {
-        let client = self.client().await?;
-        let done = client
-            .query_opt(
-                "DELETE FROM calls WHERE id = $1 AND state IN ('finished', 'failed')
-                   AND ($2::TEXT IS NULL OR tenant = $2)
-                 RETURNING state, status, headers, body, error",
-                &[&id, &tenant],
-            )
-            .await?;
-        if let Some(row) = done {
-            let columns = OutcomeColumns {
-                state: row.try_get(0)?,
-                status: row
-                    .try_get::<_, Option<i32>>(1)?
-                    .map(|status| status as u16),
-                headers: row.try_get(2)?,
-                body: row.try_get(3)?,
-                error: row.try_get(4)?,
-            };
-            return Ok(Fetched::Done(columns.parse(id)?));
-        }
-        let state = client
-            .query_opt(
-                "SELECT state FROM calls WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)",
-                &[&id, &tenant],
-            )
-            .await?;
-        if let Some(row) = state {
-            let state: String = row.try_get(0)?;
-            let state = CallState::parse(&state)
-                .ok_or_else(|| anyhow!("call {id} is in an unknown state {state:?}"))?;
-            return Ok(Fetched::NotYet(state));
-        }
-        let rotated = client
-            .query_opt("SELECT 1 FROM rotated_calls WHERE id = $1", &[&id])
-            .await?;
-        Ok(if rotated.is_some() {
-            Fetched::RotatedOut
-        } else {
-            Fetched::Unknown
-        })
+        postgres_calls::fetch(&self.client().await?, id, tenant).await
     }
 
-    async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, name, tenant FROM calls WHERE state = $1 ORDER BY seq",
-                &[&state.as_str()],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueuedCall {
-                    id: row.try_get(0)?,
-                    name: row.try_get(1)?,
-                    tenant: row.try_get(2)?,
-                })
-            })
-            .collect()
+    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
+        postgres_calls::functions_with_pending(&self.client().await?).await
+    }
+
+    async fn heartbeat(&self, node: &str) -> StoreResult<usize> {
+        postgres_calls::heartbeat(&self.client().await?, node).await
+    }
+
+    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
+        postgres_calls::reap(&mut *self.client().await?, node).await
     }
 
     fn events(&self) -> broadcast::Receiver<StoreEvent> {
@@ -1290,5 +1165,57 @@ mod tests {
                 version: 2
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_host_whose_lease_ran_out_has_its_calls_taken_over_once() {
+        use crate::store::Claim;
+        use crate::store::QueueLimits;
+        let url = database().await;
+        let (a, b) = (open(&url).await, open(&url).await);
+        let limits = QueueLimits {
+            concurrency: 5,
+            max_pending: 5,
+        };
+        for id in ["x", "y", "z"] {
+            let call = QueuedCall {
+                id: id.into(),
+                name: "f".into(),
+                tenant: None,
+            };
+            a.add_call(&call, CallInput::default(), limits)
+                .await
+                .unwrap();
+        }
+        assert_eq!(a.heartbeat("a").await.unwrap(), 1);
+        assert_eq!(b.heartbeat("b").await.unwrap(), 2);
+        let claim = Claim {
+            node: "a".into(),
+            name: "f".into(),
+            concurrency: 5,
+            max: 2,
+            tenant_quota: Arc::new(|_| 10),
+        };
+        assert_eq!(a.claim_calls(claim).await.unwrap().calls.len(), 2);
+        assert!(a.start_call("x", "a").await.unwrap());
+        // A live host is left alone.
+        assert!(b.reap_calls("b").await.unwrap().is_empty());
+        let client = b.client().await.unwrap();
+        client
+            .execute(
+                "UPDATE nodes SET heartbeat_at = now() - interval '1 minute' WHERE id = 'a'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.heartbeat("b").await.unwrap(), 1, "a is not live");
+        let adopted = b.reap_calls("b").await.unwrap();
+        assert_eq!(adopted.iter().map(|c| &*c.id).collect::<Vec<_>>(), ["x"]);
+        assert!(
+            a.reap_calls("a").await.unwrap().is_empty(),
+            "taken over once"
+        );
+        assert!(!a.start_call("y", "a").await.unwrap(), "y is no longer a's");
+        assert_eq!(b.functions_with_pending_calls().await.unwrap(), ["f"]);
     }
 }

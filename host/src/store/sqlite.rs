@@ -25,7 +25,8 @@ use tokio::sync::oneshot;
 use super::CALL_TOKEN_BYTES;
 use super::CallInput;
 use super::CallOutcome;
-use super::CallState;
+use super::Claim;
+use super::Claimed;
 use super::Deployment;
 use super::DeploymentSummary;
 use super::EVENT_BUFFER;
@@ -35,6 +36,8 @@ use super::LogLines;
 use super::LogSource;
 use super::NewDeployment;
 use super::OwnedByAnother;
+use super::QueueLimits;
+use super::Queued;
 use super::QueuedCall;
 use super::Store;
 use super::StoreEvent;
@@ -151,6 +154,9 @@ const MIGRATIONS: &[&str] = &[
      );",
     // The functions each version may call (JSON, binding name to function name).
     "ALTER TABLE versions ADD COLUMN bindings TEXT NOT NULL DEFAULT '{}';",
+    // The host that claimed each pending call or runs it (a pending call with one is claimed).
+    "ALTER TABLE calls ADD COLUMN node TEXT;
+     CREATE INDEX calls_by_tenant ON calls (tenant, state);",
 ];
 
 /// A job for a database thread.
@@ -692,10 +698,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_call(&self, call: &QueuedCall, input: CallInput) -> StoreResult<()> {
+    async fn add_call(
+        &self,
+        call: &QueuedCall,
+        input: CallInput,
+        limits: QueueLimits,
+    ) -> StoreResult<Queued> {
         let call = call.clone();
-        self.write(move |conn| super::sqlite_calls::add(conn, &call, &input))
+        self.write(move |conn| super::sqlite_calls::add(conn, &call, &input, limits))
             .await
+    }
+
+    async fn claim_calls(&self, claim: Claim) -> StoreResult<Claimed> {
+        self.write(move |conn| super::sqlite_calls::claim(conn, &claim))
+            .await
+    }
+
+    async fn release_call(&self, id: &str, node: &str) -> StoreResult<()> {
+        let (id, node) = (id.to_owned(), node.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE calls SET node = NULL WHERE id = ?1 AND state = 'pending' AND node = ?2",
+                [id, node],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn call_input(&self, id: &str) -> StoreResult<Option<CallInput>> {
@@ -704,21 +732,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn start_call(&self, id: &str) -> StoreResult<bool> {
-        let id = id.to_owned();
-        self.write(move |conn| super::sqlite_calls::start(conn, &id))
+    async fn start_call(&self, id: &str, node: &str) -> StoreResult<bool> {
+        let (id, node) = (id.to_owned(), node.to_owned());
+        self.write(move |conn| super::sqlite_calls::start(conn, &id, &node))
             .await
     }
 
     async fn finish_call(
         &self,
         id: &str,
+        node: &str,
         outcome: &CallOutcome,
         cap: u64,
     ) -> StoreResult<Vec<String>> {
-        let (owned, outcome) = (id.to_owned(), outcome.clone());
+        let (owned, node, outcome) = (id.to_owned(), node.to_owned(), outcome.clone());
         let rotated = self
-            .write(move |conn| super::sqlite_calls::finish(conn, &owned, &outcome, cap))
+            .write(move |conn| super::sqlite_calls::finish(conn, &owned, &node, &outcome, cap))
             .await?;
         self.announce(StoreEvent::CallEnded { id: id.to_owned() });
         Ok(rotated)
@@ -731,8 +760,26 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn calls_in_state(&self, state: CallState) -> StoreResult<Vec<QueuedCall>> {
-        self.read(move |conn| super::sqlite_calls::in_state(conn, state))
+    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT DISTINCT name FROM calls WHERE state = 'pending' AND node IS NULL
+                 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, _node: &str) -> StoreResult<usize> {
+        // One host at a time uses a data directory.
+        Ok(1)
+    }
+
+    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
+        let node = node.to_owned();
+        self.write(move |conn| super::sqlite_calls::reap(conn, &node))
             .await
     }
 

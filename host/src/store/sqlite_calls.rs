@@ -8,20 +8,53 @@ use rusqlite::Connection;
 use rusqlite::OptionalExtension;
 use rusqlite::params;
 
+use std::collections::HashMap;
+
+use super::CLAIM_WINDOW;
 use super::CallInput;
 use super::CallOutcome;
 use super::CallState;
+use super::Claim;
+use super::Claimed;
 use super::Fetched;
 use super::MAX_ROTATED_IDS;
+use super::QueueLimits;
+use super::Queued;
 use super::QueuedCall;
 use super::StoreResult;
+use super::TenantCalls;
+use super::choose_claims;
 use super::columns::OutcomeColumns;
 use super::columns::outcome_columns;
 use super::unix_millis;
 
-/// Records a new pending call.
-pub(super) fn add(conn: &mut Connection, call: &QueuedCall, input: &CallInput) -> StoreResult<()> {
-    conn.execute(
+/// Where a call claimed or running is, in SQL: a pending call with a host is claimed.
+pub(super) const IN_FLIGHT: &str =
+    "((state = 'pending' AND node IS NOT NULL) OR state = 'running')";
+
+/// Where a call nobody has claimed is, in SQL.
+pub(super) const UNCLAIMED: &str = "(state = 'pending' AND node IS NULL)";
+
+/// Records a new pending call, unless as many wait as may.
+pub(super) fn add(
+    conn: &mut Connection,
+    call: &QueuedCall,
+    input: &CallInput,
+    limits: QueueLimits,
+) -> StoreResult<Queued> {
+    let tx = conn.transaction()?;
+    let (waiting, in_flight): (usize, usize) = tx.query_row(
+        &format!(
+            "SELECT COUNT(*) FILTER (WHERE {UNCLAIMED}), COUNT(*) FILTER (WHERE {IN_FLIGHT})
+             FROM calls WHERE name = ?1"
+        ),
+        [&call.name],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if waiting >= limits.max_pending {
+        return Ok(Queued::Full);
+    }
+    tx.execute(
         "INSERT INTO calls (id, name, tenant, state, content_type, query, payload, created_at)
          VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
         params![
@@ -34,7 +67,73 @@ pub(super) fn add(conn: &mut Connection, call: &QueuedCall, input: &CallInput) -
             unix_millis(std::time::SystemTime::now())
         ],
     )?;
-    Ok(())
+    tx.commit()?;
+    Ok(if waiting == 0 && in_flight < limits.concurrency {
+        Queued::Next
+    } else {
+        Queued::Waits
+    })
+}
+
+/// Claims the oldest pending calls of a function for a host ([`super::Store::claim_calls`]).
+pub(super) fn claim(conn: &mut Connection, claim: &Claim) -> StoreResult<Claimed> {
+    let tx = conn.transaction()?;
+    let in_flight: usize = tx.query_row(
+        &format!("SELECT COUNT(*) FROM calls WHERE name = ?1 AND {IN_FLIGHT}"),
+        [&claim.name],
+        |row| row.get(0),
+    )?;
+    let room = claim.concurrency.saturating_sub(in_flight).min(claim.max);
+    let mut claimed = Claimed::default();
+    if room > 0 {
+        let candidates: Vec<(String, i64, Option<String>)> = tx
+            .prepare_cached(&format!(
+                "SELECT id, seq, tenant FROM calls WHERE name = ?1 AND {UNCLAIMED}
+                 ORDER BY seq LIMIT ?2"
+            ))?
+            .query_map(params![claim.name, CLAIM_WINDOW], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let order: Vec<(i64, Option<String>)> =
+            candidates.iter().map(|c| (c.1, c.2.clone())).collect();
+        let mut tenants = HashMap::new();
+        for tenant in order.iter().filter_map(|c| c.1.as_ref()) {
+            if !tenants.contains_key(tenant) {
+                let calls = tx.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FILTER (WHERE {IN_FLIGHT}),
+                                MIN(seq) FILTER (WHERE {UNCLAIMED} AND name != ?2)
+                         FROM calls WHERE tenant = ?1"
+                    ),
+                    params![tenant, claim.name],
+                    |row| {
+                        Ok(TenantCalls {
+                            running: row.get(0)?,
+                            first_elsewhere: row.get(1)?,
+                        })
+                    },
+                )?;
+                tenants.insert(tenant.clone(), calls);
+            }
+        }
+        for index in choose_claims(&order, room, &mut tenants, &claim.tenant_quota) {
+            let (id, _, tenant) = candidates[index].clone();
+            tx.execute(
+                "UPDATE calls SET node = ?2 WHERE id = ?1",
+                params![id, claim.node],
+            )?;
+            let name = claim.name.clone();
+            claimed.calls.push(QueuedCall { id, name, tenant });
+        }
+    }
+    claimed.pending = tx.query_row(
+        &format!("SELECT COUNT(*) FROM calls WHERE name = ?1 AND {UNCLAIMED}"),
+        [&claim.name],
+        |row| row.get(0),
+    )?;
+    tx.commit()?;
+    Ok(claimed)
 }
 
 /// The input of a pending call; `None` if it is not pending.
@@ -54,20 +153,59 @@ pub(super) fn input(conn: &mut Connection, id: &str) -> StoreResult<Option<CallI
         .optional()?)
 }
 
-/// Marks a pending call running; false if it is not pending.
-pub(super) fn start(conn: &mut Connection, id: &str) -> StoreResult<bool> {
+/// Marks a call `node` claimed running; false if it is not `node`'s.
+pub(super) fn start(conn: &mut Connection, id: &str, node: &str) -> StoreResult<bool> {
     // The payload is not needed again: a call that was running is never run again.
     let changed = conn.execute(
-        "UPDATE calls SET state = 'running', payload = x'' WHERE id = ?1 AND state = 'pending'",
-        [id],
+        "UPDATE calls SET state = 'running', payload = x''
+         WHERE id = ?1 AND state IN ('pending', 'running') AND node = ?2",
+        [id, node],
     )?;
     Ok(changed == 1)
+}
+
+/// Takes over the calls of every host but `node` (one host at a time uses a data directory:
+/// any other was this directory's host before): claimed ones are pending again, running ones
+/// become `node`'s and are returned.
+pub(super) fn reap(conn: &mut Connection, node: &str) -> StoreResult<Vec<QueuedCall>> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE calls SET node = NULL
+         WHERE state = 'pending' AND node IS NOT NULL AND node != ?1",
+        [node],
+    )?;
+    let adopted = tx
+        .prepare(
+            "UPDATE calls SET node = ?1
+             WHERE state = 'running' AND (node IS NULL OR node != ?1)
+             RETURNING seq, id, name, tenant",
+        )?
+        .query_map([node], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                QueuedCall {
+                    id: row.get(1)?,
+                    name: row.get(2)?,
+                    tenant: row.get(3)?,
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(arrival_order(adopted))
+}
+
+/// Calls in arrival order, from (seq, call) pairs.
+pub(super) fn arrival_order(mut calls: Vec<(i64, QueuedCall)>) -> Vec<QueuedCall> {
+    calls.sort_by_key(|(seq, _)| *seq);
+    calls.into_iter().map(|(_, call)| call).collect()
 }
 
 /// Stores how a call ended and rotates its function's oldest results out past `cap` bytes.
 pub(super) fn finish(
     conn: &mut Connection,
     id: &str,
+    node: &str,
     outcome: &CallOutcome,
     cap: u64,
 ) -> StoreResult<Vec<String>> {
@@ -77,7 +215,7 @@ pub(super) fn finish(
         .query_row(
             "UPDATE calls SET state = ?2, status = ?3, headers = ?4, body = ?5, error = ?6,
                               result_bytes = ?7
-             WHERE id = ?1 AND state IN ('pending', 'running') RETURNING name",
+             WHERE id = ?1 AND state IN ('pending', 'running') AND node = ?8 RETURNING name",
             params![
                 id,
                 columns.state,
@@ -85,7 +223,8 @@ pub(super) fn finish(
                 columns.headers,
                 columns.body,
                 columns.error,
-                bytes
+                bytes,
+                node
             ],
             |row| row.get(0),
         )
@@ -212,18 +351,4 @@ fn legacy_failure(status: Option<u16>, body: Option<&[u8]>) -> crate::Error {
         str::to_owned,
     );
     crate::Error::new(kind, message)
-}
-
-/// Calls in `state`, in arrival order.
-pub(super) fn in_state(conn: &mut Connection, state: CallState) -> StoreResult<Vec<QueuedCall>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, name, tenant FROM calls WHERE state = ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([state.as_str()], |row| {
-        Ok(QueuedCall {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            tenant: row.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
