@@ -244,12 +244,13 @@ pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Renews this host's lease, fails the running calls of hosts that died, and returns how many
-/// hosts live.
+/// Renews this host's lease (learning how many hosts live, whose shares of the limits follow),
+/// and fails the running calls of hosts that died.
 async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let dispatcher = &inner.dispatcher;
     let live = inner.store.heartbeat(&dispatcher.node).await?;
     dispatcher.live_nodes.store(live, Ordering::Relaxed);
+    inner.api_keys.set_hosts(live);
     for call in inner.store.reap_calls(&dispatcher.node).await? {
         let err = Error::new(
             ErrorKind::HostRestarted,

@@ -1,7 +1,9 @@
 //! Log lines on their way to the store, in batches: whatever lines arrive while one batch is
 //! being committed go together in the next (one transaction for many invocations' lines), and a
 //! writer that waits is answered once its lines are stored, so an invocation's lines can be read
-//! as soon as its response is out.
+//! as soon as its response is out. Lines the store could not take (a shared database restarting)
+//! are kept and tried again with the next batch, up to [`MAX_UNSTORED_LINES`]; their writers
+//! are answered at once, so that nothing waits for the store to come back.
 
 use std::sync::Arc;
 
@@ -15,10 +17,44 @@ use crate::store::Store;
 /// Most writes committed in one batch.
 const MAX_BATCH: usize = 256;
 
+/// Most lines kept while the store cannot take them; the oldest are dropped past it.
+pub(crate) const MAX_UNSTORED_LINES: usize = 100_000;
+
+/// How long lines the store refused wait before they are tried again (if no new ones come).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One write: a function's lines, and who to tell once they are stored.
 struct Write {
     lines: LogLines,
     stored: Option<oneshot::Sender<()>>,
+}
+
+/// Adds `new` to `lines`, with the lines of its function and owner if there are some.
+fn merge(lines: &mut Vec<LogLines>, new: LogLines) {
+    let same = |lines: &&mut LogLines| lines.name == new.name && lines.owner == new.owner;
+    match lines.iter_mut().find(same) {
+        Some(lines) => lines.entries.extend(new.entries),
+        None => lines.push(new),
+    }
+}
+
+/// `lines` without their oldest past [`MAX_UNSTORED_LINES`] (per function, oldest first).
+fn keep_newest(mut lines: Vec<LogLines>) -> Vec<LogLines> {
+    let mut excess = lines
+        .iter()
+        .map(|lines| lines.entries.len())
+        .sum::<usize>()
+        .saturating_sub(MAX_UNSTORED_LINES);
+    if excess > 0 {
+        eprintln!("functions-host: the store is unreachable: dropping {excess} log lines");
+    }
+    for lines in &mut lines {
+        let drop = excess.min(lines.entries.len());
+        lines.entries.drain(..drop);
+        excess -= drop;
+    }
+    lines.retain(|lines| !lines.entries.is_empty());
+    lines
 }
 
 /// The handle of the task that stores log lines.
@@ -33,20 +69,34 @@ impl LogWriter {
         let (writes, mut queue) = mpsc::unbounded_channel::<Write>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
-            while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let mut lines: Vec<LogLines> = Vec::new();
+            // Lines the store refused, oldest first, kept to be tried again.
+            let mut unstored: Vec<LogLines> = Vec::new();
+            loop {
+                let received = if unstored.is_empty() {
+                    queue.recv_many(&mut batch, MAX_BATCH).await
+                } else {
+                    tokio::select! {
+                        received = queue.recv_many(&mut batch, MAX_BATCH) => received,
+                        () = tokio::time::sleep(RETRY_AFTER) => usize::MAX,
+                    }
+                };
+                if received == 0 {
+                    return;
+                }
+                let mut lines = std::mem::take(&mut unstored);
                 let mut waiting = Vec::new();
                 for Write { lines: new, stored } in batch.drain(..) {
-                    let same =
-                        |lines: &&mut LogLines| lines.name == new.name && lines.owner == new.owner;
-                    match lines.iter_mut().find(same) {
-                        Some(lines) => lines.entries.extend(new.entries),
-                        None => lines.push(new),
-                    }
+                    merge(&mut lines, new);
                     waiting.extend(stored);
                 }
-                if let Err(err) = store.append_logs(lines).await {
-                    eprintln!("functions-host: storing log lines: {err:#}");
+                if !lines.is_empty()
+                    && let Err(err) = store.append_logs(lines.clone()).await
+                {
+                    if crate::store::is_unreachable(&err) {
+                        unstored = keep_newest(lines);
+                    } else {
+                        eprintln!("functions-host: storing log lines: {err:#}");
+                    }
                 }
                 for stored in waiting {
                     let _ = stored.send(());

@@ -31,6 +31,8 @@ pub struct ApiKeys {
     keys: Vec<Key>,
     /// Requests counted in the current window, by tenant.
     windows: Mutex<HashMap<usize, (Instant, u64)>>,
+    /// Hosts sharing the store (0: one): each counts its share of a key's request quota.
+    hosts: std::sync::atomic::AtomicUsize,
 }
 
 /// One key and its quotas.
@@ -117,6 +119,7 @@ impl ApiKeys {
         Ok(Self {
             keys,
             windows: Mutex::default(),
+            hosts: Default::default(),
         })
     }
 
@@ -136,6 +139,13 @@ impl ApiKeys {
         self.keys.iter().fold(false, |found, key| {
             found | constant_time_eq(&key.secret, presented)
         })
+    }
+
+    /// Sets how many hosts share the store: each then allows its share of a key's request
+    /// quota.
+    pub(crate) fn set_hosts(&self, hosts: usize) {
+        self.hosts
+            .store(hosts, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Each tenant's quota of asynchronous calls running at once, by id.
@@ -176,6 +186,9 @@ impl ApiKeys {
         let index = found.ok_or_else(Error::unauthorized)?;
         let key = &self.keys[index];
         if let Some((quota, window)) = key.requests {
+            // Each host of several allows its share, rounded up.
+            let hosts = self.hosts.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            let quota = quota.div_ceil(hosts as u64);
             let now = Instant::now();
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             let (start, used) = windows.entry(index).or_insert((now, 0));

@@ -268,10 +268,11 @@ async fn fresh_isolates_are_prepared_before_their_invocations_and_used_once() {
         ages.push(value["age"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The first invocation loaded its module on arrival; the later ones found it loaded (at
-    // least the pause between them) before they came.
+    // The first invocation loaded its module on arrival; the later ones found it loaded well
+    // before they came (during the 200 ms pause between them; a loaded machine may take a
+    // while to get to it, so half the pause is enough: made on arrival, it would be ~0).
     assert!(
-        ages[1..].iter().all(|age| *age >= 150),
+        ages[1..].iter().all(|age| *age >= 100),
         "module ages at invocation: {ages:?}"
     );
 }

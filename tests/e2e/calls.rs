@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::harness::Server;
 
 /// Deploys a JavaScript function from a manifest with `limits`.
-fn deploy(server: &Server, name: &str, source: &str, limits: Value) {
+pub(crate) fn deploy(server: &Server, name: &str, source: &str, limits: Value) {
     let manifest = json!({ "files": { "index.js": source }, "limits": limits });
     let reply = server.put(
         &format!("/api/functions/{name}"),
@@ -22,14 +22,14 @@ fn deploy(server: &Server, name: &str, source: &str, limits: Value) {
 }
 
 /// Queues a call; returns its id.
-fn call(server: &Server, name: &str, payload: &str) -> String {
+pub(crate) fn call(server: &Server, name: &str, payload: &str) -> String {
     let reply = server.post(&format!("/api/functions/{name}/calls"), payload);
     assert_eq!(reply.status, 202, "{}", reply.text());
     reply.json()["call_id"].as_str().unwrap().to_owned()
 }
 
 /// All of `name`'s log lines, oldest first.
-fn all_log_lines(server: &Server, name: &str) -> Vec<String> {
+pub(crate) fn all_log_lines(server: &Server, name: &str) -> Vec<String> {
     server
         .get(&format!("/api/functions/{name}/logs?limit=10000"))
         .json()["logs"]

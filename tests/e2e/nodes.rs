@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 use std::time::Instant;
 
-use serde_json::Value;
 use serde_json::json;
 
+use crate::calls::all_log_lines;
+use crate::calls::call;
+use crate::calls::deploy;
 use crate::harness::Server;
 
 /// `count` servers on one new database of the tests' throw-away PostgreSQL server, each with a
@@ -133,35 +135,6 @@ fn served_everywhere(nodes: &[Server], name: &str, payload: &str) {
     }
 }
 
-/// Deploys a JavaScript function from a manifest with `limits`, on `node`.
-fn deploy_with_limits(node: &Server, name: &str, source: &str, limits: Value) {
-    let manifest = json!({ "files": { "index.js": source }, "limits": limits });
-    let reply = node.put(
-        &format!("/api/functions/{name}"),
-        "application/json",
-        manifest.to_string().as_bytes(),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.text());
-}
-
-/// Queues a call on `node`; its id.
-fn call(node: &Server, name: &str, payload: &str) -> String {
-    let reply = node.post(&format!("/api/functions/{name}/calls"), payload);
-    assert_eq!(reply.status, 202, "{}", reply.text());
-    reply.json()["call_id"].as_str().unwrap().to_owned()
-}
-
-/// All of `name`'s log lines, oldest first, as `node` reads them.
-fn all_log_lines(node: &Server, name: &str) -> Vec<String> {
-    node.get(&format!("/api/functions/{name}/logs?limit=10000"))
-        .json()["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|line| line["message"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// `node`'s name on the store, once it counts `count` live nodes.
 fn node_id_once_it_sees(node: &Server, count: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -197,13 +170,13 @@ fn runs(lines: &[String]) -> Vec<(String, String)> {
 fn a_thousand_calls_over_three_nodes_run_once_within_the_concurrency_in_order() {
     let (nodes, _dirs) = nodes(3);
     let ids: Vec<String> = nodes.iter().map(|n| node_id_once_it_sees(n, 3)).collect();
-    deploy_with_limits(
+    deploy(
         &nodes[0],
         "double",
         "export default (e) => { console.log('ran', e.n); return { n: e.n * 2 }; }",
         json!({ "concurrency": 4 }),
     );
-    deploy_with_limits(
+    deploy(
         &nodes[1],
         "one-by-one",
         "export default async (e) => { console.log('ran', e.n); await new Promise((r) => setTimeout(r, 2)); return e.n; }",
@@ -291,7 +264,7 @@ fn a_node_killed_mid_call_loses_no_call_and_its_started_ones_fail_as_restarted()
     let (mut nodes, _dirs) = nodes(3);
     let node_ids: Vec<String> = nodes.iter().map(|n| node_id_once_it_sees(n, 3)).collect();
     // Call 0 takes long: whichever node starts it is still running it when node A dies.
-    deploy_with_limits(
+    deploy(
         &nodes[0],
         "slow",
         "export default async (e) => {
@@ -357,4 +330,82 @@ fn a_node_killed_mid_call_loses_no_call_and_its_started_ones_fail_as_restarted()
         let count = lines.iter().filter(|l| **l == format!("ran {n}")).count();
         assert_eq!(count, 1, "call {n} ran {count} times");
     }
+}
+
+#[test]
+fn a_database_restart_under_load_loses_no_call_and_the_nodes_reconnect() {
+    let cluster = functions_test_postgres::Cluster::start();
+    let url = cluster.create_database();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Server> = dirs
+        .iter()
+        .map(|dir| Server::start_with(dir.path(), &["--store", &url], &[]))
+        .collect();
+    deploy(
+        &nodes[0],
+        "count",
+        "export default (e) => { console.log('ran', e.n); return e.n; }",
+        json!({ "concurrency": 4 }),
+    );
+    served_everywhere(&nodes, "count", r#"{"n":-1}"#);
+    let accepted = std::sync::Mutex::new(Vec::<(u64, String)>::new());
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let count = |list: &std::sync::Mutex<Vec<(u64, String)>>| list.lock().unwrap().len();
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let node = &nodes[n as usize % 2];
+                let reply = node.post("/api/functions/count/calls", &format!(r#"{{"n":{n}}}"#));
+                match reply.status {
+                    202 => {
+                        let id = reply.json()["call_id"].as_str().unwrap().to_owned();
+                        accepted.lock().unwrap().push((n, id));
+                    }
+                    // Refused cleanly while the database is down: a host error, worth a retry.
+                    503 => {
+                        assert_eq!(reply.json()["error"]["code"], "unavailable");
+                        assert_eq!(reply.header("x-functions-host-error"), Some("unavailable"));
+                        refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    status => panic!("call {n}: {status} {}", reply.text()),
+                }
+                // Synchronous invocations go on whatever the database does.
+                assert_eq!(node.post("/fn/count", r#"{"n":-1}"#).status, 200);
+                n += 1;
+            }
+        });
+        wait_until("calls accepted before", &|| count(&accepted) >= 50);
+        cluster.stop();
+        wait_until("calls refused while the database is down", &|| {
+            refused.load(std::sync::atomic::Ordering::SeqCst) > 0
+        });
+        cluster.start_server();
+        let before = count(&accepted);
+        wait_until("calls accepted after", &|| count(&accepted) >= before + 50);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // Every call accepted ran once, and its result is there.
+    let accepted = accepted.into_inner().unwrap();
+    for (n, id) in &accepted {
+        let reply = nodes[(*n as usize + 1) % 2].get(&format!("/api/calls/{id}?wait=120"));
+        assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+        assert_eq!(reply.json(), json!(n));
+    }
+    let lines = all_log_lines(&nodes[1], "count");
+    for (n, _) in &accepted {
+        let runs = lines.iter().filter(|l| **l == format!("ran {n}")).count();
+        assert_eq!(runs, 1, "call {n} ran {runs} times");
+    }
+    // Both nodes hear of changes again.
+    nodes[1].deploy("after", b"export default () => 'back'");
+    served_within(&nodes[0], "after", "back", Duration::from_secs(5));
 }

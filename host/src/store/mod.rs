@@ -646,9 +646,18 @@ pub trait Store: Send + Sync + 'static {
 /// out of connections), rather than that it refused or failed at what it was asked.
 pub fn is_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
+        let lost = |err: &tokio_postgres::Error| match err.code() {
+            // Connection exceptions (08) and the server stopping it (57: shutting down,
+            // crashed, starting up).
+            Some(state) => ["08", "57"]
+                .iter()
+                .any(|class| state.code().starts_with(class)),
+            // No SQL state: the connection failed or closed.
+            None => true,
+        };
         cause
             .downcast_ref::<tokio_postgres::Error>()
-            .is_some_and(|err| err.is_closed() || err.code().is_none())
+            .is_some_and(lost)
             || cause.is::<postgres::NoConnection>()
             || cause.is::<std::io::Error>()
     })

@@ -25,6 +25,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     server: Mutex<Option<Child>>,
+    /// Whether the server syncs its writes to disk (off for tests: a throw-away server need
+    /// not survive a power cut).
+    durable: bool,
 }
 
 /// The directory of the PostgreSQL programs: `FUNCTIONS_HOST_PG_BIN`, else the newest
@@ -110,9 +113,20 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// Creates a cluster in a new temporary directory and starts its server. The server is
-    /// killed when the cluster is dropped, or when the thread that started it ends.
+    /// Creates a cluster in a new temporary directory and starts its server, which does not
+    /// sync its writes to disk. The server is killed when the cluster is dropped, or when the
+    /// thread that started it ends.
     pub fn start() -> Self {
+        Self::create(false)
+    }
+
+    /// Like [`Cluster::start`], the server syncing its writes to disk as a production one does
+    /// (for benchmarks).
+    pub fn start_durable() -> Self {
+        Self::create(true)
+    }
+
+    fn create(durable: bool) -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("functions-host-pg-")
@@ -139,6 +153,7 @@ impl Cluster {
             dir,
             port: free_port(),
             server: Mutex::new(None),
+            durable,
         };
         cluster.start_server();
         cluster
@@ -203,7 +218,11 @@ impl Cluster {
             ])
             .arg("-k")
             .arg(self.dir.path())
-            .args(["-c", "fsync=off", "-c", "max_connections=300"])
+            .args(["-c", "max_connections=300"])
+            .args(match self.durable {
+                true => ["-c", "fsync=on"],
+                false => ["-c", "fsync=off"],
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file again"))
             .stderr(log)
