@@ -61,6 +61,8 @@ pub(crate) struct Dispatcher {
     wanted: Mutex<BTreeMap<String, bool>>,
     /// Calls this host holds per function: claimed, waiting for their turn or running.
     held: Mutex<HashMap<String, usize>>,
+    /// The ids of those calls.
+    holding: Mutex<std::collections::HashSet<String>>,
     /// Unclaimed calls per function, as last seen (synchronous invocations count them as
     /// waiting too).
     pending: Mutex<HashMap<String, usize>>,
@@ -92,6 +94,7 @@ impl Dispatcher {
             wake: tokio::sync::Notify::new(),
             wanted: Mutex::default(),
             held: Mutex::default(),
+            holding: Mutex::default(),
             pending: Mutex::default(),
             live_nodes: AtomicUsize::new(1),
             turns: Mutex::default(),
@@ -159,11 +162,12 @@ impl Dispatcher {
         self.started.notify_waiters();
     }
 
-    /// A call of `name` this host held is done (or given back): room for another.
-    fn release(&self, name: &str) {
+    /// Call `id` of `name` this host held is done (or given back): room for another.
+    fn release(&self, name: &str, id: &str) {
         if let Some(count) = lock(&self.held).get_mut(name) {
             *count = count.saturating_sub(1);
         }
+        lock(&self.holding).remove(id);
         self.want(name, false);
     }
 }
@@ -234,31 +238,56 @@ fn log_owner(inner: &Inner, call: &QueuedCall) -> Option<Arc<str>> {
     }
 }
 
-/// Starts the host's dispatching task (it ends with the host), after taking over the calls of
-/// the host's predecessors on the store.
+/// Starts the host's heartbeat and dispatching tasks (they end with the host), after taking
+/// over the calls of the host's predecessors on the store.
 pub(crate) async fn start(inner: &Arc<Inner>) -> Result<(), Error> {
+    heartbeat(inner).await.map_err(Error::store)?;
     take_over(inner).await.map_err(Error::store)?;
     let host = Arc::downgrade(inner);
-    let events = inner.store.events();
-    tokio::spawn(dispatch(host, events));
+    tokio::spawn(heartbeats(host.clone()));
+    tokio::spawn(dispatch(host, inner.store.events()));
     Ok(())
 }
 
-/// Renews this host's lease (learning how many hosts live, whose shares of the limits follow),
-/// and fails the running calls of hosts that died.
-async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
+/// Renews this host's lease, learning how many hosts live (whose shares of the limits follow).
+async fn heartbeat(inner: &Inner) -> anyhow::Result<()> {
     let dispatcher = &inner.dispatcher;
     let live = inner.store.heartbeat(&dispatcher.node).await?;
     dispatcher.live_nodes.store(live, Ordering::Relaxed);
     inner.api_keys.set_hosts(live);
-    for call in inner.store.reap_calls(&dispatcher.node).await? {
-        let err = Error::new(
-            ErrorKind::HostRestarted,
-            "host restarted: the call was running when its host stopped, and may have had \
-             effects, so it was not run again",
-        );
-        let owner = log_owner(inner, &call);
-        finish(inner, &call, owner.as_deref(), CallOutcome::Failed(err)).await;
+    Ok(())
+}
+
+/// The heartbeat task: a task of its own, so that nothing else this host does delays it past
+/// its lease.
+async fn heartbeats(host: Weak<Inner>) {
+    let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = host.upgrade() else { return };
+        if let Err(err) = heartbeat(&inner).await {
+            eprintln!("functions-host: renewing this host's lease on its calls: {err:#}");
+        }
+    }
+}
+
+/// Takes over the calls of hosts that died (failing their running calls, each in a task of its
+/// own) and gives back claims of this host's that it does not hold.
+async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let dispatcher = &inner.dispatcher;
+    let holding: Vec<String> = lock(&dispatcher.holding).iter().cloned().collect();
+    for call in inner.store.reap_calls(&dispatcher.node, &holding).await? {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let err = Error::new(
+                ErrorKind::HostRestarted,
+                "host restarted: the call was running when its host stopped, and may have had \
+                 effects, so it was not run again",
+            );
+            let owner = log_owner(&inner, &call);
+            finish(&inner, &call, owner.as_deref(), CallOutcome::Failed(err)).await;
+        });
     }
     Ok(())
 }
@@ -266,14 +295,14 @@ async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
 /// The dispatching task: claims calls whenever this host may have room for them and there
 /// may be some (woken by this host, by the store's events, and every [`HEARTBEAT_EVERY`]).
 async fn dispatch(host: Weak<Inner>, mut events: tokio::sync::broadcast::Receiver<StoreEvent>) {
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look_around = tokio::time::interval(HEARTBEAT_EVERY);
+    look_around.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let Some(inner) = host.upgrade() else { return };
         let mut look_everywhere = false;
         tokio::select! {
             () = inner.dispatcher.wake.notified() => {}
-            _ = heartbeat.tick() => look_everywhere = true,
+            _ = look_around.tick() => look_everywhere = true,
             event = events.recv() => match event {
                 Ok(StoreEvent::CallsWaiting { name }) => inner.dispatcher.want(&name, false),
                 Ok(StoreEvent::Missed) | Err(RecvError::Lagged(_)) => look_everywhere = true,
@@ -283,12 +312,15 @@ async fn dispatch(host: Weak<Inner>, mut events: tokio::sync::broadcast::Receive
         }
         if look_everywhere {
             if let Err(err) = take_over(&inner).await {
-                eprintln!("functions-host: renewing this host's lease on its calls: {err:#}");
+                eprintln!("functions-host: taking over the calls of hosts gone: {err:#}");
             }
-            match inner.store.functions_with_pending_calls().await {
-                Ok(names) => names
-                    .iter()
-                    .for_each(|name| inner.dispatcher.want(name, false)),
+            match inner.store.pending_calls().await {
+                Ok(pending) => {
+                    *lock(&inner.dispatcher.pending) = pending.iter().cloned().collect();
+                    for (name, _) in pending {
+                        inner.dispatcher.want(&name, false);
+                    }
+                }
                 Err(err) => eprintln!("functions-host: looking for calls: {err:#}"),
             }
         }
@@ -299,6 +331,20 @@ async fn dispatch(host: Weak<Inner>, mut events: tokio::sync::broadcast::Receive
     }
 }
 
+/// Whether this host should leave `name`'s calls alone for now: it has not loaded the function
+/// (deployed on another host a moment ago), which the store has. Calls of a function the store
+/// does not have either are claimed, to fail as not found.
+async fn not_loaded_yet(inner: &Inner, name: &str) -> bool {
+    if inner.registry.get(name).is_some() || !inner.store.shared() {
+        return false;
+    }
+    match inner.store.list().await {
+        Ok(functions) => functions.iter().any(|f| f.name == name),
+        // Tried again at the next look.
+        Err(_) => true,
+    }
+}
+
 /// Claims what this host has room for of each wanted function's calls, and starts them.
 async fn claim_wanted(inner: &Arc<Inner>) {
     let dispatcher = &inner.dispatcher;
@@ -306,6 +352,10 @@ async fn claim_wanted(inner: &Arc<Inner>) {
         .into_iter()
         .collect();
     for (name, added) in wanted {
+        if not_loaded_yet(inner, &name).await {
+            // Wanted again once this host serves it (every look around finds its calls).
+            continue;
+        }
         let concurrency = inner
             .registry
             .get(&name)
@@ -341,6 +391,7 @@ async fn claim_wanted(inner: &Arc<Inner>) {
             lock(&dispatcher.wanted).entry(name.clone()).or_default();
         }
         *lock(&dispatcher.held).entry(name.clone()).or_default() += claimed.calls.len();
+        lock(&dispatcher.holding).extend(claimed.calls.iter().map(|call| call.id.clone()));
         for call in claimed.calls {
             schedule(inner, call, concurrency);
         }
@@ -359,7 +410,7 @@ fn schedule(inner: &Arc<Inner>, call: QueuedCall, concurrency: usize) {
         let permit = ticket.await;
         inner.dispatcher.await_turn(&call.name, number).await;
         run(&inner, &call, permit).await;
-        inner.dispatcher.release(&call.name);
+        inner.dispatcher.release(&call.name, &call.id);
     });
 }
 

@@ -29,6 +29,34 @@ struct Write {
     stored: Option<oneshot::Sender<()>>,
 }
 
+/// Stores `lines`; those to try again later (the store could not take them for now). A batch
+/// the store refuses for good is stored function by function, so that only the lines it
+/// refuses are lost.
+async fn store_or_keep(store: &dyn Store, lines: Vec<LogLines>) -> Vec<LogLines> {
+    let err = match store.append_logs(lines.clone()).await {
+        Ok(()) => return Vec::new(),
+        Err(err) if crate::store::is_transient(&err) => return lines,
+        Err(err) if lines.len() == 1 => {
+            eprintln!("functions-host: storing log lines: {err:#}");
+            return Vec::new();
+        }
+        Err(err) => err,
+    };
+    eprintln!("functions-host: storing log lines: {err:#}; storing them function by function");
+    let mut kept = Vec::new();
+    for one in lines {
+        match store.append_logs(vec![one.clone()]).await {
+            Ok(()) => {}
+            Err(err) if crate::store::is_transient(&err) => kept.push(one),
+            Err(err) => eprintln!(
+                "functions-host: storing log lines of {}: {err:#}; they are dropped",
+                one.name
+            ),
+        }
+    }
+    kept
+}
+
 /// Adds `new` to `lines`, with the lines of its function and owner if there are some.
 fn merge(lines: &mut Vec<LogLines>, new: LogLines) {
     let same = |lines: &&mut LogLines| lines.name == new.name && lines.owner == new.owner;
@@ -89,14 +117,8 @@ impl LogWriter {
                     merge(&mut lines, new);
                     waiting.extend(stored);
                 }
-                if !lines.is_empty()
-                    && let Err(err) = store.append_logs(lines.clone()).await
-                {
-                    if crate::store::is_unreachable(&err) {
-                        unstored = keep_newest(lines);
-                    } else {
-                        eprintln!("functions-host: storing log lines: {err:#}");
-                    }
+                if !lines.is_empty() {
+                    unstored = keep_newest(store_or_keep(store.as_ref(), lines).await);
                 }
                 for stored in waiting {
                     let _ = stored.send(());

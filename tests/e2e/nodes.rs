@@ -92,6 +92,22 @@ fn a_deploy_on_one_node_is_served_by_every_node_within_a_second() {
     for node in [a, c] {
         served_within(node, "greet", "again", Duration::from_secs(1));
     }
+    // Calls made the moment a function is deployed run, though the other nodes (which claim
+    // some of them) have not loaded it yet.
+    deploy(
+        a,
+        "fresh",
+        "export default (e) => e.n",
+        json!({ "concurrency": 9 }),
+    );
+    let calls: Vec<String> = (0..30)
+        .map(|n| call(a, "fresh", &format!(r#"{{"n":{n}}}"#)))
+        .collect();
+    for (n, id) in calls.iter().enumerate() {
+        let reply = c.get(&format!("/api/calls/{id}?wait=60"));
+        assert_eq!(reply.status, 200, "call {n}: {}", reply.text());
+        assert_eq!(reply.json(), json!(n));
+    }
 }
 
 #[test]

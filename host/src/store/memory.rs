@@ -524,14 +524,17 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
-        let mut names: Vec<String> = (self.lock().calls.values())
+    async fn pending_calls(&self) -> StoreResult<Vec<(String, usize)>> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for call in self
+            .lock()
+            .calls
+            .values()
             .filter(|call| call.is_unclaimed())
-            .map(|call| call.call.name.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        {
+            *counts.entry(call.call.name.clone()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
     }
 
     async fn heartbeat(&self, _node: &str) -> StoreResult<usize> {
@@ -539,11 +542,17 @@ impl Store for MemoryStore {
         Ok(1)
     }
 
-    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
+    async fn reap_calls(&self, node: &str, holding: &[String]) -> StoreResult<Vec<QueuedCall>> {
         // Only one host uses a store in memory: any other is gone.
         let mut adopted = Vec::new();
         for call in self.lock().calls.values_mut() {
-            if call.node.as_deref().is_none_or(|other| other == node) {
+            let Some(host) = call.node.as_deref() else {
+                continue;
+            };
+            if host == node {
+                if call.state == CallState::Pending && !holding.contains(&call.call.id) {
+                    call.node = None;
+                }
                 continue;
             }
             match call.state {

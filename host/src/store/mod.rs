@@ -619,8 +619,8 @@ pub trait Store: Send + Sync + 'static {
     /// `tenant`, only a call that tenant made is found (any other is [`Fetched::Unknown`]).
     async fn fetch_call(&self, id: &str, tenant: Option<&str>) -> StoreResult<Fetched>;
 
-    /// The functions that have calls nobody has claimed.
-    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>>;
+    /// The functions that have calls nobody has claimed, with how many.
+    async fn pending_calls(&self) -> StoreResult<Vec<(String, usize)>>;
 
     /// Renews host `node`'s lease on the calls it claimed; how many hosts hold a live lease
     /// (this one included).
@@ -629,8 +629,9 @@ pub trait Store: Send + Sync + 'static {
     /// Takes over from the hosts whose lease ran out ([`NODE_LEASE`]; with a store only one
     /// host uses, every host but `node`): their claimed calls are pending again, and their
     /// running calls become `node`'s, returned for `node` to fail (they may have had effects,
-    /// so they never run again).
-    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>>;
+    /// so they never run again). Calls `node` claimed and has not started but does not hold
+    /// (not in `holding`: a claim whose answer was lost) are pending again too.
+    async fn reap_calls(&self, node: &str, holding: &[String]) -> StoreResult<Vec<QueuedCall>>;
 
     /// What the store changes from now on (with a shared store, what any host on it changes).
     fn events(&self) -> broadcast::Receiver<StoreEvent>;
@@ -661,6 +662,19 @@ pub fn is_unreachable(err: &anyhow::Error) -> bool {
             || cause.is::<postgres::NoConnection>()
             || cause.is::<std::io::Error>()
     })
+}
+
+/// Whether the same request may well succeed if tried again: the store is unreachable
+/// ([`is_unreachable`]), or the database gave up on a transaction that waited for another
+/// (a deadlock, a serialization failure).
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    is_unreachable(err)
+        || err.chain().any(|cause| {
+            cause
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code)
+                .is_some_and(|state| ["40P01", "40001"].contains(&state.code()))
+        })
 }
 
 /// Unix milliseconds of `time`.
@@ -950,8 +964,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The ids of the calls `node` claims.
+    /// The ids of the calls `node` claims (with a fresh lease: only a live host claims).
     async fn claimed(store: &dyn Store, node: &str, concurrency: usize, max: usize) -> Vec<String> {
+        store.heartbeat(node).await.unwrap();
         let claimed = store
             .claim_calls(claim(node, concurrency, max))
             .await
@@ -984,10 +999,15 @@ pub(crate) mod tests {
                 Queued::Full,
                 "{backend}: three wait already"
             );
-            assert_eq!(store.functions_with_pending_calls().await.unwrap(), ["f"]);
+            assert_eq!(
+                store.pending_calls().await.unwrap(),
+                [("f".to_owned(), 3)],
+                "{backend}"
+            );
             // One for the first host, whose share is one; the second takes what is left of
             // the concurrency of two, however much it asks for.
             assert_eq!(claimed(store, "n1", 2, 1).await, ["a"], "{backend}");
+            store.heartbeat("n2").await.unwrap();
             let second = store.claim_calls(claim("n2", 2, 5)).await.unwrap();
             assert_eq!(second.calls, [call("b")], "{backend}");
             assert_eq!(second.pending, 1);
@@ -1035,13 +1055,7 @@ pub(crate) mod tests {
             assert_eq!(store.fetch_call("a", None).await.unwrap(), Fetched::Unknown);
             // Room again: the last one is claimed.
             assert_eq!(claimed(store, "n2", 2, 5).await, ["c"], "{backend}");
-            assert!(
-                store
-                    .functions_with_pending_calls()
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
+            assert!(store.pending_calls().await.unwrap().is_empty());
             // A failure comes back as the error it was.
             let failure =
                 crate::Error::new(crate::ErrorKind::TimeLimit, "too slow").with("line", 3);
@@ -1073,12 +1087,23 @@ pub(crate) mod tests {
             }
             assert_eq!(claimed(store, "old", 5, 2).await, ["a", "b"]);
             assert!(store.start_call("a", "old").await.unwrap());
-            let adopted = store.reap_calls("new").await.unwrap();
+            let adopted = store.reap_calls("new", &[]).await.unwrap();
             assert_eq!(adopted, [call("a")], "{backend}: the running one");
             // The claimed one is pending again, ahead of the rest.
             assert_eq!(claimed(store, "new", 5, 5).await, ["b", "c"], "{backend}");
             assert!(!store.start_call("b", "old").await.unwrap(), "{backend}");
-            assert!(store.reap_calls("new").await.unwrap().is_empty());
+            let holding = ["b".to_owned(), "c".to_owned()];
+            assert!(store.reap_calls("new", &holding).await.unwrap().is_empty());
+            assert!(claimed(store, "other", 5, 5).await.is_empty(), "{backend}");
+            // A claim "new" does not hold (its answer was lost on the way) is given back.
+            assert!(
+                store
+                    .reap_calls("new", &holding[..1])
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(claimed(store, "other", 5, 5).await, ["c"], "{backend}");
             // The old host can no longer store an outcome; the new one can.
             let outcome = finished("late");
             store

@@ -599,11 +599,8 @@ impl PostgresStore {
     }
 }
 
-/// Removes the blobs no version refers to any more.
+/// Removes the blobs no version refers to any more (with the exclusive blob lock held).
 async fn collect_blobs(client: &impl GenericClient) -> StoreResult<()> {
-    client
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&BLOB_LOCK])
-        .await?;
     client
         .execute(
             "DELETE FROM blobs b WHERE NOT EXISTS (
@@ -619,11 +616,19 @@ async fn collect_blobs(client: &impl GenericClient) -> StoreResult<()> {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn deploy(&self, new: NewDeployment) -> StoreResult<Deployment> {
-        let now = unix_millis(std::time::SystemTime::now());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&BLOB_LOCK])
             .await?;
+        // The database's clock, not this node's: which deployment of a name is the later one
+        // must not depend on which node made it.
+        let now: i64 = tx
+            .query_one(
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
         // A new function's row first: deploys of one name, from any node, then take turns.
         let created = tx
             .execute(
@@ -771,6 +776,10 @@ impl Store for PostgresStore {
     async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Locks in a deploy's order (blobs, then the function's row), so the two never wait
+        // for each other in a circle.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BLOB_LOCK])
+            .await?;
         // Its versions, modules and logs go with it.
         let deleted = tx
             .execute(
@@ -873,7 +882,11 @@ impl Store for PostgresStore {
             let timestamps: Vec<i64> = entries.iter().map(|e| unix_millis(e.timestamp)).collect();
             let levels: Vec<&str> = entries.iter().map(|e| e.level).collect();
             let sources: Vec<&str> = entries.iter().map(|e| e.source.as_str()).collect();
-            let messages: Vec<&str> = entries.iter().map(|e| e.message.as_str()).collect();
+            // PostgreSQL's text holds no NUL: shown as U+FFFD, as invalid UTF-8 is.
+            let messages: Vec<String> = entries
+                .iter()
+                .map(|e| e.message.replace('\0', "\u{FFFD}"))
+                .collect();
             tx.execute(
                 "INSERT INTO logs (name, timestamp, level, source, message)
                  SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])",
@@ -973,16 +986,16 @@ impl Store for PostgresStore {
         postgres_calls::fetch(&self.client().await?, id, tenant).await
     }
 
-    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
-        postgres_calls::functions_with_pending(&self.client().await?).await
+    async fn pending_calls(&self) -> StoreResult<Vec<(String, usize)>> {
+        postgres_calls::pending(&self.client().await?).await
     }
 
     async fn heartbeat(&self, node: &str) -> StoreResult<usize> {
         postgres_calls::heartbeat(&self.client().await?, node).await
     }
 
-    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
-        postgres_calls::reap(&mut *self.client().await?, node).await
+    async fn reap_calls(&self, node: &str, holding: &[String]) -> StoreResult<Vec<QueuedCall>> {
+        postgres_calls::reap(&mut *self.client().await?, node, holding).await
     }
 
     fn events(&self) -> broadcast::Receiver<StoreEvent> {
@@ -1141,9 +1154,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_connection_is_announced_and_the_store_works_again_after() {
-        let cluster = tokio::task::spawn_blocking(functions_test_postgres::Cluster::start)
-            .await
-            .unwrap();
+        // Started on this test's thread, which the server lives no longer than.
+        let cluster = functions_test_postgres::Cluster::start();
         let url = cluster.create_database();
         let store = open(&url).await;
         let mut events = store.events();
@@ -1199,7 +1211,7 @@ mod tests {
         assert_eq!(a.claim_calls(claim).await.unwrap().calls.len(), 2);
         assert!(a.start_call("x", "a").await.unwrap());
         // A live host is left alone.
-        assert!(b.reap_calls("b").await.unwrap().is_empty());
+        assert!(b.reap_calls("b", &[]).await.unwrap().is_empty());
         let client = b.client().await.unwrap();
         client
             .execute(
@@ -1209,13 +1221,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.heartbeat("b").await.unwrap(), 1, "a is not live");
-        let adopted = b.reap_calls("b").await.unwrap();
+        let adopted = b.reap_calls("b", &[]).await.unwrap();
         assert_eq!(adopted.iter().map(|c| &*c.id).collect::<Vec<_>>(), ["x"]);
         assert!(
-            a.reap_calls("a").await.unwrap().is_empty(),
+            a.reap_calls("a", &[]).await.unwrap().is_empty(),
             "taken over once"
         );
         assert!(!a.start_call("y", "a").await.unwrap(), "y is no longer a's");
-        assert_eq!(b.functions_with_pending_calls().await.unwrap(), ["f"]);
+        assert_eq!(b.pending_calls().await.unwrap(), [("f".to_owned(), 2)]);
     }
 }

@@ -103,6 +103,19 @@ pub(super) async fn claim(
     claim: &Claim,
 ) -> StoreResult<Claimed> {
     let tx = client.transaction().await?;
+    // Only a host with a live lease claims: one taken for dead (its row gone) renews it first.
+    let live = tx
+        .query_opt(
+            "SELECT 1 FROM nodes WHERE id = $1 AND heartbeat_at > now() - $2::TEXT::INTERVAL",
+            &[&claim.node, &lease()],
+        )
+        .await?;
+    if live.is_none() {
+        return Ok(Claimed {
+            contended: true,
+            ..Claimed::default()
+        });
+    }
     let lane = tx
         .query_opt(
             "SELECT 1 FROM call_lanes WHERE name = $1 FOR UPDATE SKIP LOCKED",
@@ -200,8 +213,9 @@ pub(super) async fn claim(
         .try_get(0)?;
     claimed.pending = pending as usize;
     let in_flight = in_flight as usize + claimed.calls.len();
-    if claimed.pending > 0 && in_flight < claim.concurrency {
-        // Room this host did not take: the others may.
+    if claimed.pending > 0 && in_flight < claim.concurrency && claimed.calls.len() == claim.max {
+        // Room this host did not take (it took all it may): the others may. (Calls held back
+        // by their tenant's quota or order wait for a call to end, which tells everyone.)
         let event = StoreEvent::CallsWaiting {
             name: claim.name.clone(),
         };
@@ -406,17 +420,19 @@ pub(super) async fn fetch(
     })
 }
 
-/// The functions with calls nobody has claimed.
-pub(super) async fn functions_with_pending(
-    client: &impl GenericClient,
-) -> StoreResult<Vec<String>> {
+/// The functions with calls nobody has claimed, with how many.
+pub(super) async fn pending(client: &impl GenericClient) -> StoreResult<Vec<(String, usize)>> {
     let rows = client
         .query(
-            &format!("SELECT DISTINCT name FROM calls WHERE {UNCLAIMED} ORDER BY name"),
+            &format!(
+                "SELECT name, COUNT(*) FROM calls WHERE {UNCLAIMED} GROUP BY name ORDER BY name"
+            ),
             &[],
         )
         .await?;
-    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get::<_, i64>(1)? as usize)))
+        .collect()
 }
 
 /// Renews `node`'s lease; how many hosts hold a live one.
@@ -438,15 +454,28 @@ pub(super) async fn heartbeat(client: &impl GenericClient, node: &str) -> StoreR
     Ok(live.max(1) as usize)
 }
 
-/// Takes over from the hosts whose lease ran out: their claimed calls are pending again, their
-/// running calls become `node`'s (returned, in arrival order).
+/// Takes over from the hosts whose lease ran out (and from any whose row is gone): their
+/// claimed calls are pending again, their running calls become `node`'s (returned, in arrival
+/// order). `node`'s own claims not in `holding` are pending again.
 pub(super) async fn reap(
     client: &mut deadpool_postgres::ClientWrapper,
     node: &str,
+    holding: &[String],
 ) -> StoreResult<Vec<QueuedCall>> {
     let tx = client.transaction().await?;
+    let lost: Vec<String> = tx
+        .query(
+            "UPDATE calls SET node = NULL
+             WHERE state = 'pending' AND node = $1 AND NOT (id = ANY($2))
+             RETURNING name",
+            &[&node, &holding],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
     // Each dead host is taken over once: by the host that deletes its row.
-    let dead: Vec<String> = tx
+    let mut dead: Vec<String> = tx
         .query(
             "DELETE FROM nodes WHERE id IN (
                SELECT id FROM nodes WHERE heartbeat_at <= now() - $1::TEXT::INTERVAL AND id != $2
@@ -458,22 +487,41 @@ pub(super) async fn reap(
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
+    // Hosts with calls but no row: taken over before, then claimed once more before they died.
+    for row in tx
+        .query(
+            "SELECT DISTINCT node FROM calls
+             WHERE state IN ('pending', 'running') AND node IS NOT NULL AND node != $1
+               AND node NOT IN (SELECT id FROM nodes)",
+            &[&node],
+        )
+        .await?
+    {
+        dead.push(row.try_get(0)?);
+    }
+    let mut waiting = lost;
     if dead.is_empty() {
+        waiting.sort();
+        waiting.dedup();
+        for name in waiting {
+            notify(&tx, &StoreEvent::CallsWaiting { name }).await?;
+        }
+        tx.commit().await?;
         return Ok(Vec::new());
     }
-    let mut released: Vec<String> = tx
+    let released = tx
         .query(
             "UPDATE calls SET node = NULL WHERE state = 'pending' AND node = ANY($1)
              RETURNING name",
             &[&dead],
         )
-        .await?
-        .iter()
-        .map(|row| row.try_get(0))
-        .collect::<Result<_, _>>()?;
-    released.sort();
-    released.dedup();
-    for name in released {
+        .await?;
+    for row in released {
+        waiting.push(row.try_get(0)?);
+    }
+    waiting.sort();
+    waiting.dedup();
+    for name in waiting {
         notify(&tx, &StoreEvent::CallsWaiting { name }).await?;
     }
     let adopted = tx

@@ -760,13 +760,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn functions_with_pending_calls(&self) -> StoreResult<Vec<String>> {
+    async fn pending_calls(&self) -> StoreResult<Vec<(String, usize)>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT DISTINCT name FROM calls WHERE state = 'pending' AND node IS NULL
-                 ORDER BY name",
+                "SELECT name, COUNT(*) FROM calls WHERE state = 'pending' AND node IS NULL
+                 GROUP BY name ORDER BY name",
             )?;
-            let rows = stmt.query_map([], |row| row.get(0))?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -777,9 +777,9 @@ impl Store for SqliteStore {
         Ok(1)
     }
 
-    async fn reap_calls(&self, node: &str) -> StoreResult<Vec<QueuedCall>> {
-        let node = node.to_owned();
-        self.write(move |conn| super::sqlite_calls::reap(conn, &node))
+    async fn reap_calls(&self, node: &str, holding: &[String]) -> StoreResult<Vec<QueuedCall>> {
+        let (node, holding) = (node.to_owned(), holding.to_vec());
+        self.write(move |conn| super::sqlite_calls::reap(conn, &node, &holding))
             .await
     }
 

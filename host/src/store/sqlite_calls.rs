@@ -166,13 +166,23 @@ pub(super) fn start(conn: &mut Connection, id: &str, node: &str) -> StoreResult<
 
 /// Takes over the calls of every host but `node` (one host at a time uses a data directory:
 /// any other was this directory's host before): claimed ones are pending again, running ones
-/// become `node`'s and are returned.
-pub(super) fn reap(conn: &mut Connection, node: &str) -> StoreResult<Vec<QueuedCall>> {
+/// become `node`'s and are returned. `node`'s own claims not in `holding` are pending again.
+pub(super) fn reap(
+    conn: &mut Connection,
+    node: &str,
+    holding: &[String],
+) -> StoreResult<Vec<QueuedCall>> {
     let tx = conn.transaction()?;
     tx.execute(
         "UPDATE calls SET node = NULL
          WHERE state = 'pending' AND node IS NOT NULL AND node != ?1",
         [node],
+    )?;
+    let holding = serde_json::to_string(holding)?;
+    tx.execute(
+        "UPDATE calls SET node = NULL
+         WHERE state = 'pending' AND node = ?1 AND id NOT IN (SELECT value FROM json_each(?2))",
+        [node, &holding],
     )?;
     let adopted = tx
         .prepare(
