@@ -73,7 +73,7 @@ fn nodes(
     let url = cluster.create_database();
     let nodes: Vec<Server> = dirs[..count]
         .iter()
-        .map(|dir| Server::start_with(dir.path(), &["--store", &url, "--workers", "2"], &[]))
+        .map(|dir| Server::start_with(dir.path(), &["--store", &url], &[]))
         .collect();
     let reply = nodes[0].put(
         "/api/functions/sleeper",
