@@ -59,10 +59,8 @@ pub(crate) struct Dispatcher {
     /// Functions that may have calls to claim, and whether this host just added one (then it
     /// claims even without room of its own, so that the others hear of room it leaves).
     wanted: Mutex<BTreeMap<String, bool>>,
-    /// Calls this host holds per function: claimed, waiting for their turn or running.
-    held: Mutex<HashMap<String, usize>>,
-    /// The ids of those calls.
-    holding: Mutex<std::collections::HashSet<String>>,
+    /// The calls this host holds (claimed, waiting for their turn or running): id to function.
+    holding: Mutex<HashMap<String, String>>,
     /// Unclaimed calls per function, as last seen (synchronous invocations count them as
     /// waiting too).
     pending: Mutex<HashMap<String, usize>>,
@@ -93,7 +91,6 @@ impl Dispatcher {
             }),
             wake: tokio::sync::Notify::new(),
             wanted: Mutex::default(),
-            held: Mutex::default(),
             holding: Mutex::default(),
             pending: Mutex::default(),
             live_nodes: AtomicUsize::new(1),
@@ -164,9 +161,6 @@ impl Dispatcher {
 
     /// Call `id` of `name` this host held is done (or given back): room for another.
     fn release(&self, name: &str, id: &str) {
-        if let Some(count) = lock(&self.held).get_mut(name) {
-            *count = count.saturating_sub(1);
-        }
         lock(&self.holding).remove(id);
         self.want(name, false);
     }
@@ -276,7 +270,7 @@ async fn heartbeats(host: Weak<Inner>) {
 /// own) and gives back claims of this host's that it does not hold.
 async fn take_over(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let dispatcher = &inner.dispatcher;
-    let holding: Vec<String> = lock(&dispatcher.holding).iter().cloned().collect();
+    let holding: Vec<String> = lock(&dispatcher.holding).keys().cloned().collect();
     for call in inner.store.reap_calls(&dispatcher.node, &holding).await? {
         let inner = inner.clone();
         tokio::spawn(async move {
@@ -360,7 +354,9 @@ async fn claim_wanted(inner: &Arc<Inner>) {
             .registry
             .get(&name)
             .map_or(1, |deployed| deployed.concurrency);
-        let held = lock(&dispatcher.held).get(&name).copied().unwrap_or(0);
+        let held = (lock(&dispatcher.holding).values())
+            .filter(|function| **function == name)
+            .count();
         let room = dispatcher.share(concurrency).saturating_sub(held);
         if room == 0 && !added {
             // Woken again when one of its calls here ends.
@@ -390,8 +386,8 @@ async fn claim_wanted(inner: &Arc<Inner>) {
             // older call of its tenant) may be gone by then.
             lock(&dispatcher.wanted).entry(name.clone()).or_default();
         }
-        *lock(&dispatcher.held).entry(name.clone()).or_default() += claimed.calls.len();
-        lock(&dispatcher.holding).extend(claimed.calls.iter().map(|call| call.id.clone()));
+        lock(&dispatcher.holding)
+            .extend((claimed.calls.iter()).map(|call| (call.id.clone(), call.name.clone())));
         for call in claimed.calls {
             schedule(inner, call, concurrency);
         }

@@ -61,6 +61,19 @@ fn ids_of(lines: &[String], step: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that a function's lifecycle lines never show more than `max` calls running at once.
+pub(crate) fn assert_at_most_running(lines: &[String], max: usize) {
+    let mut running = 0usize;
+    for line in lines {
+        if line.starts_with("RUNNING ") {
+            running += 1;
+            assert!(running <= max, "{running} calls running at once");
+        } else if line.starts_with("FINISHED ") || line.starts_with("FAILED ") {
+            running -= 1;
+        }
+    }
+}
+
 /// Asserts `logged` is `expected`, saying where they part (the lists are long).
 fn assert_same_order(logged: &[String], expected: &[String], step: &str) {
     let parted = logged.iter().zip(expected).position(|(a, b)| a != b);
@@ -108,15 +121,7 @@ fn a_thousand_calls_with_concurrency_four_run_once_in_order() {
     assert_eq!(ids_of(&lines, "FINISHED").len(), 1000);
     assert!(!ids_of(&lines, "PENDING").is_empty(), "none had to wait");
     // Never more than four at once.
-    let mut running = 0usize;
-    for line in &lines {
-        if line.starts_with("RUNNING ") {
-            running += 1;
-            assert!(running <= 4, "{running} calls running at once");
-        } else if line.starts_with("FINISHED ") || line.starts_with("FAILED ") {
-            running -= 1;
-        }
-    }
+    assert_at_most_running(&lines, 4);
     let first = lines.iter().find(|l| l.starts_with("CALL ")).unwrap();
     assert!(first.ends_with(r#"{"n":0}"#), "{first}");
     let finished = lines

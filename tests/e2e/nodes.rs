@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::calls::all_log_lines;
+use crate::calls::assert_at_most_running;
 use crate::calls::call;
 use crate::calls::deploy;
 use crate::harness::Server;
@@ -15,11 +16,15 @@ use crate::harness::Server;
 /// `count` servers on one new database of the tests' throw-away PostgreSQL server, each with a
 /// data directory of its own.
 fn nodes(count: usize) -> (Vec<Server>, Vec<tempfile::TempDir>) {
-    let url = functions_test_postgres::database();
+    nodes_on(&functions_test_postgres::database(), count)
+}
+
+/// `count` servers on the database at `url`, each with a data directory of its own.
+fn nodes_on(url: &str, count: usize) -> (Vec<Server>, Vec<tempfile::TempDir>) {
     let dirs: Vec<_> = (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
     let servers = dirs
         .iter()
-        .map(|dir| Server::start_with(dir.path(), &["--store", &url], &[]))
+        .map(|dir| Server::start_with(dir.path(), &["--store", url], &[]))
         .collect();
     (servers, dirs)
 }
@@ -238,15 +243,7 @@ fn a_thousand_calls_over_three_nodes_run_once_within_the_concurrency_in_order() 
     assert_eq!(ran.len(), 1000, "every call ran");
     assert!(ran.values().all(|count| *count == 1), "each exactly once");
     // Never more than four at once, on all nodes together.
-    let mut running = 0usize;
-    for line in &lines {
-        if line.starts_with("RUNNING ") {
-            running += 1;
-            assert!(running <= 4, "{running} calls running at once");
-        } else if line.starts_with("FINISHED ") || line.starts_with("FAILED ") {
-            running -= 1;
-        }
-    }
+    assert_at_most_running(&lines, 4);
     // Every node ran some, each in arrival order.
     let order: HashMap<&str, usize> = calls
         .iter()
@@ -352,11 +349,7 @@ fn a_node_killed_mid_call_loses_no_call_and_its_started_ones_fail_as_restarted()
 fn a_database_restart_under_load_loses_no_call_and_the_nodes_reconnect() {
     let cluster = functions_test_postgres::Cluster::start();
     let url = cluster.create_database();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<Server> = dirs
-        .iter()
-        .map(|dir| Server::start_with(dir.path(), &["--store", &url], &[]))
-        .collect();
+    let (nodes, _dirs) = nodes_on(&url, 2);
     deploy(
         &nodes[0],
         "count",
