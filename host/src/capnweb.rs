@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::Caller;
 use crate::Error;
 use crate::Host;
+use crate::metrics::Via;
 use crate::store::LogEntry;
 
 /// How a capnweb client talks to the host.
@@ -127,7 +128,9 @@ impl Host {
             let permit = ticket.await;
             let outcome = inner.engine.serve(&deployed.function, session).await;
             // Failures reached the client (an abort message); the function's logs have them too.
-            let _ = inner.record(&deployed, outcome, permit).await;
+            let _ = inner
+                .record(&deployed, outcome, permit, Via::Invocation)
+                .await;
             let _ = done.send(());
         });
         Ok(CapnwebSession {

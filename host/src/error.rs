@@ -205,21 +205,26 @@ impl Error {
     }
 }
 
+/// What kind of error an invocation that produced no response is.
+pub(crate) fn kind_of(err: &InvokeError) -> ErrorKind {
+    match err {
+        InvokeError::Threw { .. } | InvokeError::Compile(_) | InvokeError::Exited { .. } => {
+            ErrorKind::FunctionError
+        }
+        InvokeError::TimeLimit { .. } => ErrorKind::TimeLimit,
+        InvokeError::MemoryLimit { .. } => ErrorKind::MemoryLimit,
+        InvokeError::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
+        InvokeError::Hung => ErrorKind::FunctionHung,
+        InvokeError::Cancelled { .. } => ErrorKind::Cancelled,
+        InvokeError::EngineStopped => ErrorKind::Unavailable,
+        InvokeError::WorkerFailed => ErrorKind::Internal,
+    }
+}
+
 impl From<InvokeError> for Error {
     /// An invocation that produced no response.
     fn from(err: InvokeError) -> Self {
-        let kind = match &err {
-            InvokeError::Threw { .. } | InvokeError::Compile(_) | InvokeError::Exited { .. } => {
-                ErrorKind::FunctionError
-            }
-            InvokeError::TimeLimit { .. } => ErrorKind::TimeLimit,
-            InvokeError::MemoryLimit { .. } => ErrorKind::MemoryLimit,
-            InvokeError::OutputTooLarge { .. } => ErrorKind::OutputTooLarge,
-            InvokeError::Hung => ErrorKind::FunctionHung,
-            InvokeError::Cancelled { .. } => ErrorKind::Cancelled,
-            InvokeError::EngineStopped => ErrorKind::Unavailable,
-            InvokeError::WorkerFailed => ErrorKind::Internal,
-        };
+        let kind = kind_of(&err);
         match err {
             InvokeError::Threw { message, stack } => Self::new(kind, message).with("stack", stack),
             InvokeError::Compile(err) => Self::new(kind, err.to_string())

@@ -16,6 +16,7 @@ use crate::ErrorKind;
 use crate::Inner;
 use crate::MAX_PAYLOAD_BYTES;
 use crate::lanes::Ticket;
+use crate::metrics::Via;
 use crate::registry::Deployed;
 use crate::store::CallResult;
 use crate::store::LogEntry;
@@ -85,9 +86,25 @@ impl Inner {
         if self.lanes.waiting(name) + self.dispatcher.pending(name) >= self.max_queued {
             return Err(Error::queue_full(name, self.max_queued));
         }
+        let metrics = self.metrics.clone();
+        let owned = name.to_owned();
         Ok(self
             .lanes
-            .enqueue(name, self.dispatcher.share(deployed.concurrency)))
+            .enqueue(name, self.dispatcher.share(deployed.concurrency))
+            .on_turn(move |waited| metrics.waited(&owned, Via::Invocation, waited)))
+    }
+
+    /// Counts an invocation of `deployed` refused before it ran (with `err`), and returns `err`.
+    pub(crate) fn refused(&self, deployed: &Deployed, err: Error) -> Error {
+        let name = deployed.function.name();
+        (self.metrics).invoked(
+            name,
+            deployed.language,
+            Via::Invocation,
+            err.kind().code(),
+            None,
+        );
+        err
     }
 
     /// Runs one invocation with `controls`, holding `permit` (a place in line, kept until a
@@ -99,12 +116,13 @@ impl Inner {
         request: functions_runtime::Request,
         controls: Controls,
         permit: impl Send + 'static,
+        via: Via,
     ) -> Result<functions_runtime::Response, Error> {
         let outcome = self
             .engine
             .invoke_with(&deployed.function, request, controls)
             .await;
-        self.record(deployed, outcome, permit).await
+        self.record(deployed, outcome, permit, via).await
     }
 
     /// Stores an invocation's console output (and, when it runs on after its response, its
@@ -115,12 +133,14 @@ impl Inner {
         deployed: &Deployed,
         outcome: functions_runtime::Outcome,
         permit: impl Send + 'static,
+        via: Via,
     ) -> Result<functions_runtime::Response, Error> {
         let (logs, result) = self.outcome_logs(
             deployed,
             outcome,
             permit,
             &tokio::runtime::Handle::current(),
+            via,
         );
         self.logs
             .write(deployed.function.name(), deployed.owner.as_deref(), logs)
@@ -137,7 +157,7 @@ impl Inner {
         permit: impl Send + 'static,
         runtime: &tokio::runtime::Handle,
     ) {
-        let (logs, _) = self.outcome_logs(deployed, outcome, permit, runtime);
+        let (logs, _) = self.outcome_logs(deployed, outcome, permit, runtime, Via::Invocation);
         self.logs
             .submit(deployed.function.name(), deployed.owner.as_deref(), logs);
     }
@@ -150,8 +170,14 @@ impl Inner {
         outcome: functions_runtime::Outcome,
         permit: impl Send + 'static,
         runtime: &tokio::runtime::Handle,
+        via: Via,
     ) -> (Vec<LogEntry>, Result<functions_runtime::Response, Error>) {
         let (name, owner) = (deployed.function.name(), deployed.owner.clone());
+        let code = match &outcome.result {
+            Ok(_) => "ok",
+            Err(err) => crate::error::kind_of(err).code(),
+        };
+        (self.metrics).invoked(name, deployed.language, via, code, outcome.timing);
         let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
         if let Some(after_response) = outcome.after_response {
             // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are
@@ -186,9 +212,12 @@ pub(crate) async fn invoke(
     request: functions_runtime::Request,
 ) -> Result<functions_runtime::Response, Error> {
     if request.body.len() > MAX_PAYLOAD_BYTES {
-        return Err(Error::payload_too_large(MAX_PAYLOAD_BYTES));
+        return Err(inner.refused(deployed, Error::payload_too_large(MAX_PAYLOAD_BYTES)));
     }
-    let permit = inner.queue_ticket(deployed)?.await;
+    let ticket = inner
+        .queue_ticket(deployed)
+        .map_err(|err| inner.refused(deployed, err))?;
+    let permit = ticket.await;
     let cancel = Cancel::new();
     let controls = Controls {
         cancel: Some(cancel.clone()),
@@ -197,7 +226,7 @@ pub(crate) async fn invoke(
     let invocation = {
         let inner = inner.clone();
         let deployed = deployed.clone();
-        async move { inner.execute(&deployed, request, controls, permit).await }
+        async move { (inner.execute(&deployed, request, controls, permit, Via::Invocation)).await }
     };
     RunToEnd::new(invocation, cancel).await
 }

@@ -55,13 +55,21 @@ impl Lanes {
                 held: true,
             }),
             wait,
+            issued: std::time::Instant::now(),
+            on_turn: None,
         }
     }
 
     /// How many wait in `key`'s lane.
     pub fn waiting(&self, key: &str) -> usize {
-        self.lock().get(key).map_or(0, |lane| {
-            lane.waiting.iter().filter(|w| !w.is_closed()).count()
+        self.occupancy(key).1
+    }
+
+    /// How many hold a place in `key`'s lane, and how many wait.
+    pub fn occupancy(&self, key: &str) -> (usize, usize) {
+        self.lock().get(key).map_or((0, 0), |lane| {
+            let waiting = lane.waiting.iter().filter(|w| !w.is_closed()).count();
+            (lane.running, waiting)
         })
     }
 
@@ -109,6 +117,10 @@ pub struct Ticket {
     permit: Option<Permit>,
     /// Resolves at the ticket's turn; `None` when it had its turn at once.
     wait: Option<oneshot::Receiver<()>>,
+    /// When it was taken.
+    issued: std::time::Instant,
+    /// Told how long the ticket waited, at its turn.
+    on_turn: Option<Box<dyn FnOnce(std::time::Duration) + Send>>,
 }
 
 impl Ticket {
@@ -125,7 +137,22 @@ impl Ticket {
         if self.wait.is_some() {
             return Err(self);
         }
-        Ok(self.permit.take().expect("a ticket resolves once"))
+        Ok(self.turn())
+    }
+
+    /// Calls `report` with how long the ticket waited, at its turn (not if it is dropped
+    /// first).
+    pub fn on_turn(mut self, report: impl FnOnce(std::time::Duration) + Send + 'static) -> Self {
+        self.on_turn = Some(Box::new(report));
+        self
+    }
+
+    /// The permit, at the ticket's turn.
+    fn turn(&mut self) -> Permit {
+        if let Some(report) = self.on_turn.take() {
+            report(self.issued.elapsed());
+        }
+        self.permit.take().expect("a ticket resolves once")
     }
 }
 
@@ -138,7 +165,7 @@ impl Future for Ticket {
             let _ = std::task::ready!(Pin::new(wait).poll(cx));
             self.wait = None;
         }
-        Poll::Ready(self.permit.take().expect("a ticket resolves once"))
+        Poll::Ready(self.turn())
     }
 }
 

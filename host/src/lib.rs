@@ -34,6 +34,7 @@ mod follow;
 mod invoke;
 mod lanes;
 mod logs;
+mod metrics;
 mod python;
 mod registry;
 mod rpc;
@@ -60,6 +61,13 @@ pub use functions_runtime::EngineConfig;
 pub use functions_runtime::Request;
 pub use functions_runtime::Response;
 pub use invoke::Caller;
+pub use metrics::CallsNow;
+pub use metrics::Counts;
+pub use metrics::FunctionMetrics;
+pub use metrics::FunctionNow;
+pub use metrics::MetricsSummary;
+pub use metrics::Percentiles;
+pub use metrics::Sample;
 pub use python::PYODIDE_DIR_VARIABLE;
 pub use python::Progress as PyodideProgress;
 pub use python::PythonSetup;
@@ -125,6 +133,8 @@ pub(crate) struct Inner {
     draining: std::sync::atomic::AtomicBool,
     /// Functions this host is changing in the store and then in its registry.
     local_changes: follow::LocalChanges,
+    /// What the host counts and measures.
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// How to open a [`Host`]: [`Host::builder`], then settings, then [`HostBuilder::open`].
@@ -236,6 +246,8 @@ impl HostBuilder {
             }
             (None, None, None) => Arc::new(MemoryStore::new(store::DEFAULT_LOG_CAP_BYTES)),
         };
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store: Arc<dyn Store> = Arc::new(store::Timed::new(store, metrics.clone()));
         let python = python::Python::new(self.python.unwrap_or_else(|| {
             python_cache.map_or_else(PythonSetup::for_user, PythonSetup::from_env)
         }));
@@ -267,12 +279,14 @@ impl HostBuilder {
             public_url: RwLock::new(self.public_url.trim_end_matches('/').to_owned()),
             draining: Default::default(),
             local_changes: Default::default(),
+            metrics,
         });
         inner.engine.set_services(Arc::new(rpc::HostServices {
             inner: Arc::downgrade(&inner),
             runtime: tokio::runtime::Handle::current(),
         }));
         follow::spawn(&inner);
+        metrics::spawn_sampler(&inner);
         calls::start(&inner).await?;
         Ok(Host(inner))
     }

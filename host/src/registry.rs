@@ -37,6 +37,8 @@ pub(crate) struct Deployed {
     /// When the function was first deployed (Unix milliseconds): with its version, which
     /// deployment this is, even across a delete and a new first deploy under the name.
     pub created_at: i64,
+    /// The language it was deployed in.
+    pub language: crate::Language,
 }
 
 impl Deployed {
@@ -143,6 +145,7 @@ pub(crate) fn deployed_with(deployment: &Deployment, code: Code) -> Deployed {
         call_token: deployment.summary.call_token.as_str().into(),
         owner: deployment.summary.owner.as_deref().map(Into::into),
         created_at: deployment.summary.created_at,
+        language: deployment.summary.language,
     }
 }
 

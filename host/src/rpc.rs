@@ -19,6 +19,7 @@ use functions_runtime::Services;
 
 use crate::Inner;
 use crate::MAX_PAYLOAD_BYTES;
+use crate::metrics::Via;
 use crate::registry::Deployed;
 
 /// The host as the engine's [`Services`]: held weakly (the engine is the host's).
@@ -72,7 +73,9 @@ impl Services for HostServices {
                         () = session.abandoned() => return,
                     };
                     let outcome = inner.engine.serve(&deployed.function, session).await;
-                    let _ = inner.record(&deployed, outcome, permit).await;
+                    let _ = inner
+                        .record(&deployed, outcome, permit, Via::Invocation)
+                        .await;
                 });
                 None
             }
@@ -169,7 +172,7 @@ impl Inner {
         };
         let failed = |err: crate::Error| format!("{}: {}", hop.target, err.message());
         let response = self
-            .execute(&deployed, request, controls, permit)
+            .execute(&deployed, request, controls, permit, Via::Invocation)
             .await
             .map_err(failed)?;
         // The whole body, read as an asynchronous call's result is.

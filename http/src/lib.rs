@@ -22,9 +22,11 @@ mod body;
 mod calls;
 mod connection;
 mod cors;
+mod dashboard;
 mod error;
 mod invoke;
 mod local_only;
+mod metrics;
 mod routes;
 mod rpc;
 
@@ -400,6 +402,10 @@ async fn dispatch(
         Endpoint::RotateToken => api::rotate_token(state, view, name).await,
         Endpoint::Logs => api::logs(view, name, query, state.stopping.clone()).await,
         Endpoint::Result => calls::fetch(view, name, query_param(query, "wait").as_deref()).await,
+        Endpoint::Metrics => Ok(metrics::text(state, tenant.as_ref())),
+        Endpoint::MetricsSummary => Ok(metrics::summary(state, tenant.as_ref())),
+        Endpoint::Dashboard => Ok(dashboard::page()),
+        Endpoint::DashboardAsset => dashboard::asset(name),
     };
     result.unwrap_or_else(ApiError::into_response)
 }

@@ -36,6 +36,14 @@ pub(crate) enum Endpoint {
     Logs,
     /// `GET /api/calls/{call_id}`
     Result,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// `GET /api/metrics`: the dashboard's JSON.
+    MetricsSummary,
+    /// `GET /`: the dashboard's page.
+    Dashboard,
+    /// `GET /dashboard/{file}`: the dashboard's script and style.
+    DashboardAsset,
 }
 
 /// Which methods a route takes.
@@ -122,6 +130,15 @@ pub(crate) const ROUTES: &[Route] = &[
         &[(Method::GET, Endpoint::Logs)],
     ),
     keyed("/api/calls/{call_id}", &[(Method::GET, Endpoint::Result)]),
+    keyed("/api/metrics", &[(Method::GET, Endpoint::MetricsSummary)]),
+    keyed("/metrics", &[(Method::GET, Endpoint::Metrics)]),
+    // The page holds no data: what it shows comes from /api, with a key when the server has
+    // keys (the page asks for it).
+    open("/", Methods::Only(&[(Method::GET, Endpoint::Dashboard)])),
+    open(
+        "/dashboard/{file}",
+        Methods::Only(&[(Method::GET, Endpoint::DashboardAsset)]),
+    ),
 ];
 
 /// A request's route: its endpoint, whether it needs a key, and the values of the template's
@@ -262,12 +279,25 @@ mod tests {
         );
         assert!(!find(&Method::GET, "/api/openapi.json").unwrap().keyed);
         assert!(find(&Method::GET, "/api/functions").unwrap().keyed);
+        assert_eq!(found(Method::GET, "/"), Ok((Dashboard, vec![])));
+        assert!(!find(&Method::GET, "/").unwrap().keyed);
+        assert_eq!(
+            found(Method::GET, "/dashboard/app.js"),
+            Ok((DashboardAsset, vec!["app.js"]))
+        );
+        assert!(find(&Method::GET, "/metrics").unwrap().keyed);
+        assert!(find(&Method::GET, "/api/metrics").unwrap().keyed);
     }
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
-        assert_eq!(found(Method::GET, "/"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(found(Method::GET, "/x"), Err(StatusCode::NOT_FOUND));
         assert_eq!(found(Method::GET, "/fn"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(found(Method::GET, "/dashboard"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            found(Method::POST, "/"),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
         assert_eq!(
             found(Method::GET, "/fn//x"),
             Ok((Endpoint::Invoke, vec![""]))

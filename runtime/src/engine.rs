@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::task::Context;
 use std::task::Poll;
+use std::time::Duration;
+use std::time::Instant;
 
 use functions_types::ConsoleOutput;
 use functions_types::LogLine;
@@ -250,6 +252,9 @@ pub struct Outcome {
     /// When the function still runs after its response (streaming its body, or finishing
     /// `ctx.waitUntil` work): resolves once it is done.
     pub after_response: Option<AfterResponse>,
+    /// How long it took to start and to respond; `None` when it never started (it failed to
+    /// load, was cancelled first, or the engine stopped).
+    pub timing: Option<Timing>,
 }
 
 impl Outcome {
@@ -259,6 +264,33 @@ impl Outcome {
             logs: output.lines,
             dropped_log_lines: output.dropped,
             after_response: None,
+            timing: None,
+        }
+    }
+}
+
+/// Where an invocation's time went inside the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// From the engine receiving it to its isolate (or WebAssembly instance) being ready to run
+    /// the handler: a wait for a place under the cap on isolates, and creating the isolate and
+    /// loading the module (or restoring a snapshot, or instantiating) unless one was ready.
+    pub start: Duration,
+    /// From then until the handler responded (or failed).
+    pub run: Duration,
+    /// Whether it ran on an isolate prepared ahead or kept warm (a pool hit), rather than one
+    /// made for it on the request's path. WebAssembly instances are always made for it.
+    pub ready: bool,
+}
+
+impl Timing {
+    /// The timing of an invocation received at `received` whose isolate (or instance) was ready
+    /// at `started`, measured now.
+    pub(crate) fn since(received: Instant, started: Instant, ready: bool) -> Self {
+        Self {
+            start: started.saturating_duration_since(received),
+            run: started.elapsed(),
+            ready,
         }
     }
 }
@@ -404,6 +436,13 @@ impl Engine {
     #[cfg(feature = "js")]
     pub fn workers(&self) -> usize {
         self.pool.workers()
+    }
+
+    /// V8 isolates alive in this process, of every engine in it: running invocations, prepared
+    /// ahead, kept warm, or waiting to be torn down.
+    #[cfg(feature = "js")]
+    pub fn live_isolates(&self) -> usize {
+        crate::isolate::LIVE_ISOLATES.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Boots a Python function ([`Function::python`]) and makes the memory snapshot its

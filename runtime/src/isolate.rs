@@ -80,6 +80,11 @@ impl Drop for Entered {
     }
 }
 
+/// V8 isolates alive in this process (every [`Runtime`]: prepared, running, kept warm, or
+/// waiting to be torn down).
+pub(crate) static LIVE_ISOLATES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 /// A `JsRuntime` that stays exited except while it is used, and is entered again to be dropped.
 pub(crate) struct Runtime {
     js: ManuallyDrop<JsRuntime>,
@@ -114,6 +119,7 @@ impl Runtime {
             ..Default::default()
         });
         let internals = take_internals(&mut js);
+        LIVE_ISOLATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the isolate is alive; the pointer is only used while `js` is.
         let raw = unsafe { js.v8_isolate().as_raw_isolate_ptr() };
         // Created entered: exited until used (see the module docs).
@@ -143,6 +149,7 @@ impl Drop for Runtime {
         unsafe { v8::Isolate::from_raw_isolate_ptr(self.raw).enter() };
         // SAFETY: not used again.
         unsafe { ManuallyDrop::drop(&mut self.js) };
+        LIVE_ISOLATES.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

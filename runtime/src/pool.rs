@@ -54,6 +54,8 @@ pub(crate) struct Job {
     pub claimed: bool,
     /// The session it serves, when it is a call through a binding.
     pub session: Option<RpcSession>,
+    /// When the engine received it.
+    pub received: std::time::Instant,
 }
 
 /// Work for a worker thread.
@@ -398,6 +400,7 @@ impl Pool {
             admitted: Admitted(None),
             claimed: false,
             session,
+            received: std::time::Instant::now(),
         });
         if nested {
             self.shared.route(job);

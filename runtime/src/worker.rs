@@ -34,6 +34,7 @@ use crate::engine::AfterResponse;
 use crate::engine::Controls;
 use crate::engine::Finished;
 use crate::engine::Outcome;
+use crate::engine::Timing;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::function::Isolation;
@@ -325,6 +326,7 @@ impl Worker {
             admitted,
             claimed,
             session,
+            received,
         } = *job;
         if self.panic_on_function.as_deref() == Some(function.name()) {
             panic!(
@@ -356,6 +358,7 @@ impl Worker {
         // freed (or prepared) while the job was on its way.
         let claimed = claimed || self.shared.prepared.claim_at(&function, self.index);
         let prepared = claimed.then(|| self.take(&function)).flatten();
+        let ready = prepared.is_some();
         let (mut isolate, budget) = match prepared {
             Some(isolate) => (isolate, Budget::new(limits)),
             None => {
@@ -419,18 +422,23 @@ impl Worker {
             session,
             connector: self.connector(),
         };
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             result = respond(&mut isolate, request, rpc, budget) => result,
             reason = cancelled(&cancel, &mut reply) => Err(reason),
         };
+        let timing = Some(Timing::since(received, started, ready));
         let failed = match result {
             Err(err) => {
                 fail(&err);
-                let _ = reply.send(Outcome::new(Err(err), isolate.take_console_output()));
+                let mut outcome = Outcome::new(Err(err), isolate.take_console_output());
+                outcome.timing = timing;
+                let _ = reply.send(outcome);
                 true
             }
             Ok((response, None)) => {
-                let outcome = Outcome::new(Ok(response), isolate.take_console_output());
+                let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
+                outcome.timing = timing;
                 let _ = reply.send(outcome);
                 false
             }
@@ -438,6 +446,7 @@ impl Worker {
                 let (done, after_response) = AfterResponse::channel();
                 let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
                 outcome.after_response = Some(after_response);
+                outcome.timing = timing;
                 let _ = reply.send(outcome);
                 let error = finish(&mut isolate, tail).await;
                 let failed = error.is_some();
@@ -490,6 +499,7 @@ impl Worker {
             admitted: crate::pool::Admitted(None),
             claimed: false,
             session: Some(session),
+            received: std::time::Instant::now(),
         });
         if let Some(job) = self.shared.route_from(job, self.index) {
             self.start(Task::Invoke(job));

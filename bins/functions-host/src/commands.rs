@@ -245,49 +245,65 @@ fn binding_of(pair: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
+impl DeployArgs {
+    /// The function's name and its manifest (as the HTTP API takes it): the code at the path
+    /// (a guest's source built with its toolchain first), with the env, bindings, permissions,
+    /// limits and isolation of the flags.
+    pub fn manifest(&self) -> anyhow::Result<(String, serde_json::Value)> {
+        let args = self;
+        let mut manifest = code_manifest(
+            &args.path,
+            args.lang.as_deref(),
+            args.entry.as_deref(),
+            args.executor.as_deref(),
+        )?;
+        let name = match &args.name {
+            Some(name) => name.clone(),
+            None => default_name(&args.path)?,
+        };
+        for pair in &args.env {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
+            manifest.env.insert(key.to_owned(), value.to_owned());
+        }
+        manifest.allow_net = args.allow_net.clone();
+        for pair in &args.bind {
+            let (binding, function) = binding_of(pair)?;
+            manifest.bindings.insert(
+                binding.to_owned(),
+                serde_json::json!({ "function": function }),
+            );
+        }
+        manifest.isolation = args.isolation.clone();
+        let mut limits = serde_json::Map::new();
+        for pair in &args.limits {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--limit {pair:?} is not KEY=VALUE"))?;
+            let value: u64 = value
+                .parse()
+                .with_context(|| format!("--limit {pair:?}: the value is not a whole number"))?;
+            limits.insert(key.to_owned(), value.into());
+        }
+        if args.private {
+            manifest.public = Some(false);
+        }
+        // Limits go as the user wrote them, so that the server names an unknown one.
+        let mut manifest = serde_json::to_value(&manifest)?;
+        manifest["limits"] = limits.into();
+        Ok((name, manifest))
+    }
+
+    /// The function's entry module, or its directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// `deploy PATH`: sends a manifest with the files, env, bindings, permissions and isolation.
 pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
-    let mut manifest = code_manifest(
-        &args.path,
-        args.lang.as_deref(),
-        args.entry.as_deref(),
-        args.executor.as_deref(),
-    )?;
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => default_name(&args.path)?,
-    };
-    for pair in &args.env {
-        let (key, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
-        manifest.env.insert(key.to_owned(), value.to_owned());
-    }
-    manifest.allow_net = args.allow_net.clone();
-    for pair in &args.bind {
-        let (binding, function) = binding_of(pair)?;
-        manifest.bindings.insert(
-            binding.to_owned(),
-            serde_json::json!({ "function": function }),
-        );
-    }
-    manifest.isolation = args.isolation.clone();
-    let mut limits = serde_json::Map::new();
-    for pair in &args.limits {
-        let (key, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--limit {pair:?} is not KEY=VALUE"))?;
-        let value: u64 = value
-            .parse()
-            .with_context(|| format!("--limit {pair:?}: the value is not a whole number"))?;
-        limits.insert(key.to_owned(), value.into());
-    }
-    if args.private {
-        manifest.public = Some(false);
-    }
-    // Limits go as the user wrote them, so that the server names an unknown one.
-    let mut manifest = serde_json::to_value(&manifest)?;
-    manifest["limits"] = limits.into();
+    let (name, manifest) = args.manifest()?;
     let v = client.deploy_manifest(&name, &manifest)?;
     println!(
         "Deployed {} version {} ({}): {}",
@@ -513,7 +529,7 @@ pub fn raise_descriptor_limit() {
 /// A log line as the CLI prints it: `LEVEL source message`, the host's lines marked `host` and
 /// the function's `fn`; a message's further lines are indented under it, so that nothing a
 /// function prints can pass for a line of its own, let alone one of the host's.
-fn log_line(level: &str, source: &str, message: &str) -> String {
+pub fn log_line(level: &str, source: &str, message: &str) -> String {
     let source = if source == "host" { "host" } else { "fn" };
     let head = format!("{:<5} {source:<4} ", level.to_uppercase());
     let message = visible(message);
@@ -639,7 +655,7 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// An error for a person: its message, with the stack or source position it carries.
-fn describe(err: &functions_host::Error) -> String {
+pub fn describe(err: &functions_host::Error) -> String {
     let details = err.details();
     if let Some(stack) = details
         .get("stack")

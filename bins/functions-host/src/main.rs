@@ -1,6 +1,7 @@
 //! `functions-host`: the server (`serve`) and the CLI that talks to it.
 
 mod commands;
+mod dev;
 mod guest_libraries;
 mod scaffold;
 mod toolchain;
@@ -136,6 +137,9 @@ enum Command {
         #[arg(long)]
         lang: String,
     },
+    /// Serve one function locally (as `deploy` would name it, at /fn/NAME/) and redeploy it
+    /// whenever its files change, rebuilding guests; prints each reload and its logs.
+    Dev(dev::DevArgs),
     /// Run a function (a source file, or a directory of them) once, locally, without a server.
     Run {
         path: PathBuf,
@@ -183,7 +187,10 @@ fn store_choice(store: Option<&str>, data: PathBuf) -> anyhow::Result<StoreChoic
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. } | Command::Run { .. }) {
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Run { .. } | Command::Dev(_)
+    ) {
         // SAFETY: first thing in `main`, before any other thread exists.
         for variable in unsafe { functions_runtime::connect_directly() } {
             eprintln!(
@@ -265,6 +272,7 @@ fn main() -> std::process::ExitCode {
         Command::Rm { name } => commands::remove(&client, &name),
         Command::Token { name } => client.rotate_token(&name).map(|url| println!("{url}")),
         Command::Logs { name, follow } => commands::logs(&client, &name, follow),
+        Command::Dev(args) => dev::dev(args),
         Command::Run { path, payload } => commands::run(&path, payload.as_deref()),
         Command::New { name, lang } => scaffold::new(&name, &lang),
     };

@@ -14,10 +14,12 @@ mod postgres;
 mod postgres_calls;
 mod sqlite;
 mod sqlite_calls;
+mod timed;
 
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub(crate) use timed::Timed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

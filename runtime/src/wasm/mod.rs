@@ -61,6 +61,7 @@ use crate::Request;
 use crate::Response;
 use crate::ResponseBody;
 use crate::engine::Outcome;
+use crate::engine::Timing;
 use crate::error::CompileError;
 use crate::error::InvokeError;
 use crate::function::Function;
@@ -399,17 +400,27 @@ impl WasmEngine {
         module: &WasmModule,
         request: Request,
     ) -> Outcome {
+        let received = Instant::now();
+        let started = OnceLock::new();
         let mut logs = ConsoleOutput::default();
-        let result = self.run(function, module, request, &mut logs).await;
-        Outcome::new(result, logs)
+        let result = self
+            .run(function, module, request, &mut logs, &started)
+            .await;
+        let mut outcome = Outcome::new(result, logs);
+        outcome.timing = started
+            .get()
+            .map(|&started| Timing::since(received, started, false));
+        outcome
     }
 
+    /// Runs the guest; `started` is set when its instance is ready.
     async fn run(
         &self,
         function: &Function,
         module: &WasmModule,
         mut request: Request,
         logs: &mut ConsoleOutput,
+        started: &OnceLock<Instant>,
     ) -> Result<Response, InvokeError> {
         let code_engine = match &module.0.code {
             Code::Module(code) => code.engine(),
@@ -444,6 +455,7 @@ impl WasmEngine {
                 let clock = meter(&mut store, limits.cpu_time);
                 let result = within(limits.wall_clock, clock, async {
                     let instance = pre.instantiate_async(&mut store).await?;
+                    let _ = started.set(Instant::now());
                     instance
                         .get_typed_func::<(), ()>(&mut store, "_start")?
                         .call_async(&mut store, ())
@@ -463,6 +475,7 @@ impl WasmEngine {
                 let clock = meter(&mut store, limits.cpu_time);
                 let result = within(limits.wall_clock, clock, async {
                     let command = pre.instantiate_async(&mut store).await?;
+                    let _ = started.set(Instant::now());
                     command
                         .wasi_cli_run()
                         .call_run(&mut store)
