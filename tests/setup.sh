@@ -12,7 +12,8 @@
 #   against its OpenAPI document), in a venv of their own whose bin/ the end-to-end tests put
 #   first on the PATH of what they run (tests/e2e/harness.rs).
 # - npm packages of the test apps (Hono, itty-router, esbuild, capnweb), of the dashboard's
-#   browser test (playwright-core) and of the AssemblyScript example.
+#   browser test (playwright-core), the engines `bench --vs` compares with (workerd, deno) and
+#   of the AssemblyScript example.
 # - the pinned web-platform-tests (tests/wpt/fetch.sh, a 680 MB download, once).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +48,7 @@ toolchains="${XDG_CACHE_HOME:-$HOME/.cache}/functions-host-toolchains"
 
 npm ci --prefix apps --no-audit --no-fund
 npm ci --prefix dashboard --no-audit --no-fund
+npm ci --prefix bench --no-audit --no-fund
 npm ci --prefix ../examples/assemblyscript --no-audit --no-fund
 npm ci --prefix ../sdk/typescript --no-audit --no-fund
 wpt/fetch.sh

@@ -31,8 +31,44 @@ fn options(resolver: deno_fetch::dns::Resolver) -> deno_fetch::Options {
     deno_fetch::Options {
         user_agent: USER_AGENT.to_owned(),
         resolver,
+        request_builder_hook: Some(add_traceparent),
         ..Default::default()
     }
+}
+
+thread_local! {
+    /// The `traceparent` of the invocation whose JavaScript runs on this thread now.
+    static TRACEPARENT: std::cell::RefCell<Option<std::rc::Rc<str>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `future` as an invocation whose W3C `traceparent` is `traceparent`: the requests its
+/// `fetch` sends carry it (unless they set their own), so the services it calls continue its
+/// trace.
+pub async fn traced<F: std::future::Future>(traceparent: std::rc::Rc<str>, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let previous = TRACEPARENT.replace(Some(traceparent.clone()));
+        let polled = future.as_mut().poll(cx);
+        TRACEPARENT.set(previous);
+        polled
+    })
+    .await
+}
+
+/// deno_fetch's hook on every outgoing request: the invocation's `traceparent`.
+fn add_traceparent(
+    request: &mut http::Request<deno_fetch::ReqBody>,
+) -> Result<(), deno_error::JsErrorBox> {
+    TRACEPARENT.with_borrow(|traceparent| {
+        if let Some(traceparent) = traceparent.as_deref().filter(|t| !t.is_empty())
+            && !request.headers().contains_key("traceparent")
+            && let Ok(value) = http::HeaderValue::from_str(traceparent)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
+    });
+    Ok(())
 }
 
 /// Makes aws-lc-rs (what Deno itself uses) the process's rustls crypto provider, unless the

@@ -58,6 +58,8 @@ pub struct CallChain {
     functions: Arc<[Arc<str>]>,
     trace_id: [u8; 16],
     span_id: [u8; 8],
+    /// The span this invocation's continues: its caller's, or the incoming `traceparent`'s.
+    parent_span_id: Option<[u8; 8]>,
     deadline: Option<Instant>,
 }
 
@@ -65,13 +67,12 @@ impl CallChain {
     /// The chain of an invocation from outside (an HTTP request, a queued call): `function`
     /// alone, in the trace of `traceparent` when it is a valid W3C header, a new trace otherwise.
     pub fn root(function: &str, traceparent: Option<&str>) -> Self {
-        let trace_id = traceparent
-            .and_then(parse_traceparent)
-            .unwrap_or_else(rand::random);
+        let incoming = traceparent.and_then(parse_traceparent);
         Self {
             functions: Arc::from([Arc::from(function)]),
-            trace_id,
+            trace_id: incoming.map_or_else(rand::random, |(trace, _)| trace),
             span_id: rand::random(),
+            parent_span_id: incoming.map(|(_, span)| span),
             deadline: None,
         }
     }
@@ -108,6 +109,7 @@ impl CallChain {
             functions: functions.into(),
             trace_id: self.trace_id,
             span_id: rand::random(),
+            parent_span_id: Some(self.span_id),
             deadline: self.deadline,
         })
     }
@@ -138,6 +140,12 @@ impl CallChain {
         self.functions.iter().map(|name| &**name)
     }
 
+    /// The chain's trace id, this invocation's span id, and the span it continues (its
+    /// caller's, or the incoming `traceparent`'s), if any.
+    pub fn trace(&self) -> ([u8; 16], [u8; 8], Option<[u8; 8]>) {
+        (self.trace_id, self.span_id, self.parent_span_id)
+    }
+
     /// This invocation's W3C `traceparent`: the chain's trace id and the invocation's span.
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-01", hex(&self.trace_id), hex(&self.span_id))
@@ -155,23 +163,30 @@ impl CallChain {
     }
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is
-/// malformed or all zeros.
-fn parse_traceparent(header: &str) -> Option<[u8; 16]> {
+/// The trace id and parent span id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2
+/// hex>`), unless it is malformed or an id is all zeros.
+fn parse_traceparent(header: &str) -> Option<([u8; 16], [u8; 8])> {
     let mut parts = header.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     if version.len() != 2 || version == "ff" || span.len() != 16 || flags.len() != 2 {
         return None;
     }
-    if trace.len() != 32 || !trace.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let trace: [u8; 16] = unhex(trace)?;
+    let span: [u8; 8] = unhex(span)?;
+    (trace != [0; 16] && span != [0; 8]).then_some((trace, span))
+}
+
+/// `N` bytes from `2N` hex digits.
+fn unhex<const N: usize>(digits: &str) -> Option<[u8; N]> {
+    if digits.len() != 2 * N || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).ok()?;
+    let mut bytes = [0u8; N];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).ok()?;
     }
-    (id != [0; 16]).then_some(id)
+    Some(bytes)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1028,6 +1043,14 @@ mod tests {
         assert!(r.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert_eq!(r[..36], c[..36]);
         assert_ne!(r, c);
+        // Each continues the span before it.
+        let (trace, span, parent) = root.trace();
+        assert_eq!(
+            parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        assert_eq!(child.trace(), (trace, child.trace().1, Some(span)));
+        assert_eq!(CallChain::root("a", None).trace().2, None);
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

@@ -128,9 +128,7 @@ impl Host {
             let permit = ticket.await;
             let outcome = inner.engine.serve(&deployed.function, session).await;
             // Failures reached the client (an abort message); the function's logs have them too.
-            let _ = inner
-                .record(&deployed, outcome, permit, Via::Invocation)
-                .await;
+            let _ = inner.record(&deployed, outcome, permit, Via::Session).await;
             let _ = done.send(());
         });
         Ok(CapnwebSession {

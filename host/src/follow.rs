@@ -164,7 +164,7 @@ async fn follow_one(inner: &Arc<Inner>, name: &str) {
         return;
     }
     let Some(current) = current else {
-        return inner.registry.remove(name);
+        return inner.remove_function(name);
     };
     if let Some(installed) = inner.registry.get(name)
         && installed.generation() == (current.created_at, current.version)
@@ -173,7 +173,7 @@ async fn follow_one(inner: &Arc<Inner>, name: &str) {
     }
     let deployment = match inner.store.get(name).await {
         Ok(Some(deployment)) => deployment,
-        Ok(None) => return inner.registry.remove(name),
+        Ok(None) => return inner.remove_function(name),
         Err(err) => {
             return eprintln!("functions-host: reading {name} from the store: {err:#}");
         }

@@ -148,8 +148,9 @@ impl Inner {
         result
     }
 
-    /// Like [`Inner::record`], without waiting (on any thread): the lines are queued for the
-    /// store; what runs on after the response is awaited on `runtime`.
+    /// Like [`Inner::record`] for a session (a call through a binding), without waiting (on
+    /// any thread): the lines are queued for the store; what runs on after the response is
+    /// awaited on `runtime`.
     pub(crate) fn record_soon(
         &self,
         deployed: &Deployed,
@@ -157,7 +158,7 @@ impl Inner {
         permit: impl Send + 'static,
         runtime: &tokio::runtime::Handle,
     ) {
-        let (logs, _) = self.outcome_logs(deployed, outcome, permit, runtime, Via::Invocation);
+        let (logs, _) = self.outcome_logs(deployed, outcome, permit, runtime, Via::Session);
         self.logs
             .submit(deployed.function.name(), deployed.owner.as_deref(), logs);
     }
@@ -178,6 +179,7 @@ impl Inner {
             Err(err) => crate::error::kind_of(err).code(),
         };
         (self.metrics).invoked(name, deployed.language, via, code, outcome.timing);
+        self.trace(deployed, via, &outcome);
         let mut logs = log_entries(outcome.logs, outcome.dropped_log_lines);
         if let Some(after_response) = outcome.after_response {
             // The function runs on (streaming its body, or `ctx.waitUntil`): its later lines are

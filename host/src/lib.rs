@@ -41,6 +41,7 @@ mod rpc;
 pub mod store;
 mod tenant_view;
 mod tenants;
+mod traces;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -87,6 +88,9 @@ pub use tenant_view::TenantView;
 pub use tenants::ApiKeys;
 pub use tenants::DEFAULT_TENANT_CONCURRENCY;
 pub use tenants::Tenant;
+pub use traces::AttributeValue;
+pub use traces::Span;
+pub use traces::SpanSink;
 
 use store::CallInput;
 use store::Fetched;
@@ -135,6 +139,8 @@ pub(crate) struct Inner {
     local_changes: follow::LocalChanges,
     /// What the host counts and measures.
     metrics: Arc<metrics::Metrics>,
+    /// Where the spans of what it runs go, if anywhere.
+    spans: Option<Arc<dyn SpanSink>>,
 }
 
 /// How to open a [`Host`]: [`Host::builder`], then settings, then [`HostBuilder::open`].
@@ -148,6 +154,7 @@ pub struct HostBuilder {
     result_cap_bytes: u64,
     public_url: String,
     python: Option<PythonSetup>,
+    spans: Option<Arc<dyn SpanSink>>,
 }
 
 impl HostBuilder {
@@ -220,6 +227,12 @@ impl HostBuilder {
         self
     }
 
+    /// Where the spans of what the host runs go (see [`Span`]): none are made without.
+    pub fn spans(mut self, sink: Arc<dyn SpanSink>) -> Self {
+        self.spans = Some(sink);
+        self
+    }
+
     /// Where Python functions get Pyodide (default: [`PythonSetup::from_env`], downloading
     /// into `pyodide/` of the SQLite directory, or of the user's cache directory).
     pub fn python(mut self, setup: PythonSetup) -> Self {
@@ -280,6 +293,7 @@ impl HostBuilder {
             draining: Default::default(),
             local_changes: Default::default(),
             metrics,
+            spans: self.spans,
         });
         inner.engine.set_services(Arc::new(rpc::HostServices {
             inner: Arc::downgrade(&inner),
@@ -326,6 +340,9 @@ pub struct CallRequest {
     pub query: Option<String>,
     /// The payload: the request body the function gets.
     pub payload: Vec<u8>,
+    /// The W3C `traceparent` of the request that made the call: the call's invocation
+    /// continues its trace.
+    pub traceparent: Option<String>,
 }
 
 /// Where an asynchronous call is.
@@ -350,6 +367,7 @@ impl Host {
             result_cap_bytes: store::DEFAULT_RESULT_CAP_BYTES,
             public_url: "http://localhost".to_owned(),
             python: None,
+            spans: None,
         }
     }
 
@@ -545,6 +563,9 @@ impl Inner {
         ];
         if let Some(content_type) = input.content_type {
             headers.push(("content-type".to_owned(), content_type));
+        }
+        if let Some(traceparent) = input.traceparent {
+            headers.push(("traceparent".to_owned(), traceparent));
         }
         Request {
             method: "POST".to_owned(),

@@ -52,13 +52,17 @@ pub(crate) enum Via {
     Invocation,
     /// An asynchronous call.
     Call,
+    /// A session with another function (through a binding) or a capnweb client: an
+    /// invocation that lasts as long as its caller wants, left out of the latency figures.
+    Session,
 }
 
 impl Via {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Invocation => "invocation",
             Via::Call => "call",
+            Via::Session => "session",
         }
     }
 }
@@ -74,8 +78,10 @@ pub(crate) struct Metrics {
     pool: IntCounterVec,
     calls: IntCounterVec,
     store: HistogramVec,
-    /// Set when the metrics are read.
+    /// Set when the metrics are read, by one reader at a time (each sets them for the
+    /// functions it may see).
     gauges: Gauges,
+    reading: Mutex<()>,
     history: Mutex<History>,
 }
 
@@ -235,6 +241,7 @@ impl Metrics {
                 ),
             },
             history: Mutex::new(History::default()),
+            reading: Mutex::new(()),
         };
         let registry = &metrics.registry;
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -283,7 +290,7 @@ impl Metrics {
         (self.invocations)
             .with_label_values(&[function, language, via.as_str(), outcome])
             .inc();
-        let Some(timing) = timing else {
+        let Some(timing) = timing.filter(|_| !matches!(via, Via::Session)) else {
             return;
         };
         let labels = [function, language];
@@ -306,6 +313,36 @@ impl Metrics {
     /// Counts a call event of `function`: `queued`, `finished` or `failed`.
     pub fn call(&self, function: &str, event: &str) {
         self.calls.with_label_values(&[function, event]).inc();
+    }
+
+    /// Drops every series and history entry of function `name`.
+    pub fn forget(&self, name: &str) {
+        fn drop_series<T: prometheus::core::MetricVecBuilder>(
+            vec: &prometheus::core::MetricVec<T>,
+            name: &str,
+        ) {
+            for metric in vec.collect_metrics() {
+                let labels: HashMap<&str, &str> = (metric.get_label().iter())
+                    .map(|label| (label.name(), label.value()))
+                    .collect();
+                if labels.get("function") == Some(&name) {
+                    let _ = vec.remove(&labels);
+                }
+            }
+        }
+        drop_series(&self.invocations, name);
+        drop_series(&self.queue_wait, name);
+        drop_series(&self.start, name);
+        drop_series(&self.run, name);
+        drop_series(&self.latency, name);
+        drop_series(&self.pool, name);
+        drop_series(&self.calls, name);
+        let mut history = self.lock_history();
+        history.last.functions.remove(name);
+        history.last.latency.remove(name);
+        for sample in &mut history.samples {
+            sample.keep_only(&|function: &str| function != name);
+        }
     }
 
     /// The histogram of the store's `operation`.
@@ -338,6 +375,7 @@ impl Metrics {
     /// Every metric in Prometheus' text format; series of functions `visible` refuses are
     /// left out.
     pub fn text(&self, now: &Now, visible: impl Fn(&str) -> bool) -> String {
+        let _reading = self.reading.lock().unwrap_or_else(|p| p.into_inner());
         let mut families = self.gather(now);
         for family in &mut families {
             family.mut_metric().retain(|metric| {
@@ -638,13 +676,6 @@ pub struct MetricsSummary {
     pub history: Vec<Sample>,
 }
 
-impl Metrics {
-    /// Invocations and errors of `name` since the host started.
-    fn counts(&self, name: &str) -> Counts {
-        self.totals().functions.remove(name).unwrap_or_default()
-    }
-}
-
 /// Samples the history every [`STEP`] while the host is alive.
 pub(crate) fn spawn_sampler(inner: &Arc<Inner>) {
     let inner = Arc::downgrade(inner);
@@ -664,6 +695,13 @@ pub(crate) fn spawn_sampler(inner: &Arc<Inner>) {
 }
 
 impl Inner {
+    /// Forgets a deleted function: it is no longer served, and its metrics go (a function
+    /// deployed under its name later, maybe by another key, starts from nothing).
+    pub(crate) fn remove_function(&self, name: &str) {
+        self.registry.remove(name);
+        self.metrics.forget(name);
+    }
+
     /// What the gauges show now, for the functions `visible` allows.
     fn metrics_now(&self, visible: &impl Fn(&str) -> bool) -> Now {
         let functions = (self.registry.names().into_iter())
@@ -720,9 +758,10 @@ impl Host {
         let inner = &self.0;
         let visible = |name: &str| inner.sees_metrics_of(tenant, name);
         let now = inner.metrics_now(&visible);
+        let totals = inner.metrics.totals();
         let functions = (now.functions.into_iter())
             .map(|(name, now)| {
-                let counts = inner.metrics.counts(&name);
+                let counts = totals.functions.get(&name).copied().unwrap_or_default();
                 let function = FunctionMetrics {
                     invocations: counts.invocations,
                     errors: counts.errors,

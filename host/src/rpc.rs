@@ -73,9 +73,7 @@ impl Services for HostServices {
                         () = session.abandoned() => return,
                     };
                     let outcome = inner.engine.serve(&deployed.function, session).await;
-                    let _ = inner
-                        .record(&deployed, outcome, permit, Via::Invocation)
-                        .await;
+                    let _ = inner.record(&deployed, outcome, permit, Via::Session).await;
                 });
                 None
             }

@@ -202,6 +202,7 @@ impl TenantView<'_> {
             content_type: request.content_type,
             query: request.query,
             payload: request.payload,
+            traceparent: request.traceparent,
         };
         calls::create(&self.host.0, name, input, self.tenant.cloned()).await
     }
@@ -309,7 +310,7 @@ impl TenantView<'_> {
         {
             return Err(Error::function_not_found(name));
         }
-        inner.registry.remove(name);
+        inner.remove_function(name);
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub(crate) async fn create(
             .map(str::to_owned),
         query: parts.uri.query().map(str::to_owned),
         payload: payload.to_vec(),
+        traceparent: (parts.headers.get("traceparent"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     let id = view.call(name, call).await?;
     Ok(json(StatusCode::ACCEPTED, &json!({ "call_id": id })))

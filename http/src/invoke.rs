@@ -142,8 +142,11 @@ fn function_response(response: functions_runtime::Response) -> HttpResponse {
     response_of(response.status, response.headers, body)
 }
 
-/// A response with a function's status and headers (those the HTTP layer cannot carry are
-/// dropped) and `body`.
+/// The header that would let a service worker control paths beyond its script's directory.
+const SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
+
+/// A response with a function's status and headers (those the HTTP layer cannot carry, and
+/// `Service-Worker-Allowed`, are dropped) and `body`.
 pub(crate) fn response_of(status: u16, headers: Vec<(String, String)>, body: Body) -> HttpResponse {
     let mut out = Response::new(body);
     *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -151,6 +154,9 @@ pub(crate) fn response_of(status: u16, headers: Vec<(String, String)>, body: Bod
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value))
             && name != header::CONTENT_LENGTH
             && name != header::TRANSFER_ENCODING
+            // Functions share the server's origin with the dashboard and /api: a service
+            // worker a function registers stays within the function's own path.
+            && name != SERVICE_WORKER_ALLOWED
         {
             out.headers_mut().append(name, value);
         }
@@ -170,6 +176,17 @@ mod tests {
             request = request.header(header::HOST, host);
         }
         request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_function_cannot_widen_a_service_workers_scope() {
+        let headers = vec![
+            ("Service-Worker-Allowed".to_owned(), "/".to_owned()),
+            ("x-kept".to_owned(), "yes".to_owned()),
+        ];
+        let response = response_of(200, headers, Body::full(""));
+        assert!(!response.headers().contains_key("service-worker-allowed"));
+        assert_eq!(response.headers()["x-kept"], "yes");
     }
 
     const LISTEN: &str = "127.0.0.1:8787";

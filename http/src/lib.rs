@@ -27,6 +27,7 @@ mod error;
 mod invoke;
 mod local_only;
 mod metrics;
+mod otlp;
 mod routes;
 mod rpc;
 
@@ -52,6 +53,7 @@ use tokio::net::TcpSocket;
 pub use connection::ConnectionLimits;
 pub use error::ApiError;
 pub use error::HOST_ERROR;
+pub use otlp::OtlpExporter;
 
 use connection::StallGuard;
 use routes::Endpoint;

@@ -255,6 +255,8 @@ pub struct Outcome {
     /// How long it took to start and to respond; `None` when it never started (it failed to
     /// load, was cancelled first, or the engine stopped).
     pub timing: Option<Timing>,
+    /// Where it sits in its W3C trace (JavaScript and Python invocations that started).
+    pub trace: Option<Trace>,
 }
 
 impl Outcome {
@@ -265,8 +267,44 @@ impl Outcome {
             dropped_log_lines: output.dropped,
             after_response: None,
             timing: None,
+            trace: None,
         }
     }
+}
+
+/// An invocation's place in its W3C trace: the trace, its own span, and the span it continues
+/// (its caller's, or the incoming request's `traceparent`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trace {
+    /// The trace's id.
+    pub trace_id: [u8; 16],
+    /// The invocation's span id (what the requests and calls it makes carry as their parent).
+    pub span_id: [u8; 8],
+    /// The span it continues, if any.
+    pub parent_span_id: Option<[u8; 8]>,
+}
+
+#[cfg(feature = "js")]
+impl Trace {
+    /// The place of the invocation whose call chain is `chain`.
+    pub(crate) fn of(chain: &crate::CallChain) -> Self {
+        let (trace_id, span_id, parent_span_id) = chain.trace();
+        Self {
+            trace_id,
+            span_id,
+            parent_span_id,
+        }
+    }
+}
+
+/// The request's W3C `traceparent` header, if it has one.
+#[cfg(feature = "js")]
+pub(crate) fn traceparent(request: &Request) -> Option<&str> {
+    request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+        .map(|(_, value)| value.as_str())
 }
 
 /// Where an invocation's time went inside the engine.
@@ -534,6 +572,12 @@ impl Engine {
             let fetched_by = controls.chain.as_ref().and_then(|chain| chain.fetched_by());
             #[cfg(not(feature = "js"))]
             let fetched_by: Option<String> = None;
+            // Its place in the trace: its caller's hop, or its request's.
+            #[cfg(feature = "js")]
+            let trace =
+                Trace::of(&controls.chain.clone().unwrap_or_else(|| {
+                    crate::CallChain::root(function.name(), traceparent(&request))
+                }));
             let run = async {
                 if let Some(gate) = controls.start {
                     gate.open().await;
@@ -554,6 +598,10 @@ impl Engine {
                 let mut output = ConsoleOutput::default();
                 output.push_host(functions_types::LogLevel::Info, &line);
                 outcome.logs.splice(0..0, output.lines);
+            }
+            #[cfg(feature = "js")]
+            if outcome.timing.is_some() {
+                outcome.trace = Some(trace);
             }
             return outcome;
         }

@@ -310,6 +310,9 @@ pub(crate) struct FunctionIsolate {
     control: Control,
     budget: RefCell<Budget>,
     limits: Limits,
+    /// The W3C `traceparent` of the invocation it runs (or ran last): its `fetch` requests
+    /// carry it.
+    traceparent: std::rc::Rc<str>,
 }
 
 /// An isolate made for a function, with its limits, before the function's code is in it.
@@ -462,6 +465,7 @@ impl Shell {
             control,
             budget,
             limits,
+            traceparent: std::rc::Rc::from(""),
         })
     }
 }
@@ -596,6 +600,7 @@ impl FunctionIsolate {
         self.control.renewal.take();
         let op_state = self.runtime.js.op_state();
         op_state.borrow_mut().put(request);
+        self.traceparent = rpc.chain.traceparent().into();
         functions_ext::rpc::begin(&mut op_state.borrow_mut(), rpc);
         let js = &mut *self.runtime.js;
         let dispatch = &self.dispatch;
@@ -614,6 +619,7 @@ impl FunctionIsolate {
             };
             Ok(tail)
         };
+        let run = functions_ext::fetch::traced(self.traceparent.clone(), run);
         let tail = watched(&self.control, &self.budget, &self.limits, run).await?;
         let response = op_state.borrow_mut().try_take::<Response>();
         let response = response.expect("the dispatcher resolved without responding");
@@ -633,6 +639,7 @@ impl FunctionIsolate {
             // The dispatcher resolves `tail` to the failure's stack (see bootstrap.js).
             Ok(Some(failure.to_rust_string_lossy(scope)))
         };
+        let run = functions_ext::fetch::traced(self.traceparent.clone(), run);
         match watched(&self.control, &self.budget, &self.limits, run).await? {
             None => Ok(()),
             Some(stack) => Err(InvokeError::Threw {

@@ -57,6 +57,7 @@ pub use engine::Outcome;
 pub use engine::StartGate;
 pub use engine::Starting;
 pub use engine::Timing;
+pub use engine::Trace;
 pub use engine::connect_directly;
 pub use engine::default_max_isolates;
 pub use engine::start_gate;

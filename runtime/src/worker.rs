@@ -35,6 +35,8 @@ use crate::engine::Controls;
 use crate::engine::Finished;
 use crate::engine::Outcome;
 use crate::engine::Timing;
+use crate::engine::Trace;
+use crate::engine::traceparent;
 use crate::error::InvokeError;
 use crate::function::Function;
 use crate::function::Isolation;
@@ -346,6 +348,7 @@ impl Worker {
             (None, Some(chain)) => chain,
             (None, None) => CallChain::root(function.name(), traceparent(&request)),
         };
+        let trace = Some(Trace::of(&chain));
         // A failure of an invocation serving a session is its caller's too.
         let aborter = session.as_ref().map(|session| session.aborter());
         let fail = |err: &InvokeError| {
@@ -433,12 +436,14 @@ impl Worker {
                 fail(&err);
                 let mut outcome = Outcome::new(Err(err), isolate.take_console_output());
                 outcome.timing = timing;
+                outcome.trace = trace;
                 let _ = reply.send(outcome);
                 true
             }
             Ok((response, None)) => {
                 let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
                 outcome.timing = timing;
+                outcome.trace = trace;
                 let _ = reply.send(outcome);
                 false
             }
@@ -447,6 +452,7 @@ impl Worker {
                 let mut outcome = Outcome::new(Ok(response), isolate.take_console_output());
                 outcome.after_response = Some(after_response);
                 outcome.timing = timing;
+                outcome.trace = trace;
                 let _ = reply.send(outcome);
                 let error = finish(&mut isolate, tail).await;
                 let failed = error.is_some();
@@ -833,15 +839,6 @@ async fn respond(
         }
         _ => Ok((response, tail)),
     }
-}
-
-/// The request's W3C `traceparent` header, if it has one.
-fn traceparent(request: &Request) -> Option<&str> {
-    request
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
-        .map(|(_, value)| value.as_str())
 }
 
 /// Runs what remains after the response; the error it ended with, if any.

@@ -391,14 +391,20 @@ async function run() {
   }
 
   if (KEY) {
+    await step("the key was kept in the page's memory, not in storage", async () => {
+      const stored = await page.evaluate(() =>
+        [sessionStorage, localStorage].flatMap((s) => Object.keys(s).map((k) => s.getItem(k))),
+      );
+      check(!stored.some((value) => value.includes(KEY)), "the key is in the origin's storage");
+    });
     await step("forgetting the key asks for it again", async () => {
       expect401 = true;
       await page.click("#forget-key");
       await page.locator("#key-form").waitFor({ state: "visible" });
       check(await page.locator("#app").isHidden(), "the dashboard still shows without a key");
       check(
-        (await page.evaluate(() => sessionStorage.length)) === 0,
-        "the key is still in sessionStorage",
+        (await page.evaluate(() => sessionStorage.length + localStorage.length)) === 0,
+        "something was kept in the origin's storage",
       );
     });
   }

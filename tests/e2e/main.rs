@@ -2,6 +2,7 @@
 //! HTTP and through its CLI.
 
 mod apps;
+mod bench;
 mod bindings;
 mod calls;
 mod capnweb;
@@ -19,6 +20,7 @@ mod rpc;
 mod sdk;
 mod security;
 mod shutdown;
+mod traces;
 mod typescript;
 mod wasm;
 

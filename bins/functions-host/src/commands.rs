@@ -301,6 +301,12 @@ impl DeployArgs {
     }
 }
 
+/// The function at `path` as `deploy` would send it with no flags: its name and manifest.
+pub fn manifest_of_path(path: &Path) -> anyhow::Result<(String, serde_json::Value)> {
+    let manifest = code_manifest(path, None, None, None)?;
+    Ok((default_name(path)?, serde_json::to_value(&manifest)?))
+}
+
 /// `deploy PATH`: sends a manifest with the files, env, bindings, permissions and isolation.
 pub fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<()> {
     let (name, manifest) = args.manifest()?;
@@ -418,7 +424,19 @@ pub async fn serve(
     serving: Serving,
     kept: &str,
 ) -> anyhow::Result<()> {
+    let exporter = match &serving.otlp_endpoint {
+        Some(endpoint) => Some(functions_host_http::OtlpExporter::spawn(endpoint)?),
+        None => None,
+    };
+    let host = match &exporter {
+        Some(exporter) => host.spans(exporter.clone()),
+        None => host,
+    };
     let host = host.open().await?;
+    if let (Some(exporter), Some(endpoint)) = (&exporter, &serving.otlp_endpoint) {
+        exporter.name_node(host.node_id());
+        eprintln!("functions-host: exporting spans to {endpoint}");
+    }
     let keys = host.api_keys().count();
     let mut server = functions_host_http::Server::bind(host, serving.listen)?
         .public(serving.public)
@@ -467,6 +485,8 @@ pub struct Serving {
     pub public_url: Option<String>,
     pub public: bool,
     pub limits: functions_host_http::ConnectionLimits,
+    /// The OpenTelemetry collector spans go to, if any.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `serve`'s limits on client connections (each defaults to

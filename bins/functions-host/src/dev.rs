@@ -187,16 +187,22 @@ fn tail_logs(host: &functions_host::Host, name: &str) {
     });
 }
 
-/// Watches the function's files: a file (and the `requirements.txt` beside a Python one), or a
-/// directory and everything under it but hidden entries, `node_modules`, `target` and
+/// Watches the function's files: a JavaScript, TypeScript or Python file (and the
+/// `requirements.txt` beside a Python one); or a directory, or the directory of a guest's
+/// source file (its toolchain reads the files beside it: Go's package, C's headers, Rust's
+/// modules), and everything under it but hidden entries, `node_modules`, `target` and
 /// `__pycache__`. Each change sends a `()`.
 fn watch(
     path: &Path,
     changes: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let path = std::path::absolute(path)?;
+    let guest = crate::toolchain::guest_source(&path, None).is_some();
     let (root, mode, only): (PathBuf, _, Option<Vec<PathBuf>>) = if path.is_dir() {
         (path.clone(), notify::RecursiveMode::Recursive, None)
+    } else if guest {
+        let parent = path.parent().context("the file has no directory")?;
+        (parent.to_owned(), notify::RecursiveMode::Recursive, None)
     } else {
         let parent = path
             .parent()

@@ -1,5 +1,6 @@
 //! `functions-host`: the server (`serve`) and the CLI that talks to it.
 
+mod bench;
 mod commands;
 mod dev;
 mod guest_libraries;
@@ -97,6 +98,10 @@ enum Command {
         /// into the data directory the first time a Python function is deployed).
         #[arg(long, env = "FUNCTIONS_HOST_PYODIDE", value_name = "DIR")]
         pyodide: Option<PathBuf>,
+        /// Export a span per invocation, per call through a binding and per asynchronous call
+        /// to this OpenTelemetry collector (OTLP over HTTP with JSON: `http://HOST:4318`).
+        #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+        otlp_endpoint: Option<String>,
         #[command(flatten)]
         connections: commands::ConnectionArgs,
     },
@@ -140,6 +145,8 @@ enum Command {
     /// Serve one function locally (as `deploy` would name it, at /fn/NAME/) and redeploy it
     /// whenever its files change, rebuilding guests; prints each reload and its logs.
     Dev(dev::DevArgs),
+    /// Measure functions-host (and, with --vs, workerd and deno) side by side on this machine.
+    Bench(bench::BenchArgs),
     /// Run a function (a source file, or a directory of them) once, locally, without a server.
     Run {
         path: PathBuf,
@@ -216,6 +223,7 @@ fn main() -> std::process::ExitCode {
             result_cap_bytes,
             public,
             pyodide,
+            otlp_endpoint,
             connections,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
             // Before the connection cap's default is taken from the descriptor limit.
@@ -260,6 +268,7 @@ fn main() -> std::process::ExitCode {
                         public_url,
                         public,
                         limits: connections.limits(),
+                        otlp_endpoint,
                     };
                     rt.block_on(commands::serve(host, serving, &kept))
                 })
@@ -273,6 +282,7 @@ fn main() -> std::process::ExitCode {
         Command::Token { name } => client.rotate_token(&name).map(|url| println!("{url}")),
         Command::Logs { name, follow } => commands::logs(&client, &name, follow),
         Command::Dev(args) => dev::dev(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Run { path, payload } => commands::run(&path, payload.as_deref()),
         Command::New { name, lang } => scaffold::new(&name, &lang),
     };

@@ -448,6 +448,8 @@ pub struct CallInput {
     pub query: Option<String>,
     /// The payload: the request body.
     pub payload: Vec<u8>,
+    /// The W3C `traceparent` of the request that made the call.
+    pub traceparent: Option<String>,
 }
 
 /// How a call ended.
@@ -758,6 +760,7 @@ pub(crate) mod tests {
             content_type: Some("application/json".into()),
             query: Some("x=1".into()),
             payload: payload.as_bytes().to_vec(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         }
     }
 

@@ -176,6 +176,8 @@ CREATE TABLE call_lanes (
 ALTER TABLE calls ADD COLUMN node TEXT;
 CREATE INDEX calls_by_tenant ON calls (tenant, state);
 ",
+    // The trace each call continues (the W3C traceparent of the request that made it).
+    "ALTER TABLE calls ADD COLUMN traceparent TEXT;",
 ];
 
 /// No connection to the database could be had (it is down, restarting, or refuses more).

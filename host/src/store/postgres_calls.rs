@@ -74,8 +74,9 @@ pub(super) async fn add(
         return Ok(Queued::Full);
     }
     tx.execute(
-        "INSERT INTO calls (id, name, tenant, state, content_type, query, payload, created_at)
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
+        "INSERT INTO calls (id, name, tenant, state, content_type, query, payload, created_at,
+                            traceparent)
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
         &[
             &call.id,
             &call.name,
@@ -84,6 +85,7 @@ pub(super) async fn add(
             &input.query,
             &input.payload,
             &unix_millis(std::time::SystemTime::now()),
+            &input.traceparent,
         ],
     )
     .await?;
@@ -253,7 +255,8 @@ pub(super) async fn release(
 pub(super) async fn input(client: &impl GenericClient, id: &str) -> StoreResult<Option<CallInput>> {
     let row = client
         .query_opt(
-            "SELECT content_type, query, payload FROM calls WHERE id = $1 AND state = 'pending'",
+            "SELECT content_type, query, payload, traceparent FROM calls
+             WHERE id = $1 AND state = 'pending'",
             &[&id],
         )
         .await?;
@@ -262,6 +265,7 @@ pub(super) async fn input(client: &impl GenericClient, id: &str) -> StoreResult<
             content_type: row.try_get(0)?,
             query: row.try_get(1)?,
             payload: row.try_get(2)?,
+            traceparent: row.try_get(3)?,
         })
     })
     .transpose()

@@ -157,6 +157,8 @@ const MIGRATIONS: &[&str] = &[
     // The host that claimed each pending call or runs it (a pending call with one is claimed).
     "ALTER TABLE calls ADD COLUMN node TEXT;
      CREATE INDEX calls_by_tenant ON calls (tenant, state);",
+    // The trace each call continues (the W3C traceparent of the request that made it).
+    "ALTER TABLE calls ADD COLUMN traceparent TEXT;",
 ];
 
 /// A job for a database thread.

@@ -55,8 +55,9 @@ pub(super) fn add(
         return Ok(Queued::Full);
     }
     tx.execute(
-        "INSERT INTO calls (id, name, tenant, state, content_type, query, payload, created_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
+        "INSERT INTO calls (id, name, tenant, state, content_type, query, payload, created_at,
+                            traceparent)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)",
         params![
             call.id,
             call.name,
@@ -64,7 +65,8 @@ pub(super) fn add(
             input.content_type,
             input.query,
             input.payload,
-            unix_millis(std::time::SystemTime::now())
+            unix_millis(std::time::SystemTime::now()),
+            input.traceparent,
         ],
     )?;
     tx.commit()?;
@@ -140,13 +142,15 @@ pub(super) fn claim(conn: &mut Connection, claim: &Claim) -> StoreResult<Claimed
 pub(super) fn input(conn: &mut Connection, id: &str) -> StoreResult<Option<CallInput>> {
     Ok(conn
         .query_row(
-            "SELECT content_type, query, payload FROM calls WHERE id = ?1 AND state = 'pending'",
+            "SELECT content_type, query, payload, traceparent FROM calls
+             WHERE id = ?1 AND state = 'pending'",
             [id],
             |row| {
                 Ok(CallInput {
                     content_type: row.get(0)?,
                     query: row.get(1)?,
                     payload: row.get(2)?,
+                    traceparent: row.get(3)?,
                 })
             },
         )

@@ -11,16 +11,15 @@
 //   ANY  /fn/{name}/{path}                      invokes the function
 //
 // When the server has API keys, /api answers 401 without one: the page then asks for a key,
-// keeps it in sessionStorage (this tab only) and sends it as `Authorization: Bearer KEY` with
-// every /api request, and with invocations of functions that are not public.
+// keeps it in this page's memory only (never in storage: functions share this origin, and a
+// function's page could read what the dashboard stored) and sends it as `Authorization: Bearer
+// KEY` with every /api request, and with invocations of functions that are not public.
 //
 // Everything the server returns (function names, log lines, response bodies) is untrusted: it
 // reaches the DOM through textContent and attributes only, never as markup.
 
 // ---- Settings ---------------------------------------------------------------------------------
 
-/** sessionStorage key of the API key. */
-const KEY_STORAGE = "functions-host.api-key";
 /** How often the function list and health are refreshed. */
 const FUNCTIONS_EVERY_MS = 10_000;
 /** How often /api/metrics is read (the queue numbers; the charts are redrawn with it). */
@@ -177,7 +176,7 @@ class HttpError extends Error {
 
 const state = {
   /** The API key in use ("" for none). */
-  key: sessionStorage.getItem(KEY_STORAGE) ?? "",
+  key: "",
   /** Whether the server asked for a key (a 401 was seen). */
   keyRequired: false,
   /** The last list of functions, and its JSON (to skip re-rendering an unchanged list). */
@@ -336,7 +335,6 @@ async function connect() {
 
 function forgetStoredKey() {
   state.key = "";
-  sessionStorage.removeItem(KEY_STORAGE);
 }
 
 /** Stops everything and asks for a key, with `message` as the error (if any). */
@@ -370,7 +368,6 @@ async function submitKey(event) {
     return;
   }
   state.key = key;
-  sessionStorage.setItem(KEY_STORAGE, key);
   $("key-submit").disabled = true;
   await connect();
 }
