@@ -280,7 +280,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max
 color:#1b1f24;padding:0 1em}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;\
 text-align:right}td:first-child,th:first-child{text-align:left}\
-.charts{display:flex;flex-wrap:wrap;gap:1em}svg{background:#fafbfc;border:1px solid #e3e6ea}\
+.charts{display:flex;flex-wrap:wrap;gap:1em}pre{white-space:pre-wrap}svg{background:#fafbfc;border:1px solid #e3e6ea}\
 svg text{font:11px system-ui,sans-serif;fill:#444}";
 
 /// `text` safe inside HTML.
@@ -319,7 +319,8 @@ pub mod svg {
         )
     }
 
-    /// A rounded-up top for an axis that reaches `max`.
+    /// A rounded-up top for an axis that reaches `max` (a value a hair over a round one, as
+    /// 10.003 minutes, keeps the round one).
     fn nice(max: f64) -> f64 {
         if max <= 0.0 {
             return 1.0;
@@ -328,7 +329,7 @@ pub mod svg {
         [1.0, 2.0, 2.5, 5.0, 10.0]
             .iter()
             .map(|step| step * magnitude)
-            .find(|top| *top >= max)
+            .find(|top| *top >= max * 0.995)
             .unwrap_or(10.0 * magnitude)
     }
 
