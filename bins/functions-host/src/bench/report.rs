@@ -82,7 +82,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 }
 
 /// The `q`-quantile of sorted latencies, in milliseconds.
-fn quantile(sorted: &[Duration], q: f64) -> f64 {
+pub fn quantile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -168,11 +168,6 @@ pub async fn soak(length: Duration, html: Option<&Path>, command: &str) -> anyho
         }
         let mut latencies = taken.latencies;
         latencies.sort();
-        let quantile = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-        };
         let mut rss = std::mem::take(&mut *readings.lock().unwrap_or_else(|p| p.into_inner()));
         if rss.is_empty() {
             rss.push(server.rss_bytes() as f64 / (1024.0 * 1024.0));
@@ -182,8 +177,8 @@ pub async fn soak(length: Duration, html: Option<&Path>, command: &str) -> anyho
             at: started.elapsed().as_secs_f64(),
             requests: latencies.len() + taken.errors,
             errors: taken.errors,
-            p50_ms: quantile(0.5),
-            p99_ms: quantile(0.99),
+            p50_ms: report::quantile(&latencies, 0.5),
+            p99_ms: report::quantile(&latencies, 0.99),
             rss_mib: report::median(&rss).unwrap_or(0.0),
             rss_min_mib: rss[0],
             rss_max_mib: rss[rss.len() - 1],
@@ -387,7 +382,7 @@ impl Verdict {
                 requests,
                 errors,
                 // The steps' medians' median, and the worst step's p99.
-                median(minute.iter().map(|s| s.p50_ms)),
+                report::median(&minute.iter().map(|s| s.p50_ms).collect::<Vec<_>>()).unwrap_or(0.0),
                 worst(|s| s.p99_ms),
                 rss,
                 format!("({least:.0}, {:.0})", worst(|s| s.rss_max_mib)),
@@ -407,12 +402,6 @@ impl Verdict {
         );
         out
     }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.collect();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The HTML report: latency, requests and memory over time.
