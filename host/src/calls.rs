@@ -466,8 +466,8 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
             inner.store.start_call(&call.id, &dispatcher.node)
         })
         .await;
-        pass_turn();
         if !started {
+            pass_turn();
             // Taken over by another host (this one was thought dead): it runs there.
             cancel.cancel("the call was taken over by another host");
             return (false, Some(go));
@@ -477,7 +477,11 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
             true => format!("RUNNING {} on {}", call.id, dispatcher.node),
             false => format!("RUNNING {}", call.id),
         };
-        log(inner, &call.name, deployed.owner.as_deref(), "info", line).await;
+        let entries = vec![LogEntry::from_host("info", line)];
+        let logged = (inner.logs).queue(&call.name, deployed.owner.as_deref(), entries);
+        // Only once the line is queued, so that the next call's `RUNNING` line comes after it.
+        pass_turn();
+        logged.await;
         go.go();
         (true, None)
     };

@@ -158,6 +158,17 @@ impl LogWriter {
 
     /// Queues a write and waits for its batch to be committed.
     async fn send(&self, name: &str, owner: Option<&str>, entries: Vec<LogEntry>) {
+        self.queue(name, owner, entries).await;
+    }
+
+    /// Queues a write now (in order with every write queued before it, from any task) and
+    /// returns what resolves once its batch is committed.
+    pub fn queue(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        entries: Vec<LogEntry>,
+    ) -> impl Future<Output = ()> + use<> {
         let (stored, done) = oneshot::channel();
         let write = Write {
             lines: LogLines {
@@ -167,8 +178,11 @@ impl LogWriter {
             },
             stored: Some(stored),
         };
-        if self.writes.send(write).is_ok() {
-            let _ = done.await;
+        let queued = self.writes.send(write).is_ok();
+        async move {
+            if queued {
+                let _ = done.await;
+            }
         }
     }
 }
