@@ -69,8 +69,9 @@ const MAX_PYTHON_ISOLATES: usize = 8;
 /// invocations a second on this worker, two are kept ready.
 const PREPARED_HORIZON: Duration = Duration::from_millis(20);
 /// Spent isolates a worker may leave to tear down when it has nothing else to do; past this it
-/// tears them down at once.
-const MAX_SPENT: usize = 64;
+/// tears them down at once. Few: under a steady load a worker seldom has nothing else to do,
+/// and every spent isolate holds its heap until it is torn down.
+const MAX_SPENT: usize = 4;
 /// The weight of the newest interval in a function's arrival rate estimate.
 const RATE_WEIGHT: f64 = 0.2;
 
@@ -466,8 +467,9 @@ impl Worker {
             function.isolation() == Isolation::Function && !failed && isolate.stopped().is_none();
         if reusable {
             self.put_back(&function, isolate);
-        } else if self.spent.borrow().len() < MAX_SPENT {
-            // Torn down after the caller has its answer, once nothing else waits.
+        } else if self.spent.borrow().len() < MAX_SPENT && function.python_code().is_none() {
+            // Torn down after the caller has its answer, once nothing else waits (but an
+            // interpreter's memory, tens of MiB, is given back at once).
             self.spent.borrow_mut().push(isolate);
             // Wakes the main loop, which tears spent isolates down before preparing more.
             self.refill.notify_one();
