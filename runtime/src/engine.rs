@@ -520,6 +520,13 @@ impl Engine {
         self.pool.python_interpreters()
     }
 
+    /// Isolates of `function` (this very value) prepared for its next invocations and not yet
+    /// claimed by one, per worker.
+    #[cfg(feature = "js")]
+    pub fn prepared_isolates(&self, function: &Function) -> Vec<usize> {
+        self.pool.prepared(function)
+    }
+
     /// How many Python memory snapshots this engine has made ([`Engine::snapshot_python`]).
     #[cfg(feature = "js")]
     pub fn python_snapshots_made(&self) -> u64 {

@@ -69,6 +69,10 @@ pub(crate) enum Task {
     },
     /// Keep a Python interpreter prepared for this function (see `worker.rs`).
     ExpectPython(Function),
+    /// Another worker invoked this Python function (fresh isolates): keep one of its isolates
+    /// prepared here too, so that its invocations alternate between workers instead of
+    /// waiting for the one that holds its isolates to prepare the next (see `worker.rs`).
+    PreparePython(Function),
     /// Boot a Python function and make its memory snapshot.
     SnapshotPython {
         function: Function,
@@ -209,6 +213,13 @@ impl Prepared {
         taken
     }
 
+    /// Unclaimed prepared isolates of `function` (this very value), per worker.
+    pub fn per_worker(&self, function: &Function, workers: usize) -> Vec<usize> {
+        let mut table = lock(&self.by_function);
+        counts_of(&mut table, function)
+            .map_or_else(|| vec![0; workers], |counts| counts.per_worker.clone())
+    }
+
     /// The function value (see `Function::id`) whose isolates are claimable for `name`, if any.
     pub fn function(&self, name: &str) -> Option<u64> {
         lock(&self.by_function)
@@ -275,6 +286,15 @@ impl Shared {
                 None
             }
             None => Some(job),
+        }
+    }
+
+    /// Tells the workers other than `here` that `function` (a Python function) was invoked.
+    pub fn python_invoked(&self, function: &Function, here: usize) {
+        for (worker, private) in self.private.iter().enumerate() {
+            if worker != here {
+                let _ = private.send(Task::PreparePython(function.clone()));
+            }
         }
     }
 
@@ -422,6 +442,11 @@ impl Pool {
     /// Sets what starts the functions bindings reach (once; later calls are ignored).
     pub fn set_services(&self, services: Arc<dyn Services>) {
         let _ = self.shared.services.set(services);
+    }
+
+    /// Unclaimed prepared isolates of `function`, per worker.
+    pub fn prepared(&self, function: &Function) -> Vec<usize> {
+        (self.shared.prepared).per_worker(function, self.shared.workers)
     }
 
     /// Python interpreters the workers hold prepared, waiting for a function.

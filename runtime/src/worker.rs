@@ -289,6 +289,7 @@ impl Worker {
                     Task::ExpectPython(function) => {
                         worker.expect_python(&function);
                     }
+                    Task::PreparePython(function) => worker.keep_prepared(&function),
                     Task::SnapshotPython { function, reply } => {
                         let made = isolate::make_python_snapshot(
                             &function,
@@ -339,6 +340,9 @@ impl Worker {
         }
         request.env = function.settings().env.clone();
         self.arrived(&function);
+        if function.python_code().is_some() && function.isolation() == Isolation::Invocation {
+            self.shared.python_invoked(&function, self.index);
+        }
         let Controls {
             cancel,
             start,
@@ -529,6 +533,24 @@ impl Worker {
         let interval = now.duration_since(entry.last_used).as_secs_f64().max(1e-4);
         entry.rate = entry.rate * (1.0 - RATE_WEIGHT) + RATE_WEIGHT / interval;
         entry.last_used = now;
+        if entry.isolates.len() < entry.target(self.max_prepared) {
+            self.refill.notify_one();
+        }
+    }
+
+    /// Keeps isolates of `function`, invoked on another worker, prepared here as if it had been
+    /// invoked here (without counting it in its rate here). For Python functions: preparing
+    /// the next interpreter takes a worker's thread for a few hundred milliseconds.
+    fn keep_prepared(&self, function: &Function) {
+        let mut ready = self.ready.borrow_mut();
+        let entry = ready
+            .entry(function.name().to_owned())
+            .or_insert_with(|| Ready::new(function));
+        if entry.function.id() != function.id() {
+            entry.function = function.clone();
+            entry.broken = false;
+        }
+        entry.last_used = Instant::now();
         if entry.isolates.len() < entry.target(self.max_prepared) {
             self.refill.notify_one();
         }

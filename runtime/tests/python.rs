@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::time::Duration;
+use std::time::Instant;
 
 use common::engine;
 use common::text;
@@ -135,4 +137,32 @@ async fn restores_reseed_random() {
         *seen.entry(text(&response).to_owned()).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_a_python_function_ran_on_one_worker_every_worker_prepares_it() {
+    let engine = engine();
+    let function = deployed(&engine, "spread", &[("main.py", HELLO)]).await;
+    engine.expect_python(&function);
+    let request = || Request::json(r#"{"name":"Ada"}"#);
+    common::run(&engine, &function, request()).await;
+    // Preparing the next interpreter takes a worker's thread for a few hundred milliseconds:
+    // the other worker prepares the function too, and the next invocations alternate.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !engine.prepared_isolates(&function).iter().all(|n| *n > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "prepared per worker: {:?}",
+            engine.prepared_isolates(&function)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (first, second) = tokio::join!(
+        engine.invoke(&function, request()),
+        engine.invoke(&function, request())
+    );
+    for outcome in [first, second] {
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        assert!(outcome.timing.is_some_and(|timing| timing.ready));
+    }
 }
