@@ -3,7 +3,8 @@
 //! Each folder is one extension: `fetch/` (deno_fetch's, and the function's network access),
 //! `console/` (console output into the function's logs), `rpc/` (calls between functions
 //! through bindings), `runtime/` (the global scope and the
-//! per-invocation dispatcher) and `python/` (Python functions booted on Pyodide). The web
+//! per-invocation dispatcher), `python/` (Python functions booted on Pyodide) and `dotnet/` (C#
+//! functions on the .NET WebAssembly runtime). The web
 //! platform underneath (URL, encoding, streams, timers, events, ...) comes from the `deno_web`
 //! and `deno_webidl` crates, Web Crypto from `deno_crypto`.
 //!
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod console;
+pub mod dotnet;
 pub mod fetch;
 pub mod python;
 pub mod rpc;
@@ -53,6 +55,7 @@ fn extensions_with(deno_fetch: Extension) -> Vec<Extension> {
         rpc::rpc::init(),
         runtime::host::init(),
         python::python::init(),
+        dotnet::dotnet::init(),
     ]
 }
 

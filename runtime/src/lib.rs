@@ -24,6 +24,8 @@
 
 #[cfg(feature = "js")]
 mod allocator;
+#[cfg(feature = "js")]
+mod dotnet;
 mod engine;
 mod error;
 mod function;
@@ -46,6 +48,18 @@ mod watchdog;
 #[cfg(feature = "js")]
 mod worker;
 
+#[cfg(feature = "js")]
+pub use dotnet::DISPATCHER_ASSEMBLY;
+#[cfg(feature = "js")]
+pub use dotnet::DISPATCHER_SOURCE;
+#[cfg(feature = "js")]
+pub use dotnet::DotnetAsset;
+#[cfg(feature = "js")]
+pub use dotnet::DotnetAssetKind;
+#[cfg(feature = "js")]
+pub use dotnet::DotnetBuild;
+#[cfg(feature = "js")]
+pub use dotnet::DotnetCode;
 pub use engine::AfterResponse;
 pub use engine::Cancel;
 pub use engine::Controls;

@@ -76,12 +76,27 @@ impl FunctionLoader {
         url.as_str() == crate::python::GLUE_SPECIFIER && self.function.python_code().is_some()
     }
 
+    /// The source of the .NET runtime's module at `url`, if the function is a C# function and
+    /// `url` is one of the runtime's modules.
+    fn dotnet_module(&self, url: &ModuleSpecifier) -> Option<&Arc<str>> {
+        let code = self.function.dotnet_code()?;
+        code.build.module_source(url.as_str())
+    }
+
     fn load_module(
         &self,
         specifier: &ModuleSpecifier,
         referrer: &str,
         requested: &RequestedModuleType,
     ) -> Result<ModuleSource, JsErrorBox> {
+        if let Some(source) = self.dotnet_module(specifier) {
+            return Ok(ModuleSource::new(
+                ModuleType::JavaScript,
+                ModuleSourceCode::String(source.clone().into()),
+                specifier,
+                None,
+            ));
+        }
         if self.is_python_glue(specifier)
             && let Some(python) = self.function.python_code()
         {
@@ -163,7 +178,7 @@ impl ModuleLoader for FunctionLoader {
         };
         let importer = self.function.path_of(referrer);
         match resolved {
-            Ok(url) if self.is_python_glue(&url) => Ok(url),
+            Ok(url) if self.is_python_glue(&url) || self.dotnet_module(&url).is_some() => Ok(url),
             Ok(url) if url.scheme() == "data" => Ok(url),
             Ok(url) if self.function.module_at(url.as_str()).is_some() => Ok(url),
             Ok(url) if url.as_str().starts_with(self.function.root().as_str()) => {

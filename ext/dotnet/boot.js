@@ -1,0 +1,201 @@
+// functions-host: boots the .NET WebAssembly runtime in a function isolate and binds the C#
+// function's entry to the dispatcher. Loaded with the base snapshot; runs only in isolates of
+// C# functions.
+//
+// The runtime's loader (dotnet.js) takes a shell's path here (no window, no Node), and every
+// file is handed to it as bytes: its boot configuration is replaced as it is read, the two
+// JavaScript modules come as namespaces the host loaded, and `dotnet.native.wasm` as the module
+// compiled once per process. The managed side is ext/dotnet/Dispatcher.cs, called through the
+// runtime's mono_wasm_invoke_jsexport with a pointer to seven 32-bit words (see there).
+
+import { op_dotnet_asset, op_dotnet_boot, op_dotnet_wasm_module } from "ext:core/ops";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The dispatcher's operations (see Dispatcher.cs). */
+const BIND = 1;
+const CALL = 2;
+const PENDING = 3;
+
+/** ICU's data loaded: the shard of English, French, Italian, German and Spanish. */
+const ICU = "icudt_EFIGS.dat";
+
+/**
+ * Starts the runtime with the function's assemblies, binds its entry, and returns a module
+ * namespace for `dispatch`, whose default export calls the entry with the event.
+ */
+async function startDotnet(loader, native, runtime) {
+  const boot = op_dotnet_boot();
+  const wasmModule = op_dotnet_wasm_module();
+  const resources = resourcesOf(boot, native, runtime, wasmModule);
+  const WebAssemblyObject = globalThis.WebAssembly;
+  // The loader compiles dotnet.native.wasm itself unless compileStreaming answers: it gets
+  // the module compiled once per process.
+  WebAssemblyObject.compileStreaming = async (response) => (await response).compiled;
+  const api = await loader.dotnet
+    .withModuleConfig({
+      print: (line) => console.log(line),
+      printErr: (line) => console.error(line),
+      onConfigLoaded(config) {
+        // The package's own configuration is an application's: it is replaced, not merged.
+        config.resources = resources;
+        config.mainAssemblyName = boot.dispatcher;
+        config.globalizationMode = "custom";
+        config.environmentVariables = { ...boot.env, TZ: boot.env.TZ ?? "UTC" };
+        delete config.extensions;
+      },
+    })
+    .create();
+  const dispatcher = dispatcherOf(api.Module, boot.dispatcher);
+  const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
+  if (bound.error) throw dotnetError(bound.error);
+  const { parameters } = bound.ok;
+  return {
+    async default(event) {
+      const args = bind(parameters, event);
+      if (typeof args === "string") {
+        return new Response(JSON.stringify({ error: { code: "bad_request", message: args } }), {
+          status: 400,
+          headers: { "content-type": "application/json" },
+        });
+      }
+      const answer = await dispatcher.settle(dispatcher.call(CALL, JSON.stringify(args)));
+      if (answer.error?.bad_event) {
+        return new Response(JSON.stringify({ error: { code: "bad_request", message: answer.error.message } }), {
+          status: 400,
+          headers: { "content-type": "application/json" },
+        });
+      }
+      if (answer.error) throw dotnetError(answer.error);
+      return answer.ok === null ? undefined : answer.ok;
+    },
+  };
+}
+
+/** The loader's resources: every file as bytes or as what the host loaded. */
+function resourcesOf(boot, native, runtime, wasmModule) {
+  const url = "file:///dotnet/dotnet.native.wasm";
+  const response = {
+    ok: true,
+    url,
+    compiled: wasmModule,
+    headers: { get: (name) => (name.toLowerCase() === "content-type" ? "application/wasm" : null) },
+    arrayBuffer() {
+      throw new Error("dotnet.native.wasm is handed over compiled");
+    },
+  };
+  const resources = {
+    hash: "functions-host",
+    jsModuleNative: [{ name: "dotnet.native.js", moduleExports: native }],
+    jsModuleRuntime: [{ name: "dotnet.runtime.js", moduleExports: runtime }],
+    wasmNative: [{ name: "dotnet.native.wasm", pendingDownload: { name: "dotnet.native.wasm", url, response: Promise.resolve(response) } }],
+    coreAssembly: [],
+    assembly: [],
+    icu: [],
+  };
+  boot.assets.forEach(([virtualPath, kind], index) => {
+    if (kind === "icu" && virtualPath !== ICU) return;
+    const bytes = op_dotnet_asset(index);
+    const asset = { name: virtualPath, virtualPath, buffer: bytes.buffer };
+    resources[kind].push(asset);
+  });
+  return resources;
+}
+
+/** Calls into Dispatcher.cs. */
+function dispatcherOf(Module, assemblyName) {
+  const cString = (text) => {
+    const bytes = encoder.encode(`${text}\0`);
+    const at = Module._malloc(bytes.length);
+    Module.HEAPU8.set(bytes, at);
+    return at;
+  };
+  const assembly = Module._mono_wasm_assembly_load(cString(assemblyName));
+  if (!assembly) throw new Error(`the function has no ${assemblyName} assembly: deploy it with the functions-host CLI`);
+  const dispatcherClass = Module._mono_wasm_assembly_find_class(assembly, cString("FunctionsHost"), cString("Dispatcher"));
+  const method = dispatcherClass && Module._mono_wasm_assembly_find_method(dispatcherClass, cString("Invoke"), 1);
+  if (!method) throw new Error(`${assemblyName} has no FunctionsHost.Dispatcher.Invoke`);
+  const words = Module._malloc(7 * 4);
+  // The runtime's timers and background work all go through safeSetTimeout: after each, calls
+  // still pending are asked again.
+  let waiting = [];
+  const setTimer = Module.safeSetTimeout;
+  Module.safeSetTimeout = (callback, delay) =>
+    setTimer(() => {
+      try {
+        callback();
+      } finally {
+        const woken = waiting;
+        waiting = [];
+        for (const wake of woken) wake();
+      }
+    }, delay);
+  function call(operation, input = "", id = 0) {
+    const bytes = encoder.encode(input);
+    const at = bytes.length > 0 ? Module._malloc(bytes.length) : 0;
+    if (at !== 0) Module.HEAPU8.set(bytes, at);
+    Module.HEAP32.set([operation, operation === PENDING ? id : at, bytes.length, 0, 0, 0, 0], words >>> 2);
+    Module._mono_wasm_invoke_jsexport(method, words);
+    // (The memory may have grown during the call: the views are read again.)
+    const answerAt = Module.HEAP32[(words >>> 2) + 5];
+    const answerLength = Module.HEAP32[(words >>> 2) + 6];
+    const answer = decoder.decode(Module.HEAPU8.slice(answerAt, answerAt + answerLength));
+    Module._free(answerAt);
+    if (at !== 0) Module._free(at);
+    return JSON.parse(answer);
+  }
+  async function settle(answer) {
+    while (answer.pending !== undefined) {
+      await new Promise((wake) => waiting.push(wake));
+      answer = call(PENDING, "", answer.pending);
+    }
+    return answer;
+  }
+  return { call, settle };
+}
+
+/**
+ * The arguments for `parameters` from `event`, each as JSON text (null: left out), or why they
+ * cannot be had: an object binds by parameter name, an array by position, and a method of one
+ * parameter takes the whole event (or the one item of an array, or the member of its name).
+ */
+function bind(parameters, event) {
+  const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
+  let values;
+  if (parameters.length === 0) {
+    values = [];
+  } else if (parameters.length === 1) {
+    const [only] = parameters;
+    const byName = isObject && Object.hasOwn(event, only.name);
+    if (byName && (only.kind !== "object" || Object.keys(event).length === 1)) {
+      values = [event[only.name]];
+    } else if (Array.isArray(event) && event.length === 1 && only.kind !== "array") {
+      values = [event[0]];
+    } else {
+      values = [event];
+    }
+  } else if (isObject) {
+    values = parameters.map((parameter) => event[parameter.name]);
+  } else if (Array.isArray(event)) {
+    if (event.length > parameters.length) {
+      return `expected at most ${parameters.length} arguments, got ${event.length}`;
+    }
+    values = parameters.map((_, index) => event[index]);
+  } else {
+    return `expected an object or an array of the arguments (${parameters.map((p) => p.name).join(", ")})`;
+  }
+  const missing = parameters.filter((parameter, index) => values[index] === undefined && !parameter.optional);
+  if (missing.length > 0) return `missing argument ${missing.map((p) => p.name).join(", ")}`;
+  return values.map((value) => (value === undefined ? null : JSON.stringify(value)));
+}
+
+/** A JavaScript error for an exception the dispatcher reported. */
+function dotnetError({ type, message, stack }) {
+  const error = new Error(message);
+  error.name = type;
+  error.stack = `${type}: ${message}${stack ? `\n${stack}` : ""}`;
+  return error;
+}
+
+globalThis.__functionsHost.startDotnet = startDotnet;

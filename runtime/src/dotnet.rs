@@ -1,0 +1,44 @@
+//! C# functions: their assemblies and the .NET WebAssembly runtime they run on.
+//!
+//! A C# function runs in a V8 isolate like a JavaScript one (same limits, logs, dispatcher);
+//! instead of a module graph, the isolate loads the runtime's three JavaScript modules and
+//! boots it with `ext/dotnet/boot.js`, which binds the function's entry through the
+//! dispatcher assembly deployed with it (`ext/dotnet/Dispatcher.cs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use functions_ext::dotnet::Asset as DotnetAsset;
+pub use functions_ext::dotnet::AssetKind as DotnetAssetKind;
+pub use functions_ext::dotnet::DISPATCHER_ASSEMBLY;
+pub use functions_ext::dotnet::DISPATCHER_SOURCE;
+use functions_ext::dotnet::DotnetBoot;
+pub use functions_ext::dotnet::DotnetBuild;
+
+/// A C# function's code: its assemblies and the method to call.
+#[derive(Clone, Debug)]
+pub struct DotnetCode {
+    /// The runtime build it runs on.
+    pub build: Arc<DotnetBuild>,
+    /// Its assemblies (file name → bytes): its own and the dispatcher's
+    /// ([`DISPATCHER_ASSEMBLY`]`.dll`).
+    pub assemblies: Arc<BTreeMap<String, Vec<u8>>>,
+    /// The name of the assembly that holds the entry.
+    pub assembly: String,
+    /// The method to call (`Class.Method`); `None` calls the assembly's only public static
+    /// method.
+    pub entry: Option<String>,
+}
+
+impl DotnetCode {
+    /// What the isolate boots.
+    pub(crate) fn boot(&self, env: &BTreeMap<String, String>) -> DotnetBoot {
+        DotnetBoot {
+            build: self.build.clone(),
+            assemblies: self.assemblies.clone(),
+            assembly: self.assembly.clone(),
+            entry: self.entry.clone(),
+            env: env.clone(),
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! C# functions on the .NET WebAssembly runtime, in the engine: compiled by mcs, booted in an
+//! isolate, called through the dispatcher.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::engine;
+use common::text;
+use functions_runtime::DISPATCHER_ASSEMBLY;
+use functions_runtime::DISPATCHER_SOURCE;
+use functions_runtime::DotnetAsset;
+use functions_runtime::DotnetAssetKind;
+use functions_runtime::DotnetBuild;
+use functions_runtime::DotnetCode;
+use functions_runtime::Function;
+use functions_runtime::InvokeError;
+use functions_runtime::Request;
+use functions_runtime::Settings;
+
+/// The runtime, downloaded (once per build directory) and read.
+fn build() -> Arc<DotnetBuild> {
+    static BUILD: OnceLock<Arc<DotnetBuild>> = OnceLock::new();
+    BUILD
+        .get_or_init(|| {
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dotnet");
+            let registry = functions_dotnet::registry_from_env(functions_dotnet::DEFAULT_REGISTRY);
+            let runtime = functions_dotnet::Runtime::cached(&cache, &registry, &mut |_| {})
+                .expect("the .NET runtime is downloaded");
+            let layout = runtime.layout();
+            let read = |file: &str| runtime.read(file).expect("a runtime file");
+            let text = |file: &str| String::from_utf8(read(file)).unwrap();
+            let mut assets = Vec::new();
+            for (list, kind) in [
+                (&layout.core_assemblies, DotnetAssetKind::CoreAssembly),
+                (&layout.assemblies, DotnetAssetKind::Assembly),
+                (&layout.icu, DotnetAssetKind::Icu),
+            ] {
+                for asset in list {
+                    assets.push(DotnetAsset {
+                        virtual_path: asset.virtual_path.clone(),
+                        kind,
+                        bytes: read(&asset.file),
+                    });
+                }
+            }
+            Arc::new(
+                DotnetBuild::new(
+                    functions_dotnet::build_id(),
+                    text("dotnet.js"),
+                    text(&layout.native_js),
+                    text(&layout.runtime_js),
+                    read(&layout.wasm),
+                    assets,
+                )
+                .unwrap(),
+            )
+        })
+        .clone()
+}
+
+/// `source` compiled by mcs into the library `name`.dll.
+fn compile(name: &str, source: &str, unsafe_code: bool) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{name}.cs"));
+    std::fs::write(&file, source).unwrap();
+    let out = dir.path().join(format!("{name}.dll"));
+    let mut mcs = Command::new("mcs");
+    mcs.arg("-target:library")
+        .arg("-langversion:7.2")
+        .arg(format!("-out:{}", out.display()));
+    if unsafe_code {
+        mcs.arg("-unsafe");
+    }
+    let output = mcs
+        .arg(&file)
+        .output()
+        .expect("mcs runs (tests/setup.sh installs Debian's mono-mcs)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// A C# function of `source` (the assembly `Functions`), with the dispatcher.
+fn function(name: &str, source: &str, entry: Option<&str>) -> Function {
+    static DISPATCHER: OnceLock<Vec<u8>> = OnceLock::new();
+    let dispatcher =
+        DISPATCHER.get_or_init(|| compile(DISPATCHER_ASSEMBLY, DISPATCHER_SOURCE, true));
+    let assemblies = BTreeMap::from([
+        (format!("{DISPATCHER_ASSEMBLY}.dll"), dispatcher.clone()),
+        (
+            "Functions.dll".to_owned(),
+            compile("Functions", source, false),
+        ),
+    ]);
+    let mut settings = Settings::default();
+    // Booted from scratch here (no snapshot yet): the first call runs cold code.
+    settings.limits.cpu_time = Duration::from_secs(10);
+    settings.limits.memory_bytes = 512 * 1024 * 1024;
+    let code = DotnetCode {
+        build: build(),
+        assemblies: Arc::new(assemblies),
+        assembly: "Functions".into(),
+        entry: entry.map(str::to_owned),
+    };
+    Function::dotnet(name, 1, code, settings)
+}
+
+const GREETER: &str = r#"
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Text.RegularExpressions;
+using System.Threading.Tasks;
+
+public class Person { public string Name; public int Age; }
+
+public static class Greeter
+{
+    public static string Hello(string name)
+    {
+        Console.WriteLine("greeting " + name);
+        return "Hello, " + name + "!";
+    }
+
+    public static int Add(int a, int b, int c = 10) { return a + b + c; }
+
+    public static Dictionary<string, object> Describe(Person person, List<int> scores, int? bonus)
+    {
+        return new Dictionary<string, object> {
+            { "who", person.Name + " (" + person.Age + ")" },
+            { "total", scores.Sum() + (bonus ?? 0) },
+            { "words", Regex.Split("a b  c", "\\s+").Select(w => w.ToUpperInvariant()).ToArray() },
+        };
+    }
+
+    public static async Task<string> Later(string name)
+    {
+        await Task.Delay(10);
+        return "later, " + name;
+    }
+
+    public static string Fail(string why) { throw new InvalidOperationException("failed: " + why); }
+}
+"#;
+
+async fn invoke(function: &Function, body: &str) -> (u16, String) {
+    let outcome = engine().invoke(function, Request::json(body)).await;
+    match outcome.result {
+        Ok(response) => (response.status, text(&response).to_owned()),
+        Err(err) => panic!("invocation failed: {err:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csharp_method_binds_the_event_and_returns_json() {
+    let hello = function("hello", GREETER, Some("Greeter.Hello"));
+    assert_eq!(
+        invoke(&hello, r#"{"name":"Ada"}"#).await,
+        (200, r#""Hello, Ada!""#.into())
+    );
+    assert_eq!(invoke(&hello, r#""Bo""#).await.1, r#""Hello, Bo!""#);
+    assert_eq!(invoke(&hello, r#"["Cy"]"#).await.1, r#""Hello, Cy!""#);
+
+    let add = function("add", GREETER, Some("Greeter.Add"));
+    assert_eq!(invoke(&add, r#"{"a":1,"b":2}"#).await.1, "13");
+    assert_eq!(invoke(&add, "[1,2,3]").await.1, "6");
+    let (status, body) = invoke(&add, r#"{"a":1}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("missing argument b"), "{body}");
+    let (status, body) = invoke(&add, r#"{"a":"one","b":2}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("a: "), "{body}");
+
+    let describe = function("describe", GREETER, Some("Greeter.Describe"));
+    let event = r#"{"person":{"name":"Ada","age":36},"scores":[1,2,3]}"#;
+    let (status, body) = invoke(&describe, event).await;
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"who": "Ada (36)", "total": 6, "words": ["A", "B", "C"]})
+    );
+
+    let later = function("later", GREETER, Some("Greeter.Later"));
+    assert_eq!(invoke(&later, r#""Di""#).await.1, r#""later, Di""#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_output_is_logged_and_exceptions_carry_their_type_and_stack() {
+    let engine = engine();
+    let hello = function("hello", GREETER, Some("Greeter.Hello"));
+    let outcome = engine.invoke(&hello, Request::json(r#""Ada""#)).await;
+    assert!(outcome.result.is_ok());
+    let lines: Vec<String> = outcome
+        .logs
+        .iter()
+        .map(|line| line.message.clone())
+        .collect();
+    assert!(lines.contains(&"greeting Ada".to_owned()), "{lines:?}");
+
+    let fail = function("fail", GREETER, Some("Greeter.Fail"));
+    match engine
+        .invoke(&fail, Request::json(r#""no reason""#))
+        .await
+        .result
+    {
+        Err(InvokeError::Threw { message, stack }) => {
+            assert!(message.contains("failed: no reason"), "{message}");
+            assert!(
+                stack.contains("System.InvalidOperationException"),
+                "{stack}"
+            );
+            assert!(stack.contains("Greeter.Fail"), "{stack}");
+        }
+        other => panic!("expected the exception, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_entry_must_be_one_method() {
+    let engine = engine();
+    let unnamed = function("unnamed", GREETER, None);
+    match engine.invoke(&unnamed, Request::json("{}")).await.result {
+        Err(err) => {
+            let message = err.to_string();
+            assert!(message.contains("5 public static methods"), "{message}");
+            assert!(message.contains("--entry Class.Method"), "{message}");
+        }
+        Ok(_) => panic!("an assembly of five methods has no entry of its own"),
+    }
+}
