@@ -8,7 +8,13 @@
 // compiled once per process. The managed side is ext/dotnet/Dispatcher.cs, called through the
 // runtime's mono_wasm_invoke_jsexport with a pointer to seven 32-bit words (see there).
 
-import { op_dotnet_asset, op_dotnet_boot, op_dotnet_wasm_module } from "ext:core/ops";
+import {
+  op_dotnet_asset,
+  op_dotnet_boot,
+  op_dotnet_restore,
+  op_dotnet_snapshot_made,
+  op_dotnet_wasm_module,
+} from "ext:core/ops";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -22,59 +28,128 @@ const PENDING = 3;
 const ICU = "icudt_EFIGS.dat";
 
 /**
- * Starts the runtime with the function's assemblies, binds its entry, and returns a module
- * namespace for `dispatch`, whose default export calls the entry with the event.
+ * The jiterpreter's parts, which compile hot code to WebAssembly of their own: a memory image
+ * that holds their tables does not restore, so a runtime whose image is taken runs without
+ * them, and a restored one turns them on again.
+ */
+const JITERPRETER = ["jiterpreter-traces-enabled", "jiterpreter-interp-entry-enabled", "jiterpreter-jit-call-enabled"];
+
+/**
+ * Starts the runtime with the function's assemblies (or restores it from the function's
+ * snapshot), binds its entry, and returns a module namespace for `dispatch`, whose default
+ * export calls the entry with the event. In an isolate asked to make a snapshot, hands the
+ * snapshot to the host instead.
  */
 async function startDotnet(loader, native, runtime) {
   const boot = op_dotnet_boot();
+  const image = boot.restore === null ? null : JSON.parse(boot.restore);
   const wasmModule = op_dotnet_wasm_module();
-  const resources = resourcesOf(boot, native, runtime, wasmModule);
+  const resources = resourcesOf(boot, native, runtime, wasmModule, image !== null);
   const WebAssemblyObject = globalThis.WebAssembly;
   // The loader compiles dotnet.native.wasm itself unless compileStreaming answers: it gets
   // the module compiled once per process.
   WebAssemblyObject.compileStreaming = async (response) => (await response).compiled;
+  let Module;
+  if (image !== null) {
+    // The image holds a started runtime: where the runtime would start (mono_wasm_load_runtime,
+    // after Emscripten's own start and before the runtime's JavaScript binds to it), the image
+    // is copied in instead.
+    const instantiate = WebAssemblyObject.instantiate.bind(WebAssemblyObject);
+    WebAssemblyObject.instantiate = async (module, imports) => {
+      const instance = await instantiate(module, imports);
+      if (module !== wasmModule) return instance;
+      const restoring = (_debug, count, keys, values) => restore(Module, image, boot.memoryBytes, count, keys, values);
+      return { exports: { ...instance.exports, mono_wasm_load_runtime: restoring } };
+    };
+  }
   const api = await loader.dotnet
     .withModuleConfig({
       print: (line) => console.log(line),
       printErr: (line) => console.error(line),
+      preRun: [(module) => (Module = module)],
       onConfigLoaded(config) {
         // The package's own configuration is an application's: it is replaced, not merged.
         config.resources = resources;
         config.mainAssemblyName = boot.dispatcher;
         config.globalizationMode = "custom";
         config.environmentVariables = { ...boot.env, TZ: boot.env.TZ ?? "UTC" };
+        config.runtimeOptions = boot.makeSnapshot ? JITERPRETER.map((option) => `--no-${option}`) : [];
         delete config.extensions;
       },
     })
     .create();
-  const dispatcher = dispatcherOf(api.Module, boot.dispatcher);
-  const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
-  if (bound.error) throw dotnetError(bound.error);
-  const { parameters } = bound.ok;
+  const entry = image ?? dispatcherEntry(api.Module, boot.dispatcher);
+  const dispatcher = dispatcherOf(api.Module, entry);
+  if (image !== null) {
+    for (const option of JITERPRETER) api.Module.ccall("mono_jiterp_parse_option", "number", ["string"], [`--${option}`]);
+  } else {
+    const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
+    if (bound.error) throw dotnetError(bound.error);
+    entry.parameters = bound.ok.parameters;
+  }
+  if (boot.makeSnapshot) {
+    // What the image does not hold: the dispatcher's place in it, and the runtime's open files
+    // beyond the standard three (Console's).
+    const streams = [];
+    api.Module.FS.streams.forEach((stream, fd) => {
+      if (stream && fd > 2) streams.push({ fd, path: stream.path, flags: stream.flags });
+    });
+    op_dotnet_snapshot_made(api.Module.HEAPU8, JSON.stringify({ ...entry, streams }));
+    return { default: () => null };
+  }
+  const { parameters } = entry;
   return {
     async default(event) {
       const args = bind(parameters, event);
-      if (typeof args === "string") {
-        return new Response(JSON.stringify({ error: { code: "bad_request", message: args } }), {
-          status: 400,
-          headers: { "content-type": "application/json" },
-        });
-      }
+      if (typeof args === "string") return badRequest(args);
       const answer = await dispatcher.settle(dispatcher.call(CALL, JSON.stringify(args)));
-      if (answer.error?.bad_event) {
-        return new Response(JSON.stringify({ error: { code: "bad_request", message: answer.error.message } }), {
-          status: 400,
-          headers: { "content-type": "application/json" },
-        });
-      }
+      if (answer.error?.bad_event) return badRequest(answer.error.message);
       if (answer.error) throw dotnetError(answer.error);
       return answer.ok === null ? undefined : answer.ok;
     },
   };
 }
 
+/** The answer to an event that does not fit the entry's parameters. */
+function badRequest(message) {
+  return new Response(JSON.stringify({ error: { code: "bad_request", message } }), {
+    status: 400,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/**
+ * Copies `image` into the runtime's memory (grown to `memoryBytes`) where the runtime would have
+ * started, and opens again the files it had open. The caller frees what it allocated for the
+ * call (`count` keys and values) right after: those blocks are the fresh heap's, not the
+ * image's, and are left alone.
+ */
+function restore(Module, image, memoryBytes, count, keys, values) {
+  const skipped = new Set([keys, values]);
+  for (let i = 0; i < count; i++) {
+    skipped.add(Module.HEAP32[(keys >>> 2) + i]);
+    skipped.add(Module.HEAP32[(values >>> 2) + i]);
+  }
+  const free = Module._free;
+  Module._free = (at) => {
+    if (!skipped.delete(at)) return free(at);
+    if (skipped.size === 0) Module._free = free;
+  };
+  // Grown through sbrk, so that Emscripten's views follow.
+  const end = Module._sbrk(0);
+  if (memoryBytes > end && Module._sbrk(memoryBytes - end) === -1) throw new Error("the runtime's memory cannot hold the C# snapshot");
+  if (!op_dotnet_restore(Module.HEAPU8)) throw new Error("the C# snapshot does not fit the runtime's memory");
+  const { FS } = Module;
+  for (const { fd, path, flags } of image.streams) {
+    if (FS.streams[fd]) continue;
+    const standard = FS.streams.findIndex((stream, at) => at <= 2 && stream && stream.path === path && stream.flags === flags);
+    if (standard >= 0) FS.dupStream(FS.streams[standard], fd);
+    else FS.createStream(FS.open(path, flags), fd);
+  }
+}
+
 /** The loader's resources: every file as bytes or as what the host loaded. */
-function resourcesOf(boot, native, runtime, wasmModule) {
+function resourcesOf(boot, native, runtime, wasmModule, restoring) {
   const url = "file:///dotnet/dotnet.native.wasm";
   const response = {
     ok: true,
@@ -94,6 +169,8 @@ function resourcesOf(boot, native, runtime, wasmModule) {
     assembly: [],
     icu: [],
   };
+  // A restored runtime has every assembly in its memory already.
+  if (restoring) return resources;
   boot.assets.forEach(([virtualPath, kind], index) => {
     if (kind === "icu" && virtualPath !== ICU) return;
     const bytes = op_dotnet_asset(index);
@@ -103,8 +180,8 @@ function resourcesOf(boot, native, runtime, wasmModule) {
   return resources;
 }
 
-/** Calls into Dispatcher.cs. */
-function dispatcherOf(Module, assemblyName) {
+/** The dispatcher's method and the words it is called with (see Dispatcher.cs). */
+function dispatcherEntry(Module, assemblyName) {
   const cString = (text) => {
     const bytes = encoder.encode(`${text}\0`);
     const at = Module._malloc(bytes.length);
@@ -116,7 +193,11 @@ function dispatcherOf(Module, assemblyName) {
   const dispatcherClass = Module._mono_wasm_assembly_find_class(assembly, cString("FunctionsHost"), cString("Dispatcher"));
   const method = dispatcherClass && Module._mono_wasm_assembly_find_method(dispatcherClass, cString("Invoke"), 1);
   if (!method) throw new Error(`${assemblyName} has no FunctionsHost.Dispatcher.Invoke`);
-  const words = Module._malloc(7 * 4);
+  return { method, words: Module._malloc(7 * 4) };
+}
+
+/** Calls into Dispatcher.cs. */
+function dispatcherOf(Module, { method, words }) {
   // The runtime's timers and background work all go through safeSetTimeout: after each, calls
   // still pending are asked again.
   let waiting = [];

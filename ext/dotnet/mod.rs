@@ -19,6 +19,9 @@ use deno_core::op2;
 use deno_core::v8;
 use serde::Serialize;
 
+pub use crate::snapshot::MadeSnapshot;
+pub use crate::snapshot::MemorySnapshot;
+
 /// Where a C# function's isolate finds the runtime's loader.
 pub const LOADER_SPECIFIER: &str = "file:///dotnet/dotnet.js";
 /// Where it finds Emscripten's module of the runtime.
@@ -109,6 +112,13 @@ impl DotnetBuild {
         &self.build_id
     }
 
+    /// What the snapshots this build (with this host) makes carry, and what a snapshot must
+    /// carry to be restored by it: the build id and the host's part of the runtime.
+    pub fn snapshot_tag(&self) -> String {
+        let host = crate::snapshot::fnv1a(&[DISPATCHER_SOURCE, include_str!("boot.js")]);
+        format!("{}-{host:016x}", self.build_id)
+    }
+
     /// The source of the runtime's module at `specifier`, if it is one of the three.
     pub fn module_source(&self, specifier: &str) -> Option<&Arc<str>> {
         match specifier {
@@ -133,6 +143,10 @@ pub struct DotnetBoot {
     pub entry: Option<String>,
     /// The function's environment variables.
     pub env: BTreeMap<String, String>,
+    /// The memory image to restore instead of booting.
+    pub snapshot: Option<Arc<MemorySnapshot>>,
+    /// Make a snapshot once booted (and the entry bound), instead of serving invocations.
+    pub make_snapshot: bool,
 }
 
 #[derive(Serialize)]
@@ -144,6 +158,11 @@ struct BootConfig {
     dispatcher: &'static str,
     entry: Option<String>,
     env: BTreeMap<String, String>,
+    /// The references of the snapshot to restore, if any (`JSON.parse`d by `boot.js`).
+    restore: Option<String>,
+    /// The memory size the snapshot restores.
+    memory_bytes: f64,
+    make_snapshot: bool,
 }
 
 #[op2]
@@ -152,13 +171,42 @@ fn op_dotnet_boot(state: &mut OpState) -> BootConfig {
     let boot = state.borrow::<DotnetBoot>();
     let runtime = (boot.build.assets.iter()).map(|asset| (asset.virtual_path.clone(), asset.kind));
     let own = (boot.assemblies.keys()).map(|name| (name.clone(), AssetKind::Assembly));
+    let snapshot = boot.snapshot.as_ref();
     BootConfig {
         assets: runtime.chain(own).collect(),
         assembly: boot.assembly.clone(),
         dispatcher: DISPATCHER_ASSEMBLY,
         entry: boot.entry.clone(),
         env: boot.env.clone(),
+        restore: snapshot.map(|s| s.references().to_owned()),
+        memory_bytes: snapshot.map_or(0.0, |s| s.memory_bytes as f64),
+        make_snapshot: boot.make_snapshot,
     }
+}
+
+/// Copies the snapshot's memory into the runtime's (grown to its size first).
+#[op2(fast)]
+fn op_dotnet_restore(state: &mut OpState, #[buffer] memory: &mut [u8]) -> bool {
+    let boot = state.borrow::<DotnetBoot>();
+    match &boot.snapshot {
+        Some(snapshot) if memory.len() as u64 >= snapshot.memory_bytes => {
+            snapshot.restore_into(memory);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Takes the runtime's memory as the snapshot `boot.js` made, with its `references`.
+#[op2(fast)]
+fn op_dotnet_snapshot_made(
+    state: &mut OpState,
+    #[buffer] memory: &[u8],
+    #[string] references: &str,
+) {
+    let tag = state.borrow::<DotnetBoot>().build.snapshot_tag();
+    let made = MemorySnapshot::new(tag, references.to_owned(), memory);
+    state.put(MadeSnapshot(Ok(made)));
 }
 
 /// A copy of asset `index` of [`op_dotnet_boot`]'s list (the runtime owns it).
@@ -203,7 +251,13 @@ fn op_dotnet_wasm_module<'s>(
 deno_core::extension!(
   dotnet,
   deps = [host],
-  ops = [op_dotnet_boot, op_dotnet_asset, op_dotnet_wasm_module],
+  ops = [
+    op_dotnet_boot,
+    op_dotnet_asset,
+    op_dotnet_wasm_module,
+    op_dotnet_restore,
+    op_dotnet_snapshot_made,
+  ],
   esm_entry_point = "ext:dotnet/boot.js",
   esm = [dir "dotnet", "boot.js"],
 );

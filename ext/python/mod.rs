@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
+pub use crate::snapshot::MemorySnapshot;
+
 use deno_core::OpState;
 use deno_core::op2;
 use deno_core::v8;
@@ -30,13 +32,7 @@ const HOST_MODULE: &str = include_str!("functions_host.py");
 /// What a snapshot holds of the host besides Pyodide (the host module, and what `boot.js`
 /// set up), hashed: a snapshot made with another is not restored.
 fn host_hash() -> u64 {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    [HOST_MODULE, include_str!("boot.js")]
-        .iter()
-        .flat_map(|text| text.bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    crate::snapshot::fnv1a(&[HOST_MODULE, include_str!("boot.js")])
 }
 
 /// One Pyodide build in memory: what every Python isolate of the process shares.
@@ -113,34 +109,6 @@ impl PyodideBuild {
     }
 }
 
-/// What a Pyodide memory snapshot restores: the interpreter's linear memory after it booted
-/// (and, for a function's own snapshot, imported the function's module), with the JavaScript
-/// references Python held then. Trailing zero bytes of the memory are not kept.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MemorySnapshot {
-    /// The [`PyodideBuild::snapshot_tag`] of the build that made it.
-    tag: String,
-    /// Pyodide's JSON of the references to restore (`hiwireKeys`, `immortalKeys`).
-    references: String,
-    /// The size of the memory when the snapshot was made.
-    memory_bytes: u64,
-    /// The start of the memory; the rest was zero.
-    memory: Vec<u8>,
-}
-
-impl std::fmt::Debug for MemorySnapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemorySnapshot")
-            .field("tag", &self.tag)
-            .field("memory_bytes", &self.memory_bytes)
-            .field("stored_bytes", &self.memory.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The header of a stored [`MemorySnapshot`] ([`MemorySnapshot::to_bytes`]).
-const STORED_MAGIC: &[u8; 8] = b"fhpysnp1";
-
 impl MemorySnapshot {
     /// Reads a snapshot in Pyodide's format (what `makeSnapshot` returns) that `build` made.
     fn from_pyodide(bytes: &[u8], build: &PyodideBuild) -> Result<Self, String> {
@@ -174,104 +142,19 @@ impl MemorySnapshot {
         let memory = bytes
             .get(memory_at..)
             .ok_or("a Pyodide snapshot's memory is cut short")?;
-        let used = memory
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |last| last + 1);
         if build_id != build.build_id {
             return Err(format!(
                 "the snapshot is of Pyodide build {build_id}, not {}",
                 build.build_id
             ));
         }
-        Ok(Self {
-            tag: build.snapshot_tag(),
-            references,
-            memory_bytes: memory.len() as u64,
-            memory: memory[..used].to_vec(),
-        })
+        Ok(Self::new(build.snapshot_tag(), references, memory))
     }
 
     /// Whether `build` restores it: it made it, with this host.
     pub fn fits(&self, build: &PyodideBuild) -> bool {
-        self.tag == build.snapshot_tag()
+        self.tag() == build.snapshot_tag()
     }
-
-    /// The interpreter's memory size it restores.
-    pub fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
-    }
-
-    /// The snapshot as stored: a header, the references, then the memory.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(64 + self.references.len() + self.memory.len());
-        bytes.extend_from_slice(STORED_MAGIC);
-        bytes.extend_from_slice(&(self.tag.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(self.tag.as_bytes());
-        bytes.extend_from_slice(&self.memory_bytes.to_le_bytes());
-        bytes.extend_from_slice(&(self.references.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(self.references.as_bytes());
-        bytes.extend_from_slice(&self.memory);
-        bytes
-    }
-
-    /// Reads a stored snapshot ([`MemorySnapshot::to_bytes`]).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let cut = || "a stored Python snapshot is cut short".to_owned();
-        let rest = bytes
-            .strip_prefix(STORED_MAGIC)
-            .ok_or("not a stored Python snapshot")?;
-        let (tag_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
-        let tag_bytes = u64::from_le_bytes(tag_bytes.try_into().unwrap());
-        let (tag, rest) = rest
-            .split_at_checked(usize::try_from(tag_bytes).map_err(|_| cut())?)
-            .ok_or_else(cut)?;
-        let (memory_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
-        let (references_bytes, rest) = rest.split_at_checked(8).ok_or_else(cut)?;
-        let references_bytes = u64::from_le_bytes(references_bytes.try_into().unwrap());
-        let (references, memory) = rest
-            .split_at_checked(usize::try_from(references_bytes).map_err(|_| cut())?)
-            .ok_or_else(cut)?;
-        let memory_bytes = u64::from_le_bytes(memory_bytes.try_into().unwrap());
-        if memory.len() as u64 > memory_bytes {
-            return Err("a stored Python snapshot holds more memory than it restores".into());
-        }
-        Ok(Self {
-            tag: String::from_utf8(tag.to_vec()).map_err(|_| cut())?,
-            references: String::from_utf8(references.to_vec()).map_err(|_| cut())?,
-            memory_bytes,
-            memory: memory.to_vec(),
-        })
-    }
-
-    /// Copies the memory into `target` (the interpreter's memory, at least
-    /// [`MemorySnapshot::memory_bytes`] long), page by page, writing only pages that differ from
-    /// zero on either side: pages never touched stay unmapped.
-    fn restore_into(&self, target: &mut [u8]) {
-        const PAGE: usize = 4096;
-        for (index, page) in target.chunks_mut(PAGE).enumerate() {
-            let start = index * PAGE;
-            let source = self
-                .memory
-                .get(start..(start + page.len()).min(self.memory.len()));
-            match source {
-                Some(source) if !is_zero(source) => {
-                    page[..source.len()].copy_from_slice(source);
-                    page[source.len()..].fill(0);
-                }
-                _ => {
-                    if !is_zero(page) {
-                        page.fill(0);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Whether every byte is zero (read whole, without an early exit, which vectorizes).
-fn is_zero(bytes: &[u8]) -> bool {
-    bytes.iter().fold(0, |any, &byte| any | byte) == 0
 }
 
 /// What one Python isolate boots: put in its `OpState` before `preparePython` and
@@ -299,8 +182,7 @@ pub struct PythonBoot {
     pub prepare_only: bool,
 }
 
-/// A snapshot an isolate made, left in its `OpState`.
-pub struct MadeSnapshot(pub Result<MemorySnapshot, String>);
+pub use crate::snapshot::MadeSnapshot;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -343,7 +225,7 @@ fn op_python_boot(state: &mut OpState) -> BootConfig {
         module: boot.module.clone(),
         entry: boot.entry.clone(),
         env: boot.env.clone(),
-        restore: boot.snapshot.as_ref().map(|s| s.references.clone()),
+        restore: boot.snapshot.as_ref().map(|s| s.references().to_owned()),
         memory_bytes: boot
             .snapshot
             .as_ref()
@@ -489,7 +371,7 @@ mod tests {
         assert_eq!(snapshot.memory.len(), 4096 * 2 + 8);
         assert!(snapshot.fits(&build()));
         assert_eq!(
-            snapshot.references,
+            snapshot.references(),
             r#"{"hiwireKeys":[null],"immortalKeys":[]}"#
         );
         let stored = MemorySnapshot::from_bytes(&snapshot.to_bytes()).unwrap();

@@ -14,6 +14,7 @@ pub use functions_ext::dotnet::DISPATCHER_ASSEMBLY;
 pub use functions_ext::dotnet::DISPATCHER_SOURCE;
 use functions_ext::dotnet::DotnetBoot;
 pub use functions_ext::dotnet::DotnetBuild;
+use functions_ext::snapshot::MemorySnapshot;
 
 /// A C# function's code: its assemblies and the method to call.
 #[derive(Clone, Debug)]
@@ -28,17 +29,22 @@ pub struct DotnetCode {
     /// The method to call (`Class.Method`); `None` calls the assembly's only public static
     /// method.
     pub entry: Option<String>,
+    /// The memory image each invocation restores ([`crate::Engine::snapshot_dotnet`]); `None`
+    /// boots the runtime from scratch (about a second).
+    pub snapshot: Option<Arc<MemorySnapshot>>,
 }
 
 impl DotnetCode {
     /// What the isolate boots.
-    pub(crate) fn boot(&self, env: &BTreeMap<String, String>) -> DotnetBoot {
+    pub(crate) fn boot(&self, env: &BTreeMap<String, String>, make_snapshot: bool) -> DotnetBoot {
         DotnetBoot {
             build: self.build.clone(),
             assemblies: self.assemblies.clone(),
             assembly: self.assembly.clone(),
             entry: self.entry.clone(),
             env: env.clone(),
+            snapshot: self.snapshot.clone(),
+            make_snapshot,
         }
     }
 }

@@ -398,7 +398,17 @@ impl Shell {
         let budget = RefCell::new(budget);
         let namespace = match function.python_code() {
             None if let Some(dotnet) = function.dotnet_code() => {
-                let boot = dotnet.boot(&function.settings().env);
+                if let Some(snapshot) = &dotnet.snapshot
+                    && snapshot.tag() != dotnet.build.snapshot_tag()
+                {
+                    return Err(InvokeError::Threw {
+                        message: "the function's C# snapshot was made by another build of the \
+                                  .NET runtime or of the host: deploy it again"
+                            .into(),
+                        stack: String::new(),
+                    });
+                }
+                let boot = dotnet.boot(&function.settings().env, make_snapshot);
                 runtime.with(|js| js.op_state().borrow_mut().put(boot));
                 // Booting the runtime does not depend on the function: it is not charged to
                 // the function's CPU time (as a Python interpreter's start is not).
@@ -883,9 +893,10 @@ async fn dotnet_modules(
     Ok(namespaces)
 }
 
-/// Boots `function` (a Python function) in an isolate of its own and makes a memory snapshot
-/// of it once its module is imported (or, with no module, once the interpreter is ready).
-pub(crate) async fn make_python_snapshot(
+/// Boots `function` (a Python or C# function) in an isolate of its own and makes a memory
+/// snapshot of it once its module is imported (or, with no module, once the interpreter is
+/// ready; for C#, once its entry is bound).
+pub(crate) async fn make_snapshot(
     function: &Function,
     snapshot: Option<&'static [u8]>,
     thread: Rc<ThreadWatch>,
@@ -902,15 +913,15 @@ pub(crate) async fn make_python_snapshot(
         .js
         .op_state()
         .borrow_mut()
-        .try_take::<functions_ext::python::MadeSnapshot>();
+        .try_take::<functions_ext::snapshot::MadeSnapshot>();
     match made {
-        Some(functions_ext::python::MadeSnapshot(Ok(snapshot))) => Ok(snapshot),
-        Some(functions_ext::python::MadeSnapshot(Err(message))) => Err(InvokeError::Threw {
-            message: format!("the Python snapshot could not be made: {message}"),
+        Some(functions_ext::snapshot::MadeSnapshot(Ok(snapshot))) => Ok(snapshot),
+        Some(functions_ext::snapshot::MadeSnapshot(Err(message))) => Err(InvokeError::Threw {
+            message: format!("the snapshot could not be made: {message}"),
             stack: String::new(),
         }),
         None => Err(InvokeError::Threw {
-            message: "the function is not a Python function: there is no snapshot to make".into(),
+            message: "the function is neither Python nor C#: there is no snapshot to make".into(),
             stack: String::new(),
         }),
     }

@@ -73,8 +73,8 @@ pub(crate) enum Task {
     /// prepared here too, so that its invocations alternate between workers instead of
     /// waiting for the one that holds its isolates to prepare the next (see `worker.rs`).
     PreparePython(Function),
-    /// Boot a Python function and make its memory snapshot.
-    SnapshotPython {
+    /// Boot a Python or C# function and make its memory snapshot.
+    Snapshot {
         function: Function,
         reply: oneshot::Sender<Result<MemorySnapshot, InvokeError>>,
     },
@@ -463,15 +463,13 @@ impl Pool {
         }
     }
 
-    /// Queues the making of a Python function's snapshot.
-    pub fn snapshot_python(
+    /// Queues the making of a Python or C# function's snapshot.
+    pub fn snapshot(
         &self,
         function: Function,
         reply: oneshot::Sender<Result<MemorySnapshot, InvokeError>>,
     ) {
-        self.shared
-            .intake
-            .push(Task::SnapshotPython { function, reply });
+        self.shared.intake.push(Task::Snapshot { function, reply });
     }
 }
 

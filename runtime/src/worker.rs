@@ -290,8 +290,8 @@ impl Worker {
                         worker.expect_python(&function);
                     }
                     Task::PreparePython(function) => worker.keep_prepared(&function),
-                    Task::SnapshotPython { function, reply } => {
-                        let made = isolate::make_python_snapshot(
+                    Task::Snapshot { function, reply } => {
+                        let made = isolate::make_snapshot(
                             &function,
                             worker.snapshot,
                             worker.thread.clone(),

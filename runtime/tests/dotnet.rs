@@ -111,6 +111,7 @@ fn function(name: &str, source: &str, entry: Option<&str>) -> Function {
         assemblies: Arc::new(assemblies),
         assembly: "Functions".into(),
         entry: entry.map(str::to_owned),
+        snapshot: None,
     };
     Function::dotnet(name, 1, code, settings)
 }
@@ -238,4 +239,51 @@ async fn the_entry_must_be_one_method() {
         }
         Ok(_) => panic!("an assembly of five methods has no entry of its own"),
     }
+}
+
+/// `function` restored from `snapshot` instead of booting.
+fn restored(function: &Function, snapshot: functions_runtime::MemorySnapshot) -> Function {
+    let mut code = function.dotnet_code().unwrap().clone();
+    code.snapshot = Some(Arc::new(snapshot));
+    Function::dotnet(function.name(), 1, code, function.settings().clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invocations_restore_the_functions_memory_snapshot() {
+    let engine = engine();
+    for (entry, event, expected) in [
+        ("Greeter.Hello", r#""Ada""#, r#""Hello, Ada!""#),
+        ("Greeter.Add", "[1,2]", "13"),
+        ("Greeter.Later", r#""Bo""#, r#""later, Bo""#),
+    ] {
+        let cold = function("restored", GREETER, Some(entry));
+        let snapshot = engine.snapshot_dotnet(&cold).await.expect("a snapshot");
+        let warm = restored(&cold, snapshot);
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let outcome = engine.invoke(&warm, Request::json(event)).await;
+            let response = outcome.result.expect("restored and called");
+            eprintln!("{entry} restored and called in {:?}", started.elapsed());
+            assert_eq!(text(&response), expected, "{entry}");
+        }
+    }
+    let fail = function("fail", GREETER, Some("Greeter.Fail"));
+    let warm = restored(&fail, engine.snapshot_dotnet(&fail).await.unwrap());
+    match engine
+        .invoke(&warm, Request::json(r#""late""#))
+        .await
+        .result
+    {
+        Err(InvokeError::Threw { stack, .. }) => assert!(stack.contains("Greeter.Fail"), "{stack}"),
+        other => panic!("expected the exception, got {other:?}"),
+    }
+    let hello = function("hello", GREETER, Some("Greeter.Hello"));
+    let warm = restored(&hello, engine.snapshot_dotnet(&hello).await.unwrap());
+    let outcome = engine.invoke(&warm, Request::json(r#""Cy""#)).await;
+    let lines: Vec<String> = outcome
+        .logs
+        .iter()
+        .map(|line| line.message.clone())
+        .collect();
+    assert!(lines.contains(&"greeting Cy".to_owned()), "{lines:?}");
 }
