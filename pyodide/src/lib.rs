@@ -27,7 +27,6 @@ use std::io;
 use std::path::Path;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use anyhow::bail;
 pub use functions_npm::DEFAULT_REGISTRY;
 pub use functions_npm::Progress;
@@ -135,15 +134,6 @@ impl Distribution {
         registry: &str,
         progress: &mut dyn FnMut(Progress),
     ) -> anyhow::Result<Self> {
-        let dir = cache.join(format!("pyodide-{VERSION}"));
-        if dir.is_dir() {
-            if let Ok(cached) = Self::open(&dir) {
-                return Ok(cached);
-            }
-            // Damaged since it was cached: it is replaced.
-            fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing the damaged copy in {}", dir.display()))?;
-        }
         let unavailable = |url: &str, err: &dyn fmt::Display| {
             anyhow::anyhow!(
                 "Python functions need Pyodide {VERSION}, which is not cached yet and could not \
@@ -152,22 +142,21 @@ impl Distribution {
                  directory with --pyodide DIR (or FUNCTIONS_HOST_PYODIDE)"
             )
         };
-        let tarball = PACKAGE.download(registry, progress, &unavailable)?;
         let keep = |path: &Path| {
             File::ALL
                 .into_iter()
                 .find(|file| path == Path::new("package").join(file.name()))
                 .map(|file| PathBuf::from(file.name()))
         };
-        let check = |dir: &Path| Self::open(dir).map(drop);
-        let dir = functions_npm::unpack_into_cache(
-            &tarball,
+        PACKAGE.cached(
             cache,
             &format!("pyodide-{VERSION}"),
+            registry,
+            progress,
+            &unavailable,
             &keep,
-            &check,
-        )?;
-        Self::open(&dir)
+            &Self::open,
+        )
     }
 
     /// The directory holding the files.

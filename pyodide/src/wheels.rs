@@ -405,7 +405,7 @@ fn download_checked(agent: &ureq::Agent, page: &str, file: &IndexFile) -> anyhow
     if bytes.len() as u64 > MAX_WHEEL_BYTES {
         bail!("{} is larger than {MAX_WHEEL_BYTES} bytes", file.filename);
     }
-    let actual = hex(&Sha256::digest(&bytes));
+    let actual = functions_npm::hex(&Sha256::digest(&bytes));
     if !actual.eq_ignore_ascii_case(expected) {
         bail!(
             "{} does not match its published SHA-256 (expected {expected}, got {actual})",
@@ -413,10 +413,6 @@ fn download_checked(agent: &ureq::Agent, page: &str, file: &IndexFile) -> anyhow
         );
     }
     Ok(bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Files by their path in `site-packages`.

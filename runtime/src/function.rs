@@ -281,6 +281,13 @@ impl Function {
         }))
     }
 
+    /// Whether its isolates hold a WebAssembly runtime's memory (Python's, .NET's): tens of MiB
+    /// each, so fewer are kept.
+    #[cfg(feature = "js")]
+    pub(crate) fn holds_runtime(&self) -> bool {
+        self.python_code().is_some() || self.dotnet_code().is_some()
+    }
+
     /// Its C# code, when it is a C# function.
     #[cfg(feature = "js")]
     pub fn dotnet_code(&self) -> Option<&DotnetCode> {

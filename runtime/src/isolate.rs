@@ -580,8 +580,8 @@ impl FunctionIsolate {
         Self::load_with(function, snapshot, thread, budget, limits, false).await
     }
 
-    /// [`FunctionIsolate::load`] under `limits`; a Python function's isolate asked to
-    /// `make_snapshot` leaves its snapshot in its `OpState` (see [`make_python_snapshot`]). A
+    /// [`FunctionIsolate::load`] under `limits`; a Python or C# function's isolate asked to
+    /// `make_snapshot` leaves its snapshot in its `OpState` (see [`make_snapshot`]). A
     /// Python function restored from a snapshot continues in `spare`, an interpreter prepared
     /// ahead of time for its build and memory limit, when given one.
     async fn load_with(

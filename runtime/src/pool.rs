@@ -289,10 +289,12 @@ impl Shared {
         }
     }
 
-    /// Tells the workers other than `here` that `function` (a Python function) was invoked.
+    /// Tells the workers other than `here` that hold no prepared isolate of `function` (a
+    /// Python function) that it was invoked.
     pub fn python_invoked(&self, function: &Function, here: usize) {
+        let prepared = self.prepared.per_worker(function, self.workers);
         for (worker, private) in self.private.iter().enumerate() {
-            if worker != here {
+            if worker != here && prepared[worker] == 0 {
                 let _ = private.send(Task::PreparePython(function.clone()));
             }
         }

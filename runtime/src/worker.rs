@@ -6,7 +6,9 @@
 //! loop takes one new task at a time, from its private queue first, then from the shared intake
 //! (see `pool.rs`), and yields between tasks so that isolates woken meanwhile run before more
 //! work is taken on. When there is no new work at all, it tears down the isolates of finished
-//! invocations (off their request path), then prepares isolates for recently invoked
+//! invocations (off their request path; past a few waiting, and a Python interpreter's at once,
+//! right after the response, so that memory does not follow the backlog), then prepares isolates
+//! for recently invoked
 //! fresh-isolate functions (module loaded and evaluated, ready for one invocation each), so that
 //! their next invocations skip isolate creation; their number follows each function's recent
 //! rate on this worker. The isolates a worker keeps prepared, pre-created ones and idle warm
@@ -60,10 +62,10 @@ const MAX_WARM_ISOLATES: usize = 64;
 const PREPARED_IDLE: Duration = Duration::from_secs(60);
 /// Pre-created isolates of one function per worker, at most.
 const MAX_PREPARED_PER_FUNCTION: usize = 8;
-/// Pre-created isolates of one Python function per worker, at most (each holds an
-/// interpreter's memory, tens of MiB).
+/// Pre-created isolates of one Python or C# function per worker, at most (each holds a
+/// runtime's memory, tens of MiB).
 const MAX_PREPARED_PER_PYTHON_FUNCTION: usize = 2;
-/// Isolates of Python functions, warm or pre-created, one worker keeps at most.
+/// Isolates of Python and C# functions, warm or pre-created, one worker keeps at most.
 const MAX_PYTHON_ISOLATES: usize = 8;
 /// How far ahead the pre-created isolates of a function should cover its recent rate: at 100
 /// invocations a second on this worker, two are kept ready.
@@ -82,7 +84,11 @@ struct Ready {
     function: Function,
     isolates_of: u64,
     isolates: VecDeque<FunctionIsolate>,
+    /// When it was last invoked here (or, for a Python function, anywhere).
     last_used: Instant,
+    /// When it was last invoked here (at first: when the entry was made), what its rate here
+    /// counts from.
+    last_arrival: Instant,
     /// Invocations a second on this worker, recently (fresh-isolate functions only).
     rate: f64,
     /// Pre-creating failed for `function` (its top-level code threw or ran out of time):
@@ -97,9 +103,22 @@ impl Ready {
             isolates_of: function.id(),
             isolates: VecDeque::new(),
             last_used: Instant::now(),
+            last_arrival: Instant::now(),
             rate: 0.0,
             broken: false,
         }
+    }
+
+    /// The entry of `function` in `ready` (made if it has none), for this very function value.
+    fn of<'a>(ready: &'a mut HashMap<String, Ready>, function: &Function) -> &'a mut Ready {
+        let entry = ready
+            .entry(function.name().to_owned())
+            .or_insert_with(|| Ready::new(function));
+        if entry.function.id() != function.id() {
+            entry.function = function.clone();
+            entry.broken = false;
+        }
+        entry
     }
 
     /// How many pre-created isolates to keep, at most `max` (0 for warm functions, which are
@@ -108,7 +127,7 @@ impl Ready {
         if self.function.isolation() != Isolation::Invocation || self.broken {
             return 0;
         }
-        let most = if self.function.python_code().is_some() {
+        let most = if self.function.holds_runtime() {
             MAX_PREPARED_PER_PYTHON_FUNCTION
         } else {
             MAX_PREPARED_PER_FUNCTION
@@ -340,7 +359,8 @@ impl Worker {
         }
         request.env = function.settings().env.clone();
         self.arrived(&function);
-        if function.python_code().is_some() && function.isolation() == Isolation::Invocation {
+        let restored = function.python_code().is_some_and(|p| p.snapshot.is_some());
+        if restored && self.prepare_python && function.isolation() == Isolation::Invocation {
             self.shared.python_invoked(&function, self.index);
         }
         let Controls {
@@ -471,9 +491,9 @@ impl Worker {
             function.isolation() == Isolation::Function && !failed && isolate.stopped().is_none();
         if reusable {
             self.put_back(&function, isolate);
-        } else if self.spent.borrow().len() < MAX_SPENT && function.python_code().is_none() {
-            // Torn down after the caller has its answer, once nothing else waits (but an
-            // interpreter's memory, tens of MiB, is given back at once).
+        } else if self.spent.borrow().len() < MAX_SPENT && !function.holds_runtime() {
+            // Torn down after the caller has its answer, once nothing else waits (but a Python
+            // or .NET runtime's memory, tens of MiB, is given back at once).
             self.spent.borrow_mut().push(isolate);
             // Wakes the main loop, which tears spent isolates down before preparing more.
             self.refill.notify_one();
@@ -522,16 +542,14 @@ impl Worker {
     /// pre-created isolates.
     fn arrived(&self, function: &Function) {
         let mut ready = self.ready.borrow_mut();
-        let entry = ready
-            .entry(function.name().to_owned())
-            .or_insert_with(|| Ready::new(function));
-        if entry.function.id() != function.id() {
-            entry.function = function.clone();
-            entry.broken = false;
-        }
+        let entry = Ready::of(&mut ready, function);
         let now = Instant::now();
-        let interval = now.duration_since(entry.last_used).as_secs_f64().max(1e-4);
+        let interval = now
+            .duration_since(entry.last_arrival)
+            .as_secs_f64()
+            .max(1e-4);
         entry.rate = entry.rate * (1.0 - RATE_WEIGHT) + RATE_WEIGHT / interval;
+        entry.last_arrival = now;
         entry.last_used = now;
         if entry.isolates.len() < entry.target(self.max_prepared) {
             self.refill.notify_one();
@@ -543,13 +561,7 @@ impl Worker {
     /// the next interpreter takes a worker's thread for a few hundred milliseconds.
     fn keep_prepared(&self, function: &Function) {
         let mut ready = self.ready.borrow_mut();
-        let entry = ready
-            .entry(function.name().to_owned())
-            .or_insert_with(|| Ready::new(function));
-        if entry.function.id() != function.id() {
-            entry.function = function.clone();
-            entry.broken = false;
-        }
+        let entry = Ready::of(&mut ready, function);
         entry.last_used = Instant::now();
         if entry.isolates.len() < entry.target(self.max_prepared) {
             self.refill.notify_one();
@@ -783,13 +795,11 @@ impl Worker {
 
     /// Drops least recently used prepared isolates past the caps: [`MAX_WARM_ISOLATES`] for
     /// warm ones, the configured one for pre-created ones, and [`MAX_PYTHON_ISOLATES`] for
-    /// Python functions' of either kind.
+    /// Python and C# functions' of either kind.
     fn evict_over_cap(&self) {
         self.evict(MAX_WARM_ISOLATES, |entry| entry.is_warm());
         self.evict(self.max_prepared, |entry| !entry.is_warm());
-        self.evict(MAX_PYTHON_ISOLATES, |entry| {
-            entry.function.python_code().is_some()
-        });
+        self.evict(MAX_PYTHON_ISOLATES, |entry| entry.function.holds_runtime());
     }
 
     /// Drops least recently used prepared isolates of the entries `counted` picks, past `cap`.
