@@ -19,6 +19,7 @@ pub mod fetch;
 pub mod python;
 pub mod rpc;
 pub mod runtime;
+pub mod shared_module;
 pub mod snapshot;
 
 use std::sync::Arc;

@@ -12,12 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::OnceLock;
 
 use deno_core::OpState;
 use deno_core::op2;
 use deno_core::v8;
 use serde::Serialize;
+
+use crate::shared_module::SharedModule;
 
 pub use crate::snapshot::MadeSnapshot;
 pub use crate::snapshot::MemorySnapshot;
@@ -64,10 +65,8 @@ pub struct DotnetBuild {
     loader: Arc<str>,
     native: Arc<str>,
     runtime: Arc<str>,
-    wasm: Vec<u8>,
+    wasm: SharedModule,
     assets: Vec<Asset>,
-    /// `dotnet.native.wasm` compiled by V8, once: every isolate makes its module object from it.
-    compiled: OnceLock<v8::CompiledWasmModule>,
 }
 
 impl std::fmt::Debug for DotnetBuild {
@@ -90,9 +89,6 @@ impl DotnetBuild {
         wasm: Vec<u8>,
         assets: Vec<Asset>,
     ) -> Result<Self, String> {
-        if !wasm.starts_with(b"\0asm") {
-            return Err("dotnet.native.wasm is not WebAssembly".into());
-        }
         if !loader.contains("withModuleConfig") {
             return Err("dotnet.js is not the runtime's loader".into());
         }
@@ -101,9 +97,8 @@ impl DotnetBuild {
             loader: loader.into(),
             native: native.into(),
             runtime: runtime.into(),
-            wasm,
+            wasm: SharedModule::new("dotnet.native.wasm", wasm)?,
             assets,
-            compiled: OnceLock::new(),
         })
     }
 
@@ -234,18 +229,7 @@ fn op_dotnet_wasm_module<'s>(
     state: &mut OpState,
 ) -> v8::Local<'s, v8::Value> {
     let build = state.borrow::<DotnetBoot>().build.clone();
-    if let Some(compiled) = build.compiled.get()
-        && let Some(module) = v8::WasmModuleObject::from_compiled_module(scope, compiled)
-    {
-        return module.into();
-    }
-    match v8::WasmModuleObject::compile(scope, &build.wasm) {
-        Some(module) => {
-            let _ = build.compiled.set(module.get_compiled_module());
-            module.into()
-        }
-        None => v8::undefined(scope).into(),
-    }
+    build.wasm.object(scope)
 }
 
 deno_core::extension!(

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::OnceLock;
 
 pub use crate::snapshot::MemorySnapshot;
 
@@ -19,6 +18,8 @@ use deno_core::OpState;
 use deno_core::op2;
 use deno_core::v8;
 use serde::Serialize;
+
+use crate::shared_module::SharedModule;
 
 /// Pyodide's snapshot header: magic, offset of the memory image, length of the JSON that
 /// follows the header, padding, then the 256-bit build id (see Pyodide's `snapshot.ts`).
@@ -39,11 +40,9 @@ fn host_hash() -> u64 {
 pub struct PyodideBuild {
     version: String,
     build_id: String,
-    wasm: Vec<u8>,
+    wasm: SharedModule,
     glue: Arc<str>,
     stdlib: Vec<u8>,
-    /// The interpreter compiled by V8, once: every isolate makes its module object from it.
-    compiled: OnceLock<v8::CompiledWasmModule>,
 }
 
 impl std::fmt::Debug for PyodideBuild {
@@ -71,19 +70,15 @@ impl PyodideBuild {
                 "a Pyodide build id is 64 hex digits, not '{build_id}'"
             ));
         }
-        if !wasm.starts_with(b"\0asm") {
-            return Err("pyodide.asm.wasm is not WebAssembly".into());
-        }
         if !glue.contains("_createPyodideModule") {
             return Err("pyodide.asm.mjs does not define _createPyodideModule".into());
         }
         Ok(Self {
             version: version.to_owned(),
             build_id: build_id.to_ascii_lowercase(),
-            wasm,
+            wasm: SharedModule::new("pyodide.asm.wasm", wasm)?,
             glue: glue.into(),
             stdlib,
-            compiled: OnceLock::new(),
         })
     }
 
@@ -244,18 +239,7 @@ fn op_python_wasm_module<'s>(
     state: &mut OpState,
 ) -> v8::Local<'s, v8::Value> {
     let build = state.borrow::<PythonBoot>().build.clone();
-    if let Some(compiled) = build.compiled.get()
-        && let Some(module) = v8::WasmModuleObject::from_compiled_module(scope, compiled)
-    {
-        return module.into();
-    }
-    match v8::WasmModuleObject::compile(scope, &build.wasm) {
-        Some(module) => {
-            let _ = build.compiled.set(module.get_compiled_module());
-            module.into()
-        }
-        None => v8::undefined(scope).into(),
-    }
+    build.wasm.object(scope)
 }
 
 /// A copy of the standard library's zip file (the interpreter's file system owns it).

@@ -238,47 +238,52 @@ impl Function {
     /// (or a warm one, with [`Isolation::Function`]).
     #[cfg(feature = "js")]
     pub fn python(name: &str, version: u64, code: PythonCode, settings: Settings) -> Self {
-        let root = root_of(name);
-        let file = code.module_file.as_deref().unwrap_or("main.py");
-        Self(Arc::new(FunctionInner {
-            id: next_id(),
-            name: name.to_owned(),
-            version,
-            specifier: root
-                .join(file)
-                .unwrap_or_else(|_| root.join("main.py").unwrap()),
-            root,
-            modules: BTreeMap::new(),
-            net: NetAccess::new(&settings.allow_net),
-            settings,
-            #[cfg(feature = "wasm")]
-            wasm: None,
-            python: Some(code),
-            dotnet: None,
-        }))
+        let file = code.module_file.clone().unwrap_or_else(|| "main.py".into());
+        Self::on_runtime(name, version, &file, settings, Some(code), None)
     }
 
     /// A C# function: `code` runs on the .NET WebAssembly runtime in an isolate of its own for
     /// each invocation (or a warm one, with [`Isolation::Function`]).
     #[cfg(feature = "js")]
     pub fn dotnet(name: &str, version: u64, code: DotnetCode, settings: Settings) -> Self {
+        let file = format!("{}.dll", code.assembly);
+        Self::on_runtime(name, version, &file, settings, None, Some(code))
+    }
+
+    /// A function whose code runs on a WebAssembly runtime in its isolate (Python's or .NET's),
+    /// named by `file` in its stack traces.
+    #[cfg(feature = "js")]
+    fn on_runtime(
+        name: &str,
+        version: u64,
+        file: &str,
+        settings: Settings,
+        python: Option<PythonCode>,
+        dotnet: Option<DotnetCode>,
+    ) -> Self {
         let root = root_of(name);
         Self(Arc::new(FunctionInner {
             id: next_id(),
             name: name.to_owned(),
             version,
             specifier: root
-                .join(&format!("{}.dll", code.assembly))
-                .unwrap_or_else(|_| root.join("main.dll").unwrap()),
+                .join(file)
+                .unwrap_or_else(|_| root.join("main").unwrap()),
             root,
             modules: BTreeMap::new(),
             net: NetAccess::new(&settings.allow_net),
             settings,
             #[cfg(feature = "wasm")]
             wasm: None,
-            python: None,
-            dotnet: Some(code),
+            python,
+            dotnet,
         }))
+    }
+
+    /// Its Python code, when it is a Python function.
+    #[cfg(feature = "js")]
+    pub fn python_code(&self) -> Option<&PythonCode> {
+        self.0.python.as_ref()
     }
 
     /// Whether its isolates hold a WebAssembly runtime's memory (Python's, .NET's): tens of MiB
@@ -292,12 +297,6 @@ impl Function {
     #[cfg(feature = "js")]
     pub fn dotnet_code(&self) -> Option<&DotnetCode> {
         self.0.dotnet.as_ref()
-    }
-
-    /// Its Python code, when it is a Python function.
-    #[cfg(feature = "js")]
-    pub fn python_code(&self) -> Option<&PythonCode> {
-        self.0.python.as_ref()
     }
 
     /// The function's name.
