@@ -14,7 +14,7 @@ use serde::Serialize;
 use functions_runtime::CompileError;
 
 use crate::store::NewDeployment;
-use crate::store::StoredPython;
+use crate::store::StoredRuntimeCode;
 use crate::store::StoredWasm;
 
 /// The language a function is deployed in.
@@ -543,7 +543,7 @@ fn resolve(
         allow_net: manifest.allow_net,
         bindings,
         wasm: None,
-        python: None,
+        runtime_code: None,
         executor: functions_runtime::Executor::Command,
         limits: manifest.limits,
         public: manifest.public.unwrap_or(true),
@@ -622,7 +622,7 @@ fn python_deployment(
         allow_net: manifest.allow_net,
         bindings,
         wasm: None,
-        python: Some(StoredPython {
+        runtime_code: Some(StoredRuntimeCode {
             files: manifest.files,
             requirements,
             // Resolved, and the snapshot made, by the host (both need more than the manifest).
@@ -668,7 +668,7 @@ fn wasm_deployment(
             binary: binary.into(),
             artifact: Arc::from([]),
         }),
-        python: None,
+        runtime_code: None,
         executor,
         limits: FunctionLimits::default(),
         public: true,
@@ -808,7 +808,7 @@ mod tests {
             (d.language, d.entry.as_str()),
             (Language::Python, "main.py:hello")
         );
-        assert!(d.python.unwrap().files.contains_key("main.py"));
+        assert!(d.runtime_code.unwrap().files.contains_key("main.py"));
     }
 
     #[test]
@@ -1044,7 +1044,7 @@ mod tests {
             };
             if let Ok(d) = parse("f", &hints, manifest.to_string().as_bytes()) {
                 prop_assert!(
-                    d.wasm.is_some() || d.python.is_some() || d.modules.contains_key(&d.entry),
+                    d.wasm.is_some() || d.runtime_code.is_some() || d.modules.contains_key(&d.entry),
                     "{manifest}"
                 );
             }

@@ -15,7 +15,7 @@ use functions_runtime::Settings;
 
 use crate::Error;
 use crate::ErrorKind;
-use crate::store::StoredPython;
+use crate::store::StoredRuntimeCode;
 
 pub use functions_pyodide::Progress;
 
@@ -266,7 +266,7 @@ fn is_identifier(name: &str) -> bool {
 pub(crate) fn code(
     ready: &Ready,
     entry: &str,
-    stored: &StoredPython,
+    stored: &StoredRuntimeCode,
     snapshot: Arc<MemorySnapshot>,
 ) -> Result<PythonCode, String> {
     let (module_file, entry) = split_entry(entry, stored.files.keys())?;

@@ -90,7 +90,7 @@ pub(crate) async fn function_of(
                 .load_wasm(wasm.binary.clone(), &wasm.artifact)
                 .map_err(|err| err.to_string())?,
         )
-    } else if let Some(stored) = &deployment.python {
+    } else if let Some(stored) = &deployment.runtime_code {
         let ready = python.ready(engine).await.map_err(|err| err.to_string())?;
         let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
             .ok()
@@ -114,7 +114,7 @@ pub(crate) async fn function_of(
                     .map_err(|err| err.to_string())?;
                 // Kept, so that the next start restores it as it is.
                 let stored = store
-                    .replace_python_snapshot(
+                    .replace_snapshot(
                         deployment.name(),
                         deployment.version(),
                         snapshot.to_bytes().into(),

@@ -115,7 +115,7 @@ impl TenantView<'_> {
         self.check_bindings(name, &new.bindings)?;
         // The function as it would run, version 0 (never stored).
         let candidate = new.clone().stored(0, String::new(), None, (0, 0));
-        let code = match (&mut new.wasm, &mut new.python) {
+        let code = match (&mut new.wasm, &mut new.runtime_code) {
             (Some(wasm), _) => {
                 let module = inner
                     .engine

@@ -117,7 +117,7 @@ pub(crate) async fn get(
             },
         });
     }
-    if let Some(python) = &deployment.python {
+    if let Some(python) = &deployment.runtime_code {
         body["files"] = python.files.keys().cloned().collect::<Vec<_>>().into();
         let file = deployment
             .summary

@@ -293,7 +293,7 @@ fn a_python_loop_is_stopped_while_others_are_answered_and_snapshots_survive_rest
     let db = rusqlite::Connection::open(data.path().join("functions.db")).unwrap();
     let changed = db
         .execute(
-            "UPDATE python SET snapshot = x'00' WHERE name = 'hello'",
+            "UPDATE runtime_code SET snapshot = x'00' WHERE name = 'hello'",
             [],
         )
         .unwrap();

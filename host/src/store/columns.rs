@@ -18,7 +18,7 @@ use super::CallResult;
 use super::Deployment;
 use super::DeploymentSummary;
 use super::StoreResult;
-use super::StoredPython;
+use super::StoredRuntimeCode;
 use super::StoredWasm;
 use super::failure_of;
 use crate::Language;
@@ -108,8 +108,8 @@ impl SummaryColumns {
     }
 }
 
-/// A Python function's columns, as read.
-pub(super) struct PythonColumns {
+/// A Python or C# function's code columns, as read.
+pub(super) struct RuntimeCodeColumns {
     pub files: String,
     pub requirements: String,
     pub packages: Vec<u8>,
@@ -124,7 +124,7 @@ pub(super) struct CodeColumns {
     pub bindings: String,
     /// A WebAssembly function's binary and compiled artifact.
     pub wasm: Option<(Vec<u8>, Vec<u8>)>,
-    pub python: Option<PythonColumns>,
+    pub runtime_code: Option<RuntimeCodeColumns>,
 }
 
 impl CodeColumns {
@@ -134,12 +134,12 @@ impl CodeColumns {
         summary: DeploymentSummary,
         modules: BTreeMap<String, Module>,
     ) -> StoreResult<Deployment> {
-        let python = match self.python {
-            Some(python) => Some(StoredPython {
-                files: json_column(&python.files, "files")?,
-                requirements: json_column(&python.requirements, "requirements")?,
-                packages: Arc::new(functions_pyodide::wheels::decode_files(&python.packages)?),
-                snapshot: python.snapshot.into(),
+        let runtime_code = match self.runtime_code {
+            Some(code) => Some(StoredRuntimeCode {
+                files: json_column(&code.files, "files")?,
+                requirements: json_column(&code.requirements, "requirements")?,
+                packages: Arc::new(functions_pyodide::wheels::decode_files(&code.packages)?),
+                snapshot: code.snapshot.into(),
             }),
             None => None,
         };
@@ -153,7 +153,7 @@ impl CodeColumns {
                 binary: binary.into(),
                 artifact: artifact.into(),
             }),
-            python,
+            runtime_code,
             summary,
         })
     }

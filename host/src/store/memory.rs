@@ -205,7 +205,7 @@ impl Store for MemoryStore {
         Ok(deleted)
     }
 
-    async fn replace_python_snapshot(
+    async fn replace_snapshot(
         &self,
         name: &str,
         version: u64,
@@ -217,7 +217,7 @@ impl Store for MemoryStore {
             .get_mut(name)
             .map(|function| &mut function.current)
             .filter(|current| current.summary.version == version);
-        match current.and_then(|current| current.python.as_mut()) {
+        match current.and_then(|current| current.runtime_code.as_mut()) {
             Some(python) => {
                 python.snapshot = snapshot;
                 Ok(true)

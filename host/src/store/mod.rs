@@ -64,15 +64,17 @@ pub struct StoredWasm {
     pub artifact: Arc<[u8]>,
 }
 
-/// A Python function's code as stored: its files, and the memory snapshot its invocations
-/// restore (made at deploy, after its module was imported).
+/// The code of a function that runs on a language runtime compiled to WebAssembly (Python on
+/// Pyodide, C# on .NET) as stored: its files, and the memory snapshot its invocations restore
+/// (made at deploy, once its code was loaded).
 #[derive(Clone, Debug)]
-pub struct StoredPython {
-    /// Its files by path (`.py` modules, and any text files they read).
+pub struct StoredRuntimeCode {
+    /// Its text files by path (Python: `.py` modules, and any text files they read).
     pub files: BTreeMap<String, String>,
-    /// Its requirements, as deployed (PEP 508 lines).
+    /// Python: its requirements, as deployed (PEP 508 lines).
     pub requirements: Vec<String>,
-    /// The files its requirements resolved to, by their path in `site-packages`.
+    /// Binary files by path. Python: the files its requirements resolved to, by their path in
+    /// `site-packages`. C#: its assemblies (`.dll`), the dispatcher's among them.
     pub packages: Arc<BTreeMap<String, Vec<u8>>>,
     /// The snapshot ([`functions_runtime::MemorySnapshot::to_bytes`]; empty until made).
     pub snapshot: Arc<[u8]>,
@@ -99,8 +101,8 @@ pub struct NewDeployment {
     pub bindings: BTreeMap<String, String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
-    /// A Python function's code (it has no `modules` then).
-    pub python: Option<StoredPython>,
+    /// A Python or C# function's code (it has no `modules` then).
+    pub runtime_code: Option<StoredRuntimeCode>,
     /// How a WebAssembly guest's stdout becomes the response.
     pub executor: Executor,
     /// Limits set at deploy (unset ones are the defaults).
@@ -147,7 +149,7 @@ impl NewDeployment {
             allow_net: self.allow_net,
             bindings: self.bindings,
             wasm: self.wasm,
-            python: self.python,
+            runtime_code: self.runtime_code,
             executor: self.executor,
         }
     }
@@ -196,8 +198,8 @@ pub struct Deployment {
     pub bindings: BTreeMap<String, String>,
     /// A WebAssembly function's code (it has no `modules` then).
     pub wasm: Option<StoredWasm>,
-    /// A Python function's code (it has no `modules` then).
-    pub python: Option<StoredPython>,
+    /// A Python or C# function's code (it has no `modules` then).
+    pub runtime_code: Option<StoredRuntimeCode>,
     /// How a WebAssembly guest's stdout becomes the response.
     pub executor: Executor,
 }
@@ -547,10 +549,10 @@ pub trait Store: Send + Sync + 'static {
     /// `owner`, none that `owner` owns: the check and the change are one step).
     async fn delete(&self, name: &str, owner: Option<&str>) -> StoreResult<bool>;
 
-    /// Replaces the memory snapshot of version `version` of Python function `name` (made again
-    /// because the one stored no longer fits the host's Pyodide); false when there is no such
+    /// Replaces the memory snapshot of version `version` of Python or C# function
+    /// `name` (made again because the one stored no longer fits the host's runtime); false when there is no such
     /// version.
-    async fn replace_python_snapshot(
+    async fn replace_snapshot(
         &self,
         name: &str,
         version: u64,
@@ -725,7 +727,7 @@ pub(crate) mod tests {
             env: BTreeMap::from([("K".into(), "V".into())]),
             isolation: Isolation::Invocation,
             wasm: None,
-            python: None,
+            runtime_code: None,
             executor: Executor::Command,
             allow_net: vec!["example.com".into()],
             bindings: BTreeMap::from([("MATH".into(), "math".into())]),
@@ -870,7 +872,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn python_code_comes_back_as_stored_and_goes_with_its_function() {
         let dir = tempfile::tempdir().unwrap();
-        let python = StoredPython {
+        let python = StoredRuntimeCode {
             files: BTreeMap::from([(
                 "main.py".to_owned(),
                 "def handler(e):\n    pass\n".to_owned(),
@@ -883,10 +885,10 @@ pub(crate) mod tests {
             entry: "main.py:handler".into(),
             language: Language::Python,
             modules: BTreeMap::new(),
-            python: Some(python.clone()),
+            runtime_code: Some(python.clone()),
             ..new("py", "")
         };
-        let same = |stored: Option<StoredPython>| {
+        let same = |stored: Option<StoredRuntimeCode>| {
             let stored = stored.expect("Python code");
             assert_eq!(stored.files, python.files);
             assert_eq!(stored.requirements, python.requirements);
@@ -898,25 +900,25 @@ pub(crate) mod tests {
             let stored = store.get("py").await.unwrap().unwrap();
             assert!(stored.modules.is_empty(), "{backend}");
             assert_eq!(stored.summary.entry, "main.py:handler");
-            same(stored.python);
+            same(stored.runtime_code);
         }
         let store = SqliteStore::open(dir.path(), DEFAULT_LOG_CAP_BYTES).unwrap();
-        same(store.get("py").await.unwrap().unwrap().python);
+        same(store.get("py").await.unwrap().unwrap().runtime_code);
         // A snapshot made again replaces the stored one, of that version only.
         let remade: Arc<[u8]> = Arc::from(&b"made again"[..]);
         assert!(
             store
-                .replace_python_snapshot("py", 1, remade.clone())
+                .replace_snapshot("py", 1, remade.clone())
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .replace_python_snapshot("py", 2, remade.clone())
+                .replace_snapshot("py", 2, remade.clone())
                 .await
                 .unwrap()
         );
-        let stored = store.get("py").await.unwrap().unwrap().python.unwrap();
+        let stored = store.get("py").await.unwrap().unwrap().runtime_code.unwrap();
         assert_eq!(stored.snapshot, remade);
         assert_eq!(stored.packages, python.packages);
         // Deleted with its function: a new function of the name starts at version 1, bare.
@@ -926,7 +928,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(again.version(), 1);
-        assert!(store.get("py").await.unwrap().unwrap().python.is_none());
+        assert!(store.get("py").await.unwrap().unwrap().runtime_code.is_none());
     }
 
     #[tokio::test]

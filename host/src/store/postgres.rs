@@ -51,7 +51,7 @@ use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
 use super::columns::CodeColumns;
-use super::columns::PythonColumns;
+use super::columns::RuntimeCodeColumns;
 use super::columns::SummaryColumns;
 use super::columns::module_kind_name;
 use super::columns::module_of;
@@ -178,6 +178,11 @@ CREATE INDEX calls_by_tenant ON calls (tenant, state);
 ",
     // The trace each call continues (the W3C traceparent of the request that made it).
     "ALTER TABLE calls ADD COLUMN traceparent TEXT;",
+    // The code columns of Python functions hold C# functions' too.
+    "ALTER TABLE versions RENAME COLUMN python_files TO runtime_files;
+     ALTER TABLE versions RENAME COLUMN python_requirements TO runtime_requirements;
+     ALTER TABLE versions RENAME COLUMN python_packages TO runtime_packages;
+     ALTER TABLE versions RENAME COLUMN python_snapshot TO runtime_snapshot;",
 ];
 
 /// No connection to the database could be had (it is down, restarting, or refuses more).
@@ -529,8 +534,8 @@ impl PostgresStore {
             .query(
                 &format!(
                     "SELECT {SUMMARY_COLUMNS}, v.env, v.allow_net, v.executor, v.bindings,
-                            v.wasm_binary, v.wasm_artifact, v.python_files,
-                            v.python_requirements, v.python_packages, v.python_snapshot
+                            v.wasm_binary, v.wasm_artifact, v.runtime_files,
+                            v.runtime_requirements, v.runtime_packages, v.runtime_snapshot
                      FROM functions f
                      JOIN versions v ON v.name = f.name AND v.version = f.current_version
                      WHERE $1::TEXT IS NULL OR f.name = $1 ORDER BY f.name"
@@ -576,8 +581,8 @@ impl PostgresStore {
         for row in &rows {
             let summary = summary_of(row)?;
             let wasm = blob(row, 15)?.zip(blob(row, 16)?);
-            let python = match (row.try_get(17)?, row.try_get(18)?) {
-                (Some(files), Some(requirements)) => Some(PythonColumns {
+            let runtime_code = match (row.try_get(17)?, row.try_get(18)?) {
+                (Some(files), Some(requirements)) => Some(RuntimeCodeColumns {
                     files,
                     requirements,
                     packages: blob(row, 19)?.unwrap_or_default(),
@@ -591,7 +596,7 @@ impl PostgresStore {
                 executor: row.try_get(13)?,
                 bindings: row.try_get(14)?,
                 wasm,
-                python,
+                runtime_code,
             };
             let modules = modules.remove(&summary.name).unwrap_or_default();
             deployments.push(code.parse(summary, modules)?);
@@ -607,8 +612,8 @@ async fn collect_blobs(client: &impl GenericClient) -> StoreResult<()> {
         .execute(
             "DELETE FROM blobs b WHERE NOT EXISTS (
                SELECT 1 FROM versions v
-               WHERE b.hash IN (v.wasm_binary, v.wasm_artifact, v.python_packages,
-                                v.python_snapshot))",
+               WHERE b.hash IN (v.wasm_binary, v.wasm_artifact, v.runtime_packages,
+                                v.runtime_snapshot))",
             &[],
         )
         .await?;
@@ -668,28 +673,28 @@ impl Store for PostgresStore {
             ),
             None => (None, None),
         };
-        let (python_files, python_requirements, python_packages, python_snapshot) =
-            match &new.python {
-                Some(python) => (
-                    Some(serde_json::to_string(&python.files)?),
-                    Some(serde_json::to_string(&python.requirements)?),
+        let (runtime_files, runtime_requirements, runtime_packages, runtime_snapshot) =
+            match &new.runtime_code {
+                Some(code) => (
+                    Some(serde_json::to_string(&code.files)?),
+                    Some(serde_json::to_string(&code.requirements)?),
                     Some(
                         self.blobs
                             .put(
                                 &tx,
-                                &functions_pyodide::wheels::encode_files(&python.packages),
+                                &functions_pyodide::wheels::encode_files(&code.packages),
                             )
                             .await?,
                     ),
-                    Some(self.blobs.put(&tx, &python.snapshot).await?),
+                    Some(self.blobs.put(&tx, &code.snapshot).await?),
                 ),
                 None => (None, None, None, None),
             };
         tx.execute(
             "INSERT INTO versions (name, version, language, entry, env, isolation, allow_net,
                                    executor, limits, public, bindings, created_at, wasm_binary,
-                                   wasm_artifact, python_files, python_requirements,
-                                   python_packages, python_snapshot)
+                                   wasm_artifact, runtime_files, runtime_requirements,
+                                   runtime_packages, runtime_snapshot)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                      $18)",
             &[
@@ -707,10 +712,10 @@ impl Store for PostgresStore {
                 &now,
                 &wasm_binary,
                 &wasm_artifact,
-                &python_files,
-                &python_requirements,
-                &python_packages,
-                &python_snapshot,
+                &runtime_files,
+                &runtime_requirements,
+                &runtime_packages,
+                &runtime_snapshot,
             ],
         )
         .await?;
@@ -801,7 +806,7 @@ impl Store for PostgresStore {
         Ok(deleted)
     }
 
-    async fn replace_python_snapshot(
+    async fn replace_snapshot(
         &self,
         name: &str,
         version: u64,
@@ -814,8 +819,8 @@ impl Store for PostgresStore {
         let hash = self.blobs.put(&tx, &snapshot).await?;
         let changed = tx
             .execute(
-                "UPDATE versions SET python_snapshot = $3
-                 WHERE name = $1 AND version = $2 AND python_snapshot IS NOT NULL",
+                "UPDATE versions SET runtime_snapshot = $3
+                 WHERE name = $1 AND version = $2 AND runtime_snapshot IS NOT NULL",
                 &[&name, &(version as i64), &hash],
             )
             .await?;

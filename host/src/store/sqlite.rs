@@ -44,7 +44,7 @@ use super::StoreEvent;
 use super::StoreResult;
 use super::StoredLog;
 use super::columns::CodeColumns;
-use super::columns::PythonColumns;
+use super::columns::RuntimeCodeColumns;
 use super::columns::SummaryColumns;
 use super::columns::module_kind_name;
 use super::columns::module_of;
@@ -159,6 +159,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX calls_by_tenant ON calls (tenant, state);",
     // The trace each call continues (the W3C traceparent of the request that made it).
     "ALTER TABLE calls ADD COLUMN traceparent TEXT;",
+    // The table of Python functions' code holds C# functions' too.
+    "ALTER TABLE python RENAME TO runtime_code;",
 ];
 
 /// A job for a database thread.
@@ -299,7 +301,7 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
                 p.files, p.requirements, p.packages, p.snapshot, v.bindings
          FROM functions f JOIN versions v ON v.name = f.name AND v.version = f.current_version
          LEFT JOIN wasm w ON w.name = v.name AND w.version = v.version
-         LEFT JOIN python p ON p.name = v.name AND p.version = v.version
+         LEFT JOIN runtime_code p ON p.name = v.name AND p.version = v.version
          WHERE ?1 IS NULL OR f.name = ?1 ORDER BY f.name"
     ))?;
     let mut rows = stmt.query([name])?;
@@ -309,9 +311,9 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
         let source: String = row.get(11)?;
         let binary: Option<Vec<u8>> = row.get(15)?;
         let artifact: Option<Vec<u8>> = row.get(16)?;
-        let python = match (row.get(17)?, row.get(18)?, row.get(19)?, row.get(20)?) {
+        let runtime_code = match (row.get(17)?, row.get(18)?, row.get(19)?, row.get(20)?) {
             (Some(files), Some(requirements), Some(packages), Some(snapshot)) => {
-                Some(PythonColumns {
+                Some(RuntimeCodeColumns {
                     files,
                     requirements,
                     packages,
@@ -326,11 +328,11 @@ fn query_current(conn: &Connection, name: Option<&str>) -> StoreResult<Vec<Deplo
             executor: row.get(14)?,
             bindings: row.get(21)?,
             wasm: binary.zip(artifact),
-            python,
+            runtime_code,
         };
         let mut modules = query_modules(conn, &summary.name, summary.version)?;
         // A version stored before modules were is its entry alone.
-        if modules.is_empty() && code.wasm.is_none() && code.python.is_none() {
+        if modules.is_empty() && code.wasm.is_none() && code.runtime_code.is_none() {
             modules.insert(summary.entry.clone(), Module::javascript(source));
         }
         deployments.push(code.parse(summary, modules)?);
@@ -418,17 +420,17 @@ fn insert_deployment(conn: &mut Connection, new: NewDeployment) -> StoreResult<D
             params![new.name, version, &*wasm.binary, &*wasm.artifact],
         )?;
     }
-    if let Some(python) = &new.python {
+    if let Some(code) = &new.runtime_code {
         tx.execute(
-            "INSERT INTO python (name, version, files, requirements, packages, snapshot)
+            "INSERT INTO runtime_code (name, version, files, requirements, packages, snapshot)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 new.name,
                 version,
-                serde_json::to_string(&python.files)?,
-                serde_json::to_string(&python.requirements)?,
-                functions_pyodide::wheels::encode_files(&python.packages),
-                &*python.snapshot
+                serde_json::to_string(&code.files)?,
+                serde_json::to_string(&code.requirements)?,
+                functions_pyodide::wheels::encode_files(&code.packages),
+                &*code.snapshot
             ],
         )?;
     }
@@ -593,7 +595,7 @@ impl Store for SqliteStore {
                     params![owned, owner],
                 )? > 0;
                 if deleted {
-                    for table in ["versions", "modules", "wasm", "python", "logs"] {
+                    for table in ["versions", "modules", "wasm", "runtime_code", "logs"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE name = ?1"), [&owned])?;
                     }
                 }
@@ -609,7 +611,7 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
-    async fn replace_python_snapshot(
+    async fn replace_snapshot(
         &self,
         name: &str,
         version: u64,
@@ -619,7 +621,7 @@ impl Store for SqliteStore {
         let changed = self
             .write(move |conn| {
                 Ok(conn.execute(
-                    "UPDATE python SET snapshot = ?3 WHERE name = ?1 AND version = ?2",
+                    "UPDATE runtime_code SET snapshot = ?3 WHERE name = ?1 AND version = ?2",
                     params![owned, version, &*snapshot],
                 )?)
             })

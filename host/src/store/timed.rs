@@ -69,15 +69,15 @@ impl Store for Timed {
         self.store.delete(name, owner).await
     }
 
-    async fn replace_python_snapshot(
+    async fn replace_snapshot(
         &self,
         name: &str,
         version: u64,
         snapshot: Arc<[u8]>,
     ) -> StoreResult<bool> {
-        let _timer = self.time("replace_python_snapshot");
+        let _timer = self.time("replace_snapshot");
         (self.store)
-            .replace_python_snapshot(name, version, snapshot)
+            .replace_snapshot(name, version, snapshot)
             .await
     }
 
