@@ -52,7 +52,7 @@ const NATIVE_JS_SHA256: &str = "8106c71f30a75b1f220ce0bae4429baa5edb125b4991f6a8
 const RUNTIME_JS_SHA256: &str = "48e507110dc58430226c1491daef74356669a018cfb964661f40400135258495";
 
 /// The loader's file name.
-const LOADER: &str = "dotnet.js";
+pub const LOADER: &str = "dotnet.js";
 
 /// The prefixes of the package's assemblies that are an application's, not the framework's.
 const NOT_FRAMEWORK: [&str; 4] = [

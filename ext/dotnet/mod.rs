@@ -37,6 +37,11 @@ pub const DISPATCHER_ASSEMBLY: &str = "FunctionsHost.Dispatcher";
 /// The dispatcher's source, as the CLI compiles it.
 pub const DISPATCHER_SOURCE: &str = include_str!("Dispatcher.cs");
 
+/// A hash of [`DISPATCHER_SOURCE`]: what a compiled dispatcher is kept under.
+pub fn dispatcher_hash() -> u64 {
+    crate::snapshot::fnv1a(&[DISPATCHER_SOURCE])
+}
+
 /// What a file of the runtime is to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,6 +105,41 @@ impl DotnetBuild {
             wasm: SharedModule::new("dotnet.native.wasm", wasm)?,
             assets,
         })
+    }
+
+    /// The build of the runtime in `runtime`, every file read (and checked, as the runtime
+    /// checked them when it was opened).
+    pub fn read(runtime: &functions_dotnet::Runtime) -> Result<Self, String> {
+        let read = |file: &str| {
+            runtime
+                .read(file)
+                .map_err(|err| format!("reading {file} of the .NET runtime: {err}"))
+        };
+        let text =
+            |file: &str| String::from_utf8(read(file)?).map_err(|_| format!("{file} is not UTF-8"));
+        let layout = runtime.layout();
+        let mut assets = Vec::new();
+        for (list, kind) in [
+            (&layout.core_assemblies, AssetKind::CoreAssembly),
+            (&layout.assemblies, AssetKind::Assembly),
+            (&layout.icu, AssetKind::Icu),
+        ] {
+            for asset in list {
+                assets.push(Asset {
+                    virtual_path: asset.virtual_path.clone(),
+                    kind,
+                    bytes: read(&asset.file)?,
+                });
+            }
+        }
+        Self::new(
+            functions_dotnet::build_id(),
+            text(functions_dotnet::LOADER)?,
+            text(&layout.native_js)?,
+            text(&layout.runtime_js)?,
+            read(&layout.wasm)?,
+            assets,
+        )
     }
 
     /// The id snapshots of this build carry.

@@ -29,6 +29,9 @@ pub enum Language {
     Wasm,
     /// Python, on Pyodide.
     Python,
+    /// C#, compiled to .NET assemblies, on the .NET WebAssembly runtime.
+    #[serde(rename = "csharp")]
+    CSharp,
 }
 
 /// Each language with the names and file extensions that mean it.
@@ -37,16 +40,19 @@ const LANGUAGES: &[(Language, &[&str])] = &[
     (Language::TypeScript, &["typescript", "ts", "tsx", "mts"]),
     (Language::Wasm, &["wasm", "webassembly"]),
     (Language::Python, &["python", "py"]),
+    (Language::CSharp, &["csharp", "cs", "c#", "dll", "dotnet"]),
 ];
 
 impl Language {
-    /// The canonical name, as stored and shown: `javascript`, `typescript`, `wasm`, `python`.
+    /// The canonical name, as stored and shown: `javascript`, `typescript`, `wasm`, `python`,
+    /// `csharp`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::JavaScript => "javascript",
             Self::TypeScript => "typescript",
             Self::Wasm => "wasm",
             Self::Python => "python",
+            Self::CSharp => "csharp",
         }
     }
 
@@ -87,13 +93,14 @@ fn bad(message: impl Into<String>) -> DeployError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// `javascript`, `typescript`, `wasm` or `python` (default: from the entry's extension;
-    /// `python` when there are `.py` files).
+    /// `javascript`, `typescript`, `wasm`, `python` or `csharp` (default: from the entry's
+    /// extension; `python` when there are `.py` files, `csharp` when there are `.dll` files).
     pub language: Option<String>,
     /// The entry file's path (default: the only file). Python: `main.py`, `main.py:hello` (the
-    /// function to call) or `hello` (a function of `main.py`, or of the only `.py` file).
+    /// function to call) or `hello` (a function of `main.py`, or of the only `.py` file). C#:
+    /// `Class.Method`, `Hello.dll:Class.Method` or `Hello.dll` (its only public static method).
     pub entry: Option<String>,
-    /// Files by path: sources as text, a `.wasm` binary as base64.
+    /// Files by path: sources as text, a `.wasm` binary or a C# assembly (`.dll`) as base64.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
     /// Environment variables.
@@ -365,7 +372,7 @@ fn named_language(
     let language = |value: &str| {
         Language::of_alias(value).ok_or_else(|| {
             bad(format!(
-                "unknown language {value:?}: use javascript, typescript, wasm or python"
+                "unknown language {value:?}: use javascript, typescript, wasm, python or csharp"
             ))
         })
     };
@@ -405,6 +412,15 @@ pub fn parse(name: &str, hints: &DeployHints, body: &[u8]) -> Result<NewDeployme
             BTreeMap::new(),
             body.to_vec(),
         );
+    }
+    let csharp = !is_manifest(hints)
+        && (named_language(None, hints)? == Some(Language::CSharp)
+            || matches!(
+                hints.entry.as_deref().and_then(extension),
+                Some("cs" | "dll")
+            ));
+    if csharp {
+        return Err(bad(CSHARP_IS_A_MANIFEST));
     }
     let manifest = if is_manifest(hints) {
         serde_json::from_slice::<Manifest>(body)
@@ -454,6 +470,8 @@ fn resolve(
         (None, 1) => manifest.files.keys().next().cloned().unwrap_or_default(),
         (None, 0) => return Err(bad("the manifest has no files")),
         (None, _) if manifest.files.contains_key("main.py") => "main.py".to_owned(),
+        // A C# function's entry is its only assembly's only public static method.
+        (None, _) if manifest.files.keys().any(|path| path.ends_with(".dll")) => String::new(),
         (None, _) => {
             return Err(bad(
                 "the manifest has several files: name the entry with \"entry\"",
@@ -470,11 +488,14 @@ fn resolve(
         None => match extension(entry_file).and_then(Language::of_alias) {
             Some(language) => language,
             None if manifest.files.keys().any(|path| path.ends_with(".py")) => Language::Python,
+            None if manifest.files.keys().any(|path| path.ends_with(".dll")) => Language::CSharp,
             None => Language::JavaScript,
         },
     };
-    if language == Language::Python {
-        return python_deployment(name, manifest, hints, &entry);
+    match language {
+        Language::Python => return python_deployment(name, manifest, hints, &entry),
+        Language::CSharp => return csharp_deployment(name, manifest, hints, &entry),
+        _ => {}
     }
     validate_path(&entry).map_err(|_| bad(format!("invalid entry path {entry:?}")))?;
     for path in manifest.files.keys() {
@@ -627,6 +648,106 @@ fn python_deployment(
             requirements,
             // Resolved, and the snapshot made, by the host (both need more than the manifest).
             packages: Arc::default(),
+            snapshot: Arc::from([]),
+        }),
+        executor: functions_runtime::Executor::Command,
+        limits: manifest.limits,
+        public: manifest.public.unwrap_or(true),
+        owner: None,
+    })
+}
+
+/// What a C# deploy must be, and how to make one.
+const CSHARP_IS_A_MANIFEST: &str = "a C# function is deployed compiled: a JSON manifest of its \
+     assemblies (.dll, base64) with the dispatcher's (FunctionsHost.Dispatcher.dll); \
+     `functions-host deploy Hello.cs` compiles the source and the dispatcher (with dotnet or mcs) \
+     and sends them";
+
+/// A C# deploy: its compiled assemblies (`.dll`, base64), the dispatcher's among them, and any
+/// sources kept beside them; the entry is normalized to `ASSEMBLY.dll` or
+/// `ASSEMBLY.dll:Class.Method`. Its snapshot is still to be made.
+fn csharp_deployment(
+    name: &str,
+    manifest: Manifest,
+    hints: &DeployHints,
+    entry: &str,
+) -> Result<NewDeployment, DeployError> {
+    if manifest.executor.is_some() || hints.executor.is_some() {
+        return Err(bad("\"executor\" applies to WebAssembly functions only"));
+    }
+    if !manifest.bindings.is_empty() {
+        return Err(bad(
+            "bindings apply to JavaScript, TypeScript and Python functions: a C# function cannot call other functions (it can be called through one)",
+        ));
+    }
+    if !manifest.allow_net.is_empty() {
+        return Err(bad(
+            "\"allow_net\" applies to JavaScript and Python functions: C# functions get no network",
+        ));
+    }
+    if !manifest.requirements.is_empty() {
+        return Err(bad(
+            "\"requirements\" apply to Python functions: deploy a C# function's libraries as assemblies",
+        ));
+    }
+    let isolation = isolation_of(&manifest, hints)?;
+    let mut assemblies = BTreeMap::new();
+    let mut files = BTreeMap::new();
+    for (path, content) in manifest.files {
+        validate_path(&path)?;
+        if path.ends_with(".dll") {
+            let bytes = BASE64.decode(content.trim()).map_err(|err| {
+                bad(format!(
+                    "the assembly {path:?} is not base64 (a manifest carries binaries as base64): {err}"
+                ))
+            })?;
+            // A PE file starts with "MZ".
+            if !bytes.starts_with(b"MZ") {
+                return Err(bad(format!(
+                    "{path:?} is not a .NET assembly (a compiled .dll)"
+                )));
+            }
+            assemblies.insert(path, bytes);
+        } else {
+            files.insert(path, content);
+        }
+    }
+    if assemblies.is_empty() {
+        return Err(bad(CSHARP_IS_A_MANIFEST));
+    }
+    let dispatcher = crate::dotnet::dispatcher_file();
+    if !assemblies.contains_key(&dispatcher) {
+        return Err(bad(format!(
+            "the deploy lacks the dispatcher's assembly {dispatcher}, which binds the event to \
+             the entry's parameters: `functions-host deploy` compiles it beside the function"
+        )));
+    }
+    let (file, method) =
+        crate::dotnet::split_entry(entry, assemblies.keys()).map_err(DeployError::Invalid)?;
+    if !assemblies.contains_key(&file) {
+        return Err(bad(format!(
+            "the entry's assembly {file:?} is not among the manifest's files"
+        )));
+    }
+    let entry = match method {
+        Some(method) => format!("{file}:{method}"),
+        None => file,
+    };
+    Ok(NewDeployment {
+        name: name.to_owned(),
+        language: Language::CSharp,
+        entry,
+        modules: BTreeMap::new(),
+        env: manifest.env,
+        isolation,
+        allow_net: Vec::new(),
+        bindings: BTreeMap::new(),
+        wasm: None,
+        runtime_code: Some(StoredRuntimeCode {
+            files,
+            requirements: Vec::new(),
+            packages: Arc::new(assemblies),
+            // Made by the host (it needs the runtime).
             snapshot: Arc::from([]),
         }),
         executor: functions_runtime::Executor::Command,

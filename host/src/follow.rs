@@ -181,7 +181,7 @@ async fn follow_one(inner: &Arc<Inner>, name: &str) {
     match registry::function_of(
         &deployment,
         &inner.engine,
-        &inner.python,
+        (&inner.python, &inner.dotnet),
         inner.store.as_ref(),
     )
     .await

@@ -29,6 +29,7 @@
 mod calls;
 mod capnweb;
 mod deploy;
+mod dotnet;
 mod error;
 mod follow;
 mod invoke;
@@ -38,6 +39,7 @@ mod metrics;
 mod python;
 mod registry;
 mod rpc;
+mod runtime_setup;
 pub mod store;
 mod tenant_view;
 mod tenants;
@@ -69,9 +71,9 @@ pub use metrics::FunctionNow;
 pub use metrics::MetricsSummary;
 pub use metrics::Percentiles;
 pub use metrics::Sample;
-pub use python::PYODIDE_DIR_VARIABLE;
-pub use python::Progress as PyodideProgress;
-pub use python::PythonSetup;
+pub use runtime_setup::DownloadProgress;
+pub use runtime_setup::LanguageRuntime;
+pub use runtime_setup::RuntimeSetup;
 pub use store::CallOutcome;
 pub use store::CallResult;
 pub use store::CallState;
@@ -118,6 +120,8 @@ pub(crate) struct Inner {
     engine: functions_runtime::Engine,
     /// Pyodide, for Python functions, ready once one needs it.
     python: python::Python,
+    /// The .NET runtime, for C# functions, ready once one needs it.
+    dotnet: dotnet::Dotnet,
     store: Arc<dyn Store>,
     registry: registry::Registry,
     api_keys: ApiKeys,
@@ -153,7 +157,8 @@ pub struct HostBuilder {
     max_queued: usize,
     result_cap_bytes: u64,
     public_url: String,
-    python: Option<PythonSetup>,
+    python: Option<RuntimeSetup>,
+    dotnet: Option<RuntimeSetup>,
     spans: Option<Arc<dyn SpanSink>>,
 }
 
@@ -233,10 +238,17 @@ impl HostBuilder {
         self
     }
 
-    /// Where Python functions get Pyodide (default: [`PythonSetup::from_env`], downloading
+    /// Where Python functions get Pyodide (default: [`RuntimeSetup::from_env`], downloading
     /// into `pyodide/` of the SQLite directory, or of the user's cache directory).
-    pub fn python(mut self, setup: PythonSetup) -> Self {
+    pub fn python(mut self, setup: RuntimeSetup) -> Self {
         self.python = Some(setup);
+        self
+    }
+
+    /// Where C# functions get the .NET runtime (default: [`RuntimeSetup::from_env`],
+    /// downloading into `dotnet/` of the SQLite directory, or of the user's cache directory).
+    pub fn dotnet(mut self, setup: RuntimeSetup) -> Self {
+        self.dotnet = Some(setup);
         self
     }
 
@@ -246,7 +258,16 @@ impl HostBuilder {
     pub async fn open(self) -> Result<Host, Error> {
         let local_dir = (self.postgres.as_ref().map(|pg| &pg.local))
             .or(self.sqlite.as_ref().map(|(dir, _)| dir));
-        let python_cache = local_dir.map(|dir| dir.join("pyodide"));
+        let setup = |runtime: LanguageRuntime| match local_dir {
+            Some(dir) => RuntimeSetup::from_env(runtime, dir.join(runtime.dir_name())),
+            None => RuntimeSetup::for_user(runtime),
+        };
+        let python = python::Python::new(
+            (self.python.clone()).unwrap_or_else(|| setup(LanguageRuntime::Pyodide)),
+        );
+        let dotnet = dotnet::Dotnet::new(
+            (self.dotnet.clone()).unwrap_or_else(|| setup(LanguageRuntime::Dotnet)),
+        );
         let store: Arc<dyn Store> = match (self.store, self.sqlite, self.postgres) {
             (Some(store), _, _) => store,
             (None, _, Some(pg)) => Arc::new(
@@ -261,14 +282,13 @@ impl HostBuilder {
         };
         let metrics = Arc::new(metrics::Metrics::new());
         let store: Arc<dyn Store> = Arc::new(store::Timed::new(store, metrics.clone()));
-        let python = python::Python::new(self.python.unwrap_or_else(|| {
-            python_cache.map_or_else(PythonSetup::for_user, PythonSetup::from_env)
-        }));
         let engine = functions_runtime::Engine::new(self.engine);
         let registry = registry::Registry::default();
         let deployments = store.current_deployments().await.map_err(Error::store)?;
         for deployment in deployments {
-            match registry::function_of(&deployment, &engine, &python, store.as_ref()).await {
+            match registry::function_of(&deployment, &engine, (&python, &dotnet), store.as_ref())
+                .await
+            {
                 Ok(deployed) => registry.install(deployed, &engine),
                 Err(err) => eprintln!(
                     "functions-host: {} version {} cannot be loaded: {err}",
@@ -281,6 +301,7 @@ impl HostBuilder {
         let inner = Arc::new(Inner {
             engine,
             python,
+            dotnet,
             logs: logs::LogWriter::spawn(store.clone()),
             store,
             registry,
@@ -367,6 +388,7 @@ impl Host {
             result_cap_bytes: store::DEFAULT_RESULT_CAP_BYTES,
             public_url: "http://localhost".to_owned(),
             python: None,
+            dotnet: None,
             spans: None,
         }
     }

@@ -1,8 +1,7 @@
-//! Python in the host: where the Pyodide build comes from, the baseline snapshot made from it
-//! once per build (kept on disk), and the snapshot each Python deploy makes from that.
+//! Python in the host: the Pyodide build, the baseline snapshot made from it once per build
+//! (kept on disk), and the snapshot each Python deploy makes from that.
 
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use functions_runtime::Engine;
@@ -17,67 +16,8 @@ use crate::Error;
 use crate::ErrorKind;
 use crate::store::StoredRuntimeCode;
 
-pub use functions_pyodide::Progress;
-
-/// The environment variable naming a local copy of Pyodide, as `--pyodide DIR` does.
-pub const PYODIDE_DIR_VARIABLE: &str = "FUNCTIONS_HOST_PYODIDE";
-
-/// Where a host gets Pyodide, the first time a Python function needs it.
-#[derive(Clone)]
-pub struct PythonSetup {
-    /// A directory holding Pyodide's files (an unpacked npm package), used as it is; `None`
-    /// downloads the npm package into `cache` (once).
-    pub local: Option<PathBuf>,
-    /// Where the downloaded package and the baseline snapshots are kept.
-    pub cache: PathBuf,
-    /// The npm registry to download from.
-    pub registry: String,
-    /// Told how a download is coming along.
-    pub progress: Option<Arc<dyn Fn(Progress) + Send + Sync>>,
-}
-
-impl std::fmt::Debug for PythonSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PythonSetup")
-            .field("local", &self.local)
-            .field("cache", &self.cache)
-            .field("registry", &self.registry)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PythonSetup {
-    /// [`PythonSetup::from_env`], keeping Pyodide in the user's cache directory
-    /// (`functions-host/pyodide` in `$XDG_CACHE_HOME`, else `~/.cache`): what a host without a
-    /// SQLite directory uses.
-    pub fn for_user() -> Self {
-        Self::from_env(user_cache_dir())
-    }
-
-    /// Pyodide from `FUNCTIONS_HOST_PYODIDE` when it is set, otherwise downloaded from the
-    /// registry npm would use (`npm_config_registry`) into `cache`.
-    pub fn from_env(cache: impl Into<PathBuf>) -> Self {
-        Self {
-            local: std::env::var_os(PYODIDE_DIR_VARIABLE)
-                .filter(|dir| !dir.is_empty())
-                .map(PathBuf::from),
-            cache: cache.into(),
-            registry: functions_pyodide::registry_from_env(functions_pyodide::DEFAULT_REGISTRY),
-            progress: None,
-        }
-    }
-}
-
-/// `functions-host/pyodide` in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`,
-/// else the temporary directory).
-fn user_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("functions-host").join("pyodide")
-}
+use crate::runtime_setup::OnFirstUse;
+use crate::runtime_setup::RuntimeSetup;
 
 /// A Pyodide build ready to run functions: the build, and its baseline snapshot.
 #[derive(Clone)]
@@ -86,49 +26,22 @@ pub(crate) struct Ready {
     pub baseline: Arc<MemorySnapshot>,
 }
 
-/// Python deploys that resolve requirements and make snapshots at once; more wait their turn.
-const DEPLOYS_AT_ONCE: usize = 2;
-
-/// Gets Pyodide ready on first use, and keeps it.
-pub(crate) struct Python {
-    setup: PythonSetup,
-    ready: tokio::sync::Mutex<Option<Ready>>,
-    deploys: tokio::sync::Semaphore,
-}
+/// Pyodide, made ready on first use.
+pub(crate) type Python = OnFirstUse<Ready>;
 
 impl Python {
-    pub fn new(setup: PythonSetup) -> Self {
-        Self {
-            setup,
-            ready: tokio::sync::Mutex::new(None),
-            deploys: tokio::sync::Semaphore::new(DEPLOYS_AT_ONCE),
-        }
-    }
-
-    /// Waits for a Python deploy's turn (see [`DEPLOYS_AT_ONCE`]); it lasts until dropped.
-    pub async fn deploy_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.deploys
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
-    }
-
-    /// The build and its baseline: read (or downloaded) and made the first time, then kept. A
-    /// failure is not kept: the next call tries again.
+    /// The build and its baseline: read (or downloaded) and made the first time, then kept.
     pub async fn ready(&self, engine: &Engine) -> Result<Ready, Error> {
-        let mut ready = self.ready.lock().await;
-        if let Some(ready) = &*ready {
-            return Ok(ready.clone());
-        }
-        let setup = self.setup.clone();
-        let build = tokio::task::spawn_blocking(move || load_build(&setup))
-            .await
-            .map_err(Error::internal)?
-            .map_err(|message| Error::new(ErrorKind::Unavailable, message))?;
-        let baseline = baseline(engine, &build, &self.setup.cache).await?;
-        let made = Ready { build, baseline };
-        *ready = Some(made.clone());
-        Ok(made)
+        self.get_or_make(|setup| async move {
+            let cache = setup.cache.clone();
+            let build = tokio::task::spawn_blocking(move || load_build(&setup))
+                .await
+                .map_err(Error::internal)?
+                .map_err(|message| Error::new(ErrorKind::Unavailable, message))?;
+            let baseline = baseline(engine, &build, &cache).await?;
+            Ok(Ready { build, baseline })
+        })
+        .await
     }
 }
 
@@ -144,21 +57,17 @@ pub(crate) fn resolve_requirements(
 }
 
 /// Reads the Pyodide build `setup` names, downloading it first if need be.
-fn load_build(setup: &PythonSetup) -> Result<Arc<PyodideBuild>, String> {
+fn load_build(setup: &RuntimeSetup) -> Result<Arc<PyodideBuild>, String> {
     let distribution = match &setup.local {
-        Some(dir) => functions_pyodide::Distribution::open(dir).map_err(|err| format!("{err:#}")),
-        None => {
-            let progress = setup.progress.clone();
-            let mut tell = move |at: Progress| {
-                if let Some(progress) = &progress {
-                    progress(at);
-                }
-            };
-            // Its error says what is missing, and how to do without the registry.
-            functions_pyodide::Distribution::cached(&setup.cache, &setup.registry, &mut tell)
-                .map_err(|err| format!("{err:#}"))
-        }
-    }?;
+        Some(dir) => functions_pyodide::Distribution::open(dir),
+        // Its error says what is missing, and how to do without the registry.
+        None => functions_pyodide::Distribution::cached(
+            &setup.cache,
+            &setup.registry,
+            &mut setup.tell(),
+        ),
+    }
+    .map_err(|err| format!("{err:#}"))?;
     let read = |file: functions_pyodide::File| {
         distribution
             .read(file)

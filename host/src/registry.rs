@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
 
+use functions_runtime::DotnetCode;
 use functions_runtime::Engine;
 use functions_runtime::Function;
 use functions_runtime::MemorySnapshot;
@@ -11,6 +12,8 @@ use functions_runtime::PythonCode;
 use functions_runtime::Settings;
 use functions_runtime::WasmModule;
 
+use crate::Language;
+use crate::dotnet::Dotnet;
 use crate::python::Python;
 use crate::store::Deployment;
 use crate::store::Store;
@@ -64,7 +67,7 @@ pub(crate) fn settings_of(deployment: &Deployment) -> Settings {
     }
 }
 
-/// What a deployment runs, besides its modules: compiled WebAssembly, or Python code.
+/// What a deployment runs, besides its modules: compiled WebAssembly, or Python or C# code.
 pub(crate) enum Code {
     /// Its JavaScript modules, as stored.
     Modules,
@@ -72,68 +75,96 @@ pub(crate) enum Code {
     Wasm(WasmModule),
     /// A Python function's code, its snapshot read.
     Python(PythonCode),
+    /// A C# function's code, its snapshot read.
+    Dotnet(DotnetCode),
 }
 
 /// The runnable form of a stored deployment. JavaScript modules are compiled already; a
 /// WebAssembly function's stored artifact is loaded (compiled again only if `engine` cannot
-/// load it); a Python function's snapshot is read (made again if Pyodide or the host changed
-/// since it was made, and then written back to `store`).
+/// load it); a Python or C# function's snapshot is read (made again if its runtime or the host
+/// changed since it was made, and then written back to `store`).
 pub(crate) async fn function_of(
     deployment: &Deployment,
     engine: &Engine,
-    python: &Python,
+    (python, dotnet): (&Python, &Dotnet),
     store: &dyn Store,
 ) -> Result<Deployed, String> {
+    let stored = deployment.runtime_code.as_ref();
     let code = if let Some(wasm) = &deployment.wasm {
         Code::Wasm(
             engine
                 .load_wasm(wasm.binary.clone(), &wasm.artifact)
                 .map_err(|err| err.to_string())?,
         )
-    } else if let Some(stored) = &deployment.runtime_code {
+    } else if let Some(stored) = stored
+        && deployment.summary.language == Language::CSharp
+    {
+        let build = dotnet.ready().await.map_err(|err| err.to_string())?;
+        let entry = &deployment.summary.entry;
+        let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
+            .ok()
+            .filter(|snapshot| snapshot.tag() == build.snapshot_tag());
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
+            None => {
+                // Made by another runtime or host: made again, booting this one.
+                let code = crate::dotnet::code(&build, entry, stored, None)?;
+                let function = function_with(deployment, Code::Dotnet(code));
+                let snapshot = engine.snapshot_dotnet(&function).await;
+                kept(store, deployment, snapshot.map_err(|err| err.to_string())?).await
+            }
+        };
+        Code::Dotnet(crate::dotnet::code(
+            &build,
+            entry,
+            stored,
+            Some(Arc::new(snapshot)),
+        )?)
+    } else if let Some(stored) = stored {
         let ready = python.ready(engine).await.map_err(|err| err.to_string())?;
         let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
             .ok()
             .filter(|snapshot| snapshot.fits(&ready.build));
         let code =
             |snapshot| crate::python::code(&ready, &deployment.summary.entry, stored, snapshot);
-        let code = match snapshot {
-            Some(snapshot) => code(Arc::new(snapshot))?,
+        let snapshot = match snapshot {
+            Some(snapshot) => snapshot,
             None => {
                 // Made by another Pyodide or host: made again, from this one's baseline.
                 let first = code(ready.baseline.clone())?;
-                let function = Function::python(
-                    deployment.name(),
-                    deployment.version(),
-                    first,
-                    settings_of(deployment),
-                );
-                let snapshot = engine
-                    .snapshot_python(&function)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                // Kept, so that the next start restores it as it is.
-                let stored = store
-                    .replace_snapshot(
-                        deployment.name(),
-                        deployment.version(),
-                        snapshot.to_bytes().into(),
-                    )
-                    .await;
-                if let Err(err) = stored {
-                    eprintln!(
-                        "functions-host: the new snapshot of {} could not be stored: {err:#}",
-                        deployment.name()
-                    );
-                }
-                code(Arc::new(snapshot))?
+                let function = function_with(deployment, Code::Python(first));
+                let snapshot = engine.snapshot_python(&function).await;
+                kept(store, deployment, snapshot.map_err(|err| err.to_string())?).await
             }
         };
-        Code::Python(code)
+        Code::Python(code(Arc::new(snapshot))?)
     } else {
         Code::Modules
     };
     Ok(deployed_with(deployment, code))
+}
+
+/// `snapshot`, made again for `deployment`, after storing it so that the next start restores
+/// it as it is.
+async fn kept(
+    store: &dyn Store,
+    deployment: &Deployment,
+    snapshot: MemorySnapshot,
+) -> MemorySnapshot {
+    let stored = store
+        .replace_snapshot(
+            deployment.name(),
+            deployment.version(),
+            snapshot.to_bytes().into(),
+        )
+        .await;
+    if let Err(err) = stored {
+        eprintln!(
+            "functions-host: the new snapshot of {} could not be stored: {err:#}",
+            deployment.name()
+        );
+    }
+    snapshot
 }
 
 /// `deployment` as the server runs it, running `code`.
@@ -156,6 +187,7 @@ pub(crate) fn function_with(deployment: &Deployment, code: Code) -> Function {
     match code {
         Code::Wasm(module) => Function::wasm(name, version, module, settings),
         Code::Python(code) => Function::python(name, version, code, settings),
+        Code::Dotnet(code) => Function::dotnet(name, version, code, settings),
         Code::Modules => Function::new(
             name,
             version,

@@ -19,6 +19,7 @@ use crate::Error;
 use crate::ErrorKind;
 use crate::Fetched;
 use crate::Host;
+use crate::Language;
 use crate::MAX_RESULT_WAIT;
 use crate::StoreEvent;
 use crate::StoredLog;
@@ -124,6 +125,36 @@ impl TenantView<'_> {
                     .map_err(|err| Error::compile(name, err))?;
                 wasm.artifact = module.artifact().clone();
                 registry::Code::Wasm(module)
+            }
+            (None, Some(csharp)) if new.language == Language::CSharp => {
+                // Booting the runtime and snapshotting it take CPU and memory: a few deploys
+                // at a time.
+                let _turn = inner.dotnet.deploy_turn().await;
+                let build = inner.dotnet.ready().await?;
+                let stored = csharp.clone();
+                let code = |snapshot| {
+                    crate::dotnet::code(&build, &candidate.summary.entry, &stored, snapshot)
+                        .map_err(Error::bad_request)
+                };
+                // Booted once, its entry bound; its snapshot is what invocations restore.
+                let function =
+                    registry::function_with(&candidate, registry::Code::Dotnet(code(None)?));
+                let snapshot = inner
+                    .engine
+                    .snapshot_dotnet(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, crate::dotnet::load_error(err)))?;
+                csharp.snapshot = snapshot.to_bytes().into();
+                let code = code(Some(Arc::new(snapshot)))?;
+                // It must start from that snapshot within its own limits.
+                let function =
+                    registry::function_with(&candidate, registry::Code::Dotnet(code.clone()));
+                inner
+                    .engine
+                    .check(&function)
+                    .await
+                    .map_err(|err| Error::compile(name, err))?;
+                registry::Code::Dotnet(code)
             }
             (None, Some(python)) => {
                 // Resolving, importing and snapshotting take network, CPU and memory: a few

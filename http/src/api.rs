@@ -117,18 +117,23 @@ pub(crate) async fn get(
             },
         });
     }
-    if let Some(python) = &deployment.runtime_code {
-        body["files"] = python.files.keys().cloned().collect::<Vec<_>>().into();
+    if let Some(code) = &deployment.runtime_code {
+        let files = code.files.keys().chain(code.packages.keys());
+        body["files"] = files.cloned().collect::<Vec<_>>().into();
         let file = deployment
             .summary
             .entry
             .split(':')
             .next()
             .unwrap_or_default();
-        if let Some(source) = python.files.get(file) {
+        if let Some(source) = code.files.get(file) {
             body["source"] = source.as_str().into();
         }
-        body["python"] = json!({ "snapshot_bytes": python.snapshot.len() });
+        let runtime = match deployment.summary.language {
+            functions_host::Language::CSharp => "csharp",
+            _ => "python",
+        };
+        body[runtime] = json!({ "snapshot_bytes": code.snapshot.len() });
     }
     body["env"] = deployment.env.keys().cloned().collect::<Vec<_>>().into();
     Ok(json(StatusCode::OK, &body))

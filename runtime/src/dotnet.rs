@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use functions_ext::dotnet::Asset as DotnetAsset;
-pub use functions_ext::dotnet::AssetKind as DotnetAssetKind;
 pub use functions_ext::dotnet::DISPATCHER_ASSEMBLY;
 pub use functions_ext::dotnet::DISPATCHER_SOURCE;
 use functions_ext::dotnet::DotnetBoot;
 pub use functions_ext::dotnet::DotnetBuild;
+pub use functions_ext::dotnet::dispatcher_hash;
 use functions_ext::snapshot::MemorySnapshot;
 
 /// A C# function's code: its assemblies and the method to call.

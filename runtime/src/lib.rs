@@ -53,13 +53,11 @@ pub use dotnet::DISPATCHER_ASSEMBLY;
 #[cfg(feature = "js")]
 pub use dotnet::DISPATCHER_SOURCE;
 #[cfg(feature = "js")]
-pub use dotnet::DotnetAsset;
-#[cfg(feature = "js")]
-pub use dotnet::DotnetAssetKind;
-#[cfg(feature = "js")]
 pub use dotnet::DotnetBuild;
 #[cfg(feature = "js")]
 pub use dotnet::DotnetCode;
+#[cfg(feature = "js")]
+pub use dotnet::dispatcher_hash;
 pub use engine::AfterResponse;
 pub use engine::Cancel;
 pub use engine::Controls;

@@ -14,8 +14,6 @@ use common::engine;
 use common::text;
 use functions_runtime::DISPATCHER_ASSEMBLY;
 use functions_runtime::DISPATCHER_SOURCE;
-use functions_runtime::DotnetAsset;
-use functions_runtime::DotnetAssetKind;
 use functions_runtime::DotnetBuild;
 use functions_runtime::DotnetCode;
 use functions_runtime::Function;
@@ -32,34 +30,7 @@ fn build() -> Arc<DotnetBuild> {
             let registry = functions_dotnet::registry_from_env(functions_dotnet::DEFAULT_REGISTRY);
             let runtime = functions_dotnet::Runtime::cached(&cache, &registry, &mut |_| {})
                 .expect("the .NET runtime is downloaded");
-            let layout = runtime.layout();
-            let read = |file: &str| runtime.read(file).expect("a runtime file");
-            let text = |file: &str| String::from_utf8(read(file)).unwrap();
-            let mut assets = Vec::new();
-            for (list, kind) in [
-                (&layout.core_assemblies, DotnetAssetKind::CoreAssembly),
-                (&layout.assemblies, DotnetAssetKind::Assembly),
-                (&layout.icu, DotnetAssetKind::Icu),
-            ] {
-                for asset in list {
-                    assets.push(DotnetAsset {
-                        virtual_path: asset.virtual_path.clone(),
-                        kind,
-                        bytes: read(&asset.file),
-                    });
-                }
-            }
-            Arc::new(
-                DotnetBuild::new(
-                    functions_dotnet::build_id(),
-                    text("dotnet.js"),
-                    text(&layout.native_js),
-                    text(&layout.runtime_js),
-                    read(&layout.wasm),
-                    assets,
-                )
-                .unwrap(),
-            )
+            Arc::new(DotnetBuild::read(&runtime).expect("the runtime is read"))
         })
         .clone()
 }

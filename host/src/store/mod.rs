@@ -918,7 +918,13 @@ pub(crate) mod tests {
                 .await
                 .unwrap()
         );
-        let stored = store.get("py").await.unwrap().unwrap().runtime_code.unwrap();
+        let stored = store
+            .get("py")
+            .await
+            .unwrap()
+            .unwrap()
+            .runtime_code
+            .unwrap();
         assert_eq!(stored.snapshot, remade);
         assert_eq!(stored.packages, python.packages);
         // Deleted with its function: a new function of the name starts at version 1, bare.
@@ -928,7 +934,15 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(again.version(), 1);
-        assert!(store.get("py").await.unwrap().unwrap().runtime_code.is_none());
+        assert!(
+            store
+                .get("py")
+                .await
+                .unwrap()
+                .unwrap()
+                .runtime_code
+                .is_none()
+        );
     }
 
     #[tokio::test]

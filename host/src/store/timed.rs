@@ -76,9 +76,7 @@ impl Store for Timed {
         snapshot: Arc<[u8]>,
     ) -> StoreResult<bool> {
         let _timer = self.time("replace_snapshot");
-        (self.store)
-            .replace_snapshot(name, version, snapshot)
-            .await
+        (self.store).replace_snapshot(name, version, snapshot).await
     }
 
     async fn rotate_call_token(

@@ -161,7 +161,7 @@ impl Engine {
     ) -> anyhow::Result<(Child, String)> {
         let mut command = engine_command(&self.program);
         if let Some(pyodide) = &function.pyodide {
-            command.env(functions_host::PYODIDE_DIR_VARIABLE, pyodide);
+            command.env(functions_host::LanguageRuntime::Pyodide.variable(), pyodide);
         }
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])

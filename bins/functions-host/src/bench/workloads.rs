@@ -279,12 +279,13 @@ impl Function {
 /// Pyodide's files, downloaded into the user's cache the first time; `None` (said why) when
 /// they cannot be had.
 pub fn pyodide() -> Option<std::path::PathBuf> {
-    let setup = functions_host::PythonSetup::for_user();
+    let runtime = functions_host::LanguageRuntime::Pyodide;
+    let setup = functions_host::RuntimeSetup::for_user(runtime);
     if let Some(local) = setup.local {
         return Some(local);
     }
-    let progress = crate::commands::pyodide_progress();
-    let mut report = |p: functions_host::PyodideProgress| progress(p);
+    let progress = crate::commands::download_progress("Pyodide (Python for functions)");
+    let mut report = |p: functions_host::DownloadProgress| progress(p);
     match functions_pyodide::Distribution::cached(&setup.cache, &setup.registry, &mut report) {
         Ok(distribution) => Some(distribution.dir().to_owned()),
         Err(err) => {

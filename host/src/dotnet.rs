@@ -1,0 +1,159 @@
+//! C# in the host: the .NET WebAssembly runtime (read or downloaded on first use), and what a
+//! C# deploy stores: its assemblies, entry and memory snapshot.
+
+use std::sync::Arc;
+
+use functions_runtime::CompileError;
+use functions_runtime::DISPATCHER_ASSEMBLY;
+use functions_runtime::DotnetBuild;
+use functions_runtime::DotnetCode;
+use functions_runtime::InvokeError;
+use functions_runtime::MemorySnapshot;
+
+use crate::Error;
+use crate::ErrorKind;
+use crate::runtime_setup::OnFirstUse;
+use crate::runtime_setup::RuntimeSetup;
+use crate::store::StoredRuntimeCode;
+
+/// The .NET runtime, read (or downloaded) on first use.
+pub(crate) type Dotnet = OnFirstUse<Arc<DotnetBuild>>;
+
+impl Dotnet {
+    /// The runtime build: read (or downloaded) the first time, then kept.
+    pub async fn ready(&self) -> Result<Arc<DotnetBuild>, Error> {
+        self.get_or_make(|setup| async move {
+            tokio::task::spawn_blocking(move || load_build(&setup))
+                .await
+                .map_err(Error::internal)?
+                .map_err(|message| Error::new(ErrorKind::Unavailable, message))
+        })
+        .await
+    }
+}
+
+/// Reads the runtime `setup` names, downloading it first if need be.
+fn load_build(setup: &RuntimeSetup) -> Result<Arc<DotnetBuild>, String> {
+    let runtime = match &setup.local {
+        Some(dir) => functions_dotnet::Runtime::open(dir),
+        // Its error says what is missing, and how to do without the registry.
+        None => functions_dotnet::Runtime::cached(&setup.cache, &setup.registry, &mut setup.tell()),
+    }
+    .map_err(|err| format!("{err:#}"))?;
+    DotnetBuild::read(&runtime).map(Arc::new)
+}
+
+/// The file name of the dispatcher's assembly, which every C# deploy carries.
+pub(crate) fn dispatcher_file() -> String {
+    format!("{DISPATCHER_ASSEMBLY}.dll")
+}
+
+/// The assembly a C# deploy's `entry` names and the method in it, if it names one:
+/// `Hello.dll`, `Hello.dll:Greeter.Hello`, or `Greeter.Hello` (a method of the only assembly
+/// besides the dispatcher's). An empty entry is that assembly's only public static method.
+pub(crate) fn split_entry<'a>(
+    entry: &'a str,
+    files: impl Iterator<Item = &'a String>,
+) -> Result<(String, Option<String>), String> {
+    let (file, method) = match entry.split_once(':') {
+        Some((file, method)) => (Some(file.to_owned()), Some(method.to_owned())),
+        None if entry.ends_with(".dll") => (Some(entry.to_owned()), None),
+        None if entry.is_empty() => (None, None),
+        None => (None, Some(entry.to_owned())),
+    };
+    let file = match file {
+        Some(file) => file,
+        None => {
+            let dispatcher = dispatcher_file();
+            let own: Vec<&String> = files
+                .filter(|path| path.ends_with(".dll") && **path != dispatcher)
+                .collect();
+            match own.as_slice() {
+                [only] => (*only).clone(),
+                [] => return Err("a C# function needs its compiled assembly (a .dll)".into()),
+                _ => {
+                    return Err(format!(
+                        "the function has {} assemblies: name the entry's, as \
+                         \"ASSEMBLY.dll:Class.Method\"",
+                        own.len()
+                    ));
+                }
+            }
+        }
+    };
+    if let Some(method) = &method {
+        let names: Vec<&str> = method.split('.').collect();
+        if names.len() < 2 || !names.iter().all(|name| is_identifier(name)) {
+            return Err(format!(
+                "the entry's method {method:?} is not Class.Method (or Namespace.Class.Method)"
+            ));
+        }
+    }
+    Ok((file, method))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// A C# function's code, as stored, with its `entry` (see [`split_entry`]), restoring
+/// `snapshot` (or booting the runtime, without one).
+pub(crate) fn code(
+    build: &Arc<DotnetBuild>,
+    entry: &str,
+    stored: &StoredRuntimeCode,
+    snapshot: Option<Arc<MemorySnapshot>>,
+) -> Result<DotnetCode, String> {
+    let (file, method) = split_entry(entry, stored.packages.keys())?;
+    let assembly = file.strip_suffix(".dll").unwrap_or(&file).to_owned();
+    Ok(DotnetCode {
+        build: build.clone(),
+        assemblies: stored.packages.clone(),
+        assembly,
+        entry: method,
+        snapshot,
+    })
+}
+
+/// A failure to boot a deployed function's runtime, load its assemblies or bind its entry, as
+/// the compile error of its deploy.
+pub(crate) fn load_error(err: InvokeError) -> CompileError {
+    let message = match err {
+        InvokeError::Threw { message, stack } if stack.is_empty() => message,
+        InvokeError::Threw { stack, .. } => stack,
+        other => other.to_string(),
+    };
+    CompileError {
+        message,
+        file: String::new(),
+        line: 0,
+        column: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_name_an_assembly_a_method_or_both() {
+        let files = ["Hello.dll".to_owned(), dispatcher_file()];
+        let split = |entry| split_entry(entry, files.iter());
+        assert_eq!(split(""), Ok(("Hello.dll".into(), None)));
+        assert_eq!(split("Hello.dll"), Ok(("Hello.dll".into(), None)));
+        assert_eq!(
+            split("Greeter.Hello"),
+            Ok(("Hello.dll".into(), Some("Greeter.Hello".into())))
+        );
+        assert_eq!(
+            split("Other.dll:My.Greeter.Hello"),
+            Ok(("Other.dll".into(), Some("My.Greeter.Hello".into())))
+        );
+        assert!(split("Hello").is_err());
+        assert!(split("Greeter.Hello()").is_err());
+        let two = ["A.dll".to_owned(), "B.dll".to_owned(), dispatcher_file()];
+        assert!(split_entry("Greeter.Hello", two.iter()).is_err());
+    }
+}
