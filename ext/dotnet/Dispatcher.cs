@@ -2,7 +2,8 @@
 // The CLI compiles it beside each function (C# 7.2, so that mcs can) into
 // FunctionsHost.Dispatcher.dll; ext/dotnet/boot.js calls Invoke through the runtime's
 // mono_wasm_invoke_jsexport, which passes one pointer: to seven 32-bit words in linear memory,
-//   [0] the operation: 1 bind the entry, 2 call it, 3 ask for a pending call's result
+//   [0] the operation: 1 bind the entry, 2 call it, 3 ask for a pending call's result,
+//       4 set environment variables, 5 call another public static method of the entry's class
 //   [1] [2] its input (UTF-8) at, and its length (for 3: the pending call's id)
 //   [5] [6] the answer (UTF-8 JSON, written here; the caller frees it with free) at, and length
 // Answers: {"ok":VALUE} | {"pending":ID} | {"error":{"type","message","stack","bad_event"}}.
@@ -35,8 +36,10 @@ namespace FunctionsHost
                 switch (words[0])
                 {
                     case 1: answer = Bind(Text(words[1], words[2])); break;
-                    case 2: answer = Call(Text(words[1], words[2])); break;
+                    case 2: answer = Call(entry, Text(words[1], words[2])); break;
                     case 3: answer = Pending(words[1]); break;
+                    case 4: answer = SetEnvironment(Text(words[1], words[2])); break;
+                    case 5: answer = CallMethod(Text(words[1], words[2])); break;
                     default: throw new ArgumentException("no operation " + words[0]);
                 }
             }
@@ -80,7 +83,57 @@ namespace FunctionsHost
                     .Append(",\"kind\":").Append(Quote(Kind(inner ?? type)))
                     .Append(",\"optional\":").Append(optional ? "true" : "false").Append('}');
             }
+            json.Append("],\"methods\":[");
+            List<string> methods = PublicMethods(entry.DeclaringType);
+            for (int i = 0; i < methods.Count; i++)
+            {
+                if (i > 0) json.Append(',');
+                json.Append(Quote(methods[i]));
+            }
             return json.Append("]}}").ToString();
+        }
+
+        // The names of a class's public static methods, each once: what other functions may
+        // call through a binding.
+        static List<string> PublicMethods(Type type)
+        {
+            List<string> names = new List<string>();
+            foreach (MethodInfo method in type.GetMethods(BindingFlags.Public | BindingFlags.Static))
+            {
+                if (!method.IsSpecialName && !names.Contains(method.Name)) names.Add(method.Name);
+            }
+            return names;
+        }
+
+        // A JSON object of names and values (each a string, or null to remove one).
+        static string SetEnvironment(string input)
+        {
+            Json();
+            Dictionary<string, string> variables = (Dictionary<string, string>)deserialize.Invoke(
+                null, new object[] { input, typeof(Dictionary<string, string>), options });
+            foreach (KeyValuePair<string, string> variable in variables)
+            {
+                Environment.SetEnvironmentVariable(variable.Key, variable.Value);
+            }
+            return "{\"ok\":null}";
+        }
+
+        // "Method|" and the arguments as Call takes them: a public static method of the entry's
+        // class (one of that name), called as another function's binding calls it.
+        static string CallMethod(string input)
+        {
+            if (entry == null) throw new InvalidOperationException("no entry is bound");
+            int bar = input.IndexOf('|');
+            string name = input.Substring(0, bar);
+            MethodInfo found = null;
+            foreach (MethodInfo method in entry.DeclaringType.GetMethods(BindingFlags.Public | BindingFlags.Static))
+            {
+                if (method.Name != name || method.IsSpecialName) continue;
+                if (found != null) throw new ArgumentException(name + " is overloaded: a binding calls one method of a name");
+                found = method;
+            }
+            if (found == null) throw new MissingMethodException(entry.DeclaringType.FullName + " has no public static method " + name);
+            return Call(found, input.Substring(bar + 1));
         }
 
         static MethodInfo OnlyEntry(Assembly assembly)
@@ -138,10 +191,10 @@ namespace FunctionsHost
         }
 
         // A JSON array of the arguments, each the JSON text of one (null: left out).
-        static string Call(string input)
+        static string Call(MethodInfo method, string input)
         {
-            if (entry == null) throw new InvalidOperationException("no entry is bound");
-            ParameterInfo[] parameters = entry.GetParameters();
+            if (method == null) throw new InvalidOperationException("no entry is bound");
+            ParameterInfo[] parameters = method.GetParameters();
             string[] texts = (string[])deserialize.Invoke(null, new object[] { input, typeof(string[]), options });
             object[] values = new object[parameters.Length];
             for (int i = 0; i < parameters.Length; i++)
@@ -167,19 +220,19 @@ namespace FunctionsHost
             object result;
             try
             {
-                result = entry.Invoke(null, values);
+                result = method.Invoke(null, values);
             }
             catch (TargetInvocationException e)
             {
                 return Error(e.InnerException);
             }
             Task task = result as Task;
-            if (task == null) return Ok(result, entry.ReturnType);
-            if (task.IsCompleted) return Outcome(task);
+            if (task == null) return Ok(result, method.ReturnType);
+            if (task.IsCompleted) return Outcome(task, method);
             int id = ++lastPending;
             task.ContinueWith(done =>
             {
-                try { finished[id] = Outcome(done); }
+                try { finished[id] = Outcome(done, method); }
                 catch (Exception e) { finished[id] = Error(e); }
             }, TaskContinuationOptions.ExecuteSynchronously);
             return "{\"pending\":" + id + "}";
@@ -202,12 +255,12 @@ namespace FunctionsHost
             return answer;
         }
 
-        static string Outcome(Task task)
+        static string Outcome(Task task, MethodInfo method)
         {
             if (task.IsFaulted) return Error(task.Exception.InnerException ?? task.Exception);
             if (task.IsCanceled) return Error(new TaskCanceledException(task));
             PropertyInfo result = task.GetType().GetProperty("Result");
-            bool valued = result != null && entry.ReturnType.IsGenericType;
+            bool valued = result != null && method.ReturnType.IsGenericType;
             return valued ? Ok(result.GetValue(task, null), result.PropertyType) : "{\"ok\":null}";
         }
 

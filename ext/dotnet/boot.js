@@ -23,6 +23,11 @@ const decoder = new TextDecoder();
 const BIND = 1;
 const CALL = 2;
 const PENDING = 3;
+const SET_ENVIRONMENT = 4;
+const CALL_METHOD = 5;
+
+/** How long a pending call waits for the runtime's next timer before it is asked again. */
+const SETTLE_POLL_MS = 25;
 
 /** ICU's data loaded: the shard of English, French, Italian, German and Spanish. */
 const ICU = "icudt_EFIGS.dat";
@@ -72,7 +77,8 @@ async function startDotnet(loader, native, runtime) {
         config.resources = resources;
         config.mainAssemblyName = boot.dispatcher;
         config.globalizationMode = "custom";
-        config.environmentVariables = { ...boot.env, TZ: boot.env.TZ ?? "UTC" };
+        // The function's own variables are set once it runs (below): a snapshot holds none.
+        config.environmentVariables = { TZ: "UTC" };
         config.runtimeOptions = boot.makeSnapshot ? JITERPRETER.map((option) => `--no-${option}`) : [];
         delete config.extensions;
       },
@@ -93,6 +99,7 @@ async function startDotnet(loader, native, runtime) {
     const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
     if (bound.error) throw dotnetError(bound.error);
     entry.parameters = bound.ok.parameters;
+    entry.methods = bound.ok.methods;
   }
   if (boot.makeSnapshot) {
     // What the image does not hold: the dispatcher's place in it, and the runtime's open files
@@ -104,8 +111,27 @@ async function startDotnet(loader, native, runtime) {
     op_dotnet_snapshot_made(api.Module.HEAPU8, JSON.stringify({ ...entry, streams }));
     return { default: () => null };
   }
-  const { parameters } = entry;
+  if (Object.keys(boot.env).length > 0) {
+    const set = dispatcher.call(SET_ENVIRONMENT, JSON.stringify(boot.env));
+    if (set.error) throw dotnetError(set.error);
+  }
+  const { parameters, methods } = entry;
+  // What other functions call through a binding: the entry's class's public static methods,
+  // by their names and in camelCase (`env.MATH.Add(1, 2)` or `env.MATH.add(1, 2)`).
+  const rpc = {};
+  for (const name of methods) {
+    const method = async (...args) => {
+      const texts = args.map((value) => (value === undefined ? null : JSON.stringify(value)));
+      const answer = await dispatcher.settle(dispatcher.call(CALL_METHOD, `${name}|${JSON.stringify(texts)}`));
+      if (answer.error) throw dotnetError(answer.error);
+      return answer.ok;
+    };
+    rpc[name] = method;
+    const camel = name[0].toLowerCase() + name.slice(1);
+    if (!methods.includes(camel)) rpc[camel] = method;
+  }
   return {
+    rpc,
     async default(event) {
       const args = bind(parameters, event);
       if (typeof args === "string") return badRequest(args);
@@ -236,7 +262,14 @@ function dispatcherOf(Module, { method, words }) {
   }
   async function settle(answer) {
     while (answer.pending !== undefined) {
-      await new Promise((wake) => waiting.push(wake));
+      // Woken after the runtime's next timer; asked again after a while regardless, for a
+      // task completed by anything else.
+      let timer;
+      await new Promise((wake) => {
+        waiting.push(wake);
+        timer = setTimeout(wake, SETTLE_POLL_MS);
+      });
+      clearTimeout(timer);
       answer = call(PENDING, "", answer.pending);
     }
     return answer;

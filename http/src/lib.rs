@@ -425,6 +425,7 @@ fn health(state: &State) -> HttpResponse {
                 "snapshots_made": engine.python_snapshots_made(),
                 "interpreters_ready": engine.python_interpreters_ready(),
             },
+            "csharp": { "snapshots_made": engine.dotnet_snapshots_made() },
             "node": { "id": state.host.node_id(), "nodes": state.host.live_nodes() },
         }),
     )

@@ -390,6 +390,8 @@ pub struct Engine {
     /// Python memory snapshots made so far.
     #[cfg(feature = "js")]
     python_snapshots: std::sync::atomic::AtomicU64,
+    #[cfg(feature = "js")]
+    dotnet_snapshots: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -417,6 +419,8 @@ impl Engine {
             wasm: Arc::new(OnceLock::new()),
             #[cfg(feature = "js")]
             python_snapshots: Default::default(),
+            #[cfg(feature = "js")]
+            dotnet_snapshots: Default::default(),
         }
     }
 
@@ -510,7 +514,12 @@ impl Engine {
         &self,
         function: &Function,
     ) -> Result<crate::python::MemorySnapshot, InvokeError> {
-        self.snapshot(function).await
+        let made = self.snapshot(function).await;
+        if made.is_ok() {
+            self.dotnet_snapshots
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        made
     }
 
     /// Makes `function`'s memory snapshot, on a worker.
@@ -551,6 +560,13 @@ impl Engine {
     #[cfg(feature = "js")]
     pub fn python_snapshots_made(&self) -> u64 {
         self.python_snapshots
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many C# memory snapshots this engine has made ([`Engine::snapshot_dotnet`]).
+    #[cfg(feature = "js")]
+    pub fn dotnet_snapshots_made(&self) -> u64 {
+        self.dotnet_snapshots
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 

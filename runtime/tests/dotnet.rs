@@ -258,3 +258,37 @@ async fn invocations_restore_the_functions_memory_snapshot() {
         .collect();
     assert!(lines.contains(&"greeting Cy".to_owned()), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_variables_are_set_at_each_start_and_kept_out_of_the_snapshot() {
+    const SOURCE: &str = r#"
+public static class Settings
+{
+    public static string Read(string name) { return System.Environment.GetEnvironmentVariable(name); }
+}
+"#;
+    let engine = engine();
+    let plain = function("env", SOURCE, Some("Settings.Read"));
+    let mut settings = plain.settings().clone();
+    settings.env.insert("GREETING".into(), "hush-7f3a9c".into());
+    let code = plain.dotnet_code().unwrap().clone();
+    let with_env = Function::dotnet("env", 1, code, settings);
+    let snapshot = engine.snapshot_dotnet(&with_env).await.expect("a snapshot");
+    let bytes = snapshot.to_bytes();
+    let utf16: Vec<u8> = "hush-7f3a9c"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    for secret in [b"hush-7f3a9c".as_slice(), &utf16] {
+        assert!(
+            !bytes.windows(secret.len()).any(|window| window == secret),
+            "the snapshot holds the variable's value"
+        );
+    }
+    let warm = restored(&with_env, snapshot);
+    assert_eq!(invoke(&warm, r#""GREETING""#).await.1, r#""hush-7f3a9c""#);
+    assert_eq!(
+        invoke(&with_env, r#""GREETING""#).await.1,
+        r#""hush-7f3a9c""#
+    );
+}

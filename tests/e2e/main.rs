@@ -7,6 +7,7 @@ mod bindings;
 mod calls;
 mod capnweb;
 mod connections;
+mod csharp;
 mod dashboard;
 mod dev;
 mod disconnect;
