@@ -48,8 +48,9 @@ pub struct EngineConfig {
     pub prepared_per_worker: usize,
     /// Each worker keeps a Python interpreter started ahead of time (Pyodide instantiated and
     /// linked, for the build and memory limit of the Python functions it ran recently), so that
-    /// a cold start of a Python function only restores the function's snapshot into it
-    /// (default true).
+    /// a cold start of a Python function only restores the function's snapshot into it; and
+    /// once a Python or C# function is invoked on one worker, every worker keeps its isolates
+    /// prepared (default true).
     pub prepare_python: bool,
     /// For tests of how the engine contains a failing worker: a worker panics when it starts
     /// an invocation of the function with this name.

@@ -293,6 +293,17 @@ impl Function {
         self.python_code().is_some() || self.dotnet_code().is_some()
     }
 
+    /// Whether its isolates restore a memory snapshot (a Python or C# function's, once made):
+    /// each takes a worker's thread for tens of milliseconds to prepare.
+    #[cfg(feature = "js")]
+    pub(crate) fn restores_snapshot(&self) -> bool {
+        self.python_code()
+            .is_some_and(|code| code.snapshot.is_some())
+            || self
+                .dotnet_code()
+                .is_some_and(|code| code.snapshot.is_some())
+    }
+
     /// Its C# code, when it is a C# function.
     #[cfg(feature = "js")]
     pub fn dotnet_code(&self) -> Option<&DotnetCode> {

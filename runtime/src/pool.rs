@@ -69,10 +69,11 @@ pub(crate) enum Task {
     },
     /// Keep a Python interpreter prepared for this function (see `worker.rs`).
     ExpectPython(Function),
-    /// Another worker invoked this Python function (fresh isolates): keep one of its isolates
-    /// prepared here too, so that its invocations alternate between workers instead of
-    /// waiting for the one that holds its isolates to prepare the next (see `worker.rs`).
-    PreparePython(Function),
+    /// Another worker invoked this Python or C# function (fresh isolates, each restoring its
+    /// snapshot): keep one of its isolates prepared here too, so that its invocations alternate
+    /// between workers instead of waiting for the one that holds its isolates to prepare the
+    /// next (see `worker.rs`).
+    PrepareRestored(Function),
     /// Boot a Python or C# function and make its memory snapshot.
     Snapshot {
         function: Function,
@@ -290,12 +291,12 @@ impl Shared {
     }
 
     /// Tells the workers other than `here` that hold no prepared isolate of `function` (a
-    /// Python function) that it was invoked.
-    pub fn python_invoked(&self, function: &Function, here: usize) {
+    /// Python or C# function restoring its snapshot) that it was invoked.
+    pub fn restored_invoked(&self, function: &Function, here: usize) {
         let prepared = self.prepared.per_worker(function, self.workers);
         for (worker, private) in self.private.iter().enumerate() {
             if worker != here && prepared[worker] == 0 {
-                let _ = private.send(Task::PreparePython(function.clone()));
+                let _ = private.send(Task::PrepareRestored(function.clone()));
             }
         }
     }

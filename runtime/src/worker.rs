@@ -308,7 +308,7 @@ impl Worker {
                     Task::ExpectPython(function) => {
                         worker.expect_python(&function);
                     }
-                    Task::PreparePython(function) => worker.keep_prepared(&function),
+                    Task::PrepareRestored(function) => worker.keep_prepared(&function),
                     Task::Snapshot { function, reply } => {
                         let made = isolate::make_snapshot(
                             &function,
@@ -359,9 +359,11 @@ impl Worker {
         }
         request.env = function.settings().env.clone();
         self.arrived(&function);
-        let restored = function.python_code().is_some_and(|p| p.snapshot.is_some());
-        if restored && self.prepare_python && function.isolation() == Isolation::Invocation {
-            self.shared.python_invoked(&function, self.index);
+        if function.restores_snapshot()
+            && self.prepare_python
+            && function.isolation() == Isolation::Invocation
+        {
+            self.shared.restored_invoked(&function, self.index);
         }
         let Controls {
             cancel,

@@ -1,6 +1,6 @@
 //! The engines a bench runs a function in, each in a process of its own: functions-host (this
-//! binary's `serve`), and for comparison workerd and `deno serve`, found on the PATH or given
-//! as paths.
+//! binary's `serve`), and for comparison workerd and `deno serve` (JavaScript), and Node booting
+//! the .NET runtime (C#), found on the PATH or given as paths.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ pub enum Kind {
     FunctionsHost,
     Workerd,
     Deno,
+    /// Node, booting the .NET runtime with `dotnet.create()` for a C# function.
+    NodeDotnet,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::FunctionsHost => "functions-host",
             Kind::Workerd => "workerd",
             Kind::Deno => "deno serve",
+            Kind::NodeDotnet => "node (dotnet.create)",
         }
     }
 }
@@ -50,7 +53,7 @@ impl Engine {
         })
     }
 
-    /// What `--vs` names: `workerd` or `deno` (found on the PATH), or a path to either.
+    /// What `--vs` names: `workerd`, `deno` or `node` (found on the PATH), or a path to one.
     pub fn named(name: &str) -> anyhow::Result<Self> {
         let file = Path::new(name)
             .file_name()
@@ -60,8 +63,12 @@ impl Engine {
             Kind::Workerd
         } else if file.contains("deno") {
             Kind::Deno
+        } else if file.contains("node") {
+            Kind::NodeDotnet
         } else {
-            bail!("--vs {name}: not workerd or deno (name one, or give the path of its program)");
+            bail!(
+                "--vs {name}: not workerd, deno or node (name one, or give the path of its program)"
+            );
         };
         let program = if name.contains('/') {
             PathBuf::from(name)
@@ -109,6 +116,7 @@ impl Engine {
                     .with_context(|| format!("starting {}", self.program.display()))?;
                 (child, format!("http://127.0.0.1:{port}"))
             }
+            Kind::NodeDotnet => self.start_node_dotnet(dir.path(), function)?,
             Kind::Deno => {
                 let port = free_port()?;
                 let module = dir.path().join("main.js");
@@ -163,6 +171,9 @@ impl Engine {
         if let Some(pyodide) = &function.pyodide {
             command.env(functions_host::LanguageRuntime::Pyodide.variable(), pyodide);
         }
+        if let Some(dotnet) = &function.dotnet {
+            command.env(functions_host::LanguageRuntime::Dotnet.variable(), dotnet);
+        }
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir)
@@ -189,6 +200,52 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Node serving `function`, a C# function, from the .NET runtime it boots (see
+    /// `node_dotnet.mjs`).
+    fn start_node_dotnet(
+        &self,
+        dir: &Path,
+        function: &Function,
+    ) -> anyhow::Result<(Child, String)> {
+        use base64::Engine as _;
+        let runtime = function
+            .dotnet
+            .as_ref()
+            .context("node runs C# functions only")?;
+        let mut assemblies = Vec::new();
+        let mut own = None;
+        if let Some(files) = function.manifest["files"].as_object() {
+            for (name, content) in files.iter().filter(|(name, _)| name.ends_with(".dll")) {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(content.as_str().unwrap_or_default())?;
+                let path = dir.join(name);
+                std::fs::write(&path, bytes)?;
+                assemblies.push(path.display().to_string());
+                if !name.starts_with(functions_runtime::DISPATCHER_ASSEMBLY) {
+                    own = name.strip_suffix(".dll").map(str::to_owned);
+                }
+            }
+        }
+        let own = own.context("the function has no assembly of its own")?;
+        let entry = function.manifest["entry"].as_str().unwrap_or_default();
+        let script = dir.join("node_dotnet.mjs");
+        std::fs::write(&script, include_str!("node_dotnet.mjs"))?;
+        let port = free_port()?;
+        let child = engine_command(&self.program)
+            .arg(&script)
+            .env("DOTNET_DIR", runtime)
+            .env("PORT", port.to_string())
+            .env("ASSEMBLIES", assemblies.join(","))
+            .env("ENTRY", format!("{own}|{entry}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.program.display()))?;
+        Ok((child, format!("http://127.0.0.1:{port}")))
+    }
+}
+
 /// A function as each engine takes it.
 #[derive(Clone, Debug)]
 pub struct Function {
@@ -204,6 +261,8 @@ pub struct Function {
     pub body: Option<String>,
     /// Pyodide's files, for a Python function.
     pub pyodide: Option<PathBuf>,
+    /// The .NET runtime's files, for a C# function.
+    pub dotnet: Option<PathBuf>,
 }
 
 /// An engine serving a function, stopped when dropped.

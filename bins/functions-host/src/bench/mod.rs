@@ -38,6 +38,10 @@ pub enum Which {
     Python,
     /// A function calling another through a binding (`env.MATH.add`).
     Rpc,
+    /// A C# function restored from its memory snapshot per request.
+    Csharp,
+    /// The same C# function warm.
+    CsharpWarm,
     /// All of the above.
     All,
     /// A mixed load for `--minutes`, watching errors, latency and memory over time.
@@ -50,8 +54,8 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum, default_value = "all")]
     which: Which,
-    /// Also run it in `workerd` or `deno` (found on the PATH) or the program at a path;
-    /// repeatable.
+    /// Also run it in `workerd` or `deno` (JavaScript), or `node` (C#, booting the .NET
+    /// runtime), found on the PATH, or the program at a path; repeatable.
     #[arg(long = "vs", value_name = "ENGINE")]
     vs: Vec<String>,
     /// Your function instead of the built-in hello (an ES module with a `fetch` handler runs
@@ -101,6 +105,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Which::Wasm,
             Which::Python,
             Which::Rpc,
+            Which::Csharp,
+            Which::CsharpWarm,
         ],
         one => vec![one],
     };
@@ -112,7 +118,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let label = format!("[{}/{}] {}", index + 1, chosen.len(), workload.name);
         let taking_part: Vec<&Engine> = engines
             .iter()
-            .filter(|engine| engine.kind == Kind::FunctionsHost || workload.comparable)
+            .filter(|engine| {
+                engine.kind == Kind::FunctionsHost || workload.others.contains(&engine.kind)
+            })
             .collect();
         if taking_part.len() < engines.len() {
             eprintln!("{label}: functions-host only (the other engines cannot run it)");
@@ -123,8 +131,8 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures = (rows.iter())
             .map(|(name, version, rounds)| Figures::of(name, version, rounds))
             .collect();
-        // A cold start is compared with functions-host's own process start.
-        let baseline = usize::from(workload.others_start_per_request);
+        // A cold start is compared with functions-host's own process start, when it is measured.
+        let baseline = usize::from(workload.host_starts_too);
         measured.push(Workload::new(
             &workload.name,
             &workload.what,
@@ -170,7 +178,11 @@ async fn run_workload(
         if functions_host || !workload.others_start_per_request {
             rows.push((engine, false));
         }
-        if workload.others_start_per_request {
+        let starts = match functions_host {
+            true => workload.host_starts_too,
+            false => workload.others_start_per_request,
+        };
+        if starts {
             rows.push((engine, true));
         }
     }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 
 use super::Which;
 use super::engines::Function;
+use super::engines::Kind;
 use super::load;
 use super::load::Target;
 use super::report::Rounds;
@@ -65,11 +66,15 @@ pub struct Workload {
     pub what: String,
     pub function: Function,
     pub measure: Measure,
-    /// Whether workerd and Deno run it too.
-    pub comparable: bool,
-    /// Whether, on workerd and Deno, each sample is a process started for one request (their
+    /// The engines besides functions-host that run it (workerd and Deno run JavaScript, Node
+    /// C#), when `--vs` names them.
+    pub others: &'static [Kind],
+    /// Whether, on the other engines, each sample is a process started for one request (their
     /// cold start) rather than `measure`.
     pub others_start_per_request: bool,
+    /// Whether functions-host's own process start is measured too (and the others compared
+    /// with it).
+    pub host_starts_too: bool,
 }
 
 /// The built-in hello, as a `fetch` handler.
@@ -112,6 +117,7 @@ fn javascript(name: &str, source: &str, isolation: &str, concurrency: u64) -> Fu
         before: Vec::new(),
         body: None,
         pyodide: None,
+        dotnet: None,
     }
 }
 
@@ -128,6 +134,7 @@ fn users(path: &Path, isolation: &str) -> anyhow::Result<Function> {
         before: Vec::new(),
         body: None,
         pyodide: None,
+        dotnet: None,
     })
 }
 
@@ -145,7 +152,10 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
         Some(path) => users(path, isolation),
         None => Ok(built_in),
     };
-    let comparable = function.is_none_or(runs_everywhere);
+    let javascript_engines: &'static [Kind] = match function.is_none_or(runs_everywhere) {
+        true => &[Kind::Workerd, Kind::Deno],
+        false => &[],
+    };
     Ok(Some(match which {
         Which::ColdStart => Workload {
             name: "cold-start".into(),
@@ -160,8 +170,9 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                 count: 200,
                 pause: Duration::from_millis(5),
             },
-            comparable,
+            others: javascript_engines,
             others_start_per_request: true,
+            host_starts_too: true,
         },
         Which::Throughput => Workload {
             name: "throughput".into(),
@@ -173,8 +184,9 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                 connections: 8,
                 duration: Duration::from_secs(5),
             },
-            comparable,
+            others: javascript_engines,
             others_start_per_request: false,
+            host_starts_too: false,
         },
         Which::Concurrency => Workload {
             name: "concurrency".into(),
@@ -184,8 +196,9 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                 .into(),
             function: javascript("sleeper", SLEEPER, "invocation", 1000),
             measure: Measure::Burst { count: 200 },
-            comparable: true,
+            others: &[Kind::Workerd, Kind::Deno],
             others_start_per_request: false,
+            host_starts_too: false,
         },
         Which::Wasm => {
             let wasm = wat::parse_str(WASM_HELLO).context("the built-in WebAssembly guest")?;
@@ -206,13 +219,15 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                     before: Vec::new(),
                     body: None,
                     pyodide: None,
+                    dotnet: None,
                 },
                 measure: Measure::ClosedLoop {
                     connections: 8,
                     duration: Duration::from_secs(5),
                 },
-                comparable: false,
+                others: &[],
                 others_start_per_request: false,
+                host_starts_too: false,
             }
         }
         Which::Python => {
@@ -235,13 +250,15 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                     before: Vec::new(),
                     body: Some("{}".into()),
                     pyodide: Some(pyodide),
+                    dotnet: None,
                 },
                 measure: Measure::Sequential {
                     count: 20,
                     pause: Duration::from_millis(250),
                 },
-                comparable: false,
+                others: &[],
                 others_start_per_request: false,
+                host_starts_too: false,
             }
         }
         Which::Rpc => Workload {
@@ -261,9 +278,49 @@ pub fn workload(which: Which, function: Option<&Path>) -> anyhow::Result<Option<
                 connections: 1,
                 duration: Duration::from_secs(5),
             },
-            comparable: false,
+            others: &[],
             others_start_per_request: false,
+            host_starts_too: false,
         },
+        Which::Csharp | Which::CsharpWarm => {
+            let warm = which == Which::CsharpWarm;
+            let Some(function) = csharp_hello(warm)? else {
+                return Ok(None);
+            };
+            let (name, what, measure, others_start_per_request) = match warm {
+                false => (
+                    "csharp",
+                    "A C# function (the .NET runtime on WebAssembly) restored from its memory \
+                     snapshot for every request, 20 requests 250 ms apart per round (each worker \
+                     restores the next ahead). Node's cold start is a process booting the same \
+                     runtime with dotnet.create() until its first answer (10 per round).",
+                    Measure::Sequential {
+                        count: 20,
+                        pause: Duration::from_millis(250),
+                    },
+                    true,
+                ),
+                true => (
+                    "csharp-warm",
+                    "The same C# function warm (functions-host: isolation \"function\"; Node: \
+                     the runtime booted once), 200 requests one after another per round.",
+                    Measure::Sequential {
+                        count: 200,
+                        pause: Duration::ZERO,
+                    },
+                    false,
+                ),
+            };
+            Workload {
+                name: name.into(),
+                what: what.into(),
+                function,
+                measure,
+                others: &[Kind::NodeDotnet],
+                others_start_per_request,
+                host_starts_too: false,
+            }
+        }
         Which::All | Which::Soak => unreachable!("not one workload"),
     }))
 }
@@ -273,6 +330,62 @@ impl Function {
     fn with_binding(mut self, name: &str, target: &str) -> Self {
         self.manifest["bindings"] = serde_json::json!({ name: {"function": target} });
         self
+    }
+}
+
+const CSHARP_HELLO: &str = "public class Functions\n{\n    public static string Hello(string name) \
+     => \"Hello, \" + name + \"!\";\n}\n";
+
+/// The C# hello, compiled with the compiler on this machine, warm or fresh per request; `None`
+/// (said why) when the runtime or a compiler cannot be had.
+fn csharp_hello(warm: bool) -> anyhow::Result<Option<Function>> {
+    let Some(runtime) = dotnet_runtime() else {
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("Hello.cs");
+    std::fs::write(&source, CSHARP_HELLO)?;
+    let files = match crate::csharp::files(&source) {
+        Ok((files, _)) => files,
+        Err(err) => {
+            eprintln!("csharp: skipped: {err:#}");
+            return Ok(None);
+        }
+    };
+    let isolation = if warm { "function" } else { "invocation" };
+    Ok(Some(Function {
+        name: "cs-hello".into(),
+        source: String::new(),
+        manifest: serde_json::json!({
+            "language": "csharp",
+            "entry": "Functions.Hello",
+            "files": files,
+            "isolation": isolation,
+            "limits": {"concurrency": 1000},
+        }),
+        before: Vec::new(),
+        body: Some("\"World\"".into()),
+        pyodide: None,
+        dotnet: Some(runtime),
+    }))
+}
+
+/// The .NET runtime's files, downloaded into the user's cache the first time; `None` (said
+/// why) when they cannot be had.
+pub fn dotnet_runtime() -> Option<std::path::PathBuf> {
+    let runtime = functions_host::LanguageRuntime::Dotnet;
+    let setup = functions_host::RuntimeSetup::for_user(runtime);
+    if let Some(local) = setup.local {
+        return Some(local);
+    }
+    let progress = crate::commands::download_progress("the .NET runtime (C# for functions)");
+    let mut report = |p: functions_host::DownloadProgress| progress(p);
+    match functions_dotnet::Runtime::cached(&setup.cache, &setup.registry, &mut report) {
+        Ok(runtime) => Some(runtime.dir().to_owned()),
+        Err(err) => {
+            eprintln!("csharp: skipped: the .NET runtime cannot be had ({err:#})");
+            None
+        }
     }
 }
 
