@@ -139,7 +139,8 @@ impl Reply {
             Ok(v) => {
                 let error = &v["error"];
                 let mut message = error["message"].as_str().unwrap_or("").to_owned();
-                if let (Some(line), Some(column)) =
+                // A position of line 0 is none (an error of the whole function).
+                if let (Some(line @ 1..), Some(column)) =
                     (error["line"].as_u64(), error["column"].as_u64())
                 {
                     let file = error["file"].as_str().unwrap_or("");

@@ -3,8 +3,10 @@
 // FunctionsHost.Dispatcher.dll; ext/dotnet/boot.js calls Invoke through the runtime's
 // mono_wasm_invoke_jsexport, which passes one pointer: to seven 32-bit words in linear memory,
 //   [0] the operation: 1 bind the entry, 2 call it, 3 ask for a pending call's result,
-//       4 set environment variables, 5 call another public static method of the entry's class
-//   [1] [2] its input (UTF-8) at, and its length (for 3: the pending call's id)
+//       4 set environment variables, 5 call another public static method of the entry's class,
+//       6 load an assembly (into a runtime restored from a snapshot made without it)
+//   [1] [2] its input (UTF-8; for 6 the assembly's bytes) at, and its length (for 3: the
+//       pending call's id)
 //   [5] [6] the answer (UTF-8 JSON, written here; the caller frees it with free) at, and length
 // Answers: {"ok":VALUE} | {"pending":ID} | {"error":{"type","message","stack","bad_event"}}.
 // System.Text.Json is reached by reflection: mcs compiles against Mono's class library, which
@@ -40,6 +42,7 @@ namespace FunctionsHost
                     case 3: answer = Pending(words[1]); break;
                     case 4: answer = SetEnvironment(Text(words[1], words[2])); break;
                     case 5: answer = CallMethod(Text(words[1], words[2])); break;
+                    case 6: answer = LoadAssembly(Bytes(words[1], words[2])); break;
                     default: throw new ArgumentException("no operation " + words[0]);
                 }
             }
@@ -54,11 +57,35 @@ namespace FunctionsHost
             words[6] = bytes.Length;
         }
 
-        static string Text(int at, int length)
+        static byte[] Bytes(int at, int length)
         {
             byte[] bytes = new byte[length];
             if (length > 0) Marshal.Copy((IntPtr)at, bytes, 0, length);
-            return Encoding.UTF8.GetString(bytes);
+            return bytes;
+        }
+
+        static string Text(int at, int length)
+        {
+            return Encoding.UTF8.GetString(Bytes(at, length));
+        }
+
+        // Assemblies loaded from bytes, by name: found by Bind, and by the runtime when one
+        // refers to another.
+        static readonly Dictionary<string, Assembly> loaded = new Dictionary<string, Assembly>();
+
+        static string LoadAssembly(byte[] bytes)
+        {
+            if (loaded.Count == 0)
+            {
+                AppDomain.CurrentDomain.AssemblyResolve += (sender, args) =>
+                {
+                    Assembly found;
+                    return loaded.TryGetValue(new AssemblyName(args.Name).Name, out found) ? found : null;
+                };
+            }
+            Assembly assembly = Assembly.Load(bytes);
+            loaded[assembly.GetName().Name] = assembly;
+            return "{\"ok\":" + Quote(assembly.GetName().Name) + "}";
         }
 
         // "Assembly|Class.Method", or "Assembly|" for the assembly's only public static method:
@@ -67,7 +94,9 @@ namespace FunctionsHost
         {
             Json();
             int bar = input.IndexOf('|');
-            Assembly assembly = Assembly.Load(new AssemblyName(input.Substring(0, bar)));
+            string name = input.Substring(0, bar);
+            Assembly assembly;
+            if (!loaded.TryGetValue(name, out assembly)) assembly = Assembly.Load(new AssemblyName(name));
             string wanted = input.Substring(bar + 1);
             entry = wanted.Length == 0 ? OnlyEntry(assembly) : Named(assembly, wanted);
             StringBuilder json = new StringBuilder("{\"ok\":{\"entry\":");

@@ -25,6 +25,7 @@ const CALL = 2;
 const PENDING = 3;
 const SET_ENVIRONMENT = 4;
 const CALL_METHOD = 5;
+const LOAD_ASSEMBLY = 6;
 
 /** How long a pending call waits for the runtime's next timer before it is asked again. */
 const SETTLE_POLL_MS = 25;
@@ -93,9 +94,23 @@ async function startDotnet(loader, native, runtime) {
   }
   const entry = image ?? dispatcherEntry(api.Module, boot.dispatcher);
   const dispatcher = dispatcherOf(api.Module, entry);
-  if (image !== null) {
+  // A restored runtime runs with the jiterpreter, but one whose image is taken again does not.
+  if (image !== null && !boot.makeSnapshot) {
     for (const option of JITERPRETER) api.Module.ccall("mono_jiterp_parse_option", "number", ["string"], [`--${option}`]);
-  } else {
+  }
+  if (entry.parameters === undefined && boot.assembly === "") {
+    // A baseline: the runtime and the dispatcher, System.Text.Json warmed by its first use.
+    const warmed = dispatcher.call(SET_ENVIRONMENT, "{}");
+    if (warmed.error) throw dotnetError(warmed.error);
+  } else if (entry.parameters === undefined) {
+    // Restored from a baseline, the function's assemblies are loaded now; booted, they were
+    // loaded with the runtime's.
+    if (image !== null) {
+      for (const index of boot.ownAssemblies) {
+        const loaded = dispatcher.call(LOAD_ASSEMBLY, op_dotnet_asset(index));
+        if (loaded.error) throw dotnetError(loaded.error);
+      }
+    }
     const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
     if (bound.error) throw dotnetError(bound.error);
     entry.parameters = bound.ok.parameters;
@@ -246,7 +261,7 @@ function dispatcherOf(Module, { method, words }) {
       }
     }, delay);
   function call(operation, input = "", id = 0) {
-    const bytes = encoder.encode(input);
+    const bytes = typeof input === "string" ? encoder.encode(input) : input;
     const at = bytes.length > 0 ? Module._malloc(bytes.length) : 0;
     if (at !== 0) Module.HEAPU8.set(bytes, at);
     Module.HEAP32.set([operation, operation === PENDING ? id : at, bytes.length, 0, 0, 0, 0], words >>> 2);

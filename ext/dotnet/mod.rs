@@ -189,6 +189,9 @@ pub struct DotnetBoot {
 struct BootConfig {
     /// Every asset, by index: the runtime's, then the function's assemblies.
     assets: Vec<(String, AssetKind)>,
+    /// The indexes of the function's assemblies but the dispatcher's.
+    own_assemblies: Vec<usize>,
+    /// The assembly of the entry; empty in a baseline (the runtime and the dispatcher alone).
     assembly: String,
     dispatcher: &'static str,
     entry: Option<String>,
@@ -206,9 +209,15 @@ fn op_dotnet_boot(state: &mut OpState) -> BootConfig {
     let boot = state.borrow::<DotnetBoot>();
     let runtime = (boot.build.assets.iter()).map(|asset| (asset.virtual_path.clone(), asset.kind));
     let own = (boot.assemblies.keys()).map(|name| (name.clone(), AssetKind::Assembly));
+    let dispatcher = format!("{DISPATCHER_ASSEMBLY}.dll");
+    let own_assemblies = (boot.assemblies.keys().enumerate())
+        .filter(|(_, name)| **name != dispatcher)
+        .map(|(index, _)| boot.build.assets.len() + index)
+        .collect();
     let snapshot = boot.snapshot.as_ref();
     BootConfig {
         assets: runtime.chain(own).collect(),
+        own_assemblies,
         assembly: boot.assembly.clone(),
         dispatcher: DISPATCHER_ASSEMBLY,
         entry: boot.entry.clone(),

@@ -1,34 +1,119 @@
 //! C# in the host: the .NET WebAssembly runtime (read or downloaded on first use), and what a
 //! C# deploy stores: its assemblies, entry and memory snapshot.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+
+use sha2::Digest as _;
 
 use functions_runtime::CompileError;
 use functions_runtime::DISPATCHER_ASSEMBLY;
 use functions_runtime::DotnetBuild;
 use functions_runtime::DotnetCode;
+use functions_runtime::Engine;
+use functions_runtime::Function;
 use functions_runtime::InvokeError;
 use functions_runtime::MemorySnapshot;
+use functions_runtime::Settings;
 
 use crate::Error;
 use crate::ErrorKind;
 use crate::runtime_setup::OnFirstUse;
 use crate::runtime_setup::RuntimeSetup;
+use crate::runtime_setup::kept_baseline;
 use crate::store::StoredRuntimeCode;
 
+/// A .NET runtime build ready to run functions, and the baseline snapshots made of it so far:
+/// one per dispatcher assembly (each compiler makes its own of the same source), by its
+/// SHA-256.
+#[derive(Clone)]
+pub(crate) struct Ready {
+    pub build: Arc<DotnetBuild>,
+    baselines: Arc<tokio::sync::Mutex<HashMap<String, Arc<MemorySnapshot>>>>,
+}
+
+impl Ready {
+    /// The baseline snapshot of the runtime with `dispatcher` (the assembly a deploy brought):
+    /// from memory or the cache directory, or made (a second) and kept in both.
+    pub async fn baseline(
+        &self,
+        engine: &Engine,
+        cache: &Path,
+        dispatcher: &[u8],
+    ) -> Result<Arc<MemorySnapshot>, Error> {
+        let key = functions_npm::hex(&sha2::Sha256::digest(dispatcher));
+        let mut baselines = self.baselines.lock().await;
+        if let Some(baseline) = baselines.get(&key) {
+            return Ok(baseline.clone());
+        }
+        let tag = self.build.snapshot_tag();
+        let file = format!("baseline-{tag}-{}.snapshot", &key[..16]);
+        let code = DotnetCode::baseline(self.build.clone(), dispatcher.to_vec());
+        let runtime = Function::dotnet("dotnet-baseline", 1, code, Settings::default());
+        let make = async {
+            engine
+                .snapshot_dotnet(&runtime)
+                .await
+                .map_err(|err| Error::compile("dotnet-baseline", load_error(err)))
+        };
+        let fits = |snapshot: &MemorySnapshot| snapshot.tag() == tag;
+        let baseline = kept_baseline(cache, &file, fits, make).await?;
+        baselines.insert(key, baseline.clone());
+        Ok(baseline)
+    }
+}
+
 /// The .NET runtime, read (or downloaded) on first use.
-pub(crate) type Dotnet = OnFirstUse<Arc<DotnetBuild>>;
+pub(crate) type Dotnet = OnFirstUse<Ready>;
 
 impl Dotnet {
     /// The runtime build: read (or downloaded) the first time, then kept.
-    pub async fn ready(&self) -> Result<Arc<DotnetBuild>, Error> {
+    pub async fn ready(&self) -> Result<Ready, Error> {
         self.get_or_make(|setup| async move {
-            tokio::task::spawn_blocking(move || load_build(&setup))
+            let build = tokio::task::spawn_blocking(move || load_build(&setup))
                 .await
                 .map_err(Error::internal)?
-                .map_err(|message| Error::new(ErrorKind::Unavailable, message))
+                .map_err(|message| Error::new(ErrorKind::Unavailable, message))?;
+            Ok(Ready {
+                build,
+                baselines: Arc::default(),
+            })
         })
         .await
+    }
+
+    /// The snapshot of a C# function whose code is `code` (its snapshot not yet made): made
+    /// from the baseline of its dispatcher, its assemblies loaded and its entry bound.
+    pub async fn snapshot(
+        &self,
+        engine: &Engine,
+        ready: &Ready,
+        function: &Function,
+    ) -> Result<MemorySnapshot, Error> {
+        let name = function.name();
+        let code = function
+            .dotnet_code()
+            .ok_or_else(|| Error::internal("not a C# function"))?;
+        let dispatcher = code
+            .assemblies
+            .get(&dispatcher_file())
+            .ok_or_else(|| Error::bad_request(format!("{name} has no {}", dispatcher_file())))?;
+        let baseline = ready
+            .baseline(engine, &self.setup.cache, dispatcher)
+            .await?;
+        let mut from_baseline = code.clone();
+        from_baseline.snapshot = Some(baseline);
+        let function = Function::dotnet(
+            name,
+            function.version(),
+            from_baseline,
+            function.settings().clone(),
+        );
+        engine
+            .snapshot_dotnet(&function)
+            .await
+            .map_err(|err| Error::compile(name, load_error(err)))
     }
 }
 

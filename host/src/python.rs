@@ -18,6 +18,7 @@ use crate::store::StoredRuntimeCode;
 
 use crate::runtime_setup::OnFirstUse;
 use crate::runtime_setup::RuntimeSetup;
+use crate::runtime_setup::kept_baseline;
 
 /// A Pyodide build ready to run functions: the build, and its baseline snapshot.
 #[derive(Clone)]
@@ -92,39 +93,20 @@ async fn baseline(
     build: &Arc<PyodideBuild>,
     cache: &Path,
 ) -> Result<Arc<MemorySnapshot>, Error> {
-    let path = cache.join(format!("baseline-{}.snapshot", build.snapshot_tag()));
-    let cached = tokio::fs::read(&path).await.ok().and_then(|bytes| {
-        MemorySnapshot::from_bytes(&bytes)
-            .ok()
-            .filter(|snapshot| snapshot.fits(build))
-    });
-    if let Some(snapshot) = cached {
-        return Ok(Arc::new(snapshot));
-    }
+    let file = format!("baseline-{}.snapshot", build.snapshot_tag());
     let interpreter = Function::python(
         "python-baseline",
         1,
         PythonCode::interpreter(build.clone()),
         Settings::default(),
     );
-    let snapshot = engine
-        .snapshot_python(&interpreter)
-        .await
-        .map_err(|err| Error::internal(format!("starting Python failed: {err}")))?;
-    // Written beside its place, then moved there: another process never reads half of it.
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    let kept = async {
-        tokio::fs::create_dir_all(cache).await?;
-        tokio::fs::write(&partial, snapshot.to_bytes()).await?;
-        tokio::fs::rename(&partial, &path).await
+    let make = async {
+        engine
+            .snapshot_python(&interpreter)
+            .await
+            .map_err(|err| Error::internal(format!("starting Python failed: {err}")))
     };
-    if let Err(err) = kept.await {
-        eprintln!(
-            "functions-host: the Python baseline snapshot could not be kept in {}: {err}",
-            cache.display()
-        );
-    }
-    Ok(Arc::new(snapshot))
+    kept_baseline(cache, &file, |snapshot| snapshot.fits(build), make).await
 }
 
 /// The file a Python deploy's `entry` names and the function in it, if it names one: `main.py`,

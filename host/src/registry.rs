@@ -99,23 +99,23 @@ pub(crate) async fn function_of(
     } else if let Some(stored) = stored
         && deployment.summary.language == Language::CSharp
     {
-        let build = dotnet.ready().await.map_err(|err| err.to_string())?;
+        let ready = dotnet.ready().await.map_err(|err| err.to_string())?;
         let entry = &deployment.summary.entry;
         let snapshot = MemorySnapshot::from_bytes(&stored.snapshot)
             .ok()
-            .filter(|snapshot| snapshot.tag() == build.snapshot_tag());
+            .filter(|snapshot| snapshot.tag() == ready.build.snapshot_tag());
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
             None => {
-                // Made by another runtime or host: made again, booting this one.
-                let code = crate::dotnet::code(&build, entry, stored, None)?;
+                // Made by another runtime or host: made again, from this one's baseline.
+                let code = crate::dotnet::code(&ready.build, entry, stored, None)?;
                 let function = function_with(deployment, Code::Dotnet(code));
-                let snapshot = engine.snapshot_dotnet(&function).await;
+                let snapshot = dotnet.snapshot(engine, &ready, &function).await;
                 kept(store, deployment, snapshot.map_err(|err| err.to_string())?).await
             }
         };
         Code::Dotnet(crate::dotnet::code(
-            &build,
+            &ready.build,
             entry,
             stored,
             Some(Arc::new(snapshot)),

@@ -2,8 +2,13 @@
 //! functions run on (Pyodide, .NET): a local copy, or the npm package downloaded on first use
 //! into a cache.
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use functions_runtime::MemorySnapshot;
+
+use crate::Error;
 
 pub use functions_npm::Progress as DownloadProgress;
 
@@ -146,4 +151,37 @@ impl<T: Clone> OnFirstUse<T> {
         *ready = Some(made.clone());
         Ok(made)
     }
+}
+
+/// The baseline snapshot kept in `cache` as `file`, if one is there that `fits`; otherwise the
+/// one `make` makes (seconds), then kept there for the next process.
+pub(crate) async fn kept_baseline(
+    cache: &Path,
+    file: &str,
+    fits: impl Fn(&MemorySnapshot) -> bool,
+    make: impl Future<Output = Result<MemorySnapshot, Error>>,
+) -> Result<Arc<MemorySnapshot>, Error> {
+    let path = cache.join(file);
+    let cached = tokio::fs::read(&path)
+        .await
+        .ok()
+        .and_then(|bytes| MemorySnapshot::from_bytes(&bytes).ok().filter(&fits));
+    if let Some(snapshot) = cached {
+        return Ok(Arc::new(snapshot));
+    }
+    let snapshot = make.await?;
+    // Written beside its place, then moved there: another process never reads half of it.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let kept = async {
+        tokio::fs::create_dir_all(cache).await?;
+        tokio::fs::write(&partial, snapshot.to_bytes()).await?;
+        tokio::fs::rename(&partial, &path).await
+    };
+    if let Err(err) = kept.await {
+        eprintln!(
+            "functions-host: the baseline snapshot {file} could not be kept in {}: {err}",
+            cache.display()
+        );
+    }
+    Ok(Arc::new(snapshot))
 }

@@ -130,20 +130,20 @@ impl TenantView<'_> {
                 // Booting the runtime and snapshotting it take CPU and memory: a few deploys
                 // at a time.
                 let _turn = inner.dotnet.deploy_turn().await;
-                let build = inner.dotnet.ready().await?;
+                let ready = inner.dotnet.ready().await?;
                 let stored = csharp.clone();
                 let code = |snapshot| {
-                    crate::dotnet::code(&build, &candidate.summary.entry, &stored, snapshot)
+                    crate::dotnet::code(&ready.build, &candidate.summary.entry, &stored, snapshot)
                         .map_err(Error::bad_request)
                 };
-                // Booted once, its entry bound; its snapshot is what invocations restore.
+                // Its assemblies loaded into the runtime's baseline and its entry bound: its
+                // snapshot is what invocations restore.
                 let function =
                     registry::function_with(&candidate, registry::Code::Dotnet(code(None)?));
                 let snapshot = inner
-                    .engine
-                    .snapshot_dotnet(&function)
-                    .await
-                    .map_err(|err| Error::compile(name, crate::dotnet::load_error(err)))?;
+                    .dotnet
+                    .snapshot(&inner.engine, &ready, &function)
+                    .await?;
                 csharp.snapshot = snapshot.to_bytes().into();
                 let code = code(Some(Arc::new(snapshot)))?;
                 // It must start from that snapshot within its own limits.

@@ -23,17 +23,32 @@ pub struct DotnetCode {
     /// Its assemblies (file name → bytes): its own and the dispatcher's
     /// ([`DISPATCHER_ASSEMBLY`]`.dll`).
     pub assemblies: Arc<BTreeMap<String, Vec<u8>>>,
-    /// The name of the assembly that holds the entry.
+    /// The name of the assembly that holds the entry; empty in a baseline ([`Self::baseline`]).
     pub assembly: String,
     /// The method to call (`Class.Method`); `None` calls the assembly's only public static
     /// method.
     pub entry: Option<String>,
     /// The memory image each invocation restores ([`crate::Engine::snapshot_dotnet`]); `None`
-    /// boots the runtime from scratch (about a second).
+    /// boots the runtime from scratch (about a second). A baseline's restores the runtime and
+    /// the dispatcher, and then loads the function's assemblies and binds its entry: how the
+    /// function's own snapshot is made quickly.
     pub snapshot: Option<Arc<MemorySnapshot>>,
 }
 
 impl DotnetCode {
+    /// The runtime with `dispatcher` (the compiled [`DISPATCHER_SOURCE`]) alone: what a
+    /// baseline snapshot holds, which functions' own snapshots are made from.
+    pub fn baseline(build: Arc<DotnetBuild>, dispatcher: Vec<u8>) -> Self {
+        let file = format!("{DISPATCHER_ASSEMBLY}.dll");
+        Self {
+            build,
+            assemblies: Arc::new(BTreeMap::from([(file, dispatcher)])),
+            assembly: String::new(),
+            entry: None,
+            snapshot: None,
+        }
+    }
+
     /// What the isolate boots.
     pub(crate) fn boot(&self, env: &BTreeMap<String, String>, make_snapshot: bool) -> DotnetBoot {
         DotnetBoot {

@@ -903,7 +903,10 @@ pub(crate) async fn make_snapshot(
 ) -> Result<functions_ext::python::MemorySnapshot, InvokeError> {
     let baseline = function
         .python_code()
-        .is_some_and(|python| python.module_file.is_none());
+        .is_some_and(|python| python.module_file.is_none())
+        || function
+            .dotnet_code()
+            .is_some_and(|dotnet| dotnet.assembly.is_empty());
     let limits = crate::python::snapshot_limits(&function.settings().limits, baseline);
     let budget = Budget::new(&limits);
     let isolate =

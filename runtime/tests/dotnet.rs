@@ -292,3 +292,50 @@ public static class Settings
         r#""hush-7f3a9c""#
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_snapshots_are_made_from_a_baseline_of_the_runtime_and_dispatcher() {
+    let engine = engine();
+    let hello = function("hello", GREETER, Some("Greeter.Later"));
+    let code = hello.dotnet_code().unwrap();
+    let dispatcher = code.assemblies[&format!("{DISPATCHER_ASSEMBLY}.dll")].clone();
+    let baseline = DotnetCode::baseline(build(), dispatcher);
+    let baseline = Function::dotnet("baseline", 1, baseline, hello.settings().clone());
+    let started = std::time::Instant::now();
+    let baseline = Arc::new(engine.snapshot_dotnet(&baseline).await.expect("a baseline"));
+    eprintln!("baseline made in {:?}", started.elapsed());
+
+    // The function's own snapshot: the baseline restored, its assembly loaded, its entry bound.
+    let mut from_baseline = code.clone();
+    from_baseline.snapshot = Some(baseline.clone());
+    let from_baseline = Function::dotnet("hello", 1, from_baseline, hello.settings().clone());
+    let started = std::time::Instant::now();
+    let snapshot = engine
+        .snapshot_dotnet(&from_baseline)
+        .await
+        .expect("a snapshot made from the baseline");
+    eprintln!("the function's snapshot made in {:?}", started.elapsed());
+    let warm = restored(&hello, snapshot);
+    assert_eq!(invoke(&warm, r#""Ed""#).await.1, r#""later, Ed""#);
+    // Invoked straight from the baseline, too.
+    assert_eq!(invoke(&from_baseline, r#""Fa""#).await.1, r#""later, Fa""#);
+
+    let missing = function("missing", GREETER, Some("Greeter.Nothing"));
+    let mut code = missing.dotnet_code().unwrap().clone();
+    code.snapshot = Some(baseline);
+    match engine
+        .snapshot_dotnet(&Function::dotnet(
+            "missing",
+            1,
+            code,
+            missing.settings().clone(),
+        ))
+        .await
+    {
+        Err(err) => assert!(
+            err.to_string().contains("no public static method Nothing"),
+            "{err}"
+        ),
+        Ok(_) => panic!("an entry that is not there was bound"),
+    }
+}

@@ -202,6 +202,13 @@ fn csharp_methods_bind_events_log_fail_and_are_stopped_over_http() {
         r#""north-7""#
     );
 
+    // Each function's snapshot was made from one baseline of the runtime and the dispatcher.
+    assert_eq!(
+        server.get("/healthz").json()["csharp"]["snapshots_made"],
+        7,
+        "the baseline and six functions"
+    );
+
     // An endless loop is stopped at its CPU limit while other calls are answered.
     deploy_shop(
         &server,
