@@ -180,3 +180,37 @@ fn a_short_soak_runs_the_mixed_load_without_an_error() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("Resident memory") && page.contains("<polyline"));
 }
+
+#[test]
+fn bench_compares_csharp_with_node_booting_the_same_runtime() {
+    let node = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|dir| dir.join("node"))
+        .find(|path| path.is_file())
+        .expect("node is on the PATH (tests/setup.sh installs npm packages with it)");
+    let output = command(BINARY)
+        .args(["bench", "csharp", "--rounds", "1", "--json", "--vs"])
+        .arg(&node)
+        .env(
+            "FUNCTIONS_HOST_DOTNET_RUNTIME",
+            crate::harness::dotnet_runtime(),
+        )
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{progress}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let workload = &report["workloads"][0];
+    assert_eq!(workload["name"], "csharp");
+    let figures = workload["figures"].as_array().unwrap();
+    let engines: Vec<&str> = figures
+        .iter()
+        .map(|f| f["engine"].as_str().unwrap())
+        .collect();
+    // functions-host's fresh invocations against Node's process starts, each booting the runtime.
+    assert_eq!(engines, ["functions-host", "node (dotnet.create)"]);
+    assert_eq!(figures[0]["requests"], 20, "{workload}");
+    assert_eq!(figures[1]["requests"], 10, "{workload}");
+    let ratio = figures[1]["p50_vs_functions_host"].as_f64().unwrap();
+    let expected = figures[1]["p50_ms"].as_f64().unwrap() / figures[0]["p50_ms"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9);
+}

@@ -201,7 +201,9 @@ fn code_manifest(
     };
     if crate::csharp::is_csharp(path, lang, other_entry) {
         let (files, compiler) = crate::csharp::files(path)?;
-        eprintln!("Built {} with {compiler}", path.display());
+        if let Some(compiler) = compiler {
+            eprintln!("Built {} with {compiler}", path.display());
+        }
         return Ok(functions_host::Manifest {
             language: Some("csharp".to_owned()),
             entry: entry.map(str::to_owned),

@@ -57,13 +57,13 @@ fn sources_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// A manifest's files for the C# code at `path`: the function's assembly and the
-/// dispatcher's (base64), and its sources (text), if it has them; and the compiler used.
-pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> {
+/// dispatcher's (base64), and its sources (text), if it has them; and the compiler that
+/// compiled the sources (none for a prebuilt `.dll`).
+pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, Option<String>)> {
     let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut files = BTreeMap::new();
     let compiler = Compiler::find()?;
-    let used;
-    if path
+    let built_with = if path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("dll"))
     {
@@ -73,7 +73,7 @@ pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> 
             .and_then(|n| n.to_str())
             .unwrap_or("Function.dll");
         files.insert(name.to_owned(), encode(&bytes));
-        used = "prebuilt".to_owned();
+        None
     } else {
         let sources = if path.is_dir() {
             sources_in(path)?
@@ -96,11 +96,11 @@ pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, String)> 
             files.insert(relative.to_string_lossy().replace('\\', "/"), text);
         }
         files.insert(format!("{assembly}.dll"), encode(&bytes));
-        used = compiler.describe();
-    }
+        Some(compiler.describe())
+    };
     let dispatcher = dispatcher(&compiler)?;
     files.insert(format!("{DISPATCHER_ASSEMBLY}.dll"), encode(&dispatcher));
-    Ok((files, used))
+    Ok((files, built_with))
 }
 
 /// The name of the assembly the sources at `path` compile to: the file's or directory's name,
