@@ -4,7 +4,8 @@
 // mono_wasm_invoke_jsexport, which passes one pointer: to seven 32-bit words in linear memory,
 //   [0] the operation: 1 bind the entry, 2 call it, 3 ask for a pending call's result,
 //       4 set environment variables, 5 call another public static method of the entry's class,
-//       6 load an assembly (into a runtime restored from a snapshot made without it)
+//       6 load an assembly (into a runtime restored from a snapshot made without it),
+//       7 say which protocol this is (Protocol: boot.js checks it)
 //   [1] [2] its input (UTF-8; for 6 the assembly's bytes) at, and its length (for 3: the
 //       pending call's id)
 //   [5] [6] the answer (UTF-8 JSON, written here; the caller frees it with free) at, and length
@@ -23,6 +24,10 @@ namespace FunctionsHost
 {
     public static class Dispatcher
     {
+        // The version of the operations above: boot.js refuses a dispatcher of another one (one
+        // compiled by a CLI of another version than the host's).
+        const int Protocol = 1;
+
         static MethodInfo entry;
         static MethodInfo deserialize;
         static MethodInfo serialize;
@@ -43,6 +48,7 @@ namespace FunctionsHost
                     case 4: answer = SetEnvironment(Text(words[1], words[2])); break;
                     case 5: answer = CallMethod(Text(words[1], words[2])); break;
                     case 6: answer = LoadAssembly(Bytes(words[1], words[2])); break;
+                    case 7: answer = "{\"ok\":" + Protocol + "}"; break;
                     default: throw new ArgumentException("no operation " + words[0]);
                 }
             }

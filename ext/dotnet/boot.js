@@ -26,9 +26,13 @@ const PENDING = 3;
 const SET_ENVIRONMENT = 4;
 const CALL_METHOD = 5;
 const LOAD_ASSEMBLY = 6;
+const PROTOCOL = 7;
 
-/** How long a pending call waits for the runtime's next timer before it is asked again. */
-const SETTLE_POLL_MS = 25;
+/** The version of the operations above, as Dispatcher.cs says it. */
+const DISPATCHER_PROTOCOL = 1;
+
+/** Names a binding's methods do not take. */
+const RESERVED = new Set(["then", "constructor", "__proto__", "toString", "valueOf", "toJSON"]);
 
 /** ICU's data loaded: the shard of English, French, Italian, German and Spanish. */
 const ICU = "icudt_EFIGS.dat";
@@ -98,20 +102,30 @@ async function startDotnet(loader, native, runtime) {
   if (image !== null && !boot.makeSnapshot) {
     for (const option of JITERPRETER) api.Module.ccall("mono_jiterp_parse_option", "number", ["string"], [`--${option}`]);
   }
-  if (entry.parameters === undefined && boot.assembly === "") {
+  if (image === null) {
+    const protocol = dispatcher.call(PROTOCOL);
+    if (protocol.ok !== DISPATCHER_PROTOCOL) {
+      throw new Error(
+        `${boot.dispatcher}.dll is of another version of functions-host than this host: deploy the function with this version's CLI`,
+      );
+    }
+  }
+  let assembly = boot.assembly;
+  if (entry.parameters === undefined && assembly === "") {
     // A baseline: the runtime and the dispatcher, System.Text.Json warmed by its first use.
     const warmed = dispatcher.call(SET_ENVIRONMENT, "{}");
     if (warmed.error) throw dotnetError(warmed.error);
   } else if (entry.parameters === undefined) {
-    // Restored from a baseline, the function's assemblies are loaded now; booted, they were
-    // loaded with the runtime's.
+    // Restored from a baseline, the function's assemblies are loaded now (the entry's found by
+    // the name it gives itself); booted, they were loaded with the runtime's.
     if (image !== null) {
       for (const index of boot.ownAssemblies) {
         const loaded = dispatcher.call(LOAD_ASSEMBLY, op_dotnet_asset(index));
         if (loaded.error) throw dotnetError(loaded.error);
+        if (boot.assets[index][0] === `${boot.assembly}.dll`) assembly = loaded.ok;
       }
     }
-    const bound = dispatcher.call(BIND, `${boot.assembly}|${boot.entry ?? ""}`);
+    const bound = dispatcher.call(BIND, `${assembly}|${boot.entry ?? ""}`);
     if (bound.error) throw dotnetError(bound.error);
     entry.parameters = bound.ok.parameters;
     entry.methods = bound.ok.methods;
@@ -132,8 +146,9 @@ async function startDotnet(loader, native, runtime) {
   }
   const { parameters, methods } = entry;
   // What other functions call through a binding: the entry's class's public static methods,
-  // by their names and in camelCase (`env.MATH.Add(1, 2)` or `env.MATH.add(1, 2)`).
-  const rpc = {};
+  // by their names and in camelCase (`env.MATH.Add(1, 2)` or `env.MATH.add(1, 2)`), but none
+  // that would make the object something else (a promise's `then`, its prototype).
+  const rpc = Object.create(null);
   for (const name of methods) {
     const method = async (...args) => {
       const texts = args.map((value) => (value === undefined ? null : JSON.stringify(value)));
@@ -141,9 +156,10 @@ async function startDotnet(loader, native, runtime) {
       if (answer.error) throw dotnetError(answer.error);
       return answer.ok;
     };
-    rpc[name] = method;
     const camel = name[0].toLowerCase() + name.slice(1);
-    if (!methods.includes(camel)) rpc[camel] = method;
+    for (const key of [name, camel]) {
+      if (!RESERVED.has(key) && !Object.hasOwn(rpc, key) && (key === name || !methods.includes(key))) rpc[key] = method;
+    }
   }
   return {
     rpc,
@@ -279,12 +295,7 @@ function dispatcherOf(Module, { method, words }) {
     while (answer.pending !== undefined) {
       // Woken after the runtime's next timer; asked again after a while regardless, for a
       // task completed by anything else.
-      let timer;
-      await new Promise((wake) => {
-        waiting.push(wake);
-        timer = setTimeout(wake, SETTLE_POLL_MS);
-      });
-      clearTimeout(timer);
+      await new Promise((wake) => waiting.push(wake));
       answer = call(PENDING, "", answer.pending);
     }
     return answer;

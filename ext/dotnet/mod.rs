@@ -171,7 +171,8 @@ pub struct DotnetBoot {
     pub build: Arc<DotnetBuild>,
     /// The function's assemblies (file name → bytes): its own and the dispatcher's.
     pub assemblies: Arc<BTreeMap<String, Vec<u8>>>,
-    /// The name of the assembly that holds the entry.
+    /// The name of the assembly that holds the entry (its file's, without `.dll`); empty for a
+    /// baseline (the runtime and the dispatcher alone).
     pub assembly: String,
     /// The method to call (`Class.Method`), when the function names one (otherwise the
     /// assembly's only public static method).

@@ -695,7 +695,13 @@ fn csharp_deployment(
     let mut files = BTreeMap::new();
     for (path, content) in manifest.files {
         validate_path(&path)?;
-        if path.ends_with(".dll") {
+        let assembly = path.to_ascii_lowercase().ends_with(".dll");
+        if assembly && (path.contains('/') || !path.ends_with(".dll")) {
+            return Err(bad(format!(
+                "the assembly {path:?} must be a file of the top directory named NAME.dll"
+            )));
+        }
+        if assembly {
             let bytes = BASE64.decode(content.trim()).map_err(|err| {
                 bad(format!(
                     "the assembly {path:?} is not base64 (a manifest carries binaries as base64): {err}"

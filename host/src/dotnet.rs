@@ -1,7 +1,6 @@
 //! C# in the host: the .NET WebAssembly runtime (read or downloaded on first use), and what a
 //! C# deploy stores: its assemblies, entry and memory snapshot.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,18 +23,26 @@ use crate::runtime_setup::RuntimeSetup;
 use crate::runtime_setup::kept_baseline;
 use crate::store::StoredRuntimeCode;
 
-/// A .NET runtime build ready to run functions, and the baseline snapshots made of it so far:
-/// one per dispatcher assembly (each compiler makes its own of the same source), by its
-/// SHA-256.
+/// A .NET runtime build ready to run functions, and the baseline snapshots made of it lately:
+/// one per dispatcher assembly (each compiler, and each run of mcs, makes its own of the same
+/// source), by its SHA-256.
 #[derive(Clone)]
 pub(crate) struct Ready {
     pub build: Arc<DotnetBuild>,
-    baselines: Arc<tokio::sync::Mutex<HashMap<String, Arc<MemorySnapshot>>>>,
+    baselines: Arc<std::sync::Mutex<Vec<Baseline>>>,
 }
+
+/// A baseline snapshot and the SHA-256 of the dispatcher it holds.
+type Baseline = (String, Arc<MemorySnapshot>);
+
+/// Baselines kept in memory, and in the cache directory, at most: the dispatcher comes with
+/// each deploy, so how many there are is up to the deployers.
+const MAX_BASELINES: usize = 4;
 
 impl Ready {
     /// The baseline snapshot of the runtime with `dispatcher` (the assembly a deploy brought):
-    /// from memory or the cache directory, or made (a second) and kept in both.
+    /// from memory or the cache directory, or made (a second) and kept in both, the least
+    /// recently used going past [`MAX_BASELINES`].
     pub async fn baseline(
         &self,
         engine: &Engine,
@@ -43,10 +50,10 @@ impl Ready {
         dispatcher: &[u8],
     ) -> Result<Arc<MemorySnapshot>, Error> {
         let key = functions_npm::hex(&sha2::Sha256::digest(dispatcher));
-        let mut baselines = self.baselines.lock().await;
-        if let Some(baseline) = baselines.get(&key) {
-            return Ok(baseline.clone());
+        if let Some(baseline) = self.recall(&key) {
+            return Ok(baseline);
         }
+        // Made without holding the others: a dispatcher that takes long delays its deploy alone.
         let tag = self.build.snapshot_tag();
         let file = format!("baseline-{tag}-{}.snapshot", &key[..16]);
         let code = DotnetCode::baseline(self.build.clone(), dispatcher.to_vec());
@@ -55,12 +62,58 @@ impl Ready {
             engine
                 .snapshot_dotnet(&runtime)
                 .await
-                .map_err(|err| Error::compile("dotnet-baseline", load_error(err)))
+                .map_err(|err| match err {
+                    InvokeError::Threw { .. } => Error::compile("dotnet-baseline", load_error(err)),
+                    other => Error::internal(format!("starting the .NET runtime failed: {other}")),
+                })
         };
         let fits = |snapshot: &MemorySnapshot| snapshot.tag() == tag;
         let baseline = kept_baseline(cache, &file, fits, make).await?;
-        baselines.insert(key, baseline.clone());
+        let mut baselines = self.baselines.lock().unwrap_or_else(|p| p.into_inner());
+        baselines.retain(|(kept, _)| *kept != key);
+        baselines.push((key, baseline.clone()));
+        if baselines.len() > MAX_BASELINES {
+            baselines.remove(0);
+        }
+        drop(baselines);
+        prune_baselines(cache, &tag);
         Ok(baseline)
+    }
+
+    /// The baseline of dispatcher `key`, if it is kept, made the most recently used.
+    fn recall(&self, key: &str) -> Option<Arc<MemorySnapshot>> {
+        let mut baselines = self.baselines.lock().unwrap_or_else(|p| p.into_inner());
+        let at = baselines.iter().position(|(kept, _)| kept == key)?;
+        let entry = baselines.remove(at);
+        let baseline = entry.1.clone();
+        baselines.push(entry);
+        Some(baseline)
+    }
+}
+
+/// Removes the oldest baseline files of `tag` in `cache` past [`MAX_BASELINES`], and those of
+/// other builds and hosts.
+fn prune_baselines(cache: &Path, tag: &str) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    let mut ours = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("baseline-") && name.ends_with(".snapshot")) {
+            continue;
+        }
+        if !name.starts_with(&format!("baseline-{tag}-")) {
+            let _ = std::fs::remove_file(entry.path());
+            continue;
+        }
+        let used = entry.metadata().and_then(|m| m.modified()).ok();
+        ours.push((used, entry.path()));
+    }
+    ours.sort();
+    let extra = ours.len().saturating_sub(MAX_BASELINES);
+    for (_, path) in ours.into_iter().take(extra) {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -166,6 +219,11 @@ pub(crate) fn split_entry<'a>(
             }
         }
     };
+    if file == dispatcher_file() {
+        return Err(format!(
+            "{file} is the dispatcher's assembly: the entry is in the function's own"
+        ));
+    }
     if let Some(method) = &method {
         let names: Vec<&str> = method.split('.').collect();
         if names.len() < 2 || !names.iter().all(|name| is_identifier(name)) {
@@ -238,6 +296,7 @@ mod tests {
         );
         assert!(split("Hello").is_err());
         assert!(split("Greeter.Hello()").is_err());
+        assert!(split("FunctionsHost.Dispatcher.dll:FunctionsHost.Dispatcher.Invoke").is_err());
         let two = ["A.dll".to_owned(), "B.dll".to_owned(), dispatcher_file()];
         assert!(split_entry("Greeter.Hello", two.iter()).is_err());
     }

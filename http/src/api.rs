@@ -118,7 +118,10 @@ pub(crate) async fn get(
         });
     }
     if let Some(code) = &deployment.runtime_code {
-        let files = code.files.keys().chain(code.packages.keys());
+        let csharp = deployment.summary.language == functions_host::Language::CSharp;
+        // A C# function's assemblies are its files; a Python function's packages are not.
+        let assemblies = code.packages.keys().filter(|_| csharp);
+        let files = code.files.keys().chain(assemblies);
         body["files"] = files.cloned().collect::<Vec<_>>().into();
         let file = deployment
             .summary
@@ -129,10 +132,7 @@ pub(crate) async fn get(
         if let Some(source) = code.files.get(file) {
             body["source"] = source.as_str().into();
         }
-        let runtime = match deployment.summary.language {
-            functions_host::Language::CSharp => "csharp",
-            _ => "python",
-        };
+        let runtime = if csharp { "csharp" } else { "python" };
         body[runtime] = json!({ "snapshot_bytes": code.snapshot.len() });
     }
     body["env"] = deployment.env.keys().cloned().collect::<Vec<_>>().into();

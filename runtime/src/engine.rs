@@ -391,6 +391,7 @@ pub struct Engine {
     /// Python memory snapshots made so far.
     #[cfg(feature = "js")]
     python_snapshots: std::sync::atomic::AtomicU64,
+    /// C# memory snapshots made so far.
     #[cfg(feature = "js")]
     dotnet_snapshots: std::sync::atomic::AtomicU64,
 }
@@ -564,7 +565,8 @@ impl Engine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How many C# memory snapshots this engine has made ([`Engine::snapshot_dotnet`]).
+    /// How many C# memory snapshots this engine has made ([`Engine::snapshot_dotnet`]),
+    /// baselines included.
     #[cfg(feature = "js")]
     pub fn dotnet_snapshots_made(&self) -> u64 {
         self.dotnet_snapshots

@@ -37,6 +37,16 @@ fn build() -> Arc<DotnetBuild> {
 
 /// `source` compiled by mcs into the library `name`.dll.
 fn compile(name: &str, source: &str, unsafe_code: bool) -> Vec<u8> {
+    compile_with(name, source, unsafe_code, &[])
+}
+
+/// Like [`compile`], referring to the assemblies `references` (file name and bytes).
+fn compile_with(
+    name: &str,
+    source: &str,
+    unsafe_code: bool,
+    references: &[(&str, &[u8])],
+) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.cs"));
     std::fs::write(&file, source).unwrap();
@@ -47,6 +57,11 @@ fn compile(name: &str, source: &str, unsafe_code: bool) -> Vec<u8> {
         .arg(format!("-out:{}", out.display()));
     if unsafe_code {
         mcs.arg("-unsafe");
+    }
+    for (file, bytes) in references {
+        let path = dir.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        mcs.arg(format!("-r:{}", path.display()));
     }
     let output = mcs
         .arg(&file)
@@ -337,5 +352,52 @@ async fn functions_snapshots_are_made_from_a_baseline_of_the_runtime_and_dispatc
             "{err}"
         ),
         Ok(_) => panic!("an entry that is not there was bound"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_calls_a_library_deployed_beside_it_under_any_file_name() {
+    const LIBRARY: &str = "public static class Shout { public static string Loud(string s) { return s.ToUpperInvariant() + \"!\"; } }";
+    const CALLER: &str = "public static class Caller { public static string Call(string s) { return Shout.Loud(s); } }";
+    let engine = engine();
+    let library = compile("Library", LIBRARY, false);
+    let caller = compile_with("Functions", CALLER, false, &[("Library.dll", &library)]);
+    let greeter = function("greeter", GREETER, None);
+    let dispatcher_file = format!("{DISPATCHER_ASSEMBLY}.dll");
+    let dispatcher = greeter.dotnet_code().unwrap().assemblies[&dispatcher_file].clone();
+    let baseline = DotnetCode::baseline(build(), dispatcher.clone());
+    let baseline = Function::dotnet("baseline", 1, baseline, greeter.settings().clone());
+    let baseline = Arc::new(engine.snapshot_dotnet(&baseline).await.expect("a baseline"));
+    // The caller's file is not named as its assembly: it is found by the name it gives itself.
+    let code = DotnetCode {
+        build: build(),
+        assemblies: Arc::new(BTreeMap::from([
+            (dispatcher_file, dispatcher),
+            ("Library.dll".to_owned(), library),
+            ("Renamed.dll".to_owned(), caller),
+        ])),
+        assembly: "Renamed".into(),
+        entry: Some("Caller.Call".into()),
+        snapshot: Some(baseline),
+    };
+    let from_baseline = Function::dotnet("caller", 1, code, greeter.settings().clone());
+    assert_eq!(invoke(&from_baseline, r#""hey""#).await.1, r#""HEY!""#);
+    let snapshot = engine
+        .snapshot_dotnet(&from_baseline)
+        .await
+        .expect("a snapshot");
+    let warm = restored(&from_baseline, snapshot);
+    assert_eq!(invoke(&warm, r#""again""#).await.1, r#""AGAIN!""#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_can_never_finish_fails_at_once() {
+    const SOURCE: &str = "using System.Threading.Tasks;\npublic static class Waiter { public static Task<int> Never() { return new TaskCompletionSource<int>().Task; } }";
+    let never = function("never", SOURCE, Some("Waiter.Never"));
+    // Reported as it is, not as a call that ran out of wall-clock time.
+    let outcome = engine().invoke(&never, Request::json("[]")).await;
+    match outcome.result {
+        Err(InvokeError::Hung) => {}
+        other => panic!("expected the call to be reported hung, got {other:?}"),
     }
 }

@@ -154,7 +154,8 @@ pub struct DeployArgs {
     /// Language (default: from the entry's extension).
     #[arg(long)]
     lang: Option<String>,
-    /// The entry module of a directory (default: index.ts, index.js, main.ts, ...).
+    /// The entry module of a directory (default: index.ts, index.js, main.ts, ...); Python:
+    /// the function to call (`hello`, `main.py:hello`); C#: the method (`Class.Method`).
     #[arg(long)]
     entry: Option<String>,
     /// Environment variable for the function, `KEY=VALUE`; repeatable.
@@ -191,14 +192,17 @@ fn code_manifest(
     entry: Option<&str>,
     executor: Option<&str>,
 ) -> anyhow::Result<functions_host::Manifest> {
-    // A directory is C# when it has .cs files and no module or Python file to start from.
+    let guest = toolchain::guest_source(path, lang);
+    // A directory is C# when it has .cs files and nothing else to start from: no guest
+    // project, module or Python file.
     let module_entry = |file: &str| {
         functions_runtime::SourceLanguage::of_path(file).is_some() || file.ends_with(".py")
     };
-    let other_entry = match entry {
-        Some(entry) => module_entry(entry.split(':').next().unwrap_or(entry)),
-        None => (ENTRY_CANDIDATES.iter()).any(|candidate| path.join(candidate).is_file()),
-    };
+    let other_entry = guest.is_some()
+        || match entry {
+            Some(entry) => module_entry(entry.split(':').next().unwrap_or(entry)),
+            None => (ENTRY_CANDIDATES.iter()).any(|candidate| path.join(candidate).is_file()),
+        };
     if crate::csharp::is_csharp(path, lang, other_entry) {
         let (files, compiler) = crate::csharp::files(path)?;
         if let Some(compiler) = compiler {
@@ -212,7 +216,6 @@ fn code_manifest(
             ..functions_host::Manifest::default()
         });
     }
-    let guest = toolchain::guest_source(path, lang);
     let wasm = guest.is_some()
         || lang == Some("wasm")
         || path.extension().is_some_and(|ext| ext == "wasm");

@@ -18,8 +18,9 @@ use functions_runtime::DISPATCHER_SOURCE;
 /// What `--lang` says is C#.
 const NAMES: &[&str] = &["csharp", "cs", "c#", "dll", "dotnet"];
 
-/// Directories of build output a project directory's sources are not taken from.
-const OUTPUT_DIRS: &[&str] = &["bin", "obj"];
+/// Directories a project directory's sources are not taken from: build output and other
+/// toolchains' packages.
+const SKIPPED_DIRS: &[&str] = &["bin", "obj", "node_modules", "target"];
 
 /// Whether the code at `path` is C#: `--lang` says so, or it is a `.cs` or `.dll` file, or a
 /// directory with `.cs` files and no JavaScript or Python entry (`has_other_entry`).
@@ -34,21 +35,22 @@ pub fn is_csharp(path: &Path, lang: Option<&str>, has_other_entry: bool) -> bool
         .is_some_and(|ext| ext.eq_ignore_ascii_case("cs") || ext.eq_ignore_ascii_case("dll"))
 }
 
-/// The `.cs` files under `dir`, skipping hidden entries and build output.
+/// The `.cs` files under `dir`, skipping hidden entries, [`SKIPPED_DIRS`] and symbolic links.
 fn sources_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut sources = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for item in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let item = item?.path();
-            let name = item.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') || OUTPUT_DIRS.contains(&name) {
+            let item = item?;
+            let (path, kind) = (item.path(), item.file_type()?);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || SKIPPED_DIRS.contains(&name) {
                 continue;
             }
-            if item.is_dir() {
-                pending.push(item);
-            } else if name.ends_with(".cs") {
-                sources.push(item);
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() && name.ends_with(".cs") {
+                sources.push(path);
             }
         }
     }
@@ -62,7 +64,7 @@ fn sources_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, Option<String>)> {
     let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut files = BTreeMap::new();
-    let compiler = Compiler::find()?;
+    let compiler = Compiler::find();
     let built_with = if path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("dll"))
@@ -84,6 +86,7 @@ pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, Option<St
             bail!("{} has no .cs files", path.display());
         }
         let assembly = assembly_name(path);
+        let compiler = compiler.as_ref().map_err(|err| anyhow::anyhow!("{err}"))?;
         let bytes = compiler.compile(&assembly, &sources, false)?;
         for source in &sources {
             let relative = source.strip_prefix(path).unwrap_or(source);
@@ -98,7 +101,7 @@ pub fn files(path: &Path) -> anyhow::Result<(BTreeMap<String, String>, Option<St
         files.insert(format!("{assembly}.dll"), encode(&bytes));
         Some(compiler.describe())
     };
-    let dispatcher = dispatcher(&compiler)?;
+    let dispatcher = dispatcher(compiler)?;
     files.insert(format!("{DISPATCHER_ASSEMBLY}.dll"), encode(&dispatcher));
     Ok((files, built_with))
 }
@@ -115,14 +118,28 @@ fn assembly_name(path: &Path) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     match name.chars().next() {
-        Some(first) if first.is_ascii_alphabetic() && name != DISPATCHER_ASSEMBLY => name,
+        Some(first) if first.is_ascii_alphabetic() => name,
         _ => "Function".to_owned(),
     }
 }
 
 /// The dispatcher's assembly: compiled once per source and compiler, then kept in the user's
-/// cache directory.
-fn dispatcher(compiler: &Compiler) -> anyhow::Result<Vec<u8>> {
+/// cache directory (where, with no compiler, any compiler's copy of this source is taken).
+fn dispatcher(compiler: anyhow::Result<Compiler>) -> anyhow::Result<Vec<u8>> {
+    let prefix = format!("dispatcher-{:016x}-", functions_runtime::dispatcher_hash());
+    let compiler = match compiler {
+        Ok(compiler) => compiler,
+        Err(err) => {
+            let kept = std::fs::read_dir(cache_dir()).ok().and_then(|entries| {
+                entries.flatten().find_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let ours = name.starts_with(&prefix) && name.ends_with(".dll");
+                    ours.then(|| std::fs::read(entry.path()).ok()).flatten()
+                })
+            });
+            return kept.ok_or(err);
+        }
+    };
     let made_by: String = (compiler.describe().chars())
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' {
@@ -132,8 +149,7 @@ fn dispatcher(compiler: &Compiler) -> anyhow::Result<Vec<u8>> {
             }
         })
         .collect();
-    let key = format!("{:016x}-{made_by}", functions_runtime::dispatcher_hash());
-    let cache = cache_dir().join(format!("dispatcher-{key}.dll"));
+    let cache = cache_dir().join(format!("{prefix}{made_by}.dll"));
     if let Ok(bytes) = std::fs::read(&cache) {
         return Ok(bytes);
     }
@@ -185,6 +201,17 @@ impl Compiler {
                     .is_some_and(|major| major.parse::<u32>().is_ok())
             });
         if let Some(version) = sdk {
+            let major: u32 = version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 5 {
+                bail!(
+                    "the .NET SDK {version} is too old to compile C# functions: install .NET 5 \
+                     or newer (https://dotnet.microsoft.com/download)"
+                );
+            }
             return Ok(Self::Dotnet(version));
         }
         let mcs = Command::new("mcs").arg("--version").output();
@@ -214,6 +241,9 @@ impl Compiler {
     ) -> anyhow::Result<Vec<u8>> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("out");
+        // The compiler's output goes to files: `dotnet build` leaves servers running (MSBuild's
+        // nodes, Roslyn's) that would hold pipes open after it exits.
+        let log = dir.path().join("compiler.log");
         let mut command = match self {
             Self::Mcs => {
                 let mut mcs = Command::new("mcs");
@@ -232,24 +262,32 @@ impl Compiler {
                 mcs
             }
             Self::Dotnet(version) => {
-                let major = version.split('.').next().unwrap_or("8");
+                // Assemblies of a newer .NET than the runtime's (10) do not load in it.
+                let major: u32 = version
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(10);
+                let framework = format!("net{}.0", major.min(10));
                 let compile: String = sources
                     .iter()
                     .map(|source| {
                         let source = std::path::absolute(source).unwrap_or(source.clone());
                         format!(
                             "    <Compile Include=\"{}\" />\n",
-                            xml_escape(&source.to_string_lossy())
+                            msbuild_escape(&source.to_string_lossy())
                         )
                     })
                     .collect();
+                // The same language rules as mcs where they differ by default: no implicit
+                // usings, no nullable analysis.
                 let project = format!(
                     "<Project Sdk=\"Microsoft.NET.Sdk\">\n  <PropertyGroup>\n    \
-                     <TargetFramework>net{major}.0</TargetFramework>\n    \
+                     <TargetFramework>{framework}</TargetFramework>\n    \
                      <OutputType>Library</OutputType>\n    \
                      <AssemblyName>{assembly}</AssemblyName>\n    \
                      <EnableDefaultCompileItems>false</EnableDefaultCompileItems>\n    \
-                     <ImplicitUsings>enable</ImplicitUsings>\n    \
+                     <ImplicitUsings>disable</ImplicitUsings>\n    \
                      <Nullable>disable</Nullable>\n    \
                      <AllowUnsafeBlocks>{unsafe_code}</AllowUnsafeBlocks>\n  \
                      </PropertyGroup>\n  <ItemGroup>\n{compile}  </ItemGroup>\n</Project>\n"
@@ -258,21 +296,29 @@ impl Compiler {
                 std::fs::write(&project_file, project)?;
                 let mut dotnet = Command::new("dotnet");
                 dotnet
-                    .args(["build", "--nologo", "-c", "Release", "-o"])
+                    .args(["build", "--nologo", "-nodeReuse:false"])
+                    .arg("-p:UseSharedCompilation=false")
+                    .args(["-c", "Release", "-o"])
                     .arg(&out)
-                    .arg(&project_file);
+                    .arg(&project_file)
+                    .env("DOTNET_CLI_USE_MSBUILD_SERVER", "0")
+                    .env("DOTNET_NOLOGO", "1")
+                    .env("DOTNET_CLI_TELEMETRY_OPTOUT", "1");
                 dotnet
             }
         };
-        let output = command
-            .output()
+        let output = std::fs::File::create(&log)?;
+        let status = command
+            .stdin(std::process::Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output)
+            .status()
             .with_context(|| format!("running {}", self.describe()))?;
-        if !output.status.success() {
+        if !status.success() {
             bail!(
-                "{} failed:\n{}{}",
+                "{} failed:\n{}",
                 self.describe(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
         let dll = out.join(format!("{assembly}.dll"));
@@ -281,11 +327,22 @@ impl Compiler {
     }
 }
 
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// `text` as an MSBuild item inside XML: MSBuild's special characters as `%XX`, then XML's.
+fn msbuild_escape(text: &str) -> String {
+    let mut escaped = String::new();
+    for c in text.chars() {
+        match c {
+            '%' | ';' | '$' | '@' | '\'' | '*' | '?' => {
+                escaped.push_str(&format!("%{:02X}", c as u32))
+            }
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 #[cfg(test)]
@@ -299,6 +356,14 @@ mod tests {
         assert!(is_csharp(Path::new("anything"), Some("C#"), false));
         assert!(!is_csharp(Path::new("index.ts"), None, false));
         assert!(!is_csharp(Path::new("Hello.cs"), Some("js"), false));
+    }
+
+    #[test]
+    fn source_paths_are_escaped_for_msbuild() {
+        assert_eq!(
+            msbuild_escape("/a b/50%;$x@'*?&<\">.cs"),
+            "/a b/50%25%3B%24x%40%27%2A%3F&amp;&lt;&quot;&gt;.cs"
+        );
     }
 
     #[test]

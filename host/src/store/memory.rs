@@ -218,8 +218,8 @@ impl Store for MemoryStore {
             .map(|function| &mut function.current)
             .filter(|current| current.summary.version == version);
         match current.and_then(|current| current.runtime_code.as_mut()) {
-            Some(python) => {
-                python.snapshot = snapshot;
+            Some(code) => {
+                code.snapshot = snapshot;
                 Ok(true)
             }
             None => Ok(false),

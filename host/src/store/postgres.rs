@@ -178,11 +178,6 @@ CREATE INDEX calls_by_tenant ON calls (tenant, state);
 ",
     // The trace each call continues (the W3C traceparent of the request that made it).
     "ALTER TABLE calls ADD COLUMN traceparent TEXT;",
-    // The code columns of Python functions hold C# functions' too.
-    "ALTER TABLE versions RENAME COLUMN python_files TO runtime_files;
-     ALTER TABLE versions RENAME COLUMN python_requirements TO runtime_requirements;
-     ALTER TABLE versions RENAME COLUMN python_packages TO runtime_packages;
-     ALTER TABLE versions RENAME COLUMN python_snapshot TO runtime_snapshot;",
 ];
 
 /// No connection to the database could be had (it is down, restarting, or refuses more).
@@ -534,8 +529,8 @@ impl PostgresStore {
             .query(
                 &format!(
                     "SELECT {SUMMARY_COLUMNS}, v.env, v.allow_net, v.executor, v.bindings,
-                            v.wasm_binary, v.wasm_artifact, v.runtime_files,
-                            v.runtime_requirements, v.runtime_packages, v.runtime_snapshot
+                            v.wasm_binary, v.wasm_artifact, v.python_files,
+                            v.python_requirements, v.python_packages, v.python_snapshot
                      FROM functions f
                      JOIN versions v ON v.name = f.name AND v.version = f.current_version
                      WHERE $1::TEXT IS NULL OR f.name = $1 ORDER BY f.name"
@@ -612,8 +607,8 @@ async fn collect_blobs(client: &impl GenericClient) -> StoreResult<()> {
         .execute(
             "DELETE FROM blobs b WHERE NOT EXISTS (
                SELECT 1 FROM versions v
-               WHERE b.hash IN (v.wasm_binary, v.wasm_artifact, v.runtime_packages,
-                                v.runtime_snapshot))",
+               WHERE b.hash IN (v.wasm_binary, v.wasm_artifact, v.python_packages,
+                                v.python_snapshot))",
             &[],
         )
         .await?;
@@ -673,7 +668,9 @@ impl Store for PostgresStore {
             ),
             None => (None, None),
         };
-        let (runtime_files, runtime_requirements, runtime_packages, runtime_snapshot) =
+        // The `python_*` columns hold C# functions' code too: their names predate C#, and
+        // renaming them would break nodes of an older version still serving the database.
+        let (python_files, python_requirements, python_packages, python_snapshot) =
             match &new.runtime_code {
                 Some(code) => (
                     Some(serde_json::to_string(&code.files)?),
@@ -693,8 +690,8 @@ impl Store for PostgresStore {
         tx.execute(
             "INSERT INTO versions (name, version, language, entry, env, isolation, allow_net,
                                    executor, limits, public, bindings, created_at, wasm_binary,
-                                   wasm_artifact, runtime_files, runtime_requirements,
-                                   runtime_packages, runtime_snapshot)
+                                   wasm_artifact, python_files, python_requirements,
+                                   python_packages, python_snapshot)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                      $18)",
             &[
@@ -712,10 +709,10 @@ impl Store for PostgresStore {
                 &now,
                 &wasm_binary,
                 &wasm_artifact,
-                &runtime_files,
-                &runtime_requirements,
-                &runtime_packages,
-                &runtime_snapshot,
+                &python_files,
+                &python_requirements,
+                &python_packages,
+                &python_snapshot,
             ],
         )
         .await?;
@@ -819,8 +816,8 @@ impl Store for PostgresStore {
         let hash = self.blobs.put(&tx, &snapshot).await?;
         let changed = tx
             .execute(
-                "UPDATE versions SET runtime_snapshot = $3
-                 WHERE name = $1 AND version = $2 AND runtime_snapshot IS NOT NULL",
+                "UPDATE versions SET python_snapshot = $3
+                 WHERE name = $1 AND version = $2 AND python_snapshot IS NOT NULL",
                 &[&name, &(version as i64), &hash],
             )
             .await?;

@@ -792,14 +792,24 @@ impl Store for SqliteStore {
     }
 }
 
-/// Brings tables created by an older functions-host up to date.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let applied: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+/// Brings tables created by an older functions-host up to date, all in one transaction; a
+/// database a newer functions-host changed is left alone, and refused.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let tx = conn.unchecked_transaction()?;
+    let applied: usize = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if applied > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database was changed by a newer functions-host (its schema is at version \
+             {applied}, this one knows {}): run that version",
+            MIGRATIONS.len()
+        );
+    }
     // SCHEMA creates tables in their first shape, so a new database takes every migration too.
     for migration in MIGRATIONS.iter().skip(applied) {
-        conn.execute_batch(migration)?;
+        tx.execute_batch(migration)?;
     }
-    conn.pragma_update(None, "user_version", MIGRATIONS.len())
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    Ok(tx.commit()?)
 }
 
 #[cfg(test)]
@@ -831,6 +841,50 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
         assert_eq!(store.get("old").await.unwrap().unwrap().version(), 2);
+    }
+
+    #[tokio::test]
+    async fn python_functions_stored_before_csharp_come_back_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let before_csharp = MIGRATIONS.len() - 1;
+        {
+            let conn = Connection::open(dir.path().join("functions.db")).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            for migration in &MIGRATIONS[..before_csharp] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before_csharp)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO functions (name, current_version, created_at, updated_at, call_token)
+                   VALUES ('py', 1, 0, 0, 'token');
+                 INSERT INTO versions (name, version, language, entry, source, env, isolation,
+                                       created_at)
+                   VALUES ('py', 1, 'python', 'main.py', '', '{}', 'invocation', 0);
+                 INSERT INTO python VALUES ('py', 1, '{\"main.py\":\"x = 1\"}', '[]', x'', x'0102');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES).unwrap();
+        let code = store
+            .get("py")
+            .await
+            .unwrap()
+            .unwrap()
+            .runtime_code
+            .unwrap();
+        assert_eq!(code.files["main.py"], "x = 1");
+        assert_eq!(&*code.snapshot, &[1, 2]);
+        drop(store);
+        let conn = Connection::open(dir.path().join("functions.db")).unwrap();
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+            .unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path(), super::super::DEFAULT_LOG_CAP_BYTES)
+            .err()
+            .expect("a newer schema is refused")
+            .to_string();
+        assert!(err.contains("newer functions-host"), "{err}");
     }
 
     #[tokio::test]
