@@ -306,7 +306,8 @@ function dispatcherOf(Module, { method, words }) {
 /**
  * The arguments for `parameters` from `event`, each as JSON text (null: left out), or why they
  * cannot be had: an object binds by parameter name, an array by position, and a method of one
- * parameter takes the whole event (or the one item of an array, or the member of its name).
+ * parameter takes the whole event (or the one item of an array, or the member of its name; an
+ * object without that member gives no argument unless the parameter is an object).
  */
 function bind(parameters, event) {
   const isObject = event !== null && typeof event === "object" && !Array.isArray(event);
@@ -320,6 +321,9 @@ function bind(parameters, event) {
       values = [event[only.name]];
     } else if (Array.isArray(event) && event.length === 1 && only.kind !== "array") {
       values = [event[0]];
+    } else if (isObject && only.kind !== "object") {
+      // An object without the member is not the value of a string, number or list.
+      values = [undefined];
     } else {
       values = [event];
     }

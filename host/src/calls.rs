@@ -415,37 +415,63 @@ fn schedule(inner: &Arc<Inner>, call: QueuedCall, concurrency: usize) {
     tokio::spawn(async move {
         let permit = ticket.await;
         inner.dispatcher.await_turn(&call.name, number).await;
-        run(&inner, &call, permit).await;
-        inner.dispatcher.release(&call.name, &call.id);
+        match run(&inner, &call, permit).await {
+            Ran::Done => inner.dispatcher.release(&call.name, &call.id),
+            // Its place was given back while the store could not be reached: it queues again.
+            Ran::Later => schedule(&inner, call, concurrency),
+        }
     });
+}
+
+/// How [`run`] left a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    /// Ran (here or elsewhere), or was given back to the store.
+    Done,
+    /// Not started: the store could not be reached at its turn (it answers again now).
+    Later,
 }
 
 /// Runs a claimed call whose turn it is, stores its outcome. The call is marked running (and
 /// logged so) only when its function is about to run it: until then it is pending, and a host
-/// that stops gives it back.
-async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
+/// that stops gives it back. Its place in the lane is held while it runs, not while the store
+/// is unreachable: synchronous invocations go on meanwhile.
+async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) -> Ran {
     let dispatcher = &inner.dispatcher;
     let pass_turn = || dispatcher.pass_turn(&call.name);
     if inner.is_draining() {
         // The host is shutting down: the call is pending again, for another host (or this
         // one's next start) to run.
         pass_turn();
-        return persist(&format!("giving back call {}", call.id), || {
+        persist(&format!("giving back call {}", call.id), || {
             inner.store.release_call(&call.id, &dispatcher.node)
         })
         .await;
+        return Ran::Done;
     }
     let reading = format!("reading call {}", call.id);
-    let Some(input) = persist(&reading, || inner.store.call_input(&call.id)).await else {
+    let input = match inner.store.call_input(&call.id).await {
+        Ok(input) => input,
+        Err(_) => {
+            // Its place goes to the next in line until the store answers.
+            pass_turn();
+            drop(permit);
+            persist(&reading, || inner.store.call_input(&call.id)).await;
+            return Ran::Later;
+        }
+    };
+    let Some(input) = input else {
         // Not pending any more: it ran already.
-        return pass_turn();
+        pass_turn();
+        return Ran::Done;
     };
     let deployed = inner.registry.get(&call.name);
     let Some(deployed) = deployed.filter(|d| may_still_use(inner, call, d.owner.as_deref())) else {
         pass_turn();
         let outcome = CallOutcome::Failed(Error::function_not_found(&call.name));
         // Logged (if anywhere) only to a function of the key that made the call.
-        return finish(inner, call, call.tenant.as_deref(), outcome).await;
+        finish(inner, call, call.tenant.as_deref(), outcome).await;
+        return Ran::Done;
     };
     let request = inner.call_request(&call.name, &call.id, input);
     let (gate, starting) = functions_runtime::start_gate();
@@ -485,7 +511,7 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
         go.go();
         (true, None)
     };
-    // The call holds its place until its outcome is stored.
+    // The call holds its place while it runs.
     let execute = async {
         match inner
             .execute(&deployed, request, controls, (), Via::Call)
@@ -496,6 +522,8 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
         }
     };
     let ((ran_here, _shut), outcome) = tokio::join!(start, execute);
+    // Storing the outcome waits for the store, not for the function.
+    drop(permit);
     if ran_here {
         let outcome = match outcome {
             Ok(result) => CallOutcome::Finished(result),
@@ -503,7 +531,7 @@ async fn run(inner: &Arc<Inner>, call: &QueuedCall, permit: Permit) {
         };
         finish(inner, call, deployed.owner.as_deref(), outcome).await;
     }
-    drop(permit);
+    Ran::Done
 }
 
 /// Runs `step`, a change to the store that a call's life depends on, until the store takes it

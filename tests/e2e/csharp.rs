@@ -70,6 +70,18 @@ public static class Shop
     }
 
     public static string Setting(string name) { return Environment.GetEnvironmentVariable(name); }
+
+    public static int Hog()
+    {
+        List<byte[]> blocks = new List<byte[]>();
+        while (true) { blocks.Add(new byte[8 << 20]); }
+    }
+
+    public static async Task<int> Sleep()
+    {
+        await Task.Delay(60000);
+        return 1;
+    }
 }
 "#;
 
@@ -117,6 +129,14 @@ fn csharp_methods_bind_events_log_fail_and_are_stopped_over_http() {
             "{event}"
         );
     }
+    // A request without the argument says which is missing.
+    let reply = server.get("/fn/Hello/");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.error_message().contains("missing argument name"),
+        "{}",
+        reply.text()
+    );
     // Console output went to the function's logs; booting the runtime wrote nothing there.
     let lines = server.log_lines("Hello");
     assert_eq!(
@@ -232,6 +252,22 @@ fn csharp_methods_bind_events_log_fail_and_are_stopped_over_http() {
     let spun = spinning.join().unwrap();
     assert_eq!(spun.status, 504, "{}", spun.text());
     assert_eq!(server.post("/fn/Hello/", r#""again""#).status, 200);
+
+    // So is one that takes all the memory it may, and one that waits past its wall-clock limit.
+    deploy_shop(&server, &source, "hog", "Hog", &[]);
+    let reply = server.post("/fn/hog/", "[]");
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "memory_limit");
+    deploy_shop(
+        &server,
+        &source,
+        "sleep",
+        "Sleep",
+        &["--limit", "wall_clock_ms=1000"],
+    );
+    let reply = server.post("/fn/sleep/", "[]");
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(server.post("/fn/Hello/", r#""still""#).status, 200);
 
     // An asynchronous call.
     let reply = server.post("/api/functions/later/calls", r#"{"name":"queued"}"#);

@@ -392,6 +392,14 @@ fn a_database_restart_under_load_loses_no_call_and_the_nodes_reconnect() {
                 n += 1;
             }
         });
+        // The load stops however this ends (a failed wait must not leave it running forever).
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         wait_until("calls accepted before", &|| count(&accepted) >= 50);
         cluster.stop();
         wait_until("calls refused while the database is down", &|| {
@@ -400,7 +408,6 @@ fn a_database_restart_under_load_loses_no_call_and_the_nodes_reconnect() {
         cluster.start_server();
         let before = count(&accepted);
         wait_until("calls accepted after", &|| count(&accepted) >= before + 50);
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     // Every call accepted ran once, and its result is there.
     let accepted = accepted.into_inner().unwrap();
