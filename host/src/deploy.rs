@@ -592,6 +592,13 @@ fn isolation_of(
     }
 }
 
+/// Whether `name` is a name in Python or C#: a letter or `_`, then letters, digits or `_`.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
 /// A Python deploy: its files (`.py` modules and text files they read) and entry (`main.py`,
 /// `main.py:hello`, or `hello`); its snapshot is still to be made.
 fn python_deployment(

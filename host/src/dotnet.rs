@@ -226,19 +226,13 @@ pub(crate) fn split_entry<'a>(
     }
     if let Some(method) = &method {
         let names: Vec<&str> = method.split('.').collect();
-        if names.len() < 2 || !names.iter().all(|name| is_identifier(name)) {
+        if names.len() < 2 || !names.iter().all(|name| crate::deploy::is_identifier(name)) {
             return Err(format!(
                 "the entry's method {method:?} is not Class.Method (or Namespace.Class.Method)"
             ));
         }
     }
     Ok((file, method))
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 /// A C# function's code, as stored, with its `entry` (see [`split_entry`]), restoring

@@ -74,6 +74,7 @@ pub use metrics::Sample;
 pub use runtime_setup::DownloadProgress;
 pub use runtime_setup::LanguageRuntime;
 pub use runtime_setup::RuntimeSetup;
+pub use runtime_setup::user_cache_dir;
 pub use store::CallOutcome;
 pub use store::CallResult;
 pub use store::CallState;

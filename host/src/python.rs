@@ -137,19 +137,13 @@ pub(crate) fn split_entry<'a>(
         }
     };
     if let Some(function) = &function
-        && !is_identifier(function)
+        && !crate::deploy::is_identifier(function)
     {
         return Err(format!(
             "the entry's function {function:?} is not a Python name"
         ));
     }
     Ok((file, function))
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 /// A Python function's code, as stored, with its `entry` (see [`split_entry`]), restoring

@@ -99,7 +99,7 @@ impl RuntimeSetup {
 
 /// `functions-host` in the user's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`, else
 /// the temporary directory).
-fn user_cache_dir() -> PathBuf {
+pub fn user_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)

@@ -130,13 +130,15 @@ fn dispatcher(compiler: anyhow::Result<Compiler>) -> anyhow::Result<Vec<u8>> {
     let compiler = match compiler {
         Ok(compiler) => compiler,
         Err(err) => {
-            let kept = std::fs::read_dir(cache_dir()).ok().and_then(|entries| {
-                entries.flatten().find_map(|entry| {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    let ours = name.starts_with(&prefix) && name.ends_with(".dll");
-                    ours.then(|| std::fs::read(entry.path()).ok()).flatten()
-                })
-            });
+            let kept = std::fs::read_dir(functions_host::user_cache_dir())
+                .ok()
+                .and_then(|entries| {
+                    entries.flatten().find_map(|entry| {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        let ours = name.starts_with(&prefix) && name.ends_with(".dll");
+                        ours.then(|| std::fs::read(entry.path()).ok()).flatten()
+                    })
+                });
             return kept.ok_or(err);
         }
     };
@@ -149,7 +151,7 @@ fn dispatcher(compiler: anyhow::Result<Compiler>) -> anyhow::Result<Vec<u8>> {
             }
         })
         .collect();
-    let cache = cache_dir().join(format!("{prefix}{made_by}.dll"));
+    let cache = functions_host::user_cache_dir().join(format!("{prefix}{made_by}.dll"));
     if let Ok(bytes) = std::fs::read(&cache) {
         return Ok(bytes);
     }
@@ -159,20 +161,10 @@ fn dispatcher(compiler: anyhow::Result<Compiler>) -> anyhow::Result<Vec<u8>> {
     let bytes = compiler.compile(DISPATCHER_ASSEMBLY, &[source], true)?;
     // Kept for the next deploy; one that cannot be kept is compiled again then.
     let partial = cache.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(cache_dir())
+    let _ = std::fs::create_dir_all(functions_host::user_cache_dir())
         .and_then(|()| std::fs::write(&partial, &bytes))
         .and_then(|()| std::fs::rename(&partial, &cache));
     Ok(bytes)
-}
-
-/// `functions-host` in the user's cache directory.
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("functions-host")
 }
 
 /// A C# compiler on this machine.
